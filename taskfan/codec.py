@@ -1,0 +1,70 @@
+"""Codecs turn Python values into bytes for Redis and back.
+
+``pickle`` (protocol 5) carries any picklable value and exceptions themselves; it
+runs code when it loads, so only use it with a Redis you trust or with signing.
+``json`` carries JSON values only (tuples arrive as lists) and never runs code:
+use it for jobs enqueued from the shell and wherever pickle is not allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Protocol
+
+from taskfan.errors import ConfigError, EncodeError
+
+
+class Codec(Protocol):
+    name: str
+    #: whether exception objects survive a round trip
+    carries_exceptions: bool
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class PickleCodec:
+    name = "pickle"
+    carries_exceptions = True
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=5)
+        except Exception as exc:  # pickle raises many types: PicklingError, TypeError, ...
+            raise EncodeError(f"cannot pickle {type(value).__name__}: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+class JsonCodec:
+    name = "json"
+    carries_exceptions = False
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self._encoder.encode(value).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise EncodeError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+PICKLE = PickleCodec()
+JSON = JsonCodec()
+CODECS: dict[str, Codec] = {PICKLE.name: PICKLE, JSON.name: JSON}
+
+
+def get_codec(name: str | bytes) -> Codec:
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise ConfigError(f"unknown codec {name!r}: choose one of {', '.join(CODECS)}") from None

@@ -1,0 +1,92 @@
+"""The error tree. Every error taskfan raises on purpose is a TaskfanError."""
+
+from __future__ import annotations
+
+
+class TaskfanError(Exception):
+    """Base class of every error taskfan raises on purpose."""
+
+
+class ConfigError(TaskfanError, ValueError):
+    """A setting, option or environment variable has a value we cannot use."""
+
+
+class BrokerUnavailable(TaskfanError, ConnectionError):
+    """Redis could not be reached, refused our credentials, or dropped the connection."""
+
+
+class FunctionReferenceError(TaskfanError, ValueError):
+    """A function cannot travel by reference (``module:qualname``) or cannot be resolved."""
+
+
+class EncodeError(TaskfanError, ValueError):
+    """A value cannot be encoded with the job's codec."""
+
+
+class ProtocolError(TaskfanError):
+    """An entry read from Redis does not follow the taskfan protocol."""
+
+
+class InvalidInput(TaskfanError, ValueError):
+    """An input record is malformed; names the file and line where known."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        super().__init__(f"{where}{message}")
+
+
+class JobNotFound(TaskfanError, LookupError):
+    """No job with this id exists (never created, or expired after its result TTL)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found (never created, or its results expired)")
+
+
+class JobCancelled(TaskfanError):
+    """The job was cancelled before all of its items ran."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"job {job_id} was cancelled")
+
+
+class TaskFailed(TaskfanError):
+    """An item raised an exception on a worker node.
+
+    Keeps the remote exception's type name, message and traceback text, and the
+    exception object itself when the job's codec could carry it (pickle).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        index: int,
+        type_name: str,
+        message: str,
+        traceback: str,
+        exception: BaseException | None = None,
+    ):
+        self.job_id = job_id
+        self.index = index
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.exception = exception
+        super().__init__(f"item {index} of job {job_id} failed: {type_name}: {message}")
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.traceback:
+            text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
+        return text
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (
+            type(self),
+            (self.job_id, self.index, self.type_name, self.message, self.traceback, None),
+        )

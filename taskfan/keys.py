@@ -1,0 +1,91 @@
+"""Every Redis key taskfan uses, built in one place.
+
+Keys carry hash tags so that each multi-key command or script touches one slot:
+
+- queue slot ``{q:NAME}``: ``stream`` (batches; consumer group ``workers``),
+  ``dead`` (dead letters), ``jobs`` (zset of job id -> created time).
+- job slot ``{j:ID}``: ``meta`` (hash), ``results`` (hash: batch index -> result
+  entry), ``events`` (stream of recorded batches and job state changes).
+- nodes: ``nodes`` (zset of node id -> last heartbeat) and one hash per node.
+
+No script or transaction spans a queue slot and a job slot. Nothing outside this
+module writes a key string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "taskfan"
+GROUP = "workers"
+NODES = f"{PREFIX}:nodes"
+QUEUES = f"{PREFIX}:queues"
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not name or any(c in name for c in "{}: \t\r\n"):
+        raise ValueError(
+            f"invalid {kind} name {name!r}: use a non-empty name without braces, "
+            "colons or whitespace"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one queue, all in the slot ``{q:NAME}``."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_name("queue", self.name)
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:{{q:{self.name}}}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self._base}:stream"
+
+    @property
+    def dead(self) -> str:
+        return f"{self._base}:dead"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self._base}:jobs"
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The keys of one job, all in the slot ``{j:ID}``."""
+
+    id: str
+
+    def __post_init__(self) -> None:
+        _check_name("job id", self.id)
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:{{j:{self.id}}}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self._base}:meta"
+
+    @property
+    def results(self) -> str:
+        return f"{self._base}:results"
+
+    @property
+    def events(self) -> str:
+        return f"{self._base}:events"
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.meta, self.results, self.events)
+
+
+def node(node_id: str) -> str:
+    """The hash that describes one worker node."""
+    return f"{PREFIX}:node:{_check_name('node id', node_id)}"

@@ -1,0 +1,37 @@
+-- record.lua: record one batch's results exactly once, and finish the job when
+-- it was the last batch of a sealed job.
+--
+-- KEYS[1]  taskfan:{j:ID}:meta     job meta hash (counters, state, sealed, batches)
+-- KEYS[2]  taskfan:{j:ID}:results  results hash, field = batch index
+-- KEYS[3]  taskfan:{j:ID}:events   events stream that producers block on
+-- ARGV[1]  batch index
+-- ARGV[2]  result entry (see taskfan/protocol.py)
+-- ARGV[3]  items of the batch that succeeded
+-- ARGV[4]  items of the batch that failed
+-- ARGV[5]  now, in seconds since the epoch
+--
+-- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
+-- nothing changes), -1 when the job does not exist (aborted, purged or expired:
+-- nothing is written, so no orphan keys appear).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
+local done = redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
+redis.call('XADD', KEYS[3], '*', 'b', ARGV[1])
+local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl', 'state')
+if meta[1] == '1' and tonumber(meta[2]) == done and meta[4] == 'active' then
+  redis.call('HSET', KEYS[1], 'state', 'finished', 'finished_at', ARGV[5])
+  redis.call('XADD', KEYS[3], '*', 'end', 'finished')
+  local ttl = tonumber(meta[3])
+  if ttl and ttl > 0 then
+    for i = 1, 3 do
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+  end
+end
+return 1

@@ -1,0 +1,29 @@
+-- seal.lua: the producer has sent every batch of a job; fix its size, and finish
+-- the job when the nodes already recorded every batch (or it has none).
+--
+-- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
+-- KEYS[2]  taskfan:{j:ID}:results  results hash (only given an expiry here)
+-- KEYS[3]  taskfan:{j:ID}:events   events stream
+-- ARGV[1]  total number of items
+-- ARGV[2]  number of batches
+-- ARGV[3]  now, in seconds since the epoch
+--
+-- Returns 1 when sealed, 2 when sealed and finished, -1 when the job does not exist.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'sealed', '1', 'total', ARGV[1], 'batches', ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'sealed', ARGV[2])
+local meta = redis.call('HMGET', KEYS[1], 'batches_done', 'result_ttl', 'state')
+if (tonumber(meta[1]) or 0) == tonumber(ARGV[2]) and meta[3] == 'active' then
+  redis.call('HSET', KEYS[1], 'state', 'finished', 'finished_at', ARGV[3])
+  redis.call('XADD', KEYS[3], '*', 'end', 'finished')
+  local ttl = tonumber(meta[2])
+  if ttl and ttl > 0 then
+    for i = 1, 3 do
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+  end
+  return 2
+end
+return 1

@@ -1,0 +1,298 @@
+"""The messages that travel through Redis between producers and worker nodes.
+
+Batch entry (one field-value entry of the queue stream, one batch of items)::
+
+    j  job id                  b  batch index (0, 1, ...)
+    s  index of the first item n  number of items
+    f  function reference      c  codec name ("pickle" | "json")
+    m  call mode (CallMode)    k  chunksize asked by the job (0: the node decides)
+    p  payload: the codec's encoding of the list of items
+
+Result entry (the value of one field of a job's results hash)::
+
+    b"TFR1" | start u64 | count u32 | failed u32 | chunks u32 | (length u32 | blob)*
+
+Each blob is one chunk's outcomes, encoded by the job's codec as
+``[values, errors]``: ``values`` has one value per item (None where the item
+failed) and ``errors`` lists ``[offset, type, message, traceback, exception]`` per
+failed item, ``offset`` counted within the chunk and ``exception`` the exception
+object where the codec carries one (pickle), else None.
+
+Job events stream entries: ``b=<batch index>`` when a batch is recorded,
+``sealed=<batches>`` when the producer has sent every batch, ``end=<state>`` when
+the job reaches a final state.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskfan.codec import Codec
+from taskfan.errors import ProtocolError, TaskFailed
+
+
+class CallMode(str, enum.Enum):
+    """How a node calls the function with one item."""
+
+    ONE = "1"  #: fn(item)
+    ARGS = "a"  #: fn(*item), like itertools.starmap
+    CALL = "c"  #: fn(*item[0], **item[1]); used by submit(fn, *args, **kwargs)
+    STAR = "s"  #: a list is fn(*item), a dict is fn(**item), anything else fn(item)
+
+
+def call(fn: Any, mode: CallMode, item: Any) -> Any:
+    if mode is CallMode.ONE:
+        return fn(item)
+    if mode is CallMode.ARGS:
+        return fn(*item)
+    if mode is CallMode.CALL:
+        args, kwargs = item
+        return fn(*args, **kwargs)
+    if isinstance(item, dict):
+        return fn(**item)
+    if isinstance(item, (list, tuple)):
+        return fn(*item)
+    return fn(item)
+
+
+def _text(fields: Mapping[bytes, bytes], name: bytes, where: str) -> str:
+    try:
+        return fields[name].decode("utf-8")
+    except KeyError:
+        raise ProtocolError(f"{where}: missing field {name.decode()!r}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{where}: field {name.decode()!r} is not UTF-8") from None
+
+
+def _int(fields: Mapping[bytes, bytes], name: bytes, where: str) -> int:
+    text = _text(fields, name, where)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ProtocolError(f"{where}: field {name.decode()!r} is not an integer: {text!r}") from None
+    if value < 0:
+        raise ProtocolError(f"{where}: field {name.decode()!r} is negative: {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    job_id: str
+    index: int
+    start: int
+    count: int
+    fn_ref: str
+    codec: str
+    mode: CallMode
+    chunksize: int
+    payload: bytes
+
+    def fields(self) -> dict[str, str | bytes | int]:
+        return {
+            "j": self.job_id,
+            "b": self.index,
+            "s": self.start,
+            "n": self.count,
+            "f": self.fn_ref,
+            "c": self.codec,
+            "m": self.mode.value,
+            "k": self.chunksize,
+            "p": self.payload,
+        }
+
+    @classmethod
+    def parse(cls, fields: Mapping[bytes, bytes], where: str) -> BatchEntry:
+        """Parse a stream entry's fields; ``where`` names the entry in errors."""
+        mode_text = _text(fields, b"m", where)
+        try:
+            mode = CallMode(mode_text)
+        except ValueError:
+            raise ProtocolError(f"{where}: unknown call mode {mode_text!r}") from None
+        if b"p" not in fields:
+            raise ProtocolError(f"{where}: missing field 'p'")
+        return cls(
+            job_id=_text(fields, b"j", where),
+            index=_int(fields, b"b", where),
+            start=_int(fields, b"s", where),
+            count=_int(fields, b"n", where),
+            fn_ref=_text(fields, b"f", where),
+            codec=_text(fields, b"c", where),
+            mode=mode,
+            chunksize=_int(fields, b"k", where),
+            payload=fields[b"p"],
+        )
+
+
+_RESULT_MAGIC = b"TFR1"
+_RESULT_HEAD = struct.Struct("<QIII")
+_LEN = struct.Struct("<I")
+
+
+def encode_result(start: int, count: int, failed: int, blobs: list[bytes]) -> bytes:
+    parts = [_RESULT_MAGIC, _RESULT_HEAD.pack(start, count, failed, len(blobs))]
+    for blob in blobs:
+        parts.append(_LEN.pack(len(blob)))
+        parts.append(blob)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ResultEntry:
+    start: int
+    count: int
+    failed: int
+    blobs: list[bytes]
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> ResultEntry:
+        view = memoryview(data)
+        head = len(_RESULT_MAGIC) + _RESULT_HEAD.size
+        if len(data) < head or data[:4] != _RESULT_MAGIC:
+            raise ProtocolError(f"{where}: not a taskfan result entry")
+        start, count, failed, nblobs = _RESULT_HEAD.unpack_from(view, 4)
+        blobs: list[bytes] = []
+        pos = head
+        for _ in range(nblobs):
+            if pos + _LEN.size > len(data):
+                raise ProtocolError(f"{where}: result entry is truncated")
+            (size,) = _LEN.unpack_from(view, pos)
+            pos += _LEN.size
+            if pos + size > len(data):
+                raise ProtocolError(f"{where}: result entry is truncated")
+            blobs.append(bytes(view[pos : pos + size]))
+            pos += size
+        return cls(start, count, failed, blobs)
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """What a node caught when an item raised."""
+
+    type: str
+    message: str
+    traceback: str
+    exception: BaseException | None = None
+
+    def to_task_failed(self, job_id: str, index: int) -> TaskFailed:
+        return TaskFailed(job_id, index, self.type, self.message, self.traceback, self.exception)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One item's outcome: its value, or the error it raised."""
+
+    index: int
+    ok: bool
+    value: Any = None
+    error: RemoteError | None = None
+
+
+def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
+    """Decode a result entry into one Outcome per item, in input order."""
+    index = entry.start
+    for blob in entry.blobs:
+        try:
+            values, errors = codec.loads(blob)
+        except Exception as exc:
+            raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
+        failed: dict[int, RemoteError] = {}
+        for offset, type_name, message, tb, exc_obj in errors:
+            exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
+            failed[offset] = RemoteError(type_name, message, tb, exc_obj)
+        for offset, value in enumerate(values):
+            error = failed.get(offset)
+            if error is None:
+                yield Outcome(index, True, value)
+            else:
+                yield Outcome(index, False, None, error)
+            index += 1
+    if index != entry.start + entry.count:
+        raise ProtocolError(
+            f"{where}: result entry holds {index - entry.start} outcomes, expected {entry.count}"
+        )
+
+
+class JobState(str, enum.Enum):
+    ACTIVE = "active"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """A job's meta hash, parsed."""
+
+    id: str
+    queue: str
+    fn_ref: str
+    codec: str
+    mode: CallMode
+    state: JobState
+    sealed: bool
+    total: int
+    batches: int
+    ok: int
+    failed: int
+    batches_done: int
+    batch_size: int
+    chunksize: int
+    result_ttl: int
+    created_at: float
+    finished_at: float | None
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def status(self) -> str:
+        """A human word for where the job is: enqueuing, queued, running, finished, cancelled."""
+        if self.state is not JobState.ACTIVE:
+            return self.state.value
+        if not self.sealed:
+            return "enqueuing"
+        return "running" if self.batches_done else "queued"
+
+    @classmethod
+    def parse(cls, job_id: str, raw: Mapping[bytes, bytes]) -> JobMeta:
+        where = f"job {job_id} meta"
+        fields = dict(raw)
+
+        def num(name: bytes, kind: type = int) -> Any:
+            try:
+                return kind(fields.get(name, b"0").decode())
+            except ValueError:
+                raise ProtocolError(f"{where}: field {name.decode()!r} is not a number") from None
+
+        finished = fields.get(b"finished_at")
+        try:
+            state = JobState(_text(fields, b"state", where))
+            mode = CallMode(_text(fields, b"mode", where))
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: {exc}") from None
+        return cls(
+            id=job_id,
+            queue=_text(fields, b"queue", where),
+            fn_ref=_text(fields, b"fn", where),
+            codec=_text(fields, b"codec", where),
+            mode=mode,
+            state=state,
+            sealed=fields.get(b"sealed") == b"1",
+            total=num(b"total"),
+            batches=num(b"batches"),
+            ok=num(b"ok"),
+            failed=num(b"failed"),
+            batches_done=num(b"batches_done"),
+            batch_size=num(b"batch_size"),
+            chunksize=num(b"chunksize"),
+            result_ttl=num(b"result_ttl"),
+            created_at=num(b"created_at", float),
+            finished_at=float(finished.decode()) if finished else None,
+        )

@@ -1,0 +1,154 @@
+"""Settings: one frozen, validated dataclass, built at the edge.
+
+The CLI and ``Settings.from_env`` build it from options and ``TASKFAN_*``
+environment variables; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskfan.codec import CODECS
+from taskfan.errors import ConfigError
+from taskfan.keys import QueueKeys
+
+DEFAULT_RESULT_TTL = 7 * 24 * 3600
+
+
+def default_start_method() -> str:
+    """forkserver where it exists (the node has threads, so plain fork is unsafe)."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn"
+
+
+#: environment variable -> (field, parser)
+ENV: dict[str, tuple[str, Any]] = {}
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a producer or a worker node can be told."""
+
+    #: Redis URL; None means "not configured" (the CLI's ``run`` then embeds a server)
+    redis_url: str | None = None
+    #: queues a node reads, in priority order; a producer uses the first
+    queues: tuple[str, ...] = ("default",)
+    #: pool processes per node
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: items per pool message; None: decided per function from measured cost
+    chunksize: int | None = None
+    #: items per Redis entry; None: decided by the producer
+    batch_size: int | None = None
+    #: seconds a finished job's results are kept
+    result_ttl: int = DEFAULT_RESULT_TTL
+    #: codec of the producer: "pickle" or "json"
+    codec: str = "pickle"
+    #: seconds a batch may sit unrefreshed in a node's hands before others reclaim it
+    visibility_timeout: float = 60.0
+    #: seconds between heartbeats (lease refresh, node record)
+    heartbeat_interval: float = 5.0
+    #: multiprocessing start method of the node's pool
+    start_method: str = field(default_factory=default_start_method)
+    #: longest single blocking read, in seconds
+    block_seconds: float = 2.0
+    #: exit once the queues are empty and nothing is in flight
+    burst: bool = False
+    #: folders added to sys.path of a node and its pool, so it can import task modules
+    paths: tuple[str, ...] = (".",)
+    #: node name; None: host-pid-random
+    node_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigError("at least one queue is needed")
+        for name in self.queues:
+            try:
+                QueueKeys(name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        positive = {
+            "processes": self.processes,
+            "chunksize": self.chunksize,
+            "batch_size": self.batch_size,
+        }
+        for name, value in positive.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.result_ttl < 0:
+            raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {self.result_ttl}")
+        if self.codec not in CODECS:
+            raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        for name in ("visibility_timeout", "heartbeat_interval", "block_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be more than 0, got {getattr(self, name)}")
+        if self.heartbeat_interval * 2 > self.visibility_timeout:
+            raise ConfigError(
+                f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half the "
+                f"visibility_timeout ({self.visibility_timeout}s), or leases lapse"
+            )
+        if self.start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(
+                f"start_method {self.start_method!r} is not available here: choose one of "
+                f"{', '.join(multiprocessing.get_all_start_methods())}"
+            )
+
+    @property
+    def queue(self) -> str:
+        """The queue a producer enqueues on."""
+        return self.queues[0]
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``TASKFAN_*`` variables; ``overrides`` that are not None win."""
+        values: dict[str, Any] = {}
+        for var, (name, parse) in ENV.items():
+            text = environ.get(var)
+            if text is None or text == "":
+                continue
+            try:
+                values[name] = parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {var}={text!r}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+ENV.update(
+    {
+        "TASKFAN_REDIS_URL": ("redis_url", str),
+        "TASKFAN_QUEUE": ("queues", _split),
+        "TASKFAN_PROCESSES": ("processes", int),
+        "TASKFAN_CHUNKSIZE": ("chunksize", int),
+        "TASKFAN_BATCH_SIZE": ("batch_size", int),
+        "TASKFAN_RESULT_TTL": ("result_ttl", int),
+        "TASKFAN_CODEC": ("codec", str),
+        "TASKFAN_VISIBILITY_TIMEOUT": ("visibility_timeout", float),
+        "TASKFAN_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+        "TASKFAN_START_METHOD": ("start_method", str),
+        "TASKFAN_BURST": ("burst", _flag),
+        "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),
+        "TASKFAN_NODE_NAME": ("node_name", str),
+    }
+)
