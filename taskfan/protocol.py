@@ -73,7 +73,9 @@ def _int(fields: Mapping[bytes, bytes], name: bytes, where: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ProtocolError(f"{where}: field {name.decode()!r} is not an integer: {text!r}") from None
+        raise ProtocolError(
+            f"{where}: field {name.decode()!r} is not an integer: {text!r}"
+        ) from None
     if value < 0:
         raise ProtocolError(f"{where}: field {name.decode()!r} is negative: {value}")
     return value

@@ -47,8 +47,8 @@ def _main_module_name() -> str:
 def reference(fn: Callable[..., Any] | str) -> str:
     """The reference that names ``fn``; raises FunctionReferenceError with the fix."""
     if isinstance(fn, str):
-        module, sep, qualname = fn.partition(":")
-        if not sep or not module or not qualname:
+        head, sep, tail = fn.partition(":")
+        if not sep or not head or not tail:
             raise FunctionReferenceError(
                 f"function reference {fn!r} must look like 'package.module:function'"
             )
@@ -107,4 +107,4 @@ def resolve(ref: str) -> Callable[..., Any]:
             ) from None
     if not callable(obj):
         raise FunctionReferenceError(f"{ref!r} names {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    return obj

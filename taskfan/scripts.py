@@ -1,8 +1,11 @@
 """Typed entry points to the Lua scripts in ``taskfan/lua``.
 
-Each script is loaded from its file once, at import, and called by SHA (redis-py
-loads it on NOSCRIPT, and before a pipeline runs). Callers pass a client or a
-pipeline; with a pipeline the return value arrives in ``execute()``.
+Each script is read from its file once, at import, and called by SHA. Called on a
+client, a missing script is loaded and the call retried. Called on a pipeline,
+the call is queued as a bare EVALSHA (redis-py would otherwise add a SCRIPT
+EXISTS round trip to every ``execute()``): call ``load_all`` first, and on
+``redis.exceptions.NoScriptError`` (a restarted or flushed server) load again
+and re-run the pipeline; every script here is safe to run twice.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 
 
 def _load(name: str) -> Script:
-    text = resources.files("taskfan").joinpath("lua", f"{name}.lua").read_bytes()
+    text = (resources.files("taskfan") / "lua" / f"{name}.lua").read_bytes()
     # Given bytes, Script needs no client to compute its SHA; it is run with the
     # client (or pipeline) passed to each call.
     return Script(None, text)  # type: ignore[arg-type]
@@ -29,16 +33,28 @@ _DEAD_LETTER = _load("dead_letter")
 RECORDED, ALREADY_RECORDED, JOB_GONE = 1, 0, -1
 
 
+def load_all(client: Any) -> None:
+    """Load every script into the server, so pipelines can call them by SHA."""
+    for script in (_RECORD, _SEAL, _DEAD_LETTER):
+        client.script_load(script.script)
+
+
+def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
+    if isinstance(client, Pipeline):
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    return script(keys=keys, args=args, client=client)
+
+
 def record_batch(
     client: Any, job: JobKeys, index: int, entry: bytes, ok: int, failed: int, now: float
 ) -> Any:
     """Record a batch's result entry once; see lua/record.lua for the return codes."""
-    return _RECORD(keys=job.all(), args=[index, entry, ok, failed, repr(now)], client=client)
+    return _run(_RECORD, client, list(job.all()), [index, entry, ok, failed, repr(now)])
 
 
 def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) -> Any:
     """Fix a job's size once every batch is sent; see lua/seal.lua."""
-    return _SEAL(keys=job.all(), args=[total, batches, repr(now)], client=client)
+    return _run(_SEAL, client, list(job.all()), [total, batches, repr(now)])
 
 
 def dead_letter(
@@ -54,8 +70,5 @@ def dead_letter(
     flat: list[Any] = []
     for name, value in fields.items():
         flat += [name, value]
-    return _DEAD_LETTER(
-        keys=[queue.stream, queue.dead],
-        args=[entry_id, GROUP, reason, maxlen, repr(now), *flat],
-        client=client,
-    )
+    args = [entry_id, GROUP, reason, maxlen, repr(now), *flat]
+    return _run(_DEAD_LETTER, client, [queue.stream, queue.dead], args)

@@ -1,0 +1,121 @@
+"""The producer's entry point: enqueue jobs on a queue, reattach to jobs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from producer.enqueue import Enqueuer, JobSpec, auto_batch_size
+from producer.job import Job
+from taskfan.codec import get_codec
+from taskfan.connection import connect
+from taskfan.errors import ConfigError
+from taskfan.keys import QueueKeys
+from taskfan.protocol import CallMode
+from taskfan.refs import reference
+from taskfan.settings import DEFAULT_RESULT_TTL, Settings
+
+
+class Client:
+    """Enqueue jobs on one queue of one Redis.
+
+    ``codec`` is "pickle" (any picklable value; nodes run pickle from Redis, so
+    trust your Redis or sign) or "json" (JSON values only, never runs code).
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        queue: str = "default",
+        *,
+        codec: str = "pickle",
+        batch_size: int | None = None,
+        chunksize: int | None = None,
+        result_ttl: int = DEFAULT_RESULT_TTL,
+    ) -> None:
+        try:
+            QueueKeys(queue)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.redis = redis_client
+        self.queue = queue
+        self.codec = get_codec(codec)
+        self.batch_size = _positive("batch_size", batch_size)
+        self.chunksize = _positive("chunksize", chunksize)
+        if result_ttl < 0:
+            raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {result_ttl}")
+        self.result_ttl = result_ttl
+
+    @classmethod
+    def from_url(cls, url: str, queue: str = "default", **options: Any) -> Client:
+        return cls(connect(url), queue, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        if settings.redis_url is None:
+            raise ConfigError("no Redis configured: pass a URL or set TASKFAN_REDIS_URL")
+        return cls(
+            connect(settings.redis_url, block_seconds=settings.block_seconds),
+            settings.queue,
+            codec=settings.codec,
+            batch_size=settings.batch_size,
+            chunksize=settings.chunksize,
+            result_ttl=settings.result_ttl,
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Client:
+        """A client configured by ``TASKFAN_*`` variables (and ``overrides``)."""
+        return cls.from_settings(Settings.from_env(os.environ, **overrides))
+
+    def map(
+        self,
+        fn: Callable[..., Any] | str,
+        iterable: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        chunksize: int | None = None,
+        star: bool = False,
+        codec: str | None = None,
+        result_ttl: int | None = None,
+        mode: CallMode | None = None,
+    ) -> Job:
+        """Enqueue ``fn`` over every item; returns once every batch is in Redis.
+
+        ``star=True`` calls ``fn(*item)`` (like ``itertools.starmap``).
+        ``batch_size`` is items per Redis entry, ``chunksize`` items per pool
+        message on a node; both default to automatic.
+        """
+        if mode is None:
+            mode = CallMode.ARGS if star else CallMode.ONE
+        spec = JobSpec(
+            queue=self.queue,
+            fn_ref=reference(fn),
+            codec=self.codec if codec is None else get_codec(codec),
+            mode=mode,
+            batch_size=_positive("batch_size", batch_size)
+            or self.batch_size
+            or auto_batch_size(iterable),
+            chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
+            result_ttl=self.result_ttl if result_ttl is None else result_ttl,
+        )
+        return Job(self, Enqueuer(self.redis, spec).run(iterable))
+
+    def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue one call ``fn(*args, **kwargs)`` as a one-item job."""
+        return self.map(fn, [(args, kwargs)], batch_size=1, chunksize=1, mode=CallMode.CALL)
+
+    def job(self, job_id: str) -> Job:
+        """Reattach to a job by id (from this or any other process)."""
+        job = Job(self, job_id)
+        job.meta()  # raises JobNotFound early
+        return job
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value

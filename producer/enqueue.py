@@ -1,0 +1,189 @@
+"""Cutting an iterable into batches and streaming them into a queue.
+
+The iterable is consumed lazily: at most ``FLUSH_BATCHES`` encoded batches (and
+about ``FLUSH_BYTES``) wait in memory before one pipeline sends them, so a
+generator of millions of items keeps producer memory flat. A job small enough to
+go out in one pipeline is created already sealed: one round trip in all.
+
+If the iterable raises or an item cannot be encoded, what was already sent is
+deleted (entries and job keys), so no half-enqueued job is left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from taskfan import keys, scripts
+from taskfan.codec import Codec
+from taskfan.connection import translate_errors
+from taskfan.errors import EncodeError
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.protocol import BatchEntry, CallMode
+
+FLUSH_BATCHES = 16
+FLUSH_BYTES = 8 * 1024 * 1024
+#: batch size when neither the caller nor the iterable's length says more
+DEFAULT_BATCH = 256
+MAX_AUTO_BATCH = 1000
+#: with a known length, aim for about this many batches so every node gets some
+TARGET_BATCHES = 64
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def auto_batch_size(items: Iterable[Any]) -> int:
+    try:
+        total = len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return DEFAULT_BATCH
+    return max(1, min(MAX_AUTO_BATCH, math.ceil(total / TARGET_BATCHES)))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    queue: str
+    fn_ref: str
+    codec: Codec
+    mode: CallMode
+    batch_size: int
+    chunksize: int  #: 0: the node decides
+    result_ttl: int
+
+    def meta(self, job_id: str, now: float) -> dict[str, Any]:
+        return {
+            "id": job_id,
+            "queue": self.queue,
+            "fn": self.fn_ref,
+            "codec": self.codec.name,
+            "mode": self.mode.value,
+            "state": "active",
+            "sealed": 0,
+            "total": 0,
+            "batches": 0,
+            "ok": 0,
+            "failed": 0,
+            "batches_done": 0,
+            "batch_size": self.batch_size,
+            "chunksize": self.chunksize,
+            "result_ttl": self.result_ttl,
+            "created_at": repr(now),
+        }
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class Enqueuer:
+    """Sends one job's batches; ``run`` returns the job id."""
+
+    def __init__(self, client: redis.Redis, spec: JobSpec, job_id: str | None = None) -> None:
+        self.client = client
+        self.spec = spec
+        self.job_id = job_id or new_job_id()
+        self.job = JobKeys(self.job_id)
+        self.queue = QueueKeys(spec.queue)
+        self.total = 0
+        self.batches = 0
+        self._sent_ids: list[bytes] = []
+        self._created = False
+
+    def run(self, items: Iterable[Any]) -> str:
+        try:
+            with translate_errors(f"enqueueing job {self.job_id} on queue {self.spec.queue}"):
+                self._run(items)
+        except BaseException:
+            self.abort()
+            raise
+        return self.job_id
+
+    def _run(self, items: Iterable[Any]) -> None:
+        pending: list[BatchEntry] = []
+        size = 0
+        for batch in _batches(items, self.spec.batch_size):
+            entry = self._entry(batch)
+            pending.append(entry)
+            size += len(entry.payload)
+            if len(pending) >= FLUSH_BATCHES or size >= FLUSH_BYTES:
+                self._flush(pending, seal=False)
+                pending, size = [], 0
+        if not self._created:
+            self._flush(pending, seal=True)  # small job: one round trip, born sealed
+            return
+        if pending:
+            self._flush(pending, seal=False)
+        scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
+
+    def _entry(self, items: list[Any]) -> BatchEntry:
+        spec = self.spec
+        try:
+            payload = spec.codec.dumps(items)
+        except EncodeError as exc:
+            raise EncodeError(
+                f"job {self.job_id}: items {self.total}-{self.total + len(items) - 1} "
+                f"cannot be encoded: {exc}"
+            ) from exc
+        entry = BatchEntry(
+            job_id=self.job_id,
+            index=self.batches,
+            start=self.total,
+            count=len(items),
+            fn_ref=spec.fn_ref,
+            codec=spec.codec.name,
+            mode=spec.mode,
+            chunksize=spec.chunksize,
+            payload=payload,
+        )
+        self.total += len(items)
+        self.batches += 1
+        return entry
+
+    def _flush(self, entries: list[BatchEntry], seal: bool) -> None:
+        pipe: Any = self.client.pipeline(transaction=False)
+        now = time.time()
+        if not self._created:
+            meta = self.spec.meta(self.job_id, now)
+            if seal:
+                meta.update(sealed=1, total=self.total, batches=self.batches)
+                if not entries:
+                    meta.update(state="finished", finished_at=repr(now))
+            pipe.hset(self.job.meta, mapping=meta)
+            if seal and not entries and self.spec.result_ttl:
+                pipe.expire(self.job.meta, self.spec.result_ttl)
+            pipe.zadd(self.queue.jobs, {self.job_id: now})
+            pipe.sadd(keys.QUEUES, self.spec.queue)
+            self._created = True
+        elif entries:
+            added = sum(e.count for e in entries)
+            pipe.hincrby(self.job.meta, "total", added)
+            pipe.hincrby(self.job.meta, "batches", len(entries))
+        for entry in entries:
+            pipe.xadd(self.queue.stream, entry.fields())
+        replies = pipe.execute()
+        self._sent_ids.extend(replies[len(replies) - len(entries) :])
+
+    def abort(self) -> None:
+        """Delete whatever this enqueue already sent."""
+        if not self._created:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(self._sent_ids), 1000):
+                pipe.xdel(self.queue.stream, *self._sent_ids[start : start + 1000])
+            pipe.delete(*self.job.all())
+            pipe.zrem(self.queue.jobs, self.job_id)
+            pipe.execute()
+        except redis.RedisError:
+            pass  # the original error is the one to report

@@ -1,0 +1,218 @@
+"""``Executor``: a ``concurrent.futures.Executor`` whose work runs on the cluster.
+
+Code written for ``ProcessPoolExecutor`` runs on a cluster by changing the line
+that builds the executor::
+
+    with Executor("redis://redis:6379/0") as executor:
+        print(list(executor.map(task, items, chunksize=100)))
+
+``submit`` calls of one executor share one open job, so results of many
+futures come back through one events stream that a collector thread reads; a
+single round trip enqueues each call. ``map`` enqueues one job per call, eagerly
+like the stdlib, and returns a lazy iterator over its results in order. With the
+pickle codec an item's exception is raised as itself, with the remote traceback
+as its ``__cause__``, as ``ProcessPoolExecutor`` does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import redis
+
+from producer.client import Client
+from producer.enqueue import JobSpec, new_job_id
+from producer.job import FETCH, Job, _Events
+from taskfan import keys, scripts
+from taskfan.connection import translate_errors
+from taskfan.errors import BrokerUnavailable, JobNotFound, TaskFailed, TaskfanError
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.protocol import BatchEntry, CallMode, Outcome, iter_outcomes
+from taskfan.refs import reference
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, tb: str) -> None:
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def raise_original(failed: TaskFailed) -> BaseException:
+    """The exception to raise for a failed item: the remote one where we have it."""
+    if failed.exception is None:
+        return failed
+    exc = failed.exception
+    exc.__cause__ = _RemoteTraceback(f'\n"""\n{failed.traceback}"""')
+    return exc
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls on taskfan worker nodes.
+
+    ``target`` is a Redis URL, a ``redis.Redis``, a ``producer.Client``, or None
+    (configured by ``TASKFAN_REDIS_URL``). ``max_workers`` is accepted, and
+    ignored, so that ``ProcessPoolExecutor(max_workers=4)`` becomes
+    ``Executor(url, max_workers=4)``: the nodes decide how many processes run.
+    """
+
+    def __init__(
+        self,
+        target: str | redis.Redis | Client | None = None,
+        queue: str = "default",
+        *,
+        max_workers: int | None = None,
+        **client_options: Any,
+    ) -> None:
+        if isinstance(target, Client):
+            self.client = target
+        elif isinstance(target, redis.Redis):
+            self.client = Client(target, queue, **client_options)
+        elif isinstance(target, str):
+            self.client = Client.from_url(target, queue, **client_options)
+        else:
+            self.client = Client.from_env(queues=(queue,), **client_options)
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._job: Job | None = None
+        self._count = 0
+        self._futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self._collector: threading.Thread | None = None
+        self._spec: JobSpec | None = None
+
+    # ----------------------------------------------------------------- submit
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        fn_ref = reference(fn)
+        payload = self.client.codec.dumps([(args, kwargs)])
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            client = self.client
+            queue = QueueKeys(client.queue)
+            pipe: Any = client.redis.pipeline(transaction=False)
+            if self._job is None:
+                self._spec = JobSpec(
+                    client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
+                )
+                self._job = Job(client, new_job_id())
+                now = time.time()
+                pipe.hset(self._job.keys.meta, mapping=self._spec.meta(self._job.id, now))
+                pipe.zadd(queue.jobs, {self._job.id: now})
+                pipe.sadd(keys.QUEUES, client.queue)
+            job = self._job
+            index = self._count
+            entry = BatchEntry(
+                job.id, index, index, 1, fn_ref, client.codec.name, CallMode.CALL, 1, payload
+            )
+            pipe.hincrby(job.keys.meta, "total", 1)
+            pipe.hincrby(job.keys.meta, "batches", 1)
+            pipe.xadd(queue.stream, entry.fields())
+            with translate_errors(f"submitting to job {job.id}"):
+                pipe.execute()
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._futures[index] = future
+            self._count += 1
+            if self._collector is None:
+                self._collector = threading.Thread(
+                    target=self._collect, name="taskfan-collector", daemon=True
+                )
+                self._collector.start()
+        return future
+
+    def _collect(self) -> None:
+        assert self._job is not None
+        job = self._job
+        events = _Events(job, None)
+        codec = self.client.codec
+        while True:
+            with self._lock:
+                if self._shutdown and all(f.done() for f in self._futures.values()):
+                    return
+            try:
+                fields_list = events.read()
+                ready = [int(f[b"b"]) for f in fields_list if b"b" in f]
+                for start in range(0, len(ready), FETCH):
+                    for entry in job._fetch(ready[start : start + FETCH]):
+                        for outcome in iter_outcomes(entry, codec, f"job {job.id}"):
+                            self._settle(job.id, outcome)
+            except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
+                time.sleep(0.5)  # Redis is away: try again; futures stay pending
+            except (JobNotFound, TaskfanError) as exc:
+                self._fail_all(exc)
+                return
+
+    def _settle(self, job_id: str, outcome: Outcome) -> None:
+        with self._lock:
+            future = self._futures.pop(outcome.index, None)
+        if future is None or not future.set_running_or_notify_cancel():
+            return
+        if outcome.error is None:
+            future.set_result(outcome.value)
+        else:
+            future.set_exception(
+                raise_original(outcome.error.to_task_failed(job_id, outcome.index))
+            )
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            futures, self._futures = self._futures, {}
+        for future in futures.values():
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+
+    # ----------------------------------------------------------------- map
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        **_: Any,
+    ) -> Iterator[Any]:
+        """Like ``Executor.map``: ordered, lazy, ``timeout`` counted from this call.
+
+        ``chunksize`` is the node's items per pool message; left out, the node
+        measures the function and picks one.
+        """
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        end_time = None if timeout is None else time.monotonic() + timeout
+        job = self.client.map(fn, zip(*iterables, strict=False), star=True, chunksize=chunksize)
+        return self._iterate(job, end_time)
+
+    @staticmethod
+    def _iterate(job: Job, end_time: float | None) -> Iterator[Any]:
+        remaining = None if end_time is None else max(0.0, end_time - time.monotonic())
+        try:
+            yield from job.results(timeout=remaining)
+        except TaskFailed as failed:
+            exc = raise_original(failed)
+            raise exc from exc.__cause__
+
+    # ----------------------------------------------------------------- shutdown
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+            futures = list(self._futures.values())
+            job, count = self._job, self._count
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        if job is not None and not already:
+            with translate_errors(f"sealing job {job.id}"):
+                scripts.seal_job(self.client.redis, JobKeys(job.id), count, count, time.time())
+        if wait and self._collector is not None:
+            self._collector.join()

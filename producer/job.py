@@ -1,0 +1,193 @@
+"""A job on the cluster: its progress, and its results read back from Redis.
+
+Readers block on the job's events stream (XREAD BLOCK), never poll: each
+recorded batch adds an event, so results stream out as soon as their batch is
+recorded, in input order (``results``, ``outcomes``) or in completion order
+(``as_completed``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from taskfan.codec import get_codec
+from taskfan.connection import translate_errors
+from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
+from taskfan.keys import JobKeys
+from taskfan.protocol import JobMeta, JobState, Outcome, ResultEntry, iter_outcomes
+
+if TYPE_CHECKING:
+    from producer.client import Client
+
+#: longest single XREAD BLOCK; a waiter with no deadline simply blocks again
+BLOCK_SLICE = 5.0
+#: result entries fetched per HMGET
+FETCH = 32
+
+
+class Progress(NamedTuple):
+    done: int  #: items finished, successfully or not
+    failed: int  #: of those, items that failed
+    total: int | None  #: items in the job; None while it is still being enqueued
+
+
+class _Events:
+    """Reads a job's events stream from the start, blocking until the deadline."""
+
+    def __init__(self, job: Job, timeout: float | None) -> None:
+        self.job = job
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.last = b"0-0"
+
+    def read(self) -> list[dict[bytes, bytes]]:
+        """The next events; raises TimeoutError once the deadline passes."""
+        while True:
+            block = BLOCK_SLICE
+            if self.deadline is not None:
+                block = min(block, self.deadline - time.monotonic())
+                if block <= 0:
+                    raise TimeoutError(f"job {self.job.id}: timed out waiting for results")
+            events = self.job._redis.xread(
+                {self.job.keys.events: self.last}, count=1000, block=max(1, int(block * 1000))
+            )
+            if events:
+                entries = events[0][1]
+                self.last = entries[-1][0]
+                return [fields for _, fields in entries]
+            if self.deadline is None and not self.job._redis.exists(self.job.keys.meta):
+                raise JobNotFound(self.job.id)
+
+
+class Job:
+    """A handle on a job: reattach from any process with ``Client.job(id)``."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+        self.keys = JobKeys(job_id)
+        self._redis: Any = client.redis
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def meta(self) -> JobMeta:
+        with translate_errors(f"reading job {self.id}"):
+            raw = self._redis.hgetall(self.keys.meta)
+        if not raw:
+            raise JobNotFound(self.id)
+        return JobMeta.parse(self.id, raw)
+
+    @property
+    def status(self) -> str:
+        """enqueuing, queued, running, finished or cancelled."""
+        return self.meta().status
+
+    def progress(self) -> Progress:
+        meta = self.meta()
+        return Progress(meta.done, meta.failed, meta.total if meta.sealed else None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every item has an outcome; False if ``timeout`` passed first."""
+        events = _Events(self, timeout)
+        with translate_errors(f"waiting for job {self.id}"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self.keys.meta, "state")
+            pipe.xrevrange(self.keys.events, count=1)
+            state, last = pipe.execute()
+            if state is None:
+                raise JobNotFound(self.id)
+            if state != JobState.ACTIVE.value.encode():
+                return True
+            if last:
+                events.last = last[0][0]
+            try:
+                while True:
+                    if any(b"end" in fields for fields in events.read()):
+                        return True
+            except TimeoutError:
+                return False
+
+    def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
+        """Every item's outcome in input order, as soon as its batch is recorded."""
+        for entry, codec in self._entries_in_order(timeout):
+            yield from iter_outcomes(entry, codec, f"job {self.id}")
+
+    def results(self, timeout: float | None = None) -> Iterator[Any]:
+        """Values in input order; raises TaskFailed at the first failed item."""
+        for entry, codec in self._entries_in_order(timeout):
+            if entry.failed == 0:
+                for blob in entry.blobs:  # fast path: no Outcome per item
+                    yield from codec.loads(blob)[0]
+                continue
+            for outcome in iter_outcomes(entry, codec, f"job {self.id}"):
+                if outcome.error is not None:
+                    raise outcome.error.to_task_failed(self.id, outcome.index)
+                yield outcome.value
+
+    def errors(self, timeout: float | None = None) -> Iterator[Outcome]:
+        """The outcomes of failed items, in input order."""
+        return (o for o in self.outcomes(timeout) if not o.ok)
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[Outcome]:
+        """Outcomes in the order their batches were recorded."""
+        meta = self.meta()
+        codec = get_codec(meta.codec)
+        batches = meta.batches if meta.sealed else None
+        seen = 0
+        events = _Events(self, timeout)
+        while batches is None or seen < batches:
+            ready, batches = self._scan(events.read(), batches)
+            for start in range(0, len(ready), FETCH):
+                part = ready[start : start + FETCH]
+                for entry in self._fetch(part):
+                    yield from iter_outcomes(entry, codec, f"job {self.id}")
+            seen += len(ready)
+
+    # ----------------------------------------------------------------- internals
+
+    def _scan(
+        self, events: Iterable[dict[bytes, bytes]], batches: int | None
+    ) -> tuple[list[int], int | None]:
+        ready: list[int] = []
+        for fields in events:
+            if b"b" in fields:
+                ready.append(int(fields[b"b"]))
+            elif b"sealed" in fields:
+                batches = int(fields[b"sealed"])
+            elif fields.get(b"end") == JobState.CANCELLED.value.encode():
+                raise JobCancelled(self.id)
+        return ready, batches
+
+    def _fetch(self, indexes: list[int]) -> list[ResultEntry]:
+        with translate_errors(f"reading results of job {self.id}"):
+            raw = self._redis.hmget(self.keys.results, indexes)
+        entries = []
+        for index, data in zip(indexes, raw, strict=True):
+            where = f"job {self.id} batch {index}"
+            if data is None:
+                raise ProtocolError(f"{where}: result missing (expired or deleted?)")
+            entries.append(ResultEntry.parse(data, where))
+        return entries
+
+    def _entries_in_order(self, timeout: float | None) -> Iterator[tuple[ResultEntry, Any]]:
+        meta = self.meta()
+        codec = get_codec(meta.codec)
+        batches = meta.batches if meta.sealed else None
+        events = _Events(self, timeout)
+        ready: set[int] = set()
+        next_index = 0
+        while batches is None or next_index < batches:
+            run: list[int] = []
+            while next_index + len(run) in ready and len(run) < FETCH:
+                run.append(next_index + len(run))
+            if not run:
+                with translate_errors(f"waiting for results of job {self.id}"):
+                    found, batches = self._scan(events.read(), batches)
+                ready.update(found)
+                continue
+            for entry in self._fetch(run):
+                yield entry, codec
+            ready.difference_update(run)
+            next_index += len(run)

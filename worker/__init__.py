@@ -1,0 +1,5 @@
+"""The worker node: reads batches from Redis and fans them out through a process pool."""
+
+from worker.node import Node
+
+__all__ = ["Node"]

@@ -1,0 +1,90 @@
+"""``taskfan worker``: run a worker node."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from taskfan.cli import configure_logging
+from taskfan.connection import check, connect, redact
+from taskfan.errors import BrokerUnavailable, ConfigError
+from taskfan.settings import Settings
+from worker.node import Node
+
+
+@click.command()
+@click.option("--redis-url", help="Redis URL [env: TASKFAN_REDIS_URL]")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    help="Queue to serve; repeat for several, in priority order [env: TASKFAN_QUEUE]",
+)
+@click.option(
+    "--processes",
+    "-p",
+    type=int,
+    help="Pool processes (default: CPU count) [env: TASKFAN_PROCESSES]",
+)
+@click.option(
+    "--chunksize",
+    "-c",
+    type=int,
+    help="Items per pool message (default: measured per function) [env: TASKFAN_CHUNKSIZE]",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    default=None,
+    help="Exit once the queues are empty and nothing is in flight",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    help="Folder to import task modules from (default: .) [env: TASKFAN_PATH]",
+)
+@click.option(
+    "--start-method",
+    type=click.Choice(["fork", "forkserver", "spawn"]),
+    help="Pool start method (default: forkserver on Linux) [env: TASKFAN_START_METHOD]",
+)
+@click.option(
+    "--visibility-timeout",
+    type=float,
+    help="Seconds before a silent node's batches are reclaimed [env: TASKFAN_VISIBILITY_TIMEOUT]",
+)
+@click.option("--name", "node_name", help="Node name (default: host-pid-random)")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def worker(
+    log_level: str, queues: tuple[str, ...], paths: tuple[str, ...], **options: object
+) -> None:
+    """Run a worker node: read batches from Redis and run them on a process pool.
+
+    \b
+    Example:
+      taskfan worker --redis-url redis://localhost:6379/0 --queue default --processes 4
+    """
+    configure_logging(log_level)
+    try:
+        settings = Settings.from_env(
+            os.environ, queues=queues or None, paths=paths or None, **options
+        )
+        if settings.redis_url is None:
+            raise ConfigError("no Redis configured: pass --redis-url or set TASKFAN_REDIS_URL")
+        client = connect(settings.redis_url, block_seconds=settings.block_seconds)
+        check(client, settings.redis_url)
+    except (ConfigError, BrokerUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    node = Node(settings, client)
+    node.install_signal_handlers()
+    click.echo(f"taskfan worker {node.id} on {redact(settings.redis_url)}", err=True)
+    sys.exit(node.run())

@@ -1,0 +1,169 @@
+"""Every Redis command a worker node sends, in one place (no threads here).
+
+Reads batches (XREADGROUP, XAUTOCLAIM for batches whose lease lapsed), records
+finished batches (record.lua per batch, then XACK + XDEL, one pipeline for many
+batches), refreshes leases, hands batches back, and publishes the node record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from taskfan import keys, scripts
+from taskfan.keys import GROUP, JobKeys, QueueKeys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to this node."""
+
+    queue: QueueKeys
+    entry_id: bytes
+    fields: dict[bytes, bytes] | None  #: None when the entry was deleted meanwhile
+
+
+@dataclass
+class Completed:
+    """A batch ready to be recorded (or dead-lettered) and acknowledged."""
+
+    delivery: Delivery
+    job_id: str  #: "" when the entry is too broken to name its job
+    index: int
+    entry: bytes  #: the result entry
+    ok: int
+    failed: int
+    dead_reason: str | None = None  #: when set, the entry goes to the dead-letter stream
+    #: what record.lua answered, filled in by write()
+    code: int | None = None
+
+
+class NodeRedis:
+    def __init__(self, client: redis.Redis, queues: Sequence[str], node_id: str) -> None:
+        self.client = client
+        self.queues = [QueueKeys(name) for name in queues]
+        self.node_id = node_id
+        self._by_stream = {q.stream.encode(): q for q in self.queues}
+
+    def prepare(self) -> None:
+        """Create the consumer groups (reading from the start) and load the scripts."""
+        for queue in self.queues:
+            try:
+                self.client.xgroup_create(queue.stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self.client.sadd(keys.QUEUES, queue.name)
+        scripts.load_all(self.client)
+
+    def read(self, count: int, block_ms: int) -> list[Delivery]:
+        """New batches for this node, waiting up to ``block_ms`` for one."""
+        streams: dict[Any, Any] = {q.stream: ">" for q in self.queues}
+        try:
+            reply: Any = self.client.xreadgroup(GROUP, self.node_id, streams, count, block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group missing (queue purged?); creating it again")
+            self.prepare()
+            return []
+        out: list[Delivery] = []
+        for stream, entries in reply or []:
+            queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
+            out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
+        return out
+
+    def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:
+        """Batches other nodes held past their lease (crashed or cut off nodes)."""
+        out: list[Delivery] = []
+        for queue in self.queues:
+            reply: Any = self.client.xautoclaim(
+                queue.stream, GROUP, self.node_id, min_idle_ms, "0-0", count=count
+            )
+            claimed = reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            for entry_id, fields in claimed:
+                out.append(Delivery(queue, entry_id, fields or None))
+            for entry_id in deleted:  # Redis 7: deleted entries leave the PEL by themselves
+                log.info("queue %s: reclaimed entry %s was deleted", queue.name, entry_id)
+            if len(out) >= count:
+                break
+        return out
+
+    def write(self, done: Sequence[Completed], now: float) -> None:
+        """Record each batch (idempotent), then acknowledge and delete its entry.
+
+        A batch with a ``dead_reason`` has its items recorded as failed (when its
+        job is known) and its entry moved to the dead-letter stream instead.
+        """
+        recorded = [c for c in done if c.job_id and c.delivery.fields is not None]
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for c in recorded:
+                scripts.record_batch(pipe, JobKeys(c.job_id), c.index, c.entry, c.ok, c.failed, now)
+            for c in done:
+                queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
+                if c.dead_reason is not None and fields is not None:
+                    scripts.dead_letter(pipe, queue, entry_id, fields, c.dead_reason, now)
+                else:
+                    pipe.xack(queue.stream, GROUP, entry_id)
+                    pipe.xdel(queue.stream, entry_id)
+            results = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, NoScriptError) for r in results):
+                scripts.load_all(self.client)  # the server restarted or was flushed
+                continue
+            for c, result in zip(recorded, results, strict=False):
+                if isinstance(result, Exception):
+                    log.error("job %s batch %d: recording failed: %s", c.job_id, c.index, result)
+                    c.code = None
+                else:
+                    c.code = int(result)
+            for result in results[len(recorded) :]:
+                if isinstance(result, Exception):
+                    log.error("acknowledging a batch failed: %s", result)
+            return
+
+    def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
+        """Renew the leases of the batches this node holds (resets their idle time)."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue, ids in entries.items():
+            if ids:
+                pipe.xclaim(queue.stream, GROUP, self.node_id, 0, ids, justid=True)
+        pipe.execute()
+
+    def hand_back(self, entries: dict[QueueKeys, list[Any]], idle_ms: int) -> None:
+        """Make batches this node will not finish reclaimable by others at once."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue, ids in entries.items():
+            if ids:
+                pipe.xclaim(queue.stream, GROUP, self.node_id, 0, ids, idle=idle_ms, justid=True)
+        pipe.execute()
+
+    def publish(self, record: dict[str, Any], ttl: float) -> None:
+        """Write the node record and heartbeat; the record expires if the node dies."""
+        key = keys.node(self.node_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
+        pipe.expire(key, max(1, int(ttl)))
+        pipe.zadd(keys.NODES, {self.node_id: time.time()})
+        pipe.execute()
+
+    def unpublish(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(keys.node(self.node_id))
+        pipe.zrem(keys.NODES, self.node_id)
+        pipe.execute()
+
+
+def new_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
