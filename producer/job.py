@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from taskfan import scripts
 from taskfan.codec import get_codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
@@ -48,7 +50,7 @@ class _Events:
             if self.deadline is not None:
                 block = min(block, self.deadline - time.monotonic())
                 if block <= 0:
-                    raise TimeoutError(f"job {self.job.id}: timed out waiting for results")
+                    raise FuturesTimeout(f"job {self.job.id}: timed out waiting for results")
             events = self.job._redis.xread(
                 {self.job.keys.events: self.last}, count=1000, block=max(1, int(block * 1000))
             )
@@ -89,7 +91,10 @@ class Job:
         return Progress(meta.done, meta.failed, meta.total if meta.sealed else None)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every item has an outcome; False if ``timeout`` passed first."""
+        """Block until every item has an outcome; False if ``timeout`` passed first.
+
+        Raises JobCancelled if the job is (or gets) cancelled.
+        """
         events = _Events(self, timeout)
         with translate_errors(f"waiting for job {self.id}"):
             pipe = self._redis.pipeline(transaction=False)
@@ -98,16 +103,33 @@ class Job:
             state, last = pipe.execute()
             if state is None:
                 raise JobNotFound(self.id)
-            if state != JobState.ACTIVE.value.encode():
+            if state == JobState.FINISHED.value.encode():
                 return True
             if last:
                 events.last = last[0][0]
+            if state == JobState.CANCELLED.value.encode():
+                raise JobCancelled(self.id)
             try:
                 while True:
-                    if any(b"end" in fields for fields in events.read()):
-                        return True
-            except TimeoutError:
+                    for fields in events.read():
+                        if fields.get(b"end") == JobState.CANCELLED.value.encode():
+                            raise JobCancelled(self.id)
+                        if b"end" in fields:
+                            return True
+            except FuturesTimeout:
                 return False
+
+    def cancel(self) -> bool:
+        """Cancel the job: queued batches are skipped, waiters get JobCancelled.
+
+        Returns False when the job had already ended. Items already running
+        finish, but their results are not recorded.
+        """
+        with translate_errors(f"cancelling job {self.id}"):
+            code = scripts.cancel_job(self._redis, self.keys, time.time())
+        if code == scripts.JOB_GONE:
+            raise JobNotFound(self.id)
+        return bool(code == 1)
 
     def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
         """Every item's outcome in input order, as soon as its batch is recorded."""
@@ -138,27 +160,33 @@ class Job:
         seen = 0
         events = _Events(self, timeout)
         while batches is None or seen < batches:
-            ready, batches = self._scan(events.read(), batches)
+            with translate_errors(f"waiting for results of job {self.id}"):
+                ready, batches, cancelled = self._scan(events.read(), batches)
             for start in range(0, len(ready), FETCH):
                 part = ready[start : start + FETCH]
                 for entry in self._fetch(part):
                     yield from iter_outcomes(entry, codec, f"job {self.id}")
             seen += len(ready)
+            if cancelled:
+                raise JobCancelled(self.id)
 
     # ----------------------------------------------------------------- internals
 
     def _scan(
         self, events: Iterable[dict[bytes, bytes]], batches: int | None
-    ) -> tuple[list[int], int | None]:
+    ) -> tuple[list[int], int | None, bool]:
+        """Recorded batch indexes, the job's batch count once sealed, and whether
+        the job was cancelled (no further batch will come)."""
         ready: list[int] = []
+        cancelled = False
         for fields in events:
             if b"b" in fields:
                 ready.append(int(fields[b"b"]))
             elif b"sealed" in fields:
                 batches = int(fields[b"sealed"])
             elif fields.get(b"end") == JobState.CANCELLED.value.encode():
-                raise JobCancelled(self.id)
-        return ready, batches
+                cancelled = True
+        return ready, batches, cancelled
 
     def _fetch(self, indexes: list[int]) -> list[ResultEntry]:
         with translate_errors(f"reading results of job {self.id}"):
@@ -178,13 +206,16 @@ class Job:
         events = _Events(self, timeout)
         ready: set[int] = set()
         next_index = 0
+        cancelled = False
         while batches is None or next_index < batches:
             run: list[int] = []
             while next_index + len(run) in ready and len(run) < FETCH:
                 run.append(next_index + len(run))
             if not run:
+                if cancelled:
+                    raise JobCancelled(self.id)
                 with translate_errors(f"waiting for results of job {self.id}"):
-                    found, batches = self._scan(events.read(), batches)
+                    found, batches, cancelled = self._scan(events.read(), batches)
                 ready.update(found)
                 continue
             for entry in self._fetch(run):

@@ -29,13 +29,14 @@ def _load(name: str) -> Script:
 _RECORD = _load("record")
 _SEAL = _load("seal")
 _DEAD_LETTER = _load("dead_letter")
+_CANCEL = _load("cancel")
 
-RECORDED, ALREADY_RECORDED, JOB_GONE = 1, 0, -1
+RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
 
 
 def load_all(client: Any) -> None:
     """Load every script into the server, so pipelines can call them by SHA."""
-    for script in (_RECORD, _SEAL, _DEAD_LETTER):
+    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL):
         client.script_load(script.script)
 
 
@@ -55,6 +56,11 @@ def record_batch(
 def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) -> Any:
     """Fix a job's size once every batch is sent; see lua/seal.lua."""
     return _run(_SEAL, client, list(job.all()), [total, batches, repr(now)])
+
+
+def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
+    """Cancel an active job; see lua/cancel.lua for the return codes."""
+    return _run(_CANCEL, client, list(job.all()), [repr(now)])
 
 
 def dead_letter(

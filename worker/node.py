@@ -45,6 +45,7 @@ from typing import Any
 
 import redis
 
+from taskfan import scripts
 from taskfan.codec import get_codec
 from taskfan.errors import ProtocolError, TaskfanError
 from taskfan.keys import QueueKeys
@@ -189,7 +190,7 @@ class Node:
         for thread in self._threads:
             thread.join(timeout=self.settings.block_seconds + 5)
         with contextlib.suppress(*REDIS_ERRORS):
-            self.redis.unpublish()
+            self.redis.unpublish(holds_nothing=not self._held_snapshot())
         log.info("node %s: stopped (%s)", self.id, _format_counters(self.counters))
 
     def _hand_back(self) -> None:
@@ -232,7 +233,9 @@ class Node:
     def _accept(self, delivery: Delivery) -> None:
         """Take a delivered entry: parse it, decode its items, cut it into chunks."""
         where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
-        if delivery.fields is None:  # deleted while pending: nothing to run
+        if delivery.fields is None or delivery.skip:  # nothing to run: just acknowledge
+            if delivery.skip:
+                log.info("%s: skipped: %s", where, delivery.skip)
             self._complete(Completed(delivery, "", 0, b"", 0, 0))
             return
         try:
@@ -504,11 +507,17 @@ class Node:
                     )
                     backoff.wait(threading.Event())
             for completed in done:
-                if completed.code == -1:
+                if completed.code in (scripts.JOB_GONE, scripts.JOB_CANCELLED):
+                    why = (
+                        "no longer exists"
+                        if completed.code == scripts.JOB_GONE
+                        else "was cancelled"
+                    )
                     log.warning(
-                        "job %s batch %d: the job no longer exists; results dropped",
+                        "job %s batch %d: the job %s; results dropped",
                         completed.job_id,
                         completed.index,
+                        why,
                     )
                 self.events.put(("written", completed))
 

@@ -31,6 +31,8 @@ class Delivery:
     queue: QueueKeys
     entry_id: bytes
     fields: dict[bytes, bytes] | None  #: None when the entry was deleted meanwhile
+    #: why the batch is not to run (its job was cancelled or no longer exists)
+    skip: str | None = None
 
 
 @dataclass
@@ -81,6 +83,25 @@ class NodeRedis:
         for stream, entries in reply or []:
             queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
+        return self._check_jobs(out)
+
+    def _check_jobs(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Mark batches of cancelled or vanished jobs: one round trip per read."""
+        job_ids = sorted({d.fields[b"j"] for d in deliveries if d.fields and b"j" in d.fields})
+        if not job_ids:
+            return deliveries
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(JobKeys(job_id.decode("utf-8", "replace")).meta, "state")
+        states = dict(zip(job_ids, pipe.execute(raise_on_error=False), strict=True))
+        out = []
+        for d in deliveries:
+            state = states.get(d.fields.get(b"j", b"")) if d.fields else b"active"
+            if state is None:
+                d = Delivery(d.queue, d.entry_id, d.fields, skip="the job no longer exists")
+            elif state == b"cancelled":
+                d = Delivery(d.queue, d.entry_id, d.fields, skip="the job was cancelled")
+            out.append(d)
         return out
 
     def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:
@@ -94,6 +115,8 @@ class NodeRedis:
             deleted = reply[2] if len(reply) > 2 else []
             for entry_id, fields in claimed:
                 out.append(Delivery(queue, entry_id, fields or None))
+            if claimed:
+                out = self._check_jobs(out)
             for entry_id in deleted:  # Redis 7: deleted entries leave the PEL by themselves
                 log.info("queue %s: reclaimed entry %s was deleted", queue.name, entry_id)
             if len(out) >= count:
@@ -158,11 +181,19 @@ class NodeRedis:
         pipe.zadd(keys.NODES, {self.node_id: time.time()})
         pipe.execute()
 
-    def unpublish(self) -> None:
+    def unpublish(self, holds_nothing: bool) -> None:
+        """Remove the node record; and the consumer, when it holds no batch.
+
+        (XGROUP DELCONSUMER drops the consumer's pending entries, so a node that
+        leaves batches behind keeps its consumer for others to reclaim from.)
+        """
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(keys.node(self.node_id))
         pipe.zrem(keys.NODES, self.node_id)
-        pipe.execute()
+        if holds_nothing:
+            for queue in self.queues:
+                pipe.xgroup_delconsumer(queue.stream, GROUP, self.node_id)
+        pipe.execute(raise_on_error=False)
 
 
 def new_node_id() -> str:

@@ -12,9 +12,13 @@
 --
 -- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
 -- nothing changes), -1 when the job does not exist (aborted, purged or expired:
--- nothing is written, so no orphan keys appear).
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- nothing is written, so no orphan keys appear), -2 when the job was cancelled.
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
   return -1
+end
+if state == 'cancelled' then
+  return -2
 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return 0
@@ -23,8 +27,8 @@ redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
 local done = redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('XADD', KEYS[3], '*', 'b', ARGV[1])
-local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl', 'state')
-if meta[1] == '1' and tonumber(meta[2]) == done and meta[4] == 'active' then
+local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl')
+if meta[1] == '1' and tonumber(meta[2]) == done and state == 'active' then
   redis.call('HSET', KEYS[1], 'state', 'finished', 'finished_at', ARGV[5])
   redis.call('XADD', KEYS[3], '*', 'end', 'finished')
   local ttl = tonumber(meta[3])

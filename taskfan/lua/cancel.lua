@@ -1,0 +1,26 @@
+-- cancel.lua: cancel an active job. Batches still queued are skipped by nodes
+-- (they check job states as they read), batches in flight are not recorded
+-- (record.lua refuses a cancelled job), and waiting producers see end=cancelled.
+--
+-- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
+-- KEYS[2]  taskfan:{j:ID}:results  results hash (only given an expiry here)
+-- KEYS[3]  taskfan:{j:ID}:events   events stream
+-- ARGV[1]  now, in seconds since the epoch
+--
+-- Returns 1 when cancelled, 0 when the job had already ended, -1 when it does not exist.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+local meta = redis.call('HMGET', KEYS[1], 'state', 'result_ttl')
+if meta[1] ~= 'active' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'end', 'cancelled')
+local ttl = tonumber(meta[2])
+if ttl and ttl > 0 then
+  for i = 1, 3 do
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
