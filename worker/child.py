@@ -20,6 +20,7 @@ from taskfan.codec import Codec, get_codec
 from taskfan.errors import EncodeError, FunctionReferenceError
 from taskfan.protocol import CallMode, call
 from taskfan.refs import resolve
+from worker.lifeline import die_with_parent
 
 _functions: dict[str, Callable[..., Any]] = {}
 
@@ -31,7 +32,9 @@ class ChunkResult(NamedTuple):
 
 
 def init_child(paths: Sequence[str]) -> None:
-    """Pool initializer: let the node alone handle Ctrl-C, and find task modules."""
+    """Pool initializer: die with the node, let the node alone handle Ctrl-C,
+    and find task modules."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for path in reversed(paths):
         if path not in sys.path:

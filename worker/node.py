@@ -426,6 +426,8 @@ class Node:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(self.settings.start_method)
+        if self.settings.start_method == "forkserver":
+            context.set_forkserver_preload(["worker.forkserver_preload"])
         return ProcessPoolExecutor(
             max_workers=self.settings.processes,
             mp_context=context,
