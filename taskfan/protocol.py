@@ -7,16 +7,18 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     f  function reference      c  codec name ("pickle" | "json")
     m  call mode (CallMode)    k  chunksize asked by the job (0: the node decides)
     p  payload: the codec's encoding of the list of items
+    o  (optional) JSON task options: timeout, hard_timeout, retries, retry_on, backoff
 
 Result entry (the value of one field of a job's results hash)::
 
     b"TFR1" | start u64 | count u32 | failed u32 | chunks u32 | (length u32 | blob)*
 
 Each blob is one chunk's outcomes, encoded by the job's codec as
-``[values, errors]``: ``values`` has one value per item (None where the item
-failed) and ``errors`` lists ``[offset, type, message, traceback, exception]`` per
-failed item, ``offset`` counted within the chunk and ``exception`` the exception
-object where the codec carries one (pickle), else None.
+``[values, errors, attempts]``: ``values`` has one value per item (None where the
+item failed), ``errors`` lists ``[offset, type, message, traceback, exception]``
+per failed item, ``offset`` counted within the chunk and ``exception`` the
+exception object where the codec carries one (pickle), else None, and
+``attempts`` lists ``[offset, attempts]`` for items that ran more than once.
 
 Job events stream entries: ``b=<batch index>`` when a batch is recorded,
 ``sealed=<batches>`` when the producer has sent every batch, ``end=<state>`` when
@@ -25,7 +27,9 @@ the job reaches a final state.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +61,58 @@ def call(fn: Any, mode: CallMode, item: Any) -> Any:
     if isinstance(item, (list, tuple)):
         return fn(*item)
     return fn(item)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a node runs each item of a job."""
+
+    #: soft limit, seconds: TimeoutError is raised inside the task
+    timeout: float | None = None
+    #: hard limit, seconds: the node kills the process running the item
+    hard_timeout: float | None = None
+    #: extra attempts for an item that raised
+    retries: int = 0
+    #: exception type names that may be retried (any name in the type's MRO); empty: all
+    retry_on: tuple[str, ...] = ()
+    #: first backoff, seconds; doubles per attempt, with jitter, up to backoff_max
+    backoff: float = 0.1
+    backoff_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "hard_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be a whole number of at least 0, got {self.retries!r}")
+        if self.backoff < 0 or self.backoff_max < 0:
+            raise ValueError("backoff and backoff_max must not be negative")
+
+    @property
+    def is_default(self) -> bool:
+        return self == DEFAULT_OPTIONS
+
+    def encode(self) -> str:
+        data = {
+            k: v for k, v in dataclasses.asdict(self).items() if getattr(DEFAULT_OPTIONS, k) != v
+        }
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes, where: str) -> TaskOptions:
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            if "retry_on" in data:
+                data["retry_on"] = tuple(data["retry_on"])
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(f"{where}: bad task options {text!r}: {exc}") from None
+
+
+DEFAULT_OPTIONS = TaskOptions()
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes, where: str) -> str:
@@ -92,9 +148,10 @@ class BatchEntry:
     mode: CallMode
     chunksize: int
     payload: bytes
+    options: TaskOptions = DEFAULT_OPTIONS
 
     def fields(self) -> dict[str, str | bytes | int]:
-        return {
+        fields: dict[str, str | bytes | int] = {
             "j": self.job_id,
             "b": self.index,
             "s": self.start,
@@ -105,6 +162,9 @@ class BatchEntry:
             "k": self.chunksize,
             "p": self.payload,
         }
+        if not self.options.is_default:
+            fields["o"] = self.options.encode()
+        return fields
 
     @classmethod
     def parse(cls, fields: Mapping[bytes, bytes], where: str) -> BatchEntry:
@@ -126,6 +186,7 @@ class BatchEntry:
             mode=mode,
             chunksize=_int(fields, b"k", where),
             payload=fields[b"p"],
+            options=TaskOptions.decode(fields[b"o"], where) if b"o" in fields else DEFAULT_OPTIONS,
         )
 
 
@@ -194,6 +255,8 @@ class Outcome:
     ok: bool
     value: Any = None
     error: RemoteError | None = None
+    #: how many times the item ran (more than 1 after retries or redelivery)
+    attempts: int = 1
 
 
 def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
@@ -201,19 +264,21 @@ def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outc
     index = entry.start
     for blob in entry.blobs:
         try:
-            values, errors = codec.loads(blob)
+            values, errors, *rest = codec.loads(blob)
         except Exception as exc:
             raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
+        attempts = {offset: n for offset, n in rest[0]} if rest else {}
         failed: dict[int, RemoteError] = {}
         for offset, type_name, message, tb, exc_obj in errors:
             exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
             failed[offset] = RemoteError(type_name, message, tb, exc_obj)
         for offset, value in enumerate(values):
             error = failed.get(offset)
+            tries = attempts.get(offset, 1)
             if error is None:
-                yield Outcome(index, True, value)
+                yield Outcome(index, True, value, None, tries)
             else:
-                yield Outcome(index, False, None, error)
+                yield Outcome(index, False, None, error, tries)
             index += 1
     if index != entry.start + entry.count:
         raise ProtocolError(

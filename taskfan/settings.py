@@ -64,6 +64,8 @@ class Settings:
     codec: str = "pickle"
     #: seconds a batch may sit unrefreshed in a node's hands before others reclaim it
     visibility_timeout: float = 60.0
+    #: deliveries of one batch (first + reclaims) before it is dead-lettered
+    max_deliveries: int = 5
     #: seconds between heartbeats (lease refresh, node record)
     heartbeat_interval: float = 5.0
     #: multiprocessing start method of the node's pool
@@ -89,6 +91,7 @@ class Settings:
             "processes": self.processes,
             "chunksize": self.chunksize,
             "batch_size": self.batch_size,
+            "max_deliveries": self.max_deliveries,
         }
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -146,6 +149,7 @@ ENV.update(
         "TASKFAN_CODEC": ("codec", str),
         "TASKFAN_VISIBILITY_TIMEOUT": ("visibility_timeout", float),
         "TASKFAN_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+        "TASKFAN_MAX_DELIVERIES": ("max_deliveries", int),
         "TASKFAN_START_METHOD": ("start_method", str),
         "TASKFAN_BURST": ("burst", _flag),
         "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),

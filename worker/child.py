@@ -3,12 +3,15 @@
 Touches no Redis, so it can be tested alone. Each item's exception is caught
 here and returned as data (type, message, traceback text, and the exception
 itself where the codec carries it), so one failing item never fails the chunk.
-The chunk's outcomes are encoded here, with the job's codec, so that a value the
-codec cannot carry becomes an error for that item instead of breaking the chunk.
+Retries (with exponential backoff and jitter) and the soft timeout (SIGALRM
+raising TimeoutError inside the task) happen here too. The chunk's outcomes are
+encoded here, with the job's codec, so that a value the codec cannot carry
+becomes an error for that item instead of breaking the chunk.
 """
 
 from __future__ import annotations
 
+import random
 import signal
 import sys
 import time
@@ -18,23 +21,27 @@ from typing import Any, NamedTuple
 
 from taskfan.codec import Codec, get_codec
 from taskfan.errors import EncodeError, FunctionReferenceError
-from taskfan.protocol import CallMode, call
+from taskfan.protocol import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
-from worker.lifeline import die_with_parent
+from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
 
 _functions: dict[str, Callable[..., Any]] = {}
 
 
 class ChunkResult(NamedTuple):
-    blob: bytes  #: the codec's encoding of [values, errors]
+    blob: bytes  #: the codec's encoding of [values, errors, attempts]
     failed: int  #: how many items failed
     seconds: float  #: time spent calling the function
 
 
-def init_child(paths: Sequence[str]) -> None:
-    """Pool initializer: die with the node, let the node alone handle Ctrl-C,
-    and find task modules."""
-    die_with_parent()
+class SoftTimeout(TimeoutError):
+    """Raised inside a task that ran past its job's ``timeout``."""
+
+
+def init_child(paths: Sequence[str], via_forkserver: bool = False) -> None:
+    """Pool initializer: die with the parent (the node, or its forkserver), let
+    the node alone handle Ctrl-C, and find task modules."""
+    die_with_parent(FORKSERVER_PID if via_forkserver else NODE_PID)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for path in reversed(paths):
         if path not in sys.path:
@@ -60,34 +67,101 @@ def _error(offset: int, exc: BaseException, codec: Codec) -> list[Any]:
     return [offset, type(exc).__qualname__, str(exc), tb, carried]
 
 
-def run_chunk(fn_ref: str, codec_name: str, mode: str, items: Sequence[Any]) -> ChunkResult:
+def _retryable(exc: BaseException, options: TaskOptions) -> bool:
+    if not options.retry_on:
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
+    return any(name in names for name in options.retry_on)
+
+
+def backoff_delay(attempt: int, options: TaskOptions) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: exponential, full jitter."""
+    ceiling = min(options.backoff_max, options.backoff * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise SoftTimeout("the item ran past its soft timeout")
+
+
+def _call_with_options(
+    fn: Callable[..., Any], mode: CallMode, item: Any, options: TaskOptions
+) -> tuple[Any, int]:
+    """Call once, or more with retries; returns (value, attempts) or raises the last error."""
+    attempt = 0
+    while True:
+        attempt += 1
+        if options.timeout:
+            signal.setitimer(signal.ITIMER_REAL, options.timeout)
+        try:
+            return call(fn, mode, item), attempt
+        except Exception as exc:
+            if attempt > options.retries or not _retryable(exc, options):
+                raise _Attempts(exc, attempt) from exc
+        finally:
+            if options.timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        time.sleep(backoff_delay(attempt, options))
+
+
+class _Attempts(Exception):
+    def __init__(self, error: Exception, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+
+
+def run_chunk(
+    fn_ref: str,
+    codec_name: str,
+    mode: str,
+    items: Sequence[Any],
+    options: TaskOptions = DEFAULT_OPTIONS,
+) -> ChunkResult:
     """Call ``fn_ref`` on every item; never raises for an item's failure."""
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
     values: list[Any] = []
     errors: list[list[Any]] = []
+    attempts: list[list[int]] = []
     started = time.perf_counter()
     try:
         fn = _function(fn_ref)
     except FunctionReferenceError as exc:
         errors = [_error(i, exc, codec) for i in range(len(items))]
-        return ChunkResult(codec.dumps([[None] * len(items), errors]), len(items), 0.0)
+        return ChunkResult(codec.dumps([[None] * len(items), errors, []]), len(items), 0.0)
     append = values.append
-    for offset, item in enumerate(items):
-        try:
-            append(call(fn, call_mode, item))
-        except Exception as exc:
-            append(None)
-            errors.append(_error(offset, exc, codec))
+    if options.is_default:  # the hot path: no timer, no retries
+        for offset, item in enumerate(items):
+            try:
+                append(call(fn, call_mode, item))
+            except Exception as exc:
+                append(None)
+                errors.append(_error(offset, exc, codec))
+    else:
+        if options.timeout:
+            signal.signal(signal.SIGALRM, _on_alarm)
+        for offset, item in enumerate(items):
+            try:
+                value, tries = _call_with_options(fn, call_mode, item, options)
+                append(value)
+            except _Attempts as failure:
+                append(None)
+                errors.append(_error(offset, failure.error, codec))
+                tries = failure.attempts
+            if tries > 1:
+                attempts.append([offset, tries])
     seconds = time.perf_counter() - started
     try:
-        blob = codec.dumps([values, errors])
+        blob = codec.dumps([values, errors, attempts])
     except EncodeError:
-        blob = _encode_each(values, errors, codec)  # appends to errors
+        blob = _encode_each(values, errors, attempts, codec)  # appends to errors
     return ChunkResult(blob, len(errors), seconds)
 
 
-def _encode_each(values: list[Any], errors: list[list[Any]], codec: Codec) -> bytes:
+def _encode_each(
+    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec
+) -> bytes:
     """Encode item by item, turning each value the codec can't carry into an error."""
     failed = {error[0] for error in errors}
     for offset, value in enumerate(values):
@@ -100,4 +174,4 @@ def _encode_each(values: list[Any], errors: list[list[Any]], codec: Codec) -> by
             message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
             errors.append([offset, "EncodeError", message, "", None])
     errors.sort(key=lambda error: error[0])
-    return codec.dumps([values, errors])
+    return codec.dumps([values, errors, attempts])

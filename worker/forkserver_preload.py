@@ -1,6 +1,10 @@
 """Imported by the node's forkserver at its start (and only there): the
-forkserver dies with the node. See ``worker.lifeline``."""
+forkserver dies with the node, and tells its children its pid. See
+``worker.lifeline``."""
 
-from worker.lifeline import die_with_parent
+import os
 
-die_with_parent()
+from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
+
+die_with_parent(NODE_PID)
+os.environ[FORKSERVER_PID] = str(os.getpid())

@@ -7,6 +7,7 @@ batches), refreshes leases, hands batches back, and publishes the node record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -33,6 +34,8 @@ class Delivery:
     fields: dict[bytes, bytes] | None  #: None when the entry was deleted meanwhile
     #: why the batch is not to run (its job was cancelled or no longer exists)
     skip: str | None = None
+    #: how many times the entry was delivered, this time included
+    deliveries: int = 1
 
 
 @dataclass
@@ -98,9 +101,9 @@ class NodeRedis:
         for d in deliveries:
             state = states.get(d.fields.get(b"j", b"")) if d.fields else b"active"
             if state is None:
-                d = Delivery(d.queue, d.entry_id, d.fields, skip="the job no longer exists")
+                d = dataclasses.replace(d, skip="the job no longer exists")
             elif state == b"cancelled":
-                d = Delivery(d.queue, d.entry_id, d.fields, skip="the job was cancelled")
+                d = dataclasses.replace(d, skip="the job was cancelled")
             out.append(d)
         return out
 
@@ -113,15 +116,29 @@ class NodeRedis:
             )
             claimed = reply[1]
             deleted = reply[2] if len(reply) > 2 else []
+            counts = self._delivery_counts(queue, [entry_id for entry_id, _ in claimed])
             for entry_id, fields in claimed:
-                out.append(Delivery(queue, entry_id, fields or None))
-            if claimed:
-                out = self._check_jobs(out)
+                out.append(
+                    Delivery(queue, entry_id, fields or None, deliveries=counts.get(entry_id, 1))
+                )
+
             for entry_id in deleted:  # Redis 7: deleted entries leave the PEL by themselves
                 log.info("queue %s: reclaimed entry %s was deleted", queue.name, entry_id)
             if len(out) >= count:
                 break
-        return out
+        return self._check_jobs(out)
+
+    def _delivery_counts(self, queue: QueueKeys, ids: list[bytes]) -> dict[bytes, int]:
+        if not ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xpending_range(queue.stream, GROUP, min=entry_id, max=entry_id, count=1)
+        counts: dict[bytes, int] = {}
+        for reply in pipe.execute():
+            for item in reply:
+                counts[item["message_id"]] = int(item["times_delivered"])
+        return counts
 
     def write(self, done: Sequence[Completed], now: float) -> None:
         """Record each batch (idempotent), then acknowledge and delete its entry.

@@ -1,0 +1,78 @@
+"""The node's process pool: a ProcessPoolExecutor that can be rebuilt and killed.
+
+Each rebuild bumps ``generation``, so results from a broken pool's futures are
+told apart from the new pool's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from worker.child import init_child
+from worker.lifeline import NODE_PID
+
+
+class Pool:
+    def __init__(self, processes: int, start_method: str, paths: list[str]) -> None:
+        self.processes = processes
+        self.start_method = start_method
+        self.paths = paths
+        self.generation = 0
+        self.restarts = 0
+        self._executor = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        os.environ[NODE_PID] = str(os.getpid())  # for worker.lifeline in the children
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            context.set_forkserver_preload(["worker.forkserver_preload"])
+        return ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=context,
+            initializer=init_child,
+            initargs=(self.paths, self.start_method == "forkserver"),
+        )
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        """Raises BrokenProcessPool when the pool broke and was not rebuilt yet."""
+        return self._executor.submit(fn, *args)
+
+    def rebuild(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.kill()
+        self._executor = self._new()
+        self.generation += 1
+        self.restarts += 1
+
+    def kill(self) -> None:
+        """SIGKILL every process of the pool (its futures then fail as broken)."""
+        for process in self._processes():
+            with contextlib.suppress(Exception):
+                process.kill()
+
+    def shutdown(self, wait: bool) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+        if not wait:
+            self.kill()
+
+    def death_cause(self) -> str:
+        """Name what ended a pool process: a signal or an exit code, when we can tell."""
+        codes = [p.exitcode for p in self._processes() if p.exitcode]
+        # Once one process died the pool terminates the others (SIGTERM): skip those.
+        codes.sort(key=lambda code: code == -signal.SIGTERM)
+        for code in codes:
+            if code < 0:
+                with contextlib.suppress(ValueError):
+                    return f"signal {-code} ({signal.Signals(-code).name})"
+                return f"signal {-code}"
+            return f"exit code {code}"
+        return "cause unknown"
+
+    def _processes(self) -> list[Any]:
+        # ProcessPoolExecutor keeps its processes in a private dict; read-only use.
+        return list((getattr(self._executor, "_processes", None) or {}).values())

@@ -1,0 +1,236 @@
+"""The node's bookkeeping: batches in, chunks out, results joined per batch.
+
+No Redis, no processes, no threads: the node feeds it deliveries and chunk
+results and sends what it returns, so every rule here is tested alone.
+
+Rules:
+- a batch is cut into chunks of the job's chunksize, else the node's, else one
+  measured per function (``worker.sizing``);
+- at most ``2 * processes`` chunks are in the pool (one running and one queued per
+  process), so the pool stays busy across batch boundaries;
+- chunks of a job with a ``hard_timeout`` hold one item and enter the pool only
+  when a process is free, so their clock starts when they start;
+- after a pool breaks, the chunks that were in it are suspects and run one at a
+  time; a suspect that breaks the pool again is halved until the item that kills
+  its process stands alone, and that item fails with the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskfan.codec import get_codec
+from taskfan.errors import ProtocolError, TaskfanError
+from taskfan.protocol import BatchEntry, encode_result
+from worker.child import ChunkResult
+from worker.redis_io import Completed, Delivery
+from worker.sizing import ChunkSizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Batch:
+    """A batch this node holds: its entry, its items and the chunks' results so far."""
+
+    delivery: Delivery
+    entry: BatchEntry
+    items: list[Any]
+    started: float
+    blobs: dict[int, bytes] = field(default_factory=dict)  #: chunk start offset -> blob
+    failed: int = 0
+    remaining: int = 0
+
+
+@dataclass(eq=False)
+class Chunk:
+    batch: Batch
+    lo: int
+    hi: int
+    suspect: bool = False  #: was in a pool that broke; runs alone
+    deadline: float | None = None  #: monotonic time its hard timeout ends, once in the pool
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def where(self) -> str:
+        entry = self.batch.entry
+        first = entry.start + self.lo
+        items = f"item {first}" if self.size == 1 else f"items {first}-{first + self.size - 1}"
+        return f"job {entry.job_id} batch {entry.index} {items}"
+
+
+def key(delivery: Delivery) -> tuple[str, bytes]:
+    return (delivery.queue.name, delivery.entry_id)
+
+
+class Scheduler:
+    def __init__(self, processes: int, sizer: ChunkSizer, max_deliveries: int = 5) -> None:
+        self.processes = processes
+        self.sizer = sizer
+        self.max_deliveries = max_deliveries
+        self.batches: dict[tuple[str, bytes], Batch] = {}
+        self.pending: deque[Chunk] = deque()
+        self.suspects: deque[Chunk] = deque()
+        self.in_pool: set[Chunk] = set()
+
+    # ----------------------------------------------------------------- intake
+
+    def accept(self, delivery: Delivery, now: float | None = None) -> Completed | None:
+        """Take a delivered entry; returns a Completed when there is nothing to run."""
+        where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
+        if delivery.fields is None or delivery.skip:
+            if delivery.skip:
+                log.info("%s: skipped: %s", where, delivery.skip)
+            return Completed(delivery, "", 0, b"", 0, 0)
+        try:
+            entry = BatchEntry.parse(delivery.fields, where)
+        except ProtocolError as exc:
+            log.warning("%s: dead-lettered: %s", where, exc)
+            return Completed(delivery, "", 0, b"", 0, 0, dead_reason=str(exc))
+        started = time.monotonic() if now is None else now
+        batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        try:
+            items = get_codec(entry.codec).loads(entry.payload)
+            if not isinstance(items, list) or len(items) != entry.count:
+                raise ProtocolError(
+                    f"payload holds {_describe(items)}, expected {entry.count} items"
+                )
+        except Exception as exc:  # a bad payload fails its items, never the node
+            reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
+            log.warning("%s: dead-lettered: %s", where, reason)
+            return self.fail_batch(batch, "BadBatch", reason, dead=True)
+        if delivery.deliveries > self.max_deliveries:
+            reason = (
+                f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
+                f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
+                "cut off)"
+            )
+            log.warning("%s: dead-lettered: %s", where, reason)
+            return self.fail_batch(batch, "DeliveryLimit", reason, dead=True)
+        batch.items = items
+        if entry.count == 0:
+            return self.finish(batch)
+        self.batches[key(delivery)] = batch
+        if entry.options.hard_timeout:
+            size = 1
+        else:
+            size = self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize)
+        for lo in range(0, entry.count, size):
+            self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
+        return None
+
+    def release(self, delivery: Delivery) -> None:
+        """The batch is recorded and acknowledged: forget it."""
+        self.batches.pop(key(delivery), None)
+
+    # ----------------------------------------------------------------- to the pool
+
+    def next_chunk(self) -> Chunk | None:
+        """The chunk to put in the pool now, if any."""
+        if self.suspects:
+            return self.suspects.popleft() if not self.in_pool else None
+        if not self.pending or len(self.in_pool) >= 2 * self.processes:
+            return None
+        if self.pending[0].batch.entry.options.hard_timeout and len(self.in_pool) >= self.processes:
+            return None  # its clock must start when it starts: wait for a free process
+        return self.pending.popleft()
+
+    def sent(self, chunk: Chunk, now: float) -> None:
+        hard = chunk.batch.entry.options.hard_timeout
+        chunk.deadline = now + hard if hard else None
+        self.in_pool.add(chunk)
+
+    def unsent(self, chunk: Chunk) -> None:
+        """The pool refused the chunk (it is broken): put it back at the front."""
+        (self.suspects if chunk.suspect else self.pending).appendleft(chunk)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [c.deadline for c in self.in_pool if c.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+    def expired(self, now: float) -> list[Chunk]:
+        return [c for c in self.in_pool if c.deadline is not None and c.deadline <= now]
+
+    # ----------------------------------------------------------------- from the pool
+
+    def done(self, chunk: Chunk, result: ChunkResult) -> Completed | None:
+        self.in_pool.discard(chunk)
+        self.sizer.observe(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
+        return self._store(chunk, result.blob, result.failed)
+
+    def error(self, chunk: Chunk, type_name: str, message: str) -> Completed | None:
+        """Every item of the chunk fails with the same error (e.g. a hard timeout)."""
+        self.in_pool.discard(chunk)
+        return self._store(
+            chunk, self._error_blob(chunk.batch, chunk.size, type_name, message), chunk.size
+        )
+
+    def requeue(self, chunk: Chunk) -> None:
+        """Run the chunk again (the pool was stopped under it for another's sake)."""
+        self.in_pool.discard(chunk)
+        chunk.deadline = None
+        (self.suspects if chunk.suspect else self.pending).appendleft(chunk)
+
+    def crashed(self, chunk: Chunk, cause: str) -> Completed | None:
+        """The chunk was in a pool whose process died."""
+        self.in_pool.discard(chunk)
+        chunk.deadline = None
+        if not chunk.suspect:
+            chunk.suspect = True
+            self.suspects.append(chunk)
+            return None
+        # It ran alone and broke the pool again: it holds the poison item.
+        if chunk.size == 1:
+            message = f"worker process died: {cause}"
+            log.warning("%s: %s", chunk.where(), message)
+            return self.error(chunk, "WorkerProcessDied", message)
+        mid = (chunk.lo + chunk.hi) // 2
+        halves = [Chunk(chunk.batch, chunk.lo, mid, True), Chunk(chunk.batch, mid, chunk.hi, True)]
+        self.suspects.extendleft(reversed(halves))
+        return None
+
+    # ----------------------------------------------------------------- batches
+
+    def _store(self, chunk: Chunk, blob: bytes, failed: int) -> Completed | None:
+        batch = chunk.batch
+        batch.blobs[chunk.lo] = blob
+        batch.failed += failed
+        batch.remaining -= chunk.size
+        return self.finish(batch) if batch.remaining == 0 else None
+
+    def finish(self, batch: Batch, dead_reason: str | None = None) -> Completed:
+        entry = batch.entry
+        blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
+        result = encode_result(entry.start, entry.count, batch.failed, blobs)
+        ok = entry.count - batch.failed
+        return Completed(
+            batch.delivery, entry.job_id, entry.index, result, ok, batch.failed, dead_reason
+        )
+
+    def fail_batch(self, batch: Batch, type_name: str, message: str, dead: bool) -> Completed:
+        count = batch.entry.count
+        batch.blobs = {0: self._error_blob(batch, count, type_name, message)}
+        batch.failed = count
+        batch.remaining = 0
+        return self.finish(batch, dead_reason=message if dead else None)
+
+    @staticmethod
+    def _error_blob(batch: Batch, count: int, type_name: str, message: str) -> bytes:
+        errors = [[i, type_name, message, "", None] for i in range(count)]
+        try:
+            codec = get_codec(batch.entry.codec)
+        except TaskfanError:
+            codec = get_codec("json")
+        return codec.dumps([[None] * count, errors, []])
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} items"
+    return f"a {type(value).__name__}, not a list"
