@@ -14,7 +14,7 @@ from taskfan.codec import get_codec
 from taskfan.connection import connect
 from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
-from taskfan.protocol import CallMode
+from taskfan.protocol import CallMode, TaskOptions
 from taskfan.refs import reference
 from taskfan.settings import DEFAULT_RESULT_TTL, Settings
 
@@ -82,13 +82,34 @@ class Client:
         codec: str | None = None,
         result_ttl: int | None = None,
         mode: CallMode | None = None,
+        timeout: float | None = None,
+        hard_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: Iterable[type[BaseException] | str] = (),
+        backoff: float = 0.1,
     ) -> Job:
         """Enqueue ``fn`` over every item; returns once every batch is in Redis.
 
         ``star=True`` calls ``fn(*item)`` (like ``itertools.starmap``).
         ``batch_size`` is items per Redis entry, ``chunksize`` items per pool
         message on a node; both default to automatic.
+
+        Per item: ``timeout`` (seconds; TimeoutError raised inside the task),
+        ``hard_timeout`` (seconds; the node kills the process running the item
+        and records it as failed), ``retries`` extra attempts after an
+        exception, only for ``retry_on`` types (classes or names) when given,
+        waiting ``backoff`` seconds, doubled per attempt, with jitter.
         """
+        try:
+            options = TaskOptions(
+                timeout=timeout,
+                hard_timeout=hard_timeout,
+                retries=retries,
+                retry_on=tuple(t if isinstance(t, str) else t.__name__ for t in retry_on),
+                backoff=backoff,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if mode is None:
             mode = CallMode.ARGS if star else CallMode.ONE
         spec = JobSpec(
@@ -101,6 +122,7 @@ class Client:
             or auto_batch_size(iterable),
             chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
             result_ttl=self.result_ttl if result_ttl is None else result_ttl,
+            options=options,
         )
         return Job(self, Enqueuer(self.redis, spec).run(iterable))
 

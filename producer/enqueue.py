@@ -26,7 +26,7 @@ from taskfan.codec import Codec
 from taskfan.connection import translate_errors
 from taskfan.errors import EncodeError
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
 
 FLUSH_BATCHES = 16
 FLUSH_BYTES = 8 * 1024 * 1024
@@ -58,6 +58,7 @@ class JobSpec:
     batch_size: int
     chunksize: int  #: 0: the node decides
     result_ttl: int
+    options: TaskOptions = DEFAULT_OPTIONS
 
     def meta(self, job_id: str, now: float) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class JobSpec:
             "chunksize": self.chunksize,
             "result_ttl": self.result_ttl,
             "created_at": repr(now),
+            "options": self.options.encode(),
         }
 
 
@@ -145,6 +147,7 @@ class Enqueuer:
             mode=spec.mode,
             chunksize=spec.chunksize,
             payload=payload,
+            options=spec.options,
         )
         self.total += len(items)
         self.batches += 1

@@ -313,6 +313,7 @@ class JobMeta:
     result_ttl: int
     created_at: float
     finished_at: float | None
+    options: TaskOptions = DEFAULT_OPTIONS
 
     @property
     def done(self) -> int:
@@ -362,4 +363,7 @@ class JobMeta:
             result_ttl=num(b"result_ttl"),
             created_at=num(b"created_at", float),
             finished_at=float(finished.decode()) if finished else None,
+            options=TaskOptions.decode(fields[b"options"], where)
+            if fields.get(b"options")
+            else DEFAULT_OPTIONS,
         )
