@@ -140,7 +140,7 @@ class Executor(concurrent.futures.Executor):
                 fields_list = events.read()
                 ready = [int(f[b"b"]) for f in fields_list if b"b" in f]
                 for start in range(0, len(ready), FETCH):
-                    for entry in job._fetch(ready[start : start + FETCH]):
+                    for entry in job._fetch(ready[start : start + FETCH], events):
                         for outcome in iter_outcomes(entry, codec, f"job {job.id}"):
                             self._settle(job.id, outcome)
             except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):

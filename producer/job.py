@@ -8,10 +8,13 @@ recorded, in input order (``results``, ``outcomes``) or in completion order
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import redis
 
 from taskfan import scripts
 from taskfan.codec import get_codec
@@ -22,6 +25,8 @@ from taskfan.protocol import JobMeta, JobState, Outcome, ResultEntry, iter_outco
 
 if TYPE_CHECKING:
     from producer.client import Client
+
+log = logging.getLogger(__name__)
 
 #: longest single XREAD BLOCK; a waiter with no deadline simply blocks again
 BLOCK_SLICE = 5.0
@@ -43,22 +48,49 @@ class _Events:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last = b"0-0"
 
+    def remaining(self) -> float:
+        """Seconds left to block; raises TimeoutError once the deadline passed."""
+        if self.deadline is None:
+            return BLOCK_SLICE
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise FuturesTimeout(f"job {self.job.id}: timed out waiting for results")
+        return min(BLOCK_SLICE, left)
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a Redis call, riding out outages (restarts, dropped connections)
+        with backoff until the deadline: a waiter survives a Redis restart."""
+        delay = 0.1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning(
+                    "job %s: %s failed, retrying in %.1fs: %s", self.job.id, what, delay, exc
+                )
+                time.sleep(min(delay, self.remaining()))
+                delay = min(5.0, delay * 2)
+
     def read(self) -> list[dict[bytes, bytes]]:
         """The next events; raises TimeoutError once the deadline passes."""
+        redis_client = self.job._redis
         while True:
-            block = BLOCK_SLICE
-            if self.deadline is not None:
-                block = min(block, self.deadline - time.monotonic())
-                if block <= 0:
-                    raise FuturesTimeout(f"job {self.job.id}: timed out waiting for results")
-            events = self.job._redis.xread(
-                {self.job.keys.events: self.last}, count=1000, block=max(1, int(block * 1000))
+            block = self.remaining()
+            stream = {self.job.keys.events: self.last}
+            events = self.call(
+                "reading events",
+                redis_client.xread,
+                stream,
+                count=1000,
+                block=max(1, int(block * 1000)),
             )
             if events:
                 entries = events[0][1]
                 self.last = entries[-1][0]
                 return [fields for _, fields in entries]
-            if self.deadline is None and not self.job._redis.exists(self.job.keys.meta):
+            if self.deadline is None and not self.call(
+                "checking", redis_client.exists, self.job.keys.meta
+            ):
                 raise JobNotFound(self.job.id)
 
 
@@ -164,7 +196,7 @@ class Job:
                 ready, batches, cancelled = self._scan(events.read(), batches)
             for start in range(0, len(ready), FETCH):
                 part = ready[start : start + FETCH]
-                for entry in self._fetch(part):
+                for entry in self._fetch(part, events):
                     yield from iter_outcomes(entry, codec, f"job {self.id}")
             seen += len(ready)
             if cancelled:
@@ -188,9 +220,12 @@ class Job:
                 cancelled = True
         return ready, batches, cancelled
 
-    def _fetch(self, indexes: list[int]) -> list[ResultEntry]:
-        with translate_errors(f"reading results of job {self.id}"):
-            raw = self._redis.hmget(self.keys.results, indexes)
+    def _fetch(self, indexes: list[int], events: _Events | None = None) -> list[ResultEntry]:
+        if events is not None:
+            raw = events.call("reading results", self._redis.hmget, self.keys.results, indexes)
+        else:
+            with translate_errors(f"reading results of job {self.id}"):
+                raw = self._redis.hmget(self.keys.results, indexes)
         entries = []
         for index, data in zip(indexes, raw, strict=True):
             where = f"job {self.id} batch {index}"
@@ -218,7 +253,7 @@ class Job:
                     found, batches, cancelled = self._scan(events.read(), batches)
                 ready.update(found)
                 continue
-            for entry in self._fetch(run):
+            for entry in self._fetch(run, events):
                 yield entry, codec
             ready.difference_update(run)
             next_index += len(run)
