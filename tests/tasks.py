@@ -1,0 +1,109 @@
+"""Functions that tasks run in tests; importable by worker nodes and their children."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def square(x: float) -> float:
+    return x * x
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def noop(x: Any) -> None:
+    return None
+
+
+def fail(x: Any) -> Any:
+    raise ValueError(f"bad {x}")
+
+
+def fail_if_multiple_of_7(x: int) -> int:
+    if x % 7 == 0:
+        raise ValueError(f"bad {x}")
+    return x * 2
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def crash() -> None:
+    """Kill the process with SIGSEGV: reading address 0."""
+    ctypes.string_at(0)
+
+
+def exit_now(code: int = 1) -> None:
+    """End the process at once, skipping cleanup, as a C extension calling exit() would."""
+    os._exit(code)
+
+
+def crash_on(x: int) -> int:
+    """13 segfaults, 31 exits with code 3, anything else comes back unchanged."""
+    if x == 13:
+        crash()
+    if x == 31:
+        exit_now(3)
+    return x
+
+
+def spin_on(x: int, bad: int = 3, limit: float = 60.0) -> int:
+    """Busy-loop on ``bad`` (up to ``limit`` seconds, for timeouts to cut short); else x."""
+    if x == bad:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            pass
+    return x
+
+
+def fail_times(path: str, times: int) -> int:
+    """Raise ConnectionError on the first ``times`` calls (counted in the file ``path``).
+
+    Then return the number of calls: a flaky task whose count survives the process.
+    """
+    counter = Path(path)
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    if calls <= times:
+        raise ConnectionError(f"call {calls} of {path} fails ({times} fail)")
+    return calls
+
+
+def pow_task(params: tuple[float, int]) -> float:
+    """The seed benchmark task: ``num_calc`` rounds of ``a = a ** a``."""
+    v, num_calc = params
+    a = float(v)
+    for _ in range(num_calc):
+        a = pow(a, a)
+    return a
+
+
+def unpicklable_result(x: Any) -> Any:
+    """A value no codec can carry: a lock."""
+    return threading.Lock()
+
+
+def kwargs_echo(**kw: Any) -> dict[str, Any]:
+    """The keyword arguments, sorted by name."""
+    return dict(sorted(kw.items()))
+
+
+def echo_args(*args: Any, **kwargs: Any) -> list[Any]:
+    return [list(args), kwargs]
+
+
+def pid(x: Any) -> int:
+    return os.getpid()
