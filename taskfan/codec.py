@@ -2,7 +2,8 @@
 
 ``pickle`` (protocol 5) carries any picklable value and exceptions themselves; it
 runs code when it loads, so only use it with a Redis you trust or with signing.
-``json`` carries JSON values only (tuples arrive as lists) and never runs code:
+``json`` carries standard JSON values only (tuples arrive as lists; NaN and
+infinities are refused, since other JSON tools reject them) and never runs code:
 use it for jobs enqueued from the shell and wherever pickle is not allowed.
 """
 
@@ -44,7 +45,7 @@ class JsonCodec:
     carries_exceptions = False
 
     def __init__(self) -> None:
-        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
     def dumps(self, value: Any) -> bytes:
         try:

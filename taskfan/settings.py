@@ -126,6 +126,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
         """Build settings from ``TASKFAN_*`` variables; ``overrides`` that are not None win."""
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for var, (name, parse) in ENV.items():
             text = environ.get(var)
             if text is None or text == "":
@@ -134,8 +135,19 @@ class Settings:
                 values[name] = parse(text)
             except ValueError as exc:
                 raise ConfigError(f"environment variable {var}={text!r}: {exc}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+            sources[name] = f"environment variable {var}={text!r}"
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            # Name the variable when the bad value came from the environment.
+            from_env = [
+                src for name, src in sources.items() if name not in given and name in str(exc)
+            ]
+            if from_env:
+                raise ConfigError(f"{from_env[0]}: {exc}") from None
+            raise
 
 
 ENV.update(

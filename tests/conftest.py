@@ -16,7 +16,9 @@ import fakeredis
 import pytest
 import redis
 
+from producer import Client
 from taskfan.server import RedisServer
+from tests.workers import WorkerProcess
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,35 @@ def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
     name = "r" if request.param == "real" else "fake"
     client: redis.Redis = request.getfixturevalue(name)
     return client
+
+
+class StartWorker:
+    """Starts ``taskfan worker`` subprocesses on the test's Redis; closes them after."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.started: list[WorkerProcess] = []
+
+    def __call__(
+        self,
+        *args: str,
+        queue: str = "default",
+        processes: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> WorkerProcess:
+        worker = WorkerProcess(self.redis_url, *args, queue=queue, processes=processes, env=env)
+        self.started.append(worker)
+        return worker
+
+
+@pytest.fixture
+def start_worker(redis_url: str) -> Iterator[StartWorker]:
+    starter = StartWorker(redis_url)
+    yield starter
+    for worker in starter.started:
+        worker.close()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Client:
+    return Client.from_url(redis_url)

@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -60,8 +61,18 @@ class Pool:
         if not wait:
             self.kill()
 
-    def death_cause(self) -> str:
-        """Name what ended a pool process: a signal or an exit code, when we can tell."""
+    def death_cause(self, wait: float = 1.0) -> str:
+        """Name what ended a pool process: a signal or an exit code, when we can tell.
+
+        Call it once the pool broke: its processes are dead or being terminated.
+        Under forkserver an exit status arrives through the forkserver, a little
+        after the death, so wait (up to ``wait`` seconds in all) for each.
+        """
+        deadline = time.monotonic() + wait
+        for process in self._processes():
+            if process.exitcode is None:
+                with contextlib.suppress(Exception):
+                    process.join(max(0.0, deadline - time.monotonic()))
         codes = [p.exitcode for p in self._processes() if p.exitcode]
         # Once one process died the pool terminates the others (SIGTERM): skip those.
         codes.sort(key=lambda code: code == -signal.SIGTERM)

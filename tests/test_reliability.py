@@ -1,0 +1,155 @@
+"""Failures end to end: killed nodes, cold stops, cancels, delivery limits, timeouts, retries."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from producer import Client
+from taskfan.errors import JobCancelled
+from taskfan.keys import GROUP, JobKeys, QueueKeys
+from tests import tasks
+from tests.conftest import StartWorker
+from tests.helpers import wait_until
+
+FAST_LEASES = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
+
+
+def pending(r: redis.Redis) -> int:
+    try:
+        return int(r.xpending(QueueKeys("default").stream, GROUP)["pending"])
+    except redis.ResponseError:  # no group yet: no node has started
+        return 0
+
+
+def one_outcome_each(r: redis.Redis, client: Client, job_id: str, total: int) -> None:
+    job = client.job(job_id)
+    meta = job.meta()
+    assert (meta.total, meta.done, meta.batches_done) == (total, total, meta.batches)
+    assert r.hlen(JobKeys(job_id).results) == meta.batches
+    assert [o.index for o in job.outcomes()] == list(range(total))
+
+
+def test_a_killed_node_s_batches_are_reclaimed(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    doomed = start_worker(env=FAST_LEASES)
+    job = client.map(tasks.sleep, [0.05] * 120, batch_size=6)
+    wait_until(lambda: job.progress().done >= 12, timeout=60, message="some batches done")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    start_worker(env=FAST_LEASES)
+    assert job.wait(timeout=120)
+    one_outcome_each(r, client, job.id, 120)
+
+
+def test_a_cold_stop_hands_batches_back_at_once(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    # Leases last 60 s: the job can only finish in time if the batches come back at once.
+    slow_leases = {"TASKFAN_VISIBILITY_TIMEOUT": "60", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
+    first = start_worker(processes=1, env=slow_leases)
+    job = client.map(tasks.sleep, [0.3] * 6, batch_size=2)
+    wait_until(lambda: pending(r) > 0, timeout=30, message="the first node holds a batch")
+    first.signal(signal.SIGTERM)
+    wait_until(lambda: "finishing the batches in flight" in first.log(), timeout=10,
+               message="the first SIGTERM is handled")  # fmt: skip
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    assert "cold stop" in first.log()
+    start_worker(processes=2, env=slow_leases)
+    assert job.wait(timeout=30)
+    one_outcome_each(r, client, job.id, 6)
+
+
+def test_cancel_skips_queued_batches_and_wakes_waiters(
+    start_worker: StartWorker, client: Client
+) -> None:
+    worker = start_worker(processes=1)
+    job = client.map(tasks.sleep, [0.05] * 200, batch_size=2)
+    wait_until(lambda: job.progress().done >= 2, timeout=60, message="first batches done")
+    assert job.cancel()
+    assert not job.cancel()  # already ended
+    with pytest.raises(JobCancelled):
+        job.wait(timeout=10)
+    with pytest.raises(JobCancelled):
+        list(job.results())
+    assert job.status == "cancelled"
+    # The node skips the rest and carries on with other jobs.
+    assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]
+    wait_until(lambda: "skipped: the job was cancelled" in worker.log(), timeout=30,
+               message="the node skipped a cancelled batch")  # fmt: skip
+    assert job.progress().done < 200
+
+
+def test_a_batch_delivered_too_often_goes_to_the_dead_letters(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    queue = QueueKeys("default")
+    r.xgroup_create(queue.stream, GROUP, id="0", mkstream=True)
+    job = client.map(tasks.square, [1, 2, 3], batch_size=3)
+    # Two nodes took the batch and died with it.
+    read: Any = r.xreadgroup(GROUP, "ghost-1", {queue.stream: ">"})
+    ((_, [(entry_id, _)]),) = read
+    r.xclaim(queue.stream, GROUP, "ghost-2", 0, [entry_id])
+    start_worker(env={**FAST_LEASES, "TASKFAN_MAX_DELIVERIES": "2"})
+    assert job.wait(timeout=60)
+    outcomes = list(job.outcomes())
+    assert [o.ok for o in outcomes] == [False, False, False]
+    assert all(o.error and o.error.type == "DeliveryLimit" for o in outcomes)
+    dead: Any = r.xrange(queue.dead)
+    ((_, fields),) = dead
+    assert b"max_deliveries=2" in fields[b"reason"]
+    assert fields[b"j"] == job.id.encode()
+    assert r.xlen(queue.stream) == 0
+
+
+def test_soft_and_hard_timeouts_fail_only_their_item(
+    start_worker: StartWorker, client: Client
+) -> None:
+    start_worker()
+    soft = client.map(tasks.spin_on, range(6), timeout=0.5)
+    hard = client.map(tasks.spin_on, range(6), hard_timeout=1.0)
+    for job, kind in ((soft, "SoftTimeout"), (hard, "HardTimeout")):
+        outcomes = list(job.outcomes(timeout=60))
+        assert [o.ok for o in outcomes] == [True, True, True, False, True, True], kind
+        assert outcomes[3].error is not None and outcomes[3].error.type == kind
+        assert [o.value for o in outcomes if o.ok] == [0, 1, 2, 4, 5]
+
+
+def test_retries_record_their_attempts(
+    start_worker: StartWorker, client: Client, tmp_path: Path
+) -> None:
+    start_worker()
+    flaky = client.map(tasks.fail_times, [(str(tmp_path / f"c{i}"), 2) for i in range(4)],
+                       star=True, retries=3, retry_on=[ConnectionError], backoff=0.01)  # fmt: skip
+    outcomes = list(flaky.outcomes(timeout=60))
+    assert [(o.ok, o.attempts) for o in outcomes] == [(True, 3)] * 4
+    limited = client.map(
+        tasks.fail_times, [(str(tmp_path / "d"), 5)], star=True, retries=1, backoff=0.01
+    )
+    (outcome,) = limited.outcomes(timeout=60)
+    assert (outcome.ok, outcome.attempts) == (False, 2)
+    not_listed = client.map(tasks.fail, [1], retries=3, retry_on=["ConnectionError"])
+    (outcome,) = not_listed.outcomes(timeout=60)
+    assert (outcome.ok, outcome.attempts) == (False, 1)
+
+
+def test_finished_jobs_expire_and_leave_nothing_behind(
+    start_worker: StartWorker, redis_url: str, r: redis.Redis
+) -> None:
+    start_worker()
+    client = Client.from_url(redis_url, result_ttl=1)
+    baseline = set(r.keys("*"))
+    job = client.map(tasks.square, range(1000), batch_size=100)
+    assert job.wait(timeout=60)
+    assert all(r.ttl(key) > 0 for key in JobKeys(job.id).all())
+    wait_until(lambda: not any(r.exists(key) for key in JobKeys(job.id).all()), timeout=10,
+               message="the job's keys expired")  # fmt: skip
+    leftover = {k for k in r.keys("*") if b"{j:" in k} - baseline
+    assert leftover == set()
+    assert r.xlen(QueueKeys("default").stream) == 0  # acknowledged entries are deleted
