@@ -7,6 +7,9 @@ go out in one pipeline is created already sealed: one round trip in all.
 
 If the iterable raises or an item cannot be encoded, what was already sent is
 deleted (entries and job keys), so no half-enqueued job is left behind.
+
+A ``producer.rejects.Rejected`` item (an input known to be bad) is never
+queued: runs of them are recorded as failed items right away (see that module).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import redis
 
+from producer import rejects
 from taskfan import keys, scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
@@ -112,12 +116,13 @@ class Enqueuer:
         return self.job_id
 
     def _run(self, items: Iterable[Any]) -> None:
-        pending: list[BatchEntry] = []
+        pending: list[BatchEntry | rejects.RecordedBatch] = []
         size = 0
         for batch in _batches(items, self.spec.batch_size):
-            entry = self._entry(batch)
-            pending.append(entry)
-            size += len(entry.payload)
+            for rejected, run in rejects.runs(batch):
+                entry = self._rejected(run) if rejected else self._entry(run)
+                pending.append(entry)
+                size += len(entry.payload)
             if len(pending) >= FLUSH_BATCHES or size >= FLUSH_BYTES:
                 self._flush(pending, seal=False)
                 pending, size = [], 0
@@ -153,7 +158,13 @@ class Enqueuer:
         self.batches += 1
         return entry
 
-    def _flush(self, entries: list[BatchEntry], seal: bool) -> None:
+    def _rejected(self, items: list[Any]) -> rejects.RecordedBatch:
+        batch = rejects.recorded_batch(self.batches, self.total, items, self.spec.codec)
+        self.total += batch.count
+        self.batches += 1
+        return batch
+
+    def _flush(self, entries: list[BatchEntry | rejects.RecordedBatch], seal: bool) -> None:
         pipe: Any = self.client.pipeline(transaction=False)
         now = time.time()
         if not self._created:
@@ -172,10 +183,18 @@ class Enqueuer:
             added = sum(e.count for e in entries)
             pipe.hincrby(self.job.meta, "total", added)
             pipe.hincrby(self.job.meta, "batches", len(entries))
+        queued = [e for e in entries if isinstance(e, BatchEntry)]
+        if len(queued) < len(entries):
+            scripts.load_all(self.client)  # the pipeline calls record.lua by SHA
         for entry in entries:
+            if isinstance(entry, rejects.RecordedBatch):
+                scripts.record_batch(
+                    pipe, self.job, entry.index, entry.payload, 0, entry.count, now
+                )
+        for entry in queued:
             pipe.xadd(self.queue.stream, entry.fields())
         replies = pipe.execute()
-        self._sent_ids.extend(replies[len(replies) - len(entries) :])
+        self._sent_ids.extend(replies[len(replies) - len(queued) :])
 
     def abort(self) -> None:
         """Delete whatever this enqueue already sent."""
