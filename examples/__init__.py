@@ -1,0 +1,1 @@
+"""Example programs and task modules; run them from the repository root."""
