@@ -19,6 +19,11 @@ from taskfan import __version__
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
     "worker": "worker.cli:worker",
+    "enqueue": "producer.cli:enqueue",
+    "wait": "producer.cli:wait",
+    "results": "producer.cli:results",
+    "status": "producer.status:status",
+    "run": "producer.run:run",
 }
 
 

@@ -1,0 +1,363 @@
+"""``taskfan enqueue``, ``wait`` and ``results``: batch jobs from the shell.
+
+Shell jobs use the json codec. Exit codes (every command here, and ``run``):
+0 every item succeeded, 1 some items failed, 2 an error (bad usage or input,
+unusable settings, Redis unreachable, job not found), 3 timed out, 4 the job
+was cancelled, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any
+
+import click
+
+from producer import inputs
+from producer.client import Client
+from producer.job import Job
+from producer.outputs import ProgressBar, open_output, write_outcomes
+from taskfan.cli import configure_logging
+from taskfan.connection import check
+from taskfan.errors import ConfigError, JobCancelled, TaskfanError
+from taskfan.keys import JobKeys
+from taskfan.protocol import CallMode
+from taskfan.refs import reference
+from taskfan.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """One line on stderr and exit code 2: nothing about items to report."""
+
+    exit_code = EXIT_ERROR
+
+
+class Cancelled(click.ClickException):
+    exit_code = EXIT_CANCELLED
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn our errors into one clear line and an exit code, never a traceback."""
+    try:
+        yield
+    except JobCancelled as exc:
+        raise Cancelled(str(exc)) from None
+    except TaskfanError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(fn: Any) -> Any:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+redis_option = click.option("--redis-url", help="Redis URL [env: TASKFAN_REDIS_URL]")
+
+input_options = _options(
+    click.option(
+        "--input",
+        "-i",
+        "input_path",
+        required=True,
+        help="File of inputs, one item per line or row; '-' reads stdin; .gz is decompressed",
+    ),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(inputs.FORMATS),
+        help="Input format (default: from the extension: .csv, .txt/.lines; else jsonl)",
+    ),
+    click.option(
+        "--star",
+        is_flag=True,
+        help="jsonl: call fn(*item) for an array, fn(**item) for an object",
+    ),
+    click.option(
+        "--csv-types",
+        type=click.Choice(inputs.CSV_TYPES),
+        default="str",
+        show_default=True,
+        help="csv: 'auto' reads numbers, true/false and empty cells (None); 'str' keeps text",
+    ),
+    click.option(
+        "--skip-invalid",
+        is_flag=True,
+        help="Record malformed lines as failed items (type InvalidInput) instead of stopping",
+    ),
+)
+
+job_options = _options(
+    click.option("--queue", "-q", help="Queue to enqueue on [env: TASKFAN_QUEUE]"),
+    click.option(
+        "--batch-size",
+        type=int,
+        help="Items per Redis entry (default: automatic) [env: TASKFAN_BATCH_SIZE]",
+    ),
+    click.option(
+        "--chunksize",
+        type=int,
+        help="Items per pool message on a node (default: measured) [env: TASKFAN_CHUNKSIZE]",
+    ),
+    click.option(
+        "--result-ttl",
+        type=int,
+        help="Seconds results are kept after the job ends; 0 keeps them "
+        "(default: 7 days) [env: TASKFAN_RESULT_TTL]",
+    ),
+)
+
+output_options = _options(
+    click.option(
+        "--output",
+        "-o",
+        default="-",
+        show_default=True,
+        help="Where outcomes go, as JSONL; '-' is stdout",
+    ),
+    click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress on stderr (default: when stderr is a terminal)",
+    ),
+)
+
+
+def load_settings(
+    redis_url: str | None = None, queue: str | None = None, **overrides: Any
+) -> Settings:
+    """Settings from the environment, options winning; shell jobs use the json codec."""
+    return Settings.from_env(
+        os.environ, redis_url=redis_url, queues=(queue,) if queue else None, **overrides
+    )
+
+
+def open_client(settings: Settings) -> Client:
+    """A json-codec client for the configured Redis, checked with one PING."""
+    if settings.redis_url is None:
+        raise ConfigError("no Redis configured: pass --redis-url or set TASKFAN_REDIS_URL")
+    client = Client.from_settings(settings.replace(codec="json"))
+    check(client.redis, settings.redis_url)
+    return client
+
+
+def attach(client: Client, job_id: str) -> Job:
+    """The job ``job_id``; JobNotFound or ConfigError for ids that cannot be one."""
+    try:
+        JobKeys(job_id)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return client.job(job_id)
+
+
+def enqueue_file(
+    client: Client,
+    function: str,
+    input_path: str,
+    *,
+    fmt: str | None,
+    star: bool,
+    csv_types: str,
+    skip_invalid: bool,
+) -> Job:
+    """Stream a file's items into a job; a malformed line aborts it (InvalidInput)."""
+    fn_ref = reference(function)
+    fmt = fmt or inputs.detect_format(input_path)
+    source = "<stdin>" if input_path == inputs.STDIN else input_path
+    mode = CallMode.STAR if star or fmt == "csv" else CallMode.ONE
+    with inputs.open_input(input_path) as stream:
+        items = inputs.read(
+            stream, fmt, source=source, csv_types=csv_types, skip_invalid=skip_invalid
+        )
+        return client.map(fn_ref, items, mode=mode, codec="json")
+
+
+def progress_bar(progress: bool | None, *, new_job: bool = False) -> ProgressBar:
+    """The bar for ``--progress/--no-progress``; make it before enqueueing a new job."""
+    enabled = sys.stderr.isatty() if progress is None else progress
+    return ProgressBar(sys.stderr, enabled=enabled, counted_from=0 if new_job else None)
+
+
+def follow(
+    job: Job,
+    bar: ProgressBar,
+    timeout: float | None = None,
+    check_alive: Callable[[], None] | None = None,
+) -> bool:
+    """Wait for the job, drawing progress; False when ``timeout`` passed first.
+
+    ``check_alive`` runs between waits (``run`` uses it to notice a dead worker).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            step = bar.interval if bar.enabled else 1.0
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            if job.wait(timeout=step):
+                bar.update(*job.progress(), force=True)
+                return True
+            bar.update(*job.progress())
+            if check_alive is not None:
+                check_alive()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        bar.close()
+
+
+def summary(job: Job) -> str:
+    done, failed, total = job.progress()
+    return f"job {job.id}: {done}/{total} items done, {failed} failed"
+
+
+def write_results(
+    job: Job, output: str, *, failed_only: bool = False, timeout: float | None = None
+) -> int:
+    """Write the outcomes; the exit code they call for."""
+    with open_output(output) as out:
+        counts = write_outcomes(job.outcomes(timeout), out, failed_only=failed_only)
+    return EXIT_FAILED if counts.failed else EXIT_OK
+
+
+@click.command()
+@click.argument("function", metavar="MODULE:FUNC")
+@input_options
+@job_options
+@click.option("--wait", is_flag=True, help="Wait for the job, then write its outcomes")
+@output_options
+@click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
+@redis_option
+def enqueue(
+    function: str,
+    input_path: str,
+    fmt: str | None,
+    star: bool,
+    csv_types: str,
+    skip_invalid: bool,
+    queue: str | None,
+    batch_size: int | None,
+    chunksize: int | None,
+    result_ttl: int | None,
+    wait: bool,
+    output: str,
+    progress: bool | None,
+    timeout: float | None,
+    redis_url: str | None,
+) -> None:
+    """Enqueue MODULE:FUNC over every item of a file; print the job id.
+
+    Worker nodes must be able to import MODULE. With --wait, show progress on
+    stderr and write the outcomes as JSONL (exit 0: all succeeded, 1: some failed).
+
+    \b
+    Examples:
+      JOB=$(taskfan enqueue examples.tasks:collatz_steps --input examples/inputs.jsonl)
+      taskfan enqueue mymod:score --input rows.csv --csv-types auto --wait -o out.jsonl
+      seq 100 | taskfan enqueue mymod:fn --input - --format lines --wait
+    """
+    configure_logging("WARNING")
+    bar = progress_bar(progress, new_job=True)
+    with cli_errors():
+        settings = load_settings(
+            redis_url, queue, batch_size=batch_size, chunksize=chunksize, result_ttl=result_ttl
+        )
+        client = open_client(settings)
+        job = enqueue_file(
+            client, function, input_path,
+            fmt=fmt, star=star, csv_types=csv_types, skip_invalid=skip_invalid,
+        )  # fmt: skip
+    if not wait:
+        click.echo(job.id)
+        return
+    click.echo(f"job {job.id}: enqueued on queue {client.queue}", err=True)
+    sys.exit(_wait_and_write(job, output, bar, timeout))
+
+
+def _wait_and_write(job: Job, output: str, bar: ProgressBar, timeout: float | None) -> int:
+    try:
+        with cli_errors():
+            if not follow(job, bar, timeout):
+                click.echo(f"{summary(job)}: timed out after {timeout}s", err=True)
+                return EXIT_TIMEOUT
+            click.echo(summary(job), err=True)
+            return write_results(job, output)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the job goes on: taskfan wait {job.id}", err=True)
+        return EXIT_INTERRUPTED
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 3)")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal)"
+)
+@redis_option
+def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: str | None) -> None:
+    """Wait until every item of JOB has an outcome.
+
+    Exit 0 when every item succeeded, 1 when some failed, 3 on timeout.
+
+    \b
+    Example:
+      JOB=$(taskfan enqueue mymod:fn --input items.jsonl)
+      taskfan wait "$JOB" --timeout 600 --progress && echo "all good"
+    """
+    configure_logging("WARNING")
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        job = attach(client, job_id)
+        if not follow(job, progress_bar(progress), timeout):
+            click.echo(f"{summary(job)}: timed out after {timeout}s", err=True)
+            sys.exit(EXIT_TIMEOUT)
+        click.echo(summary(job), err=True)
+        sys.exit(EXIT_FAILED if job.progress().failed else EXIT_OK)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option(
+    "--output", "-o", default="-", show_default=True, help="File for the JSONL; '-' is stdout"
+)
+@click.option("--failed-only", is_flag=True, help="Write only the failed items")
+@click.option(
+    "--timeout",
+    type=float,
+    help="Give up waiting for unfinished batches after this many seconds (exit 3)",
+)
+@redis_option
+def results(
+    job_id: str, output: str, failed_only: bool, timeout: float | None, redis_url: str | None
+) -> None:
+    """Write the outcomes of JOB as JSONL, one line per item in input order.
+
+    Outcomes stream out as their batches finish. Exit 0 when every item
+    succeeded, 1 when some failed.
+
+    \b
+    Example:
+      taskfan results "$JOB" --failed-only -o failed.jsonl
+    """
+    configure_logging("WARNING")
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        job = attach(client, job_id)
+        try:
+            code = write_results(job, output, failed_only=failed_only, timeout=timeout)
+        except FuturesTimeout:
+            click.echo(f"{summary(job)}: timed out after {timeout}s", err=True)
+            code = EXIT_TIMEOUT
+    sys.exit(code)

@@ -1,0 +1,231 @@
+"""``taskfan run``: the all-in-one main job on this machine.
+
+Uses the configured Redis, or with none starts an embedded ``redis-server``
+(``taskfan.server``) for the run; starts a local worker node as a ``taskfan
+worker`` subprocess (producer/ never imports worker/); enqueues the file, shows
+progress, writes the outcomes, and stops what it started, in that order:
+
+- job done: SIGTERM to the worker (nothing is in flight, it exits at once);
+- Ctrl-C, SIGTERM or an error: SIGINT then SIGTERM to the worker, which makes a
+  node stop cold and hand its unfinished batches back, then SIGKILL after a
+  grace period (its pool processes die with it); SIGINT and SIGTERM are ignored
+  while this cleanup runs, so a second Ctrl-C cannot leave strays.
+- then the embedded server, if any: SIGTERM, SIGKILL after a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from types import TracebackType
+from typing import Any
+
+import click
+
+from producer.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    cli_errors,
+    enqueue_file,
+    follow,
+    input_options,
+    job_options,
+    load_settings,
+    open_client,
+    output_options,
+    progress_bar,
+    redis_option,
+    summary,
+    write_results,
+)
+from taskfan.cli import configure_logging
+from taskfan.connection import redact
+from taskfan.errors import FunctionReferenceError
+from taskfan.refs import reference, resolve
+from taskfan.server import RedisServer
+from taskfan.settings import Settings
+
+#: seconds a worker gets to stop before SIGKILL: after the job, and when interrupted
+STOP_GRACE = 10.0
+INTERRUPT_GRACE = 5.0
+
+
+class LocalCluster:
+    """A Redis (configured, or embedded) and one worker subprocess, for one run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: RedisServer | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.server is not None:
+            return self.server.url
+        assert self.settings.redis_url is not None
+        return self.settings.redis_url
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop(interrupted=True)
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop(interrupted=kind is not None)
+
+    def start(self) -> None:
+        if self.settings.redis_url is None:
+            self.server = RedisServer().start()
+            click.echo(
+                f"no Redis configured: using an embedded redis-server {self.server.version} "
+                f"on 127.0.0.1:{self.server.port}",
+                err=True,
+            )
+            self.settings = self.settings.replace(redis_url=self.server.url)
+        else:
+            click.echo(f"using Redis at {redact(self.settings.redis_url)}", err=True)
+        command = [
+            sys.executable, "-m", "taskfan", "worker",
+            "--redis-url", self.url,
+            "--processes", str(self.settings.processes),
+            "--name", f"run-{os.getpid()}",
+            "--log-level", "WARNING",
+            *[arg for queue in self.settings.queues for arg in ("--queue", queue)],
+        ]  # fmt: skip
+        # The worker's stdout (a task's print calls) goes to our stderr: stdout
+        # may be carrying the outcomes. It stays in our process group, so a
+        # Ctrl-C in a terminal reaches it too.
+        env = {**os.environ, "TASKFAN_BURST": "0"}
+        self.worker = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=2, env=env)
+
+    def check_worker(self) -> None:
+        """Raise when the worker exited on its own (it can then finish nothing)."""
+        if self.worker is not None and self.worker.poll() is not None:
+            raise CliError(
+                f"the local worker exited with code {self.worker.returncode} "
+                "before the job finished (see its messages above)"
+            )
+
+    def stop(self, interrupted: bool) -> None:
+        """Stop the worker, then the embedded server; each escalates to SIGKILL."""
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_worker(interrupted)
+            if self.server is not None:
+                self.server.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop_worker(self, interrupted: bool) -> None:
+        proc = self.worker
+        if proc is None or proc.poll() is not None:
+            return
+        if interrupted:
+            proc.send_signal(signal.SIGINT)  # stop reading ...
+            proc.send_signal(signal.SIGTERM)  # ... and, a second signal, hand back at once
+        else:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(INTERRUPT_GRACE if interrupted else STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check_importable(function: str) -> None:
+    """The local worker imports from the working directory: fail early on a typo."""
+    ref = reference(function)
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        resolve(ref)
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.argument("function", metavar="MODULE:FUNC")
+@input_options
+@job_options
+@click.option(
+    "--processes", "-p", type=int, help="Processes of the local worker (default: CPU count)"
+)
+@output_options
+@redis_option
+def run(
+    function: str,
+    input_path: str,
+    fmt: str | None,
+    star: bool,
+    csv_types: str,
+    skip_invalid: bool,
+    queue: str | None,
+    batch_size: int | None,
+    chunksize: int | None,
+    result_ttl: int | None,
+    processes: int | None,
+    output: str,
+    progress: bool | None,
+    redis_url: str | None,
+) -> None:
+    """Run MODULE:FUNC over a file on this machine, start to finish.
+
+    Uses the configured Redis (--redis-url, TASKFAN_REDIS_URL) or, with none,
+    an embedded redis-server just for this run; starts a local worker node,
+    enqueues, shows progress, writes the outcomes as JSONL, and stops everything
+    it started, also on Ctrl-C. Exit 0: all succeeded, 1: some failed.
+
+    \b
+    Example:
+      taskfan run examples.tasks:collatz_steps --input examples/inputs.jsonl -o out.jsonl
+    """
+    configure_logging("WARNING")
+    signal.signal(signal.SIGTERM, _interrupt)
+    with cli_errors():
+        settings = load_settings(
+            redis_url, queue, batch_size=batch_size, chunksize=chunksize,
+            result_ttl=result_ttl, processes=processes,
+        )  # fmt: skip
+        try:
+            check_importable(function)
+        except FunctionReferenceError as exc:
+            raise CliError(f"{exc}") from None
+    code = EXIT_OK
+    job = None
+    try:
+        with cli_errors(), LocalCluster(settings) as cluster:
+            client = open_client(cluster.settings)
+            bar = progress_bar(progress, new_job=True)
+            job = enqueue_file(
+                client, function, input_path,
+                fmt=fmt, star=star, csv_types=csv_types, skip_invalid=skip_invalid,
+            )  # fmt: skip
+            follow(job, bar, check_alive=cluster.check_worker)
+            click.echo(summary(job), err=True)
+            code = write_results(job, output)
+    except KeyboardInterrupt:
+        where = "" if job is None else f" (job {job.id})"
+        if settings.redis_url is None:
+            click.echo(
+                f"\ninterrupted{where}: stopped the worker and the embedded server", err=True
+            )
+        else:
+            click.echo(f"\ninterrupted{where}: the job stays in Redis for other nodes", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -1,0 +1,105 @@
+"""Shared pieces of the CLI tests: a clean environment, running commands, processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from taskfan.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+#: TASKFAN_* variables that say where the tests' own Redis is; the rest are cleared
+KEPT = {"TASKFAN_REDIS_SERVER", "TASKFAN_TEST_REDIS_URL"}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No TASKFAN_* settings from the caller's shell; logging restored after."""
+    for name in list(os.environ):
+        if name.startswith("TASKFAN_") and name not in KEPT:
+            monkeypatch.delenv(name)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(
+    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
+) -> Result:
+    """Run ``taskfan ARGS`` in this process; stdout and stderr kept apart."""
+    return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+
+
+def taskfan(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taskfan", *args]
+
+
+def run_taskfan(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``taskfan ARGS`` as a subprocess in the repository root."""
+    return subprocess.run(
+        taskfan(*args), cwd=REPO, env=env or clean_environ(), capture_output=True,
+        text=True, timeout=timeout, **kwargs,
+    )  # fmt: skip
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without TASKFAN_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFAN_") or k in KEPT}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def outcomes(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def process_state(pid: int) -> str:
+    """The kernel's state letter of ``pid`` ("Z": a zombie), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    """The pids that still run (zombies waiting for a reaper do not)."""
+    return {pid for pid in pids if process_state(pid) not in ("gone", "Z", "X")}

@@ -1,0 +1,209 @@
+"""``taskfan run`` as a real process: embedded or configured Redis, a local worker,
+and nothing left running afterwards, also after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from examples.tasks import collatz_steps
+from taskfan import keys
+from taskfan.keys import JobKeys, QueueKeys
+from tests.cli_support import (
+    REPO,
+    clean_environ,
+    descendants,
+    outcomes,
+    run_taskfan,
+    running,
+    taskfan,
+    write_lines,
+)
+from tests.helpers import wait_until
+
+EMBEDDED = re.compile(
+    r"no Redis configured: using an embedded redis-server \S+ on 127\.0\.0\.1:(\d+)"
+)
+
+
+def job_ids(client: redis.Redis) -> list[str]:
+    ids: Any = client.zrange(QueueKeys("default").jobs, 0, -1)
+    return [i.decode() for i in ids]
+
+
+def port_is_closed(port: int) -> bool:
+    try:
+        with redis.Redis(port=port, socket_connect_timeout=1) as client:
+            client.ping()
+    except redis.ConnectionError:
+        return True
+    return False
+
+
+def run_workers_alive(run_pid: int) -> list[int]:
+    """Worker processes started by the ``taskfan run`` whose pid was ``run_pid``."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"run-{run_pid}".encode() in (proc / "cmdline").read_bytes():
+                alive.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return alive
+
+
+def test_run_with_no_redis_embeds_one_and_stops_it(tmp_path: Path) -> None:
+    """The README's main command, on the shipped example."""
+    out = tmp_path / "out.jsonl"
+    done = run_taskfan(
+        "run", "examples.tasks:collatz_steps", "--input", "examples/inputs.jsonl",
+        "--processes", "2", "--output", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    match = EMBEDDED.search(done.stderr)
+    assert match, done.stderr
+    numbers = [
+        json.loads(line) for line in (REPO / "examples/inputs.jsonl").read_text().splitlines()
+    ]
+    got = outcomes(out.read_text())
+    assert got == [
+        {"index": i, "ok": True, "result": collatz_steps(n)} for i, n in enumerate(numbers)
+    ]
+    assert port_is_closed(int(match.group(1)))
+    assert not run_workers_alive(_pid_of(done))
+
+
+def _pid_of(done: subprocess.CompletedProcess[str]) -> int:
+    found = re.search(r"taskfan worker run-(\d+) on", done.stderr)
+    assert found, done.stderr
+    return int(found.group(1))
+
+
+def test_run_uses_the_configured_redis(redis_url: str, r: redis.Redis, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.txt", ["1", "7", "8"])
+    done = run_taskfan(
+        "run", "tests.tasks:fail_if_multiple_of_7", "-i", str(path), "--format", "jsonl", "-p", "1",
+        env=clean_environ(TASKFAN_REDIS_URL=redis_url),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # one item failed
+    assert f"using Redis at {redis_url}" in done.stderr
+    assert [o["ok"] for o in outcomes(done.stdout)] == [True, False, True]
+    (job_id,) = job_ids(r)
+    assert r.hget(JobKeys(job_id).meta, "state") == b"finished"  # results stay in Redis
+    assert r.zcard(keys.NODES) == 0  # the local worker stopped and left
+    assert not run_workers_alive(_pid_of(done))
+
+
+def test_run_refuses_a_function_it_cannot_import() -> None:
+    done = run_taskfan("run", "examples.tasks:nope", "-i", "examples/inputs.jsonl")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "Error: module 'examples.tasks' has no attribute 'nope' (from 'examples.tasks:nope')\n"
+    )
+
+
+@pytest.fixture
+def slow_input(tmp_path: Path) -> Path:
+    return write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
+
+
+@pytest.fixture
+def popen() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_run(
+    popen: list[subprocess.Popen[str]], *args: str, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args),
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    popen.append(proc)
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
+    """Read the process's stderr line by line until ``pattern`` matches."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        match = pattern.search(line)
+        if match:
+            return match
+    raise AssertionError("never printed " + pattern.pattern + ":\n" + "".join(seen))
+
+
+def some_batches_done(client: redis.Redis) -> bool:
+    ids = job_ids(client)
+    return bool(ids) and int(client.hget(JobKeys(ids[0]).meta, "batches_done") or 0) > 0
+
+
+def test_ctrl_c_mid_job_leaves_no_process_behind(
+    slow_input: Path, popen: list[subprocess.Popen[str]]
+) -> None:
+    proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
+    port = int(read_until(proc, EMBEDDED).group(1))
+    with redis.Redis(port=port) as client:
+        wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
+    started = descendants(proc.pid)  # redis-server, the worker, its forkserver and pool
+    assert len(running(started)) >= 3, started
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert "interrupted (job " in (proc.stderr.read() if proc.stderr else "")
+    wait_until(
+        lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
+    )
+    assert port_is_closed(port)
+
+
+def test_sigterm_with_a_configured_redis_keeps_the_job_for_other_nodes(
+    slow_input: Path, popen: list[subprocess.Popen[str]], redis_url: str, r: redis.Redis
+) -> None:
+    proc = start_run(popen, "-i", str(slow_input), env=clean_environ(TASKFAN_REDIS_URL=redis_url))
+    wait_until(lambda: some_batches_done(r), timeout=30, message="a batch done")
+    started = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    wait_until(
+        lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
+    )
+    (job_id,) = job_ids(r)
+    assert r.hget(JobKeys(job_id).meta, "state") == b"active"
+    assert r.xlen(QueueKeys("default").stream) > 0  # the rest waits for other nodes
+    # Handed back, not left leased: nothing is pending with a live lease.
+    assert r.zcard(keys.NODES) == 0
+
+
+def test_a_worker_that_dies_ends_the_run_with_an_error(
+    slow_input: Path, popen: list[subprocess.Popen[str]]
+) -> None:
+    proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
+    port = int(read_until(proc, EMBEDDED).group(1))
+    worker_pid = int(read_until(proc, re.compile(r"taskfan worker run-(\d+) on")).group(1))
+    with redis.Redis(port=port) as client:
+        wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
+    (worker,) = run_workers_alive(worker_pid)
+    started = descendants(proc.pid)
+    subprocess.run(["kill", "-KILL", str(worker)], check=True)
+    assert proc.wait(30) == 2
+    rest = proc.stderr.read() if proc.stderr else ""
+    assert "the local worker exited with code -9 before the job finished" in rest
+    wait_until(
+        lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
+    )
