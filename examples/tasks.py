@@ -31,10 +31,7 @@ def is_prime(n: int) -> bool:
         return True
     if n % 2 == 0:
         return False
-    for i in range(3, math.isqrt(n) + 1, 2):
-        if n % i == 0:
-            return False
-    return True
+    return all(n % i for i in range(3, math.isqrt(n) + 1, 2))
 
 
 def pow_task(params: list[float]) -> float:
