@@ -153,3 +153,16 @@ def test_finished_jobs_expire_and_leave_nothing_behind(
     leftover = {k for k in r.keys("*") if b"{j:" in k} - baseline
     assert leftover == set()
     assert r.xlen(QueueKeys("default").stream) == 0  # acknowledged entries are deleted
+
+
+def test_a_node_survives_its_queue_being_deleted_under_it(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    worker = start_worker()
+    assert list(client.map(tasks.square, [2]).results(timeout=60)) == [4]
+    # The node is now blocked reading the stream; delete it (as FLUSHALL or a purge would).
+    r.delete(QueueKeys("default").stream)
+    wait_until(lambda: "creating it again" in worker.log(), timeout=30,
+               message="the node noticed its stream vanished")  # fmt: skip
+    assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]
+    assert worker.proc.poll() is None

@@ -345,6 +345,9 @@ class Node:
             except REDIS_ERRORS as exc:
                 log.warning("reading from Redis failed, retrying in %.1fs: %s", backoff.delay, exc)
                 backoff.wait(self._closed)
+            except Exception:  # never let the reader die: the node would hang
+                log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
+                backoff.wait(self._closed)
             self.events.put(("read", found))
 
     def _writer_loop(self) -> None:
@@ -376,6 +379,13 @@ class Node:
                         exc,
                     )
                     backoff.wait(threading.Event())
+                except Exception:  # e.g. OOM from Redis: keep the results, try again
+                    log.exception(
+                        "recording %d batches failed (kept in memory), retrying in %.1fs",
+                        len(done),
+                        backoff.delay,
+                    )
+                    backoff.wait(threading.Event())
             for completed in done:
                 if completed.code in (scripts.JOB_GONE, scripts.JOB_CANCELLED):
                     why = (
@@ -401,6 +411,8 @@ class Node:
                 self.redis.publish(self._record(), ttl=interval * 3)
             except REDIS_ERRORS as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
             if self._closed.wait(interval):
                 return
 

@@ -77,9 +77,11 @@ class NodeRedis:
         try:
             reply: Any = self.client.xreadgroup(GROUP, self.node_id, streams, count, block_ms)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # The stream or its group vanished (a purge, a FLUSHALL, a restarted
+            # Redis without persistence), maybe while we were blocked on it.
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            log.warning("consumer group missing (queue purged?); creating it again")
+            log.warning("queue stream or consumer group missing (purged?); creating it again")
             self.prepare()
             return []
         out: list[Delivery] = []
