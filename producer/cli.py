@@ -9,6 +9,7 @@ was cancelled, 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -53,6 +54,21 @@ def cli_errors() -> Iterator[None]:
         raise Cancelled(str(exc)) from None
     except TaskfanError as exc:
         raise CliError(str(exc)) from None
+
+
+def interruptible(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C: exit 130 with one line (click would say "Aborted!" and exit 1,
+    which reads as "some items failed")."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
 
 
 def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -240,6 +256,7 @@ def write_results(
 @output_options
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
 @redis_option
+@interruptible
 def enqueue(
     function: str,
     input_path: str,
@@ -306,6 +323,7 @@ def _wait_and_write(job: Job, output: str, bar: ProgressBar, timeout: float | No
     "--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal)"
 )
 @redis_option
+@interruptible
 def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: str | None) -> None:
     """Wait until every item of JOB has an outcome.
 
@@ -339,6 +357,7 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
     help="Give up waiting for unfinished batches after this many seconds (exit 3)",
 )
 @redis_option
+@interruptible
 def results(
     job_id: str, output: str, failed_only: bool, timeout: float | None, redis_url: str | None
 ) -> None:

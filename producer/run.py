@@ -164,7 +164,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 @input_options
 @job_options
 @click.option(
-    "--processes", "-p", type=int, help="Processes of the local worker (default: CPU count)"
+    "--processes",
+    "-p",
+    type=int,
+    help="Processes of the local worker (default: CPU count) [env: TASKFAN_PROCESSES]",
 )
 @output_options
 @redis_option

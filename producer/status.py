@@ -14,7 +14,7 @@ from typing import Any
 import click
 import redis
 
-from producer.cli import attach, cli_errors, load_settings, open_client, redis_option
+from producer.cli import attach, cli_errors, interruptible, load_settings, open_client, redis_option
 from taskfan import keys
 from taskfan.connection import translate_errors
 from taskfan.keys import GROUP, JobKeys, QueueKeys
@@ -179,6 +179,7 @@ def render_job(job: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
 @click.option("--limit", default=20, show_default=True, help="Jobs shown per queue, newest first")
 @redis_option
+@interruptible
 def status(job_id: str | None, as_json: bool, limit: int, redis_url: str | None) -> None:
     """Show queues, recent jobs and worker nodes; or one JOB.
 

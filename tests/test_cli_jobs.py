@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from producer import Client
 from taskfan import keys
 from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
-from tests.cli_support import clean_env, invoke, outcomes
+from tests.cli_support import REPO, clean_env, clean_environ, invoke, outcomes, taskfan
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 
@@ -131,3 +133,28 @@ def test_status_shows_live_nodes_and_batches_in_flight(
     assert node["alive"] is True and node["processes"] == 1
     assert node["seconds_since_heartbeat"] < 10
     assert job.wait(timeout=30)
+
+
+def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(
+    json_client: Client, redis_url: str, r: redis.Redis
+) -> None:
+    job = json_client.map(tasks.square, range(3))
+    proc = subprocess.Popen(
+        taskfan("wait", job.id), cwd=REPO, env=clean_environ(TASKFAN_REDIS_URL=redis_url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: any(c.get("cmd") == "xread" for c in r.client_list()),
+            timeout=20,
+            message="taskfan wait blocking on the job's events",
+        )
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err.strip() == "interrupted"
+    assert job.status == "queued"
