@@ -19,17 +19,22 @@ from redis.commands.core import Script
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 
 
-def _load(name: str) -> Script:
-    text = (resources.files("taskfan") / "lua" / f"{name}.lua").read_bytes()
+def _read(name: str) -> bytes:
+    return (resources.files("taskfan") / "lua" / f"{name}.lua").read_bytes()
+
+
+def _load(name: str, *prelude: str) -> Script:
+    """A script from its file, with shared Lua functions (``_*.lua``) in front."""
+    text = b"".join([*map(_read, prelude), _read(name)])
     # Given bytes, Script needs no client to compute its SHA; it is run with the
     # client (or pipeline) passed to each call.
     return Script(None, text)  # type: ignore[arg-type]
 
 
-_RECORD = _load("record")
-_SEAL = _load("seal")
+_RECORD = _load("record", "_end_job")
+_SEAL = _load("seal", "_end_job")
+_CANCEL = _load("cancel", "_end_job")
 _DEAD_LETTER = _load("dead_letter")
-_CANCEL = _load("cancel")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
 

@@ -1,4 +1,5 @@
 -- cancel.lua: cancel an active job. Batches still queued are skipped by nodes
+-- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- (they check job states as they read), batches in flight are not recorded
 -- (record.lua refuses a cancelled job), and waiting producers see end=cancelled.
 --
@@ -15,12 +16,5 @@ local meta = redis.call('HMGET', KEYS[1], 'state', 'result_ttl')
 if meta[1] ~= 'active' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'end', 'cancelled')
-local ttl = tonumber(meta[2])
-if ttl and ttl > 0 then
-  for i = 1, 3 do
-    redis.call('EXPIRE', KEYS[i], ttl)
-  end
-end
+end_job('cancelled', ARGV[1], meta[2])
 return 1

@@ -1,4 +1,5 @@
 -- record.lua: record one batch's results exactly once, and finish the job when
+-- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- it was the last batch of a sealed job.
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash (counters, state, sealed, batches)
@@ -29,13 +30,6 @@ local done = redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('XADD', KEYS[3], '*', 'b', ARGV[1])
 local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl')
 if meta[1] == '1' and tonumber(meta[2]) == done and state == 'active' then
-  redis.call('HSET', KEYS[1], 'state', 'finished', 'finished_at', ARGV[5])
-  redis.call('XADD', KEYS[3], '*', 'end', 'finished')
-  local ttl = tonumber(meta[3])
-  if ttl and ttl > 0 then
-    for i = 1, 3 do
-      redis.call('EXPIRE', KEYS[i], ttl)
-    end
-  end
+  end_job('finished', ARGV[5], meta[3])
 end
 return 1

@@ -1,4 +1,5 @@
 -- seal.lua: the producer has sent every batch of a job; fix its size, and finish
+-- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- the job when the nodes already recorded every batch (or it has none).
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
@@ -16,14 +17,7 @@ redis.call('HSET', KEYS[1], 'sealed', '1', 'total', ARGV[1], 'batches', ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'sealed', ARGV[2])
 local meta = redis.call('HMGET', KEYS[1], 'batches_done', 'result_ttl', 'state')
 if (tonumber(meta[1]) or 0) == tonumber(ARGV[2]) and meta[3] == 'active' then
-  redis.call('HSET', KEYS[1], 'state', 'finished', 'finished_at', ARGV[3])
-  redis.call('XADD', KEYS[3], '*', 'end', 'finished')
-  local ttl = tonumber(meta[2])
-  if ttl and ttl > 0 then
-    for i = 1, 3 do
-      redis.call('EXPIRE', KEYS[i], ttl)
-    end
-  end
+  end_job('finished', ARGV[3], meta[2])
   return 2
 end
 return 1
