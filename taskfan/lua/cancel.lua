@@ -1,5 +1,4 @@
 -- cancel.lua: cancel an active job. Batches still queued are skipped by nodes
--- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- (they check job states as they read), batches in flight are not recorded
 -- (record.lua refuses a cancelled job), and waiting producers see end=cancelled.
 --
@@ -9,6 +8,7 @@
 -- ARGV[1]  now, in seconds since the epoch
 --
 -- Returns 1 when cancelled, 0 when the job had already ended, -1 when it does not exist.
+-- end_job comes from _end_job.lua, loaded in front of this file.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end

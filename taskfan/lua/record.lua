@@ -1,5 +1,4 @@
 -- record.lua: record one batch's results exactly once, and finish the job when
--- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- it was the last batch of a sealed job.
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash (counters, state, sealed, batches)
@@ -14,6 +13,7 @@
 -- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
 -- nothing changes), -1 when the job does not exist (aborted, purged or expired:
 -- nothing is written, so no orphan keys appear), -2 when the job was cancelled.
+-- end_job comes from _end_job.lua, loaded in front of this file.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return -1

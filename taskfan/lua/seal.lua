@@ -1,5 +1,4 @@
 -- seal.lua: the producer has sent every batch of a job; fix its size, and finish
--- (end_job comes from _end_job.lua, loaded in front of this file.)
 -- the job when the nodes already recorded every batch (or it has none).
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
@@ -10,6 +9,7 @@
 -- ARGV[3]  now, in seconds since the epoch
 --
 -- Returns 1 when sealed, 2 when sealed and finished, -1 when the job does not exist.
+-- end_job comes from _end_job.lua, loaded in front of this file.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
