@@ -145,7 +145,8 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(
     )  # fmt: skip
     try:
         wait_until(
-            lambda: any(c.get("cmd") == "xread" for c in r.client_list()),
+            # blocked ("b") in XREAD: idle clients also show their last command
+            lambda: any(c["cmd"] == "xread" and "b" in c["flags"] for c in r.client_list()),
             timeout=20,
             message="taskfan wait blocking on the job's events",
         )
