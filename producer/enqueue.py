@@ -34,8 +34,10 @@ from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
 
 FLUSH_BATCHES = 16
 FLUSH_BYTES = 8 * 1024 * 1024
-#: batch size when neither the caller nor the iterable's length says more
-DEFAULT_BATCH = 256
+#: with no size given and no length known, batches grow 1, 2, 4, ... up to this
+RAMP_MAX = 256
+#: batch_size meaning "ramp": the first results come back fast, small jobs spread
+RAMP = 0
 MAX_AUTO_BATCH = 1000
 #: with a known length, aim for about this many batches so every node gets some
 TARGET_BATCHES = 64
@@ -46,10 +48,11 @@ def new_job_id() -> str:
 
 
 def auto_batch_size(items: Iterable[Any]) -> int:
+    """From the iterable's length when it has one, else RAMP."""
     try:
         total = len(items)  # type: ignore[arg-type]
     except TypeError:
-        return DEFAULT_BATCH
+        return RAMP
     return max(1, min(MAX_AUTO_BATCH, math.ceil(total / TARGET_BATCHES)))
 
 
@@ -88,8 +91,12 @@ class JobSpec:
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
+    ramp = size == RAMP
+    size = 1 if ramp else size
     while batch := list(itertools.islice(iterator, size)):
         yield batch
+        if ramp:
+            size = min(RAMP_MAX, size * 2)
 
 
 class Enqueuer:
@@ -138,9 +145,12 @@ class Enqueuer:
         try:
             payload = spec.codec.dumps(items)
         except EncodeError as exc:
+            offset, error = next(
+                ((i, e) for i, e in enumerate(map(self._encode_error, items)) if e), (0, exc)
+            )
             raise EncodeError(
-                f"job {self.job_id}: items {self.total}-{self.total + len(items) - 1} "
-                f"cannot be encoded: {exc}"
+                f"job {self.job_id}: item {self.total + offset} cannot be encoded with the "
+                f"{spec.codec.name} codec: {error}"
             ) from exc
         entry = BatchEntry(
             job_id=self.job_id,
@@ -163,6 +173,13 @@ class Enqueuer:
         self.total += batch.count
         self.batches += 1
         return batch
+
+    def _encode_error(self, item: Any) -> EncodeError | None:
+        try:
+            self.spec.codec.dumps(item)
+        except EncodeError as exc:
+            return exc
+        return None
 
     def _flush(self, entries: list[BatchEntry | rejects.RecordedBatch], seal: bool) -> None:
         pipe: Any = self.client.pipeline(transaction=False)

@@ -17,6 +17,7 @@ as its ``__cause__``, as ``ProcessPoolExecutor`` does.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 import redis
 
 from producer.client import Client
-from producer.enqueue import JobSpec, new_job_id
+from producer.enqueue import RAMP, JobSpec, auto_batch_size, new_job_id
 from producer.job import FETCH, Job, _Events
 from taskfan import keys, scripts
 from taskfan.connection import translate_errors
@@ -188,17 +189,35 @@ class Executor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         end_time = None if timeout is None else time.monotonic() + timeout
-        job = self.client.map(fn, zip(*iterables, strict=False), star=True, chunksize=chunksize)
+        try:  # zip() has no length: size batches from the inputs' when they have one
+            batch_size = auto_batch_size(range(min(len(it) for it in iterables)))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            batch_size = RAMP
+        job = self.client.map(
+            fn,
+            zip(*iterables, strict=False),
+            star=True,
+            chunksize=chunksize,
+            batch_size=batch_size or None,
+        )
         return self._iterate(job, end_time)
 
     @staticmethod
     def _iterate(job: Job, end_time: float | None) -> Iterator[Any]:
         remaining = None if end_time is None else max(0.0, end_time - time.monotonic())
+        complete = False
         try:
             yield from job.results(timeout=remaining)
+            complete = True
         except TaskFailed as failed:
             exc = raise_original(failed)
             raise exc from exc.__cause__
+        finally:
+            if not complete:
+                # Like the stdlib, which cancels the pending futures when the
+                # iterator is dropped or raises: stop the rest of the job.
+                with contextlib.suppress(TaskfanError, redis.RedisError):
+                    job.cancel()
 
     # ----------------------------------------------------------------- shutdown
 

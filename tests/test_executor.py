@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from producer import Executor
+from taskfan.keys import QueueKeys
 from tests import tasks
 from tests.workers import WorkerProcess
 
@@ -89,3 +91,16 @@ def test_shutdown_refuses_new_work_and_cancels_pending(redis_url: str) -> None:
         executor.submit(tasks.square, 1)
     with pytest.raises(ValueError, match="chunksize"):
         Executor(redis_url).map(tasks.square, [1], chunksize=0)
+
+
+def test_dropping_a_map_iterator_cancels_the_rest(redis_url: str, node: WorkerProcess) -> None:
+    with Executor(redis_url) as executor:
+        results = executor.map(tasks.sleep, [0.05] * 100)
+        assert next(results) == 0.05
+        results.close()  # type: ignore[attr-defined]  # as a loop's break + collection does
+    client = executor.client
+    job_ids: Any = client.redis.zrange(QueueKeys("default").jobs, 0, -1)
+    (job,) = [client.job(j.decode()) for j in job_ids]
+    assert job.meta().fn_ref.endswith(":sleep")
+    assert job.status == "cancelled"
+    assert job.progress().done < 100
