@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from producer import Client
+from producer.admin import purge
 from taskfan.errors import JobCancelled
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from tests import tasks
@@ -166,3 +167,19 @@ def test_a_node_survives_its_queue_being_deleted_under_it(
                message="the node noticed its stream vanished")  # fmt: skip
     assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]
     assert worker.proc.poll() is None
+
+
+def test_purge_drops_queued_batches_and_cancels_their_jobs(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    first = client.map(tasks.square, [1, 2], batch_size=2)
+    waiting = client.map(tasks.square, range(100), batch_size=10)
+    purged = purge(r, "default")
+    assert (purged.entries, purged.jobs_cancelled) == (11, 2)
+    assert r.exists(QueueKeys("default").stream) == 0
+    with pytest.raises(JobCancelled):
+        waiting.wait(timeout=5)
+    # Nodes carry on: the group is created again and new jobs run.
+    start_worker()
+    assert list(client.map(tasks.square, [4]).results(timeout=60)) == [16]
+    assert first.status == "cancelled"
