@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from examples.tasks import collatz_steps
 from taskfan import keys
@@ -40,8 +42,10 @@ def job_ids(client: redis.Redis) -> list[str]:
 
 
 def port_is_closed(port: int) -> bool:
-    try:
-        with redis.Redis(port=port, socket_connect_timeout=1) as client:
+    try:  # no retries: redis-py's default backoff would spend seconds on a closed port
+        with redis.Redis(
+            port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        ) as client:
             client.ping()
     except redis.ConnectionError:
         return True
