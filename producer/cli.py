@@ -1,154 +1,42 @@
 """``taskfan enqueue``, ``wait`` and ``results``: batch jobs from the shell.
 
-Shell jobs use the json codec. Exit codes (every command here, and ``run``):
-0 every item succeeded, 1 some items failed, 2 an error (bad usage or input,
-unusable settings, Redis unreachable, job not found), 3 timed out, 4 the job
-was cancelled, 130 interrupted.
+Shell jobs use the json codec. Exit codes: see ``producer.cli_options``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import click
 
 from producer import inputs
+from producer.cli_options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    cli_errors,
+    input_options,
+    interruptible,
+    job_options,
+    output_options,
+    redis_option,
+)
 from producer.client import Client
 from producer.job import Job
 from producer.outputs import ProgressBar, open_output, write_outcomes
 from taskfan.cli import configure_logging
 from taskfan.connection import check
-from taskfan.errors import ConfigError, JobCancelled, TaskfanError
+from taskfan.errors import ConfigError
 from taskfan.keys import JobKeys
 from taskfan.protocol import CallMode
 from taskfan.refs import reference
 from taskfan.settings import Settings
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
-
-
-class CliError(click.ClickException):
-    """One line on stderr and exit code 2: nothing about items to report."""
-
-    exit_code = EXIT_ERROR
-
-
-class Cancelled(click.ClickException):
-    exit_code = EXIT_CANCELLED
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn our errors into one clear line and an exit code, never a traceback."""
-    try:
-        yield
-    except JobCancelled as exc:
-        raise Cancelled(str(exc)) from None
-    except TaskfanError as exc:
-        raise CliError(str(exc)) from None
-
-
-def interruptible(command: Callable[..., None]) -> Callable[..., None]:
-    """Ctrl-C: exit 130 with one line (click would say "Aborted!" and exit 1,
-    which reads as "some items failed")."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper
-
-
-def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def apply(fn: Any) -> Any:
-        for decorator in reversed(decorators):
-            fn = decorator(fn)
-        return fn
-
-    return apply
-
-
-redis_option = click.option("--redis-url", help="Redis URL [env: TASKFAN_REDIS_URL]")
-
-input_options = _options(
-    click.option(
-        "--input",
-        "-i",
-        "input_path",
-        required=True,
-        help="File of inputs, one item per line or row; '-' reads stdin; .gz is decompressed",
-    ),
-    click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(inputs.FORMATS),
-        help="Input format (default: from the extension: .csv, .txt/.lines; else jsonl)",
-    ),
-    click.option(
-        "--star",
-        is_flag=True,
-        help="jsonl: call fn(*item) for an array, fn(**item) for an object",
-    ),
-    click.option(
-        "--csv-types",
-        type=click.Choice(inputs.CSV_TYPES),
-        default="str",
-        show_default=True,
-        help="csv: 'auto' reads numbers, true/false and empty cells (None); 'str' keeps text",
-    ),
-    click.option(
-        "--skip-invalid",
-        is_flag=True,
-        help="Record malformed lines as failed items (type InvalidInput) instead of stopping",
-    ),
-)
-
-job_options = _options(
-    click.option("--queue", "-q", help="Queue to enqueue on [env: TASKFAN_QUEUE]"),
-    click.option(
-        "--batch-size",
-        type=int,
-        help="Items per Redis entry (default: automatic) [env: TASKFAN_BATCH_SIZE]",
-    ),
-    click.option(
-        "--chunksize",
-        type=int,
-        help="Items per pool message on a node (default: measured) [env: TASKFAN_CHUNKSIZE]",
-    ),
-    click.option(
-        "--result-ttl",
-        type=int,
-        help="Seconds results are kept after the job ends; 0 keeps them "
-        "(default: 7 days) [env: TASKFAN_RESULT_TTL]",
-    ),
-)
-
-output_options = _options(
-    click.option(
-        "--output",
-        "-o",
-        default="-",
-        show_default=True,
-        help="Where outcomes go, as JSONL; '-' is stdout",
-    ),
-    click.option(
-        "--progress/--no-progress",
-        default=None,
-        help="Progress on stderr (default: when stderr is a terminal)",
-    ),
-)
 
 
 def load_settings(

@@ -25,21 +25,23 @@ from typing import Any
 import click
 
 from producer.cli import (
+    enqueue_file,
+    follow,
+    load_settings,
+    open_client,
+    progress_bar,
+    summary,
+    write_results,
+)
+from producer.cli_options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
     cli_errors,
-    enqueue_file,
-    follow,
     input_options,
     job_options,
-    load_settings,
-    open_client,
     output_options,
-    progress_bar,
     redis_option,
-    summary,
-    write_results,
 )
 from taskfan.cli import configure_logging
 from taskfan.connection import redact

@@ -14,7 +14,8 @@ from typing import Any
 import click
 import redis
 
-from producer.cli import attach, cli_errors, interruptible, load_settings, open_client, redis_option
+from producer.cli import attach, load_settings, open_client
+from producer.cli_options import cli_errors, interruptible, redis_option
 from taskfan import keys
 from taskfan.connection import translate_errors
 from taskfan.keys import GROUP, JobKeys, QueueKeys

@@ -159,3 +159,12 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(
     assert proc.returncode == 130
     assert err.strip() == "interrupted"
     assert job.status == "queued"
+
+
+def test_a_cancelled_job_exits_4(json_client: Client, redis_url: str) -> None:
+    job = json_client.map(tasks.square, range(3))
+    assert job.cancel()
+    for command in ("wait", "results"):
+        result = invoke(command, job.id, "--redis-url", redis_url)
+        assert result.exit_code == 4, result.output
+        assert result.stderr == f"Error: job {job.id} was cancelled\n"
