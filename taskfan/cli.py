@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "results": "producer.cli:results",
     "status": "producer.status:status",
     "run": "producer.run:run",
+    "cancel": "producer.cli_admin:cancel",
+    "purge": "producer.cli_admin:purge",
 }
 
 

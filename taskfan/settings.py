@@ -163,6 +163,7 @@ ENV.update(
         "TASKFAN_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
         "TASKFAN_MAX_DELIVERIES": ("max_deliveries", int),
         "TASKFAN_START_METHOD": ("start_method", str),
+        "TASKFAN_BLOCK_SECONDS": ("block_seconds", float),
         "TASKFAN_BURST": ("burst", _flag),
         "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),
         "TASKFAN_NODE_NAME": ("node_name", str),

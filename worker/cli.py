@@ -57,6 +57,12 @@ from worker.node import Node
     type=float,
     help="Seconds before a silent node's batches are reclaimed [env: TASKFAN_VISIBILITY_TIMEOUT]",
 )
+@click.option(
+    "--max-deliveries",
+    type=int,
+    help="Deliveries of a batch before it is dead-lettered (default 5) "
+    "[env: TASKFAN_MAX_DELIVERIES]",
+)
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
     "--log-level",

@@ -99,6 +99,9 @@ class Node:
         self.events.put(("stop",))
         with self._demand_cond:
             self._demand_cond.notify_all()
+        if not self._cold:
+            # From a signal handler too: a short call on another connection.
+            self.redis.interrupt()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM / SIGINT stop gracefully; a second one stops at once."""

@@ -7,6 +7,7 @@ batches), refreshes leases, hands batches back, and publishes the node record.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -59,6 +60,19 @@ class NodeRedis:
         self.queues = [QueueKeys(name) for name in queues]
         self.node_id = node_id
         self._by_stream = {q.stream.encode(): q for q in self.queues}
+        # Blocking reads get a connection of their own, so that a stopping node
+        # can cut them short with CLIENT UNBLOCK instead of waiting them out.
+        self._reader = redis.Redis(
+            connection_pool=client.connection_pool, single_connection_client=True
+        )
+        self._reader_id: int | None = None
+
+    def interrupt(self) -> None:
+        """End a blocking read() now (it returns no batches). Thread-safe."""
+        reader_id = self._reader_id
+        if reader_id is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.client.client_unblock(reader_id)
 
     def prepare(self) -> None:
         """Create the consumer groups (reading from the start) and load the scripts."""
@@ -75,7 +89,12 @@ class NodeRedis:
         """New batches for this node, waiting up to ``block_ms`` for one."""
         streams: dict[Any, Any] = {q.stream: ">" for q in self.queues}
         try:
-            reply: Any = self.client.xreadgroup(GROUP, self.node_id, streams, count, block_ms)
+            if self._reader_id is None:
+                self._reader_id = int(self._reader.client_id())
+            reply: Any = self._reader.xreadgroup(GROUP, self.node_id, streams, count, block_ms)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._reader_id = None  # a new connection gets a new id
+            raise
         except ResponseError as exc:
             # The stream or its group vanished (a purge, a FLUSHALL, a restarted
             # Redis without persistence), maybe while we were blocked on it.

@@ -1,0 +1,60 @@
+"""``taskfan cancel`` and ``taskfan purge``: stop work that should not run."""
+
+from __future__ import annotations
+
+import click
+
+from producer.admin import purge as purge_queue
+from producer.cli import attach, load_settings, open_client
+from producer.cli_options import cli_errors, redis_option
+from taskfan.cli import configure_logging
+
+
+@click.command()
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@redis_option
+def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
+    """Cancel jobs: their queued batches are skipped, waiters exit 4.
+
+    Items already running finish, but their results are not recorded. A job
+    that already ended is left as it is.
+
+    \b
+    Example:
+      taskfan cancel "$JOB"
+    """
+    configure_logging("WARNING")
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        for job_id in job_ids:
+            job = attach(client, job_id)
+            if job.cancel():
+                click.echo(f"job {job_id}: cancelled", err=True)
+            else:
+                click.echo(f"job {job_id}: already {job.status}, left as it is", err=True)
+
+
+@click.command()
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+@redis_option
+def purge(queue: str, yes: bool, redis_url: str | None) -> None:
+    """Drop every batch waiting on QUEUE and cancel the queue's active jobs.
+
+    Finished jobs and their results are kept; worker nodes carry on.
+
+    \b
+    Example:
+      taskfan purge default --yes
+    """
+    configure_logging("WARNING")
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        if not yes:
+            click.confirm(f"Drop every batch of queue {queue!r} and cancel its jobs?", abort=True)
+        purged = purge_queue(client.redis, queue)
+        click.echo(
+            f"queue {purged.queue}: dropped {purged.entries} batches, "
+            f"cancelled {purged.jobs_cancelled} jobs",
+            err=True,
+        )

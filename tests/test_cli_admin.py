@@ -1,0 +1,35 @@
+"""``taskfan cancel`` and ``taskfan purge``."""
+
+from __future__ import annotations
+
+import redis
+from click.testing import CliRunner
+
+from producer import Client
+from taskfan.cli import main
+from taskfan.keys import QueueKeys
+from tests import tasks
+
+
+def test_cancel_a_job_then_again(redis_url: str, client: Client) -> None:
+    job = client.map(tasks.square, range(10))
+    runner = CliRunner()
+    first = runner.invoke(main, ["cancel", job.id, "--redis-url", redis_url])
+    assert first.exit_code == 0, first.output
+    assert "cancelled" in first.output
+    assert job.status == "cancelled"
+    again = runner.invoke(main, ["cancel", job.id, "--redis-url", redis_url])
+    assert again.exit_code == 0 and "already cancelled" in again.output
+    missing = runner.invoke(main, ["cancel", "nosuchjob", "--redis-url", redis_url])
+    assert missing.exit_code == 2 and "nosuchjob not found" in missing.output
+
+
+def test_purge_asks_then_drops_the_queue(redis_url: str, client: Client, r: redis.Redis) -> None:
+    job = client.map(tasks.square, range(10), batch_size=5)
+    runner = CliRunner()
+    refused = runner.invoke(main, ["purge", "default", "--redis-url", redis_url], input="n\n")
+    assert refused.exit_code == 1 and r.xlen(QueueKeys("default").stream) == 2
+    done = runner.invoke(main, ["purge", "default", "--yes", "--redis-url", redis_url])
+    assert done.exit_code == 0, done.output
+    assert "dropped 2 batches, cancelled 1 jobs" in done.output
+    assert job.status == "cancelled"
