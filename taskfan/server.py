@@ -76,10 +76,12 @@ class RedisServer:
     def __init__(
         self, *, appendonly: bool = False, extra_args: Sequence[str] = (),
         binary: str | None = None, startup_timeout: float = 10.0,
+        password: str | None = None,
     ) -> None:  # fmt: skip
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
-        self.extra_args = tuple(extra_args)
+        self.password = password
+        self.extra_args = tuple(extra_args) + (("--requirepass", password) if password else ())
         self.startup_timeout = startup_timeout
         self.port, self.version = 0, ""
         self.dir: Path | None = None
@@ -87,7 +89,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -168,7 +171,7 @@ class RedisServer:
         deadline = time.monotonic() + self.startup_timeout
         with redis.Redis(  # no retries: this loop is the retry
             host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0), password=self.password,
         ) as client:  # fmt: skip
             while time.monotonic() < deadline:
                 try:

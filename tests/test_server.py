@@ -122,3 +122,11 @@ def test_a_server_that_never_answers_is_killed_at_the_deadline(tmp_path: Path) -
     with pytest.raises(BrokerUnavailable, match=r"did not answer in 0.2s:\nstarting up"):
         srv.start()
     assert srv.pid is None and srv.dir is None
+
+
+def test_a_server_with_a_password() -> None:
+    with RedisServer(password="s3cret") as server:
+        assert ":s3cret@" in server.url
+        assert redis.Redis.from_url(server.url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
