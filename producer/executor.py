@@ -32,7 +32,8 @@ from taskfan import keys, scripts
 from taskfan.connection import translate_errors
 from taskfan.errors import BrokerUnavailable, JobNotFound, TaskFailed, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.protocol import BatchEntry, CallMode, Outcome, iter_outcomes
+from taskfan.outcomes import Outcome, iter_outcomes
+from taskfan.protocol import BatchEntry, CallMode
 from taskfan.refs import reference
 
 

@@ -21,7 +21,8 @@ from taskfan.codec import get_codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
-from taskfan.protocol import JobMeta, JobState, Outcome, ResultEntry, iter_outcomes
+from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
+from taskfan.protocol import JobMeta, JobState
 
 if TYPE_CHECKING:
     from producer.client import Client

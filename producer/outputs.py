@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, NamedTuple
 
-from taskfan.protocol import Outcome
+from taskfan.outcomes import Outcome
 
 STDOUT = "-"
 

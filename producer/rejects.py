@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from taskfan.codec import Codec
-from taskfan.protocol import encode_result
+from taskfan.outcomes import encode_result
 
 #: the error type recorded for a rejected item
 REJECTED_TYPE = "InvalidInput"

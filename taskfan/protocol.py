@@ -9,16 +9,7 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     p  payload: the codec's encoding of the list of items
     o  (optional) JSON task options: timeout, hard_timeout, retries, retry_on, backoff
 
-Result entry (the value of one field of a job's results hash)::
-
-    b"TFR1" | start u64 | count u32 | failed u32 | chunks u32 | (length u32 | blob)*
-
-Each blob is one chunk's outcomes, encoded by the job's codec as
-``[values, errors, attempts]``: ``values`` has one value per item (None where the
-item failed), ``errors`` lists ``[offset, type, message, traceback, exception]``
-per failed item, ``offset`` counted within the chunk and ``exception`` the
-exception object where the codec carries one (pickle), else None, and
-``attempts`` lists ``[offset, attempts]`` for items that ran more than once.
+Result entries: see ``taskfan.outcomes``.
 
 Job events stream entries: ``b=<batch index>`` when a batch is recorded,
 ``sealed=<batches>`` when the producer has sent every batch, ``end=<state>`` when
@@ -30,13 +21,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskfan.codec import Codec
-from taskfan.errors import ProtocolError, TaskFailed
+from taskfan.errors import ProtocolError
 
 
 class CallMode(str, enum.Enum):
@@ -187,102 +176,6 @@ class BatchEntry:
             chunksize=_int(fields, b"k", where),
             payload=fields[b"p"],
             options=TaskOptions.decode(fields[b"o"], where) if b"o" in fields else DEFAULT_OPTIONS,
-        )
-
-
-_RESULT_MAGIC = b"TFR1"
-_RESULT_HEAD = struct.Struct("<QIII")
-_LEN = struct.Struct("<I")
-
-
-def encode_result(start: int, count: int, failed: int, blobs: list[bytes]) -> bytes:
-    parts = [_RESULT_MAGIC, _RESULT_HEAD.pack(start, count, failed, len(blobs))]
-    for blob in blobs:
-        parts.append(_LEN.pack(len(blob)))
-        parts.append(blob)
-    return b"".join(parts)
-
-
-@dataclass(frozen=True)
-class ResultEntry:
-    start: int
-    count: int
-    failed: int
-    blobs: list[bytes]
-
-    @classmethod
-    def parse(cls, data: bytes, where: str) -> ResultEntry:
-        view = memoryview(data)
-        head = len(_RESULT_MAGIC) + _RESULT_HEAD.size
-        if len(data) < head or data[:4] != _RESULT_MAGIC:
-            raise ProtocolError(f"{where}: not a taskfan result entry")
-        start, count, failed, nblobs = _RESULT_HEAD.unpack_from(view, 4)
-        blobs: list[bytes] = []
-        pos = head
-        for _ in range(nblobs):
-            if pos + _LEN.size > len(data):
-                raise ProtocolError(f"{where}: result entry is truncated")
-            (size,) = _LEN.unpack_from(view, pos)
-            pos += _LEN.size
-            if pos + size > len(data):
-                raise ProtocolError(f"{where}: result entry is truncated")
-            blobs.append(bytes(view[pos : pos + size]))
-            pos += size
-        return cls(start, count, failed, blobs)
-
-
-@dataclass(frozen=True)
-class RemoteError:
-    """What a node caught when an item raised."""
-
-    type: str
-    message: str
-    traceback: str
-    exception: BaseException | None = None
-
-    def to_task_failed(self, job_id: str, index: int) -> TaskFailed:
-        return TaskFailed(job_id, index, self.type, self.message, self.traceback, self.exception)
-
-    def as_dict(self) -> dict[str, str]:
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One item's outcome: its value, or the error it raised."""
-
-    index: int
-    ok: bool
-    value: Any = None
-    error: RemoteError | None = None
-    #: how many times the item ran (more than 1 after retries or redelivery)
-    attempts: int = 1
-
-
-def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
-    """Decode a result entry into one Outcome per item, in input order."""
-    index = entry.start
-    for blob in entry.blobs:
-        try:
-            values, errors, *rest = codec.loads(blob)
-        except Exception as exc:
-            raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
-        attempts = {offset: n for offset, n in rest[0]} if rest else {}
-        failed: dict[int, RemoteError] = {}
-        for offset, type_name, message, tb, exc_obj in errors:
-            exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
-            failed[offset] = RemoteError(type_name, message, tb, exc_obj)
-        for offset, value in enumerate(values):
-            error = failed.get(offset)
-            tries = attempts.get(offset, 1)
-            if error is None:
-                yield Outcome(index, True, value, None, tries)
-            else:
-                yield Outcome(index, False, None, error, tries)
-            index += 1
-    if index != entry.start + entry.count:
-        raise ProtocolError(
-            f"{where}: result entry holds {index - entry.start} outcomes, expected {entry.count}"
         )
 
 

@@ -11,17 +11,8 @@ import redis
 from taskfan.codec import JSON, PICKLE, Codec
 from taskfan.errors import ProtocolError, TaskFailed
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.protocol import (
-    BatchEntry,
-    CallMode,
-    JobMeta,
-    JobState,
-    ResultEntry,
-    TaskOptions,
-    call,
-    encode_result,
-    iter_outcomes,
-)
+from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes
+from taskfan.protocol import BatchEntry, CallMode, JobMeta, JobState, TaskOptions, call
 from tests import tasks
 
 

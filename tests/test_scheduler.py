@@ -6,7 +6,8 @@ import pickle
 
 from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
-from taskfan.protocol import BatchEntry, CallMode, ResultEntry, TaskOptions, iter_outcomes
+from taskfan.outcomes import ResultEntry, iter_outcomes
+from taskfan.protocol import BatchEntry, CallMode, TaskOptions
 from worker.child import run_chunk
 from worker.redis_io import Completed, Delivery
 from worker.scheduler import Chunk, Scheduler

@@ -10,7 +10,8 @@ import redis
 from taskfan import scripts
 from taskfan.codec import PICKLE
 from taskfan.keys import GROUP, JobKeys, QueueKeys
-from taskfan.protocol import JobMeta, JobState, encode_result
+from taskfan.outcomes import encode_result
+from taskfan.protocol import JobMeta, JobState
 
 NOW = 1_700_000_000.25
 JOB = JobKeys("job1")

@@ -25,7 +25,8 @@ from typing import Any
 
 from taskfan.codec import get_codec
 from taskfan.errors import ProtocolError, TaskfanError
-from taskfan.protocol import BatchEntry, encode_result
+from taskfan.outcomes import encode_result
+from taskfan.protocol import BatchEntry
 from worker.child import ChunkResult
 from worker.redis_io import Completed, Delivery
 from worker.sizing import ChunkSizer

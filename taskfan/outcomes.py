@@ -1,0 +1,162 @@
+"""Result entries: what a node records for a batch, and the outcomes in it.
+
+A result entry is the value of one field of a job's results hash::
+
+    b"TFR1" | start u64 | count u32 | failed u32 | chunks u32 | (length u32 | blob)*
+    b"TFR2" | start u64 | count u32 | failed u32 | chunks u32 | offsets u32 * count
+            | (length u32 | blob)*
+
+``TFR1`` holds a whole batch: items ``start`` to ``start + count - 1``. ``TFR2``
+holds a retry of some of a batch's items (``Job.retry_failed``): item ``i`` of the
+entry is item ``start + offsets[i]`` of the job; it is recorded in the field
+``"<batch>.<round>"`` and overlays the batch's earlier outcomes.
+
+Each blob is one chunk's outcomes, encoded by the job's codec as
+``[values, errors, attempts]``: ``values`` has one value per item (None where the
+item failed); ``errors`` lists ``[offset, type, message, traceback, exception,
+input...]`` per failed item, ``offset`` counted within the chunk, ``exception``
+the exception object where the codec carries one (pickle), else None, and an
+optional last element the item's input, kept so the item can be retried;
+``attempts`` lists ``[offset, attempts]`` for items that ran more than once.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskfan.codec import Codec
+from taskfan.errors import ProtocolError, TaskFailed
+
+_WHOLE, _PART = b"TFR1", b"TFR2"
+_HEAD = struct.Struct("<QIII")
+_U32 = struct.Struct("<I")
+
+
+def encode_result(
+    start: int, count: int, failed: int, blobs: list[bytes], offsets: Sequence[int] | None = None
+) -> bytes:
+    """A result entry; with ``offsets``, the retry of those items of a batch."""
+    parts = [_WHOLE if offsets is None else _PART, _HEAD.pack(start, count, failed, len(blobs))]
+    if offsets is not None:
+        if len(offsets) != count:
+            raise ValueError(f"{len(offsets)} offsets for {count} items")
+        parts.append(struct.pack(f"<{count}I", *offsets))
+    for blob in blobs:
+        parts.append(_U32.pack(len(blob)))
+        parts.append(blob)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ResultEntry:
+    start: int
+    count: int
+    failed: int
+    blobs: list[bytes]
+    #: for a retry entry, the offsets (from ``start``) of its items
+    offsets: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> ResultEntry:
+        view = memoryview(data)
+        pos = len(_WHOLE) + _HEAD.size
+        magic = data[:4]
+        if len(data) < pos or magic not in (_WHOLE, _PART):
+            raise ProtocolError(f"{where}: not a taskfan result entry")
+        start, count, failed, nblobs = _HEAD.unpack_from(view, 4)
+        offsets = None
+        if magic == _PART:
+            if pos + 4 * count > len(data):
+                raise ProtocolError(f"{where}: result entry is truncated")
+            offsets = struct.unpack_from(f"<{count}I", view, pos)
+            pos += 4 * count
+        blobs: list[bytes] = []
+        for _ in range(nblobs):
+            if pos + _U32.size > len(data):
+                raise ProtocolError(f"{where}: result entry is truncated")
+            (size,) = _U32.unpack_from(view, pos)
+            pos += _U32.size
+            if pos + size > len(data):
+                raise ProtocolError(f"{where}: result entry is truncated")
+            blobs.append(bytes(view[pos : pos + size]))
+            pos += size
+        return cls(start, count, failed, blobs, offsets)
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """What a node caught when an item raised."""
+
+    type: str
+    message: str
+    traceback: str
+    exception: BaseException | None = None
+    #: ``(input,)`` when the item's input was kept for a retry, else None
+    retry_input: tuple[Any] | None = None
+
+    def to_task_failed(self, job_id: str, index: int) -> TaskFailed:
+        return TaskFailed(job_id, index, self.type, self.message, self.traceback, self.exception)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One item's outcome: its value, or the error it raised."""
+
+    index: int
+    ok: bool
+    value: Any = None
+    error: RemoteError | None = None
+    #: how many times the item ran (more than 1 after retries or redelivery)
+    attempts: int = 1
+
+
+def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
+    """Decode a result entry into one Outcome per item, in entry order."""
+    position = 0
+    offsets = entry.offsets
+    for blob in entry.blobs:
+        try:
+            values, errors, *rest = codec.loads(blob)
+        except Exception as exc:
+            raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
+        attempts = {offset: n for offset, n in rest[0]} if rest else {}
+        failed: dict[int, RemoteError] = {}
+        for offset, type_name, message, tb, exc_obj, *kept in errors:
+            exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
+            failed[offset] = RemoteError(type_name, message, tb, exc_obj, tuple(kept) or None)
+        for offset, value in enumerate(values):
+            if offsets is not None and position >= len(offsets):
+                position += 1
+                continue
+            index = entry.start + (position if offsets is None else offsets[position])
+            error = failed.get(offset)
+            tries = attempts.get(offset, 1)
+            if error is None:
+                yield Outcome(index, True, value, None, tries)
+            else:
+                yield Outcome(index, False, None, error, tries)
+            position += 1
+    if position != entry.count:
+        raise ProtocolError(
+            f"{where}: result entry holds {position} outcomes, expected {entry.count}"
+        )
+
+
+def merged_outcomes(entries: Sequence[ResultEntry], codec: Codec, where: str) -> list[Outcome]:
+    """A batch's outcomes: its own entry, overlaid by its retries in round order."""
+    outcomes = list(iter_outcomes(entries[0], codec, where))
+    first = entries[0].start
+    for retry in entries[1:]:
+        for outcome in iter_outcomes(retry, codec, where):
+            previous = outcomes[outcome.index - first]
+            attempts = previous.attempts + outcome.attempts
+            outcomes[outcome.index - first] = Outcome(
+                outcome.index, outcome.ok, outcome.value, outcome.error, attempts
+            )
+    return outcomes
