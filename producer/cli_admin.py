@@ -1,4 +1,4 @@
-"""``taskfan cancel`` and ``taskfan purge``: stop work that should not run."""
+"""``taskfan cancel``, ``retry`` and ``purge``: stop work, or run failures again."""
 
 from __future__ import annotations
 
@@ -32,6 +32,27 @@ def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
                 click.echo(f"job {job_id}: cancelled", err=True)
             else:
                 click.echo(f"job {job_id}: already {job.status}, left as it is", err=True)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@redis_option
+def retry(job_id: str, redis_url: str | None) -> None:
+    """Run the failed items of a finished JOB again, in place.
+
+    Their new outcomes replace the failures; `taskfan wait JOB` then waits for
+    them and `taskfan results JOB` shows the merged outcomes.
+
+    \b
+    Example:
+      taskfan retry "$JOB" && taskfan wait "$JOB" --progress
+    """
+    configure_logging("WARNING")
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        job = attach(client, job_id)
+        count = job.retry_failed()
+        click.echo(f"job {job_id}: {count} failed items queued again", err=True)
 
 
 @click.command()

@@ -8,6 +8,8 @@ recorded, in input order (``results``, ``outcomes``) or in completion order
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -19,10 +21,10 @@ import redis
 from taskfan import scripts
 from taskfan.codec import get_codec
 from taskfan.connection import translate_errors
-from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
-from taskfan.keys import JobKeys
-from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
-from taskfan.protocol import JobMeta, JobState
+from taskfan.errors import JobCancelled, JobNotFound, ProtocolError, TaskfanError
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes, merged_outcomes
+from taskfan.protocol import BatchEntry, JobMeta, JobState
 
 if TYPE_CHECKING:
     from producer.client import Client
@@ -166,17 +168,17 @@ class Job:
 
     def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
         """Every item's outcome in input order, as soon as its batch is recorded."""
-        for entry, codec in self._entries_in_order(timeout):
-            yield from iter_outcomes(entry, codec, f"job {self.id}")
+        for entries, codec in self._entries_in_order(timeout):
+            yield from merged_outcomes(entries, codec, f"job {self.id}")
 
     def results(self, timeout: float | None = None) -> Iterator[Any]:
         """Values in input order; raises TaskFailed at the first failed item."""
-        for entry, codec in self._entries_in_order(timeout):
-            if entry.failed == 0:
-                for blob in entry.blobs:  # fast path: no Outcome per item
+        for entries, codec in self._entries_in_order(timeout):
+            if len(entries) == 1 and entries[0].failed == 0:
+                for blob in entries[0].blobs:  # fast path: no Outcome per item
                     yield from codec.loads(blob)[0]
                 continue
-            for outcome in iter_outcomes(entry, codec, f"job {self.id}"):
+            for outcome in merged_outcomes(entries, codec, f"job {self.id}"):
                 if outcome.error is not None:
                     raise outcome.error.to_task_failed(self.id, outcome.index)
                 yield outcome.value
@@ -186,42 +188,107 @@ class Job:
         return (o for o in self.outcomes(timeout) if not o.ok)
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Outcome]:
-        """Outcomes in the order their batches were recorded."""
+        """Outcomes in the order their batches were recorded.
+
+        After a retry round, a retried item comes again with its new outcome.
+        """
         meta = self.meta()
         codec = get_codec(meta.codec)
         batches = meta.batches if meta.sealed else None
+        overlays = sum(len(fields) for fields in meta.overlays.values())
         seen = 0
         events = _Events(self, timeout)
-        while batches is None or seen < batches:
+        while batches is None or seen < batches + overlays:
             with translate_errors(f"waiting for results of job {self.id}"):
                 ready, batches, cancelled = self._scan(events.read(), batches)
             for start in range(0, len(ready), FETCH):
-                part = ready[start : start + FETCH]
-                for entry in self._fetch(part, events):
+                for entry in self._fetch(ready[start : start + FETCH], events):
                     yield from iter_outcomes(entry, codec, f"job {self.id}")
             seen += len(ready)
             if cancelled:
                 raise JobCancelled(self.id)
 
+    def retry_failed(self) -> int:
+        """Run the failed items of a finished job again, in place; returns how many.
+
+        The job becomes active again until the retries are recorded; their
+        outcomes then replace the failures (``results``, ``outcomes``), and
+        ``attempts`` counts every run. Items whose input was never decoded (a
+        batch that could not be read) cannot run again and stay failed.
+        """
+        meta = self.meta()
+        if meta.state is not JobState.FINISHED:
+            raise TaskfanError(
+                f"job {self.id} is {meta.status}: only a finished job can be retried"
+            )
+        if meta.fn_ref == "*":
+            raise TaskfanError(
+                f"job {self.id} holds Executor.submit calls, which cannot be retried"
+            )
+        plans: list[BatchEntry] = []
+        left = 0
+        codec = get_codec(meta.codec)
+        for index, (entries, _) in enumerate(self._entries_in_order(None)):
+            failed = [o for o in merged_outcomes(entries, codec, f"job {self.id}") if not o.ok]
+            kept = [o for o in failed if o.error is not None and o.error.retry_input is not None]
+            left += len(failed) - len(kept)
+            if kept:
+                start = entries[0].start
+                plans.append(
+                    BatchEntry(
+                        job_id=self.id,
+                        index=index,
+                        start=start,
+                        count=len(kept),
+                        fn_ref=meta.fn_ref,
+                        codec=meta.codec,
+                        mode=meta.mode,
+                        chunksize=meta.chunksize,
+                        payload=codec.dumps([_input_of(o) for o in kept]),
+                        options=meta.options,
+                        offsets=tuple(o.index - start for o in kept),
+                    )
+                )
+        if left:
+            log.warning(
+                "job %s: %d failed items kept no input and cannot be retried", self.id, left
+            )
+        if not plans:
+            return 0
+        items = sum(p.count for p in plans)
+        with translate_errors(f"retrying job {self.id}"):
+            batches = json.dumps([p.index for p in plans])
+            round_ = scripts.open_retry_round(self._redis, self.keys, items, len(plans), batches)
+            if round_ <= 0:
+                raise TaskfanError(f"job {self.id} changed meanwhile: it is {self.status}")
+            pipe = self._redis.pipeline(transaction=False)
+            for plan in plans:
+                pipe.xadd(
+                    QueueKeys(meta.queue).stream, dataclasses.replace(plan, round=round_).fields()
+                )
+            pipe.execute()
+        return items
+
     # ----------------------------------------------------------------- internals
 
     def _scan(
         self, events: Iterable[dict[bytes, bytes]], batches: int | None
-    ) -> tuple[list[int], int | None, bool]:
-        """Recorded batch indexes, the job's batch count once sealed, and whether
+    ) -> tuple[list[str], int | None, bool]:
+        """Recorded results fields, the job's batch count once sealed, and whether
         the job was cancelled (no further batch will come)."""
-        ready: list[int] = []
+        ready: list[str] = []
         cancelled = False
         for fields in events:
             if b"b" in fields:
-                ready.append(int(fields[b"b"]))
+                ready.append(fields[b"b"].decode())
             elif b"sealed" in fields:
                 batches = int(fields[b"sealed"])
             elif fields.get(b"end") == JobState.CANCELLED.value.encode():
                 cancelled = True
         return ready, batches, cancelled
 
-    def _fetch(self, indexes: list[int], events: _Events | None = None) -> list[ResultEntry]:
+    def _fetch(self, indexes: list[Any], events: _Events | None = None) -> list[ResultEntry]:
+        """Result entries of these results fields (batch indexes, or "<index>.<round>")."""
         if events is not None:
             raw = events.call("reading results", self._redis.hmget, self.keys.results, indexes)
         else:
@@ -235,26 +302,41 @@ class Job:
             entries.append(ResultEntry.parse(data, where))
         return entries
 
-    def _entries_in_order(self, timeout: float | None) -> Iterator[tuple[ResultEntry, Any]]:
+    def _entries_in_order(self, timeout: float | None) -> Iterator[tuple[list[ResultEntry], Any]]:
+        """Per batch, in order: its result entry and its retries' (overlays), once
+        all of them are recorded."""
         meta = self.meta()
         codec = get_codec(meta.codec)
         batches = meta.batches if meta.sealed else None
         events = _Events(self, timeout)
-        ready: set[int] = set()
+        recorded: set[str] = set()
         next_index = 0
         cancelled = False
+
+        def fields_of(index: int) -> list[str]:
+            return [str(index), *meta.overlays.get(index, ())]
+
         while batches is None or next_index < batches:
             run: list[int] = []
-            while next_index + len(run) in ready and len(run) < FETCH:
+            while len(run) < FETCH and (batches is None or next_index + len(run) < batches):
+                if not all(f in recorded for f in fields_of(next_index + len(run))):
+                    break
                 run.append(next_index + len(run))
             if not run:
                 if cancelled:
                     raise JobCancelled(self.id)
                 with translate_errors(f"waiting for results of job {self.id}"):
                     found, batches, cancelled = self._scan(events.read(), batches)
-                ready.update(found)
+                recorded.update(found)
                 continue
-            for entry in self._fetch(run, events):
-                yield entry, codec
-            ready.difference_update(run)
+            wanted = [f for index in run for f in fields_of(index)]
+            entries = iter(self._fetch(wanted, events))
+            for index in run:
+                yield [next(entries) for _ in fields_of(index)], codec
+            recorded.difference_update(wanted)
             next_index += len(run)
+
+
+def _input_of(outcome: Outcome) -> Any:
+    assert outcome.error is not None and outcome.error.retry_input is not None
+    return outcome.error.retry_input[0]

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "status": "producer.status:status",
     "run": "producer.run:run",
     "cancel": "producer.cli_admin:cancel",
+    "retry": "producer.cli_admin:retry",
     "purge": "producer.cli_admin:purge",
 }
 

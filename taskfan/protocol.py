@@ -8,6 +8,9 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     m  call mode (CallMode)    k  chunksize asked by the job (0: the node decides)
     p  payload: the codec's encoding of the list of items
     o  (optional) JSON task options: timeout, hard_timeout, retries, retry_on, backoff
+    r  (optional) retry round, from 1 (Job.retry_failed); then the items are some
+       of the batch's, and
+    x  their offsets from s, as a JSON list
 
 Result entries: see ``taskfan.outcomes``.
 
@@ -138,6 +141,14 @@ class BatchEntry:
     chunksize: int
     payload: bytes
     options: TaskOptions = DEFAULT_OPTIONS
+    #: retry round (0: the batch itself) and, for a retry, the items' offsets from start
+    round: int = 0
+    offsets: tuple[int, ...] | None = None
+
+    @property
+    def field(self) -> str:
+        """The field of the job's results hash (and events) this entry records into."""
+        return str(self.index) if not self.round else f"{self.index}.{self.round}"
 
     def fields(self) -> dict[str, str | bytes | int]:
         fields: dict[str, str | bytes | int] = {
@@ -153,6 +164,9 @@ class BatchEntry:
         }
         if not self.options.is_default:
             fields["o"] = self.options.encode()
+        if self.round:
+            fields["r"] = self.round
+            fields["x"] = json.dumps(list(self.offsets or ()), separators=(",", ":"))
         return fields
 
     @classmethod
@@ -165,7 +179,14 @@ class BatchEntry:
             raise ProtocolError(f"{where}: unknown call mode {mode_text!r}") from None
         if b"p" not in fields:
             raise ProtocolError(f"{where}: missing field 'p'")
-        return cls(
+        round_, offsets = 0, None
+        if b"r" in fields:
+            round_ = _int(fields, b"r", where)
+            try:
+                offsets = tuple(int(o) for o in json.loads(fields.get(b"x", b"")))
+            except (ValueError, TypeError):
+                raise ProtocolError(f"{where}: field 'x' is not a JSON list of offsets") from None
+        entry = cls(
             job_id=_text(fields, b"j", where),
             index=_int(fields, b"b", where),
             start=_int(fields, b"s", where),
@@ -176,7 +197,12 @@ class BatchEntry:
             chunksize=_int(fields, b"k", where),
             payload=fields[b"p"],
             options=TaskOptions.decode(fields[b"o"], where) if b"o" in fields else DEFAULT_OPTIONS,
+            round=round_,
+            offsets=offsets,
         )
+        if offsets is not None and len(offsets) != entry.count:
+            raise ProtocolError(f"{where}: {len(offsets)} offsets for {entry.count} items")
+        return entry
 
 
 class JobState(str, enum.Enum):
@@ -207,6 +233,10 @@ class JobMeta:
     created_at: float
     finished_at: float | None
     options: TaskOptions = DEFAULT_OPTIONS
+    #: retry rounds opened so far (Job.retry_failed)
+    retry_round: int = 0
+    #: batch index -> the results fields of its retries ("<index>.<round>"), in round order
+    overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -259,4 +289,18 @@ class JobMeta:
             options=TaskOptions.decode(fields[b"options"], where)
             if fields.get(b"options")
             else DEFAULT_OPTIONS,
+            retry_round=num(b"retry_round"),
+            overlays=_overlays(fields, num(b"retry_round"), where),
         )
+
+
+def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[int, tuple[str, ...]]:
+    overlays: dict[int, list[str]] = {}
+    for round_ in range(1, rounds + 1):
+        try:
+            batches = json.loads(fields.get(f"round:{round_}".encode(), b"[]"))
+        except ValueError:
+            raise ProtocolError(f"{where}: field 'round:{round_}' is not JSON") from None
+        for index in batches:
+            overlays.setdefault(int(index), []).append(f"{index}.{round_}")
+    return {index: tuple(names) for index, names in overlays.items()}

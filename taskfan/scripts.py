@@ -34,6 +34,7 @@ def _load(name: str, *prelude: str) -> Script:
 _RECORD = _load("record", "_end_job")
 _SEAL = _load("seal", "_end_job")
 _CANCEL = _load("cancel", "_end_job")
+_RETRY = _load("retry")
 _DEAD_LETTER = _load("dead_letter")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
@@ -41,7 +42,7 @@ RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
 
 def load_all(client: Any) -> None:
     """Load every script into the server, so pipelines can call them by SHA."""
-    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL):
+    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY):
         client.script_load(script.script)
 
 
@@ -52,10 +53,11 @@ def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
 
 
 def record_batch(
-    client: Any, job: JobKeys, index: int, entry: bytes, ok: int, failed: int, now: float
+    client: Any, job: JobKeys, field: int | str, entry: bytes, ok: int, failed: int, now: float
 ) -> Any:
-    """Record a batch's result entry once; see lua/record.lua for the return codes."""
-    return _run(_RECORD, client, list(job.all()), [index, entry, ok, failed, repr(now)])
+    """Record a batch's result entry once, in ``field`` (the batch index, or
+    ``"<index>.<round>"`` for a retry); see lua/record.lua for the return codes."""
+    return _run(_RECORD, client, list(job.all()), [field, entry, ok, failed, repr(now)])
 
 
 def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) -> Any:
@@ -66,6 +68,11 @@ def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) ->
 def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
     """Cancel an active job; see lua/cancel.lua for the return codes."""
     return _run(_CANCEL, client, list(job.all()), [repr(now)])
+
+
+def open_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:
+    """Reopen a finished job for a retry round; see lua/retry.lua."""
+    return _run(_RETRY, client, list(job.all()), [items, entries, batches])
 
 
 def dead_letter(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
 from click.testing import CliRunner
 
@@ -9,6 +11,7 @@ from producer import Client
 from taskfan.cli import main
 from taskfan.keys import QueueKeys
 from tests import tasks
+from tests.conftest import StartWorker
 
 
 def test_cancel_a_job_then_again(redis_url: str, client: Client) -> None:
@@ -33,3 +36,21 @@ def test_purge_asks_then_drops_the_queue(redis_url: str, client: Client, r: redi
     assert done.exit_code == 0, done.output
     assert "dropped 2 batches, cancelled 1 jobs" in done.output
     assert job.status == "cancelled"
+
+
+def test_retry_a_finished_job(
+    redis_url: str, client: Client, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    start_worker()
+    job = client.map(
+        tasks.fail_times, [(str(tmp_path / "a"), 1), (str(tmp_path / "b"), 0)], star=True
+    )
+    assert job.wait(timeout=60) and job.progress().failed == 1
+    runner = CliRunner()
+    done = runner.invoke(main, ["retry", job.id, "--redis-url", redis_url])
+    assert done.exit_code == 0, done.output
+    assert "1 failed items queued again" in done.output
+    assert job.wait(timeout=60) and job.progress() == (2, 0, 2)
+    busy = client.map(tasks.sleep, [5.0])
+    refused = runner.invoke(main, ["retry", busy.id, "--redis-url", redis_url])
+    assert refused.exit_code == 2 and "only a finished job" in refused.output

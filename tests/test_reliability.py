@@ -11,7 +11,7 @@ import redis
 
 from producer import Client
 from producer.admin import purge
-from taskfan.errors import JobCancelled
+from taskfan.errors import JobCancelled, TaskfanError
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from tests import tasks
 from tests.conftest import StartWorker
@@ -183,3 +183,36 @@ def test_purge_drops_queued_batches_and_cancels_their_jobs(
     start_worker()
     assert list(client.map(tasks.square, [4]).results(timeout=60)) == [16]
     assert first.status == "cancelled"
+
+
+def test_retry_failed_reruns_only_the_failed_items_in_place(
+    start_worker: StartWorker, client: Client, r: redis.Redis, tmp_path: Path
+) -> None:
+    start_worker()
+    # Items 3 and 7 fail once; item 5 fails three times.
+    fails = {3: 1, 5: 3, 7: 1}
+    items = [(str(tmp_path / f"c{i}"), fails.get(i, 0)) for i in range(10)]
+    job = client.map(tasks.fail_times, items, star=True, batch_size=4)
+    assert job.wait(timeout=60)
+    assert job.progress() == (10, 3, 10)
+    with pytest.raises(TaskfanError, match="only a finished job"):
+        client.map(tasks.sleep, [1.0]).retry_failed()
+
+    assert job.retry_failed() == 3
+    assert job.wait(timeout=60)
+    assert job.progress() == (10, 1, 10)
+    outcomes = list(job.outcomes())
+    assert [o.index for o in outcomes] == list(range(10))
+    assert [(o.index, o.attempts) for o in outcomes if o.attempts > 1] == [(3, 2), (5, 2), (7, 2)]
+    assert [o.index for o in outcomes if not o.ok] == [5]
+    assert [o.value for o in outcomes if o.ok] == [1, 1, 1, 2, 1, 1, 2, 1, 1]
+
+    assert job.retry_failed() == 1  # a second round: item 5's third failure
+    assert job.wait(timeout=60)
+    assert job.retry_failed() == 1
+    assert job.wait(timeout=60)
+    assert job.progress() == (10, 0, 10)
+    assert list(job.results())[5] == 4  # the fourth call succeeds
+    assert {o.index: o.attempts for o in job.outcomes()}[5] == 4
+    left: Any = r.xrange(QueueKeys("default").stream)
+    assert [e for _, e in left if e[b"j"] == job.id.encode()] == []

@@ -70,7 +70,12 @@ def test_a_batch_is_cut_into_chunks_and_joined_in_order() -> None:
     for chunk in reversed(chunks):  # results may arrive in any order
         completed = s.done(chunk, run(chunk))  # type: ignore[arg-type]
     assert completed is not None
-    assert (completed.job_id, completed.index, completed.ok, completed.failed) == ("job1", 0, 10, 0)
+    assert (completed.job_id, completed.field, completed.ok, completed.failed) == (
+        "job1",
+        "0",
+        10,
+        0,
+    )
     assert values(completed) == [x * x for x in range(10)]
 
 

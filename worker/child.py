@@ -55,7 +55,8 @@ def _function(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def _error(offset: int, exc: BaseException, codec: Codec) -> list[Any]:
+def _error(offset: int, exc: BaseException, codec: Codec, item: Any) -> list[Any]:
+    """An error entry; it keeps the item's input, so that the item can be retried."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     carried: BaseException | None = None
     if codec.carries_exceptions:
@@ -64,7 +65,7 @@ def _error(offset: int, exc: BaseException, codec: Codec) -> list[Any]:
             carried = exc.with_traceback(None)
         except EncodeError:
             carried = None
-    return [offset, type(exc).__qualname__, str(exc), tb, carried]
+    return [offset, type(exc).__qualname__, str(exc), tb, carried, item]
 
 
 def _retryable(exc: BaseException, options: TaskOptions) -> bool:
@@ -128,7 +129,7 @@ def run_chunk(
     try:
         fn = _function(fn_ref)
     except FunctionReferenceError as exc:
-        errors = [_error(i, exc, codec) for i in range(len(items))]
+        errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
         return ChunkResult(codec.dumps([[None] * len(items), errors, []]), len(items), 0.0)
     append = values.append
     if options.is_default:  # the hot path: no timer, no retries
@@ -137,7 +138,7 @@ def run_chunk(
                 append(call(fn, call_mode, item))
             except Exception as exc:
                 append(None)
-                errors.append(_error(offset, exc, codec))
+                errors.append(_error(offset, exc, codec, item))
     else:
         if options.timeout:
             signal.signal(signal.SIGALRM, _on_alarm)
@@ -147,7 +148,7 @@ def run_chunk(
                 append(value)
             except _Attempts as failure:
                 append(None)
-                errors.append(_error(offset, failure.error, codec))
+                errors.append(_error(offset, failure.error, codec, item))
                 tries = failure.attempts
             if tries > 1:
                 attempts.append([offset, tries])

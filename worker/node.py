@@ -298,9 +298,9 @@ class Node:
             batch = self.scheduler.batches.get(_key(completed.delivery))
             elapsed = time.monotonic() - batch.started if batch else 0.0
             log.info(
-                "job %s batch %d: %d items, %d failed, %.3fs",
+                "job %s batch %s: %d items, %d failed, %.3fs",
                 completed.job_id,
-                completed.index,
+                completed.field,
                 completed.ok + completed.failed,
                 completed.failed,
                 elapsed,
@@ -397,9 +397,9 @@ class Node:
                         else "was cancelled"
                     )
                     log.warning(
-                        "job %s batch %d: the job %s; results dropped",
+                        "job %s batch %s: the job %s; results dropped",
                         completed.job_id,
-                        completed.index,
+                        completed.field,
                         why,
                     )
                 self.events.put(("written", completed))

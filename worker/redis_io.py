@@ -45,7 +45,7 @@ class Completed:
 
     delivery: Delivery
     job_id: str  #: "" when the entry is too broken to name its job
-    index: int
+    field: str  #: the results-hash field: the batch index, or "<index>.<round>" for a retry
     entry: bytes  #: the result entry
     ok: int
     failed: int
@@ -171,7 +171,7 @@ class NodeRedis:
         while True:
             pipe = self.client.pipeline(transaction=False)
             for c in recorded:
-                scripts.record_batch(pipe, JobKeys(c.job_id), c.index, c.entry, c.ok, c.failed, now)
+                scripts.record_batch(pipe, JobKeys(c.job_id), c.field, c.entry, c.ok, c.failed, now)
             for c in done:
                 queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
                 if c.dead_reason is not None and fields is not None:
@@ -185,7 +185,7 @@ class NodeRedis:
                 continue
             for c, result in zip(recorded, results, strict=False):
                 if isinstance(result, Exception):
-                    log.error("job %s batch %d: recording failed: %s", c.job_id, c.index, result)
+                    log.error("job %s batch %s: recording failed: %s", c.job_id, c.field, result)
                     c.code = None
                 else:
                     c.code = int(result)

@@ -88,12 +88,12 @@ class Scheduler:
         if delivery.fields is None or delivery.skip:
             if delivery.skip:
                 log.info("%s: skipped: %s", where, delivery.skip)
-            return Completed(delivery, "", 0, b"", 0, 0)
+            return Completed(delivery, "", "", b"", 0, 0)
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:
             log.warning("%s: dead-lettered: %s", where, exc)
-            return Completed(delivery, "", 0, b"", 0, 0, dead_reason=str(exc))
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
         started = time.monotonic() if now is None else now
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
         try:
@@ -106,6 +106,7 @@ class Scheduler:
             reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
             log.warning("%s: dead-lettered: %s", where, reason)
             return self.fail_batch(batch, "BadBatch", reason, dead=True)
+        batch.items = items
         if delivery.deliveries > self.max_deliveries:
             reason = (
                 f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
@@ -114,7 +115,6 @@ class Scheduler:
             )
             log.warning("%s: dead-lettered: %s", where, reason)
             return self.fail_batch(batch, "DeliveryLimit", reason, dead=True)
-        batch.items = items
         if entry.count == 0:
             return self.finish(batch)
         self.batches[key(delivery)] = batch
@@ -169,7 +169,9 @@ class Scheduler:
         """Every item of the chunk fails with the same error (e.g. a hard timeout)."""
         self.in_pool.discard(chunk)
         return self._store(
-            chunk, self._error_blob(chunk.batch, chunk.size, type_name, message), chunk.size
+            chunk,
+            self._error_blob(chunk.batch, chunk.lo, chunk.size, type_name, message),
+            chunk.size,
         )
 
     def requeue(self, chunk: Chunk) -> None:
@@ -208,22 +210,27 @@ class Scheduler:
     def finish(self, batch: Batch, dead_reason: str | None = None) -> Completed:
         entry = batch.entry
         blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
-        result = encode_result(entry.start, entry.count, batch.failed, blobs)
+        result = encode_result(entry.start, entry.count, batch.failed, blobs, entry.offsets)
         ok = entry.count - batch.failed
         return Completed(
-            batch.delivery, entry.job_id, entry.index, result, ok, batch.failed, dead_reason
+            batch.delivery, entry.job_id, entry.field, result, ok, batch.failed, dead_reason
         )
 
     def fail_batch(self, batch: Batch, type_name: str, message: str, dead: bool) -> Completed:
         count = batch.entry.count
-        batch.blobs = {0: self._error_blob(batch, count, type_name, message)}
+        batch.blobs = {0: self._error_blob(batch, 0, count, type_name, message)}
         batch.failed = count
         batch.remaining = 0
         return self.finish(batch, dead_reason=message if dead else None)
 
     @staticmethod
-    def _error_blob(batch: Batch, count: int, type_name: str, message: str) -> bytes:
-        errors = [[i, type_name, message, "", None] for i in range(count)]
+    def _error_blob(batch: Batch, lo: int, count: int, type_name: str, message: str) -> bytes:
+        """Every item fails with the message; inputs are kept where known, for retries."""
+        kept = batch.items[lo : lo + count]
+        if len(kept) == count:
+            errors = [[i, type_name, message, "", None, kept[i]] for i in range(count)]
+        else:
+            errors = [[i, type_name, message, "", None] for i in range(count)]
         try:
             codec = get_codec(batch.entry.codec)
         except TaskfanError:

@@ -4,8 +4,8 @@
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash (counters, state, sealed, batches)
 -- KEYS[2]  taskfan:{j:ID}:results  results hash, field = batch index
 -- KEYS[3]  taskfan:{j:ID}:events   events stream that producers block on
--- ARGV[1]  batch index
--- ARGV[2]  result entry (see taskfan/protocol.py)
+-- ARGV[1]  field: the batch index, or "<index>.<round>" for a retry round
+-- ARGV[2]  result entry (see taskfan/outcomes.py)
 -- ARGV[3]  items of the batch that succeeded
 -- ARGV[4]  items of the batch that failed
 -- ARGV[5]  now, in seconds since the epoch
@@ -28,8 +28,9 @@ redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
 local done = redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('XADD', KEYS[3], '*', 'b', ARGV[1])
-local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl')
-if meta[1] == '1' and tonumber(meta[2]) == done and state == 'active' then
+local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl', 'retry_batches')
+local expected = tonumber(meta[2]) + (tonumber(meta[4]) or 0)
+if meta[1] == '1' and expected == done and state == 'active' then
   end_job('finished', ARGV[5], meta[3])
 end
 return 1
