@@ -41,20 +41,17 @@ from typing import Any
 
 import redis
 
-from taskfan import scripts
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from worker.child import ChunkResult, run_chunk
+from worker.io_threads import REDIS_ERRORS, Heartbeat, Reader, Writer
 from worker.pool import Pool
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
 from worker.scheduler import Chunk, Scheduler
 from worker.sizing import ChunkSizer
 
 log = logging.getLogger(__name__)
-
-#: errors after which a thread backs off and tries again instead of dying
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 class Node:
@@ -75,15 +72,16 @@ class Node:
         self.counters = {"items_done": 0, "items_failed": 0, "batches_done": 0, "pool_restarts": 0}
         self._stop = threading.Event()
         self._cold = False
-        self._closed = threading.Event()
         self._reading = False
         self._last_read_empty = False
         self._writing = 0
-        self._demand = 0
-        self._demand_cond = threading.Condition()
         self._held_lock = threading.Lock()
         self._held: dict[QueueKeys, set[bytes]] = {}
-        self._write_queue: queue.Queue[Completed | None] = queue.Queue()
+        self._reader = Reader(self.redis, settings, self.events)
+        self._writer = Writer(self.redis, self.events)
+        self._heartbeat = Heartbeat(
+            self.redis, settings.heartbeat_interval, self._held_snapshot, self._record
+        )
         self._pool: Pool | None = None
         #: the future of each chunk in the pool, and the pool generation it went to
         self._futures: dict[Chunk, tuple[Future[ChunkResult], int]] = {}
@@ -97,11 +95,8 @@ class Node:
         self._cold = self._cold or cold
         self._stop.set()
         self.events.put(("stop",))
-        with self._demand_cond:
-            self._demand_cond.notify_all()
-        if not self._cold:
-            # From a signal handler too: a short call on another connection.
-            self.redis.interrupt()
+        # From a signal handler too: a short call on another connection.
+        self._reader.stop_reading()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM / SIGINT stop gracefully; a second one stops at once."""
@@ -131,8 +126,12 @@ class Node:
             settings.start_method,
             settings.chunksize or "auto",
         )
-        for target in (self._reader_loop, self._writer_loop, self._heartbeat_loop):
-            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+        for name, target in (
+            ("reader", self._reader.run),
+            ("writer", self._writer.run),
+            ("heartbeat", self._heartbeat.run),
+        ):
+            thread = threading.Thread(target=target, name=f"taskfan-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         try:
@@ -155,10 +154,9 @@ class Node:
         return self.settings.burst and idle and self._last_read_empty
 
     def _shutdown(self) -> None:
-        self._closed.set()
-        with self._demand_cond:
-            self._demand_cond.notify_all()
-        self._write_queue.put(None)
+        self._reader.close()
+        self._heartbeat.closed.set()
+        self._writer.close()
         if self._cold and self._held_snapshot():
             self._hand_back()
         if self._pool is not None:
@@ -204,9 +202,7 @@ class Node:
             return
         want = max(1, 2 * processes - len(scheduler.in_pool) - backlog)
         self._reading = True
-        with self._demand_cond:
-            self._demand = want
-            self._demand_cond.notify()
+        self._reader.request(want)
 
     def _accept(self, delivery: Delivery) -> None:
         if delivery.fields is not None and not delivery.skip:
@@ -290,7 +286,7 @@ class Node:
 
     def _complete(self, completed: Completed) -> None:
         self._writing += 1
-        self._write_queue.put(completed)
+        self._writer.put(completed)
         if completed.job_id:
             self.counters["items_done"] += completed.ok
             self.counters["items_failed"] += completed.failed
@@ -323,102 +319,6 @@ class Node:
         with self._held_lock:
             return {q: sorted(ids) for q, ids in self._held.items() if ids}
 
-    def _reader_loop(self) -> None:
-        block_ms = int(self.settings.block_seconds * 1000)
-        next_reclaim = 0.0
-        min_idle_ms = int(self.settings.visibility_timeout * 1000)
-        backoff = _Backoff()
-        while True:
-            with self._demand_cond:
-                while not self._demand and not self._closed.is_set():
-                    self._demand_cond.wait()
-                if self._closed.is_set():
-                    return
-                want, self._demand = self._demand, 0
-            found: list[Delivery] = []
-            try:
-                if time.monotonic() >= next_reclaim:
-                    next_reclaim = time.monotonic() + self.settings.heartbeat_interval
-                    found = self.redis.reclaim(want, min_idle_ms)
-                    if found:
-                        log.info("reclaimed %d batches whose lease lapsed", len(found))
-                if not found and not self._stop.is_set():
-                    found = self.redis.read(want, block_ms)
-                backoff.reset()
-            except REDIS_ERRORS as exc:
-                log.warning("reading from Redis failed, retrying in %.1fs: %s", backoff.delay, exc)
-                backoff.wait(self._closed)
-            except Exception:  # never let the reader die: the node would hang
-                log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
-                backoff.wait(self._closed)
-            self.events.put(("read", found))
-
-    def _writer_loop(self) -> None:
-        backoff = _Backoff()
-        while True:
-            first = self._write_queue.get()
-            if first is None:
-                return
-            done = [first]
-            while len(done) < 64:
-                try:
-                    more = self._write_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._write_queue.put(None)
-                    break
-                done.append(more)
-            while True:
-                try:
-                    self.redis.write(done, time.time())
-                    backoff.reset()
-                    break
-                except REDIS_ERRORS as exc:
-                    log.warning(
-                        "recording %d batches failed (kept in memory), retrying in %.1fs: %s",
-                        len(done),
-                        backoff.delay,
-                        exc,
-                    )
-                    backoff.wait(threading.Event())
-                except Exception:  # e.g. OOM from Redis: keep the results, try again
-                    log.exception(
-                        "recording %d batches failed (kept in memory), retrying in %.1fs",
-                        len(done),
-                        backoff.delay,
-                    )
-                    backoff.wait(threading.Event())
-            for completed in done:
-                if completed.code in (scripts.JOB_GONE, scripts.JOB_CANCELLED):
-                    why = (
-                        "no longer exists"
-                        if completed.code == scripts.JOB_GONE
-                        else "was cancelled"
-                    )
-                    log.warning(
-                        "job %s batch %s: the job %s; results dropped",
-                        completed.job_id,
-                        completed.field,
-                        why,
-                    )
-                self.events.put(("written", completed))
-
-    def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat_interval
-        while True:
-            try:
-                held = self._held_snapshot()
-                if held:
-                    self.redis.refresh(held)
-                self.redis.publish(self._record(), ttl=interval * 3)
-            except REDIS_ERRORS as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
-            if self._closed.wait(interval):
-                return
-
     def _record(self) -> dict[str, Any]:
         return {
             "host": socket.gethostname(),
@@ -431,20 +331,6 @@ class Node:
             **self.counters,
             "pool_restarts": self._pool.restarts if self._pool else 0,
         }
-
-
-class _Backoff:
-    """Exponential backoff between retries: 0.1s doubling to 5s."""
-
-    def __init__(self) -> None:
-        self.delay = 0.1
-
-    def reset(self) -> None:
-        self.delay = 0.1
-
-    def wait(self, stop: threading.Event) -> None:
-        stop.wait(self.delay)
-        self.delay = min(5.0, self.delay * 2)
 
 
 def _key(delivery: Delivery) -> tuple[str, bytes]:

@@ -1,0 +1,210 @@
+"""The node's three I/O threads: reader, writer and heartbeat.
+
+Each talks to Redis through ``NodeRedis`` and to the node's main thread only
+through its ``events`` queue (``("read", deliveries)``, ``("written",
+completed)``). None of them ever dies from an error: each logs it and tries
+again with backoff, so a node rides out Redis restarts and dropped
+connections, and the writer keeps finished results in memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from taskfan import scripts
+from taskfan.keys import QueueKeys
+from taskfan.settings import Settings
+from worker.redis_io import Completed, Delivery, NodeRedis
+
+log = logging.getLogger(__name__)
+
+#: errors after which a thread backs off and tries again, with a one-line warning
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+Events = queue.Queue[tuple[Any, ...]]
+
+
+class Backoff:
+    """Exponential backoff between retries: 0.1s doubling to 5s."""
+
+    def __init__(self) -> None:
+        self.delay = 0.1
+
+    def reset(self) -> None:
+        self.delay = 0.1
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.delay)
+        self.delay = min(5.0, self.delay * 2)
+
+
+class Reader:
+    """Reads batches when asked (``request``), at most one read at a time."""
+
+    def __init__(self, node_redis: NodeRedis, settings: Settings, events: Events) -> None:
+        self.redis = node_redis
+        self.settings = settings
+        self.events = events
+        self.closed = threading.Event()
+        self.stopping = threading.Event()
+        self._demand = 0
+        self._cond = threading.Condition()
+
+    def request(self, batches: int) -> None:
+        with self._cond:
+            self._demand = batches
+            self._cond.notify()
+
+    def stop_reading(self) -> None:
+        """Read no more (a read under way is cut short)."""
+        self.stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.redis.interrupt()
+
+    def close(self) -> None:
+        self.closed.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        settings = self.settings
+        block_ms = int(settings.block_seconds * 1000)
+        min_idle_ms = int(settings.visibility_timeout * 1000)
+        next_reclaim = 0.0
+        backoff = Backoff()
+        while True:
+            with self._cond:
+                while not self._demand and not self.closed.is_set():
+                    self._cond.wait()
+                if self.closed.is_set():
+                    return
+                want, self._demand = self._demand, 0
+            found: list[Delivery] = []
+            try:
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + settings.heartbeat_interval
+                    found = self.redis.reclaim(want, min_idle_ms)
+                    if found:
+                        log.info("reclaimed %d batches whose lease lapsed", len(found))
+                if not found and not self.stopping.is_set():
+                    found = self.redis.read(want, block_ms)
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                if not self.stopping.is_set():
+                    log.warning(
+                        "reading from Redis failed, retrying in %.1fs: %s", backoff.delay, exc
+                    )
+                backoff.wait(self.closed)
+            except Exception:  # never let the reader die: the node would hang
+                log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
+                backoff.wait(self.closed)
+            self.events.put(("read", found))
+
+
+class Writer:
+    """Records finished batches, many per pipeline; retries until it can."""
+
+    #: batches recorded in one pipeline, at most
+    GROUP = 64
+
+    def __init__(self, node_redis: NodeRedis, events: Events) -> None:
+        self.redis = node_redis
+        self.events = events
+        self._queue: queue.Queue[Completed | None] = queue.Queue()
+
+    def put(self, completed: Completed) -> None:
+        self._queue.put(completed)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        while (done := self._next_group()) is not None:
+            self._write(done)
+            for completed in done:
+                if completed.code in (scripts.JOB_GONE, scripts.JOB_CANCELLED):
+                    gone = completed.code == scripts.JOB_GONE
+                    why = "no longer exists" if gone else "was cancelled"
+                    log.warning(
+                        "job %s batch %s: the job %s; results dropped",
+                        completed.job_id,
+                        completed.field,
+                        why,
+                    )
+                self.events.put(("written", completed))
+
+    def _next_group(self) -> list[Completed] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        done = [first]
+        while len(done) < self.GROUP:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._queue.put(None)  # close after this group
+                break
+            done.append(more)
+        return done
+
+    def _write(self, done: list[Completed]) -> None:
+        backoff = Backoff()
+        never = threading.Event()
+        while True:
+            try:
+                self.redis.write(done, time.time())
+                return
+            except REDIS_ERRORS as exc:
+                log.warning(
+                    "recording %d batches failed (kept in memory), retrying in %.1fs: %s",
+                    len(done),
+                    backoff.delay,
+                    exc,
+                )
+            except Exception:  # e.g. OOM from Redis: keep the results, try again
+                log.exception(
+                    "recording %d batches failed (kept in memory), retrying in %.1fs",
+                    len(done),
+                    backoff.delay,
+                )
+            backoff.wait(never)
+
+
+class Heartbeat:
+    """Every interval: renew the leases of held batches, publish the node record."""
+
+    def __init__(
+        self,
+        node_redis: NodeRedis,
+        interval: float,
+        held: Callable[[], dict[QueueKeys, list[Any]]],
+        record: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.redis = node_redis
+        self.interval = interval
+        self.held = held
+        self.record = record
+        self.closed = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                held = self.held()
+                if held:
+                    self.redis.refresh(held)
+                self.redis.publish(self.record(), ttl=self.interval * 3)
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            if self.closed.wait(self.interval):
+                return
