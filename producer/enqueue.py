@@ -43,8 +43,20 @@ MAX_AUTO_BATCH = 1000
 TARGET_BATCHES = 64
 
 
+#: jobs a queue's index lists (for status and purge); older ids drop out of it
+JOBS_INDEXED = 10_000
+
+
 def new_job_id() -> str:
     return secrets.token_hex(8)
+
+
+def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
+    """List the job in its queue's index, which keeps the newest JOBS_INDEXED
+    jobs: it would otherwise grow by one id per job forever (jobs expire, the
+    index does not)."""
+    pipe.zadd(queue.jobs, {job_id: now})
+    pipe.zremrangebyrank(queue.jobs, 0, -JOBS_INDEXED - 1)
 
 
 def auto_batch_size(items: Iterable[Any]) -> int:
@@ -193,7 +205,7 @@ class Enqueuer:
             pipe.hset(self.job.meta, mapping=meta)
             if seal and not entries and self.spec.result_ttl:
                 pipe.expire(self.job.meta, self.spec.result_ttl)
-            pipe.zadd(self.queue.jobs, {self.job_id: now})
+            index_job(pipe, self.queue, self.job_id, now)
             pipe.sadd(keys.QUEUES, self.spec.queue)
             self._created = True
         elif entries:

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from producer.client import Client
-from producer.enqueue import RAMP, JobSpec, auto_batch_size, new_job_id
+from producer.enqueue import RAMP, JobSpec, auto_batch_size, index_job, new_job_id
 from producer.job import FETCH, Job, _Events
 from taskfan import keys, scripts
 from taskfan.connection import translate_errors
@@ -107,7 +107,7 @@ class Executor(concurrent.futures.Executor):
                 self._job = Job(client, new_job_id())
                 now = time.time()
                 pipe.hset(self._job.keys.meta, mapping=self._spec.meta(self._job.id, now))
-                pipe.zadd(queue.jobs, {self._job.id: now})
+                index_job(pipe, queue, self._job.id, now)
                 pipe.sadd(keys.QUEUES, client.queue)
             job = self._job
             index = self._count

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client
+from producer import Client, enqueue
 from taskfan.codec import PICKLE
 from taskfan.errors import EncodeError
 from taskfan.keys import QueueKeys
@@ -85,3 +85,13 @@ def test_an_unencodable_item_names_the_items(r: redis.Redis) -> None:
     with pytest.raises(EncodeError, match=r"item 3 cannot be encoded with the json codec"):
         client.map(tasks.identity, [0, 1, 2, {3}, 4], batch_size=5)
     assert not [k for k in r.keys("*") if b"{j:" in k]
+
+
+def test_the_queue_s_job_index_keeps_only_the_newest(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(enqueue, "JOBS_INDEXED", 3)
+    client = Client(r)
+    jobs = [client.map(tasks.square, [i]) for i in range(5)]
+    indexed: Any = r.zrange(QueueKeys("default").jobs, 0, -1)
+    assert [j.decode() for j in indexed] == [job.id for job in jobs[2:]]
