@@ -147,10 +147,10 @@ def test_a_crashing_item_fails_alone(client: Client, start_worker: StartWorker) 
     job = client.map(tasks.crash_on, items, batch_size=20, chunksize=10)
     assert job.wait(timeout=120)
     outcomes = list(job.outcomes())
-    failed = {o.index: o.error for o in outcomes if not o.ok}
-    assert set(failed) == {13, 31}
-    assert "signal 11" in failed[13].message  # type: ignore[union-attr]
-    assert "exit code 3" in failed[31].message  # type: ignore[union-attr]
+    failed = {o.index: o.error.message for o in outcomes if o.error is not None}
+    assert set(failed) == {13, 31}, failed
+    assert "signal 11" in failed[13], failed
+    assert "exit code 3" in failed[31], failed
     assert [o.value for o in outcomes if o.ok] == [x for x in items if x not in (13, 31)]
 
 

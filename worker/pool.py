@@ -10,7 +10,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -64,15 +63,15 @@ class Pool:
     def death_cause(self, wait: float = 1.0) -> str:
         """Name what ended a pool process: a signal or an exit code, when we can tell.
 
-        Call it once the pool broke: its processes are dead or being terminated.
-        Under forkserver an exit status arrives through the forkserver, a little
-        after the death, so wait (up to ``wait`` seconds in all) for each.
+        Call it once the pool broke. The pool's manager thread then terminates
+        the other processes and joins them all, and exits. Wait for it (up to
+        ``wait`` seconds) rather than join the processes here: two threads
+        reading one exit status from the forkserver race, and the loser reads
+        "exit code 255".
         """
-        deadline = time.monotonic() + wait
-        for process in self._processes():
-            if process.exitcode is None:
-                with contextlib.suppress(Exception):
-                    process.join(max(0.0, deadline - time.monotonic()))
+        manager = getattr(self._executor, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(wait)
         codes = [p.exitcode for p in self._processes() if p.exitcode]
         # Once one process died the pool terminates the others (SIGTERM): skip those.
         codes.sort(key=lambda code: code == -signal.SIGTERM)
