@@ -1,0 +1,213 @@
+"""The suite's JSON, as markdown tables, and judged against the goals of issue 5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Data = dict[str, Any]
+
+
+def goals(data: Data) -> list[dict[str, Any]]:
+    """Each goal that the measured parts of ``data`` can judge."""
+    found: list[dict[str, Any]] = []
+
+    def add(goal: str, target: str, measured: float, text: str, met: bool) -> None:
+        found.append(
+            {"goal": goal, "target": target, "measured": measured, "text": text, "met": met}
+        )
+
+    scenarios = data.get("scenarios", {})
+    for name, limit in (("a", 1.10), ("b", 1.15)):
+        if name in scenarios:
+            ratio = scenarios[name]["summary"]["ratio_auto_over_local_best"]
+            add(
+                f"({name}) taskfan at automatic sizes vs the best local chunksize",
+                f"<= {limit:.2f}x",
+                ratio,
+                f"{ratio:.2f}x",
+                ratio <= limit,
+            )
+    if "c" in scenarios:
+        rate = scenarios["c"]["summary"]["taskfan_auto"]["items_per_s"]
+        add(
+            "(c) taskfan end to end, automatic sizes",
+            ">= 250,000 items/s",
+            rate,
+            f"{rate:,.0f} items/s",
+            rate >= 250_000,
+        )
+    if "submit" in data:
+        p50 = data["submit"]["enqueue_p50_ms"]
+        add("`Client.submit` p50 (enqueue)", "<= 1 ms", p50, f"{p50:.3f} ms", p50 <= 1.0)
+    if "enqueue" in data:
+        rate = data["enqueue"]["generator"]["items_per_s"]
+        add(
+            f"enqueue {data['enqueue']['items']:,} items (generator)",
+            ">= 500,000 items/s",
+            rate,
+            f"{rate:,.0f} items/s",
+            rate >= 500_000,
+        )
+    if "rss" in data:
+        rss = data["rss"]
+        ratio = rss["ratio_tree_peak"]
+        add(
+            f"node peak RSS after {rss['items_total']:,} vs {rss['items_first']:,} items",
+            "<= 1.10x",
+            ratio,
+            f"{ratio:.3f}x",
+            ratio <= 1.10,
+        )
+    for name in ("a", "b", "c"):
+        if name in scenarios:
+            ratio = scenarios[name]["summary"]["ratio_auto_over_best_fixed"]
+            add(
+                f"({name}) automatic sizes vs the best fixed taskfan setting",
+                "<= 1.10x",
+                ratio,
+                f"{ratio:.2f}x",
+                ratio <= 1.10,
+            )
+    return found
+
+
+def markdown(data: Data) -> str:
+    parts = []
+    scenarios = data.get("scenarios", {})
+    if scenarios:
+        parts += [_runs_table(scenarios, data["meta"]["repeats"]), _summary_table(scenarios)]
+    extras = _extras_table(data)
+    if extras:
+        parts.append(extras)
+    if data.get("goals"):
+        parts.append(_goals_table(data["goals"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _runs_table(scenarios: Data, repeats: int) -> str:
+    rows = []
+    for name, scenario in scenarios.items():
+        best = scenario["summary"]["local_best"]["median"]
+        for run in scenario["local"] + scenario["taskfan"]:
+            rows.append([f"({name}) {scenario['title']}", run["label"], *_timing(run, best)])
+        rq = scenario.get("rq")
+        if rq:
+            for run in (rq["rq"], rq["taskfan_auto"]):
+                label = run["label"]
+                if run["runner"] == "taskfan":
+                    label += f", {run['items']:,} items (beside RQ)"
+                rows.append([f"({name}) {scenario['title']}", label, *_timing(run, None)])
+    title = f"### Every setting (median of {repeats} runs; ratio: time / best local time)\n\n"
+    return title + _table(["scenario", "runner, setting", "median s", "items/s", "ratio"], rows, 2)
+
+
+def _timing(run: Data, best: float | None) -> list[str]:
+    ratio = "" if best is None else f"{run['median'] / best:.2f}x"
+    return [f"{run['median']:.3f}", f"{run['items_per_s']:,.0f}", ratio]
+
+
+def _summary_table(scenarios: Data) -> str:
+    rows = []
+    for name, scenario in scenarios.items():
+        s = scenario["summary"]
+        local, auto, fixed = s["local_best"], s["taskfan_auto"], s["taskfan_best_fixed"]
+        rq = scenario.get("rq")
+        rq_cells = ["", "", ""]
+        if rq:
+            rq_cells = [
+                f"{rq['rq']['items_per_s']:,.0f} ({rq['items']:,} items)",
+                f"{rq['taskfan_auto']['items_per_s']:,.0f}",
+                f"{s['ratio_rq_over_taskfan']:.1f}x",
+            ]
+        rows.append(
+            [
+                f"({name})",
+                f"{local['median']:.3f}s (chunksize {local['chunksize']})",
+                f"{auto['median']:.3f}s",
+                f"{fixed['median']:.3f}s ({fixed['batch_size']:,} x {fixed['chunksize']:,})",
+                f"{s['ratio_auto_over_local_best']:.2f}x",
+                f"{s['ratio_best_fixed_over_local_best']:.2f}x",
+                f"{s['ratio_auto_over_best_fixed']:.2f}x",
+                *rq_cells,
+            ]
+        )
+    header = [
+        "scenario",
+        "local best",
+        "taskfan auto",
+        "taskfan best fixed (batch x chunk)",
+        "taskfan auto / local best",
+        "taskfan best fixed / local best",
+        "auto / best fixed",
+        "RQ items/s",
+        "taskfan auto items/s, same items",
+        "RQ / taskfan time",
+    ]
+    return "### Summary\n\n" + _table(header, rows)
+
+
+def _extras_table(data: Data) -> str:
+    rows: list[list[str]] = []
+    if "submit" in data:
+        s = data["submit"]
+        rows.append(
+            [
+                f"`Client.submit`, enqueue only ({s['calls']:,} sequential calls)",
+                _pair(s, "enqueue", "ms"),
+            ]
+        )
+        rows.append(
+            [
+                f"`Client.submit` -> result round trip ({s['round_trip_calls']:,} calls)",
+                _pair(s, "round_trip", "ms"),
+            ]
+        )
+    if "enqueue" in data:
+        e = data["enqueue"]
+        for kind in ("generator", "list"):
+            rows.append(
+                [
+                    f"`Client.map` enqueue of {e['items']:,} items from a {kind}",
+                    f"{e[kind]['items_per_s']:,.0f} items/s ({e[kind]['median']:.2f}s)",
+                ]
+            )
+    if "rss" in data:
+        r = data["rss"]
+        for key, items in (
+            ("ready", 0),
+            ("after_first", r["items_first"]),
+            ("after_total", r["items_total"]),
+        ):
+            m = r[key]
+            what = "after the warm-up" if not items else f"after {items:,} items"
+            rows.append(
+                [
+                    f"node peak RSS {what} (node process / with its {m['processes'] - 1} "
+                    "child processes)",
+                    f"{m['main_peak_mib']:.1f} / {m['tree_peak_mib']:.1f} MiB",
+                ]
+            )
+    if not rows:
+        return ""
+    return "### Producer and node\n\n" + _table(["measurement", "value"], rows)
+
+
+def _pair(s: Data, prefix: str, unit: str) -> str:
+    return (
+        f"p50 {s[prefix + '_p50_' + unit]:.3f} {unit}, p99 {s[prefix + '_p99_' + unit]:.3f} {unit}"
+    )
+
+
+def _goals_table(found: list[Data]) -> str:
+    mark: Callable[[bool], str] = lambda met: "met" if met else "**missed**"  # noqa: E731
+    rows = [[g["goal"], g["target"], g["text"], mark(g["met"])] for g in found]
+    return "### Goals (issue 5, items 2 and 3)\n\n" + _table(
+        ["goal", "target", "measured", "result"], rows, 4
+    )

@@ -1,0 +1,108 @@
+"""One run of the suite: a private redis-server, a running node, every chosen scenario.
+
+The redis-server is ``taskfan.server.RedisServer`` on a free port, never the
+machine's own Redis. The node that scenarios (a), (b), (c) and ``submit`` share
+is started once, before them, and is ready (warm) before the first timing; the
+RSS measurement starts a fresh node of its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+from benchmarks import report
+from benchmarks.config import THROUGHPUT, Options
+from benchmarks.memory import measure_rss
+from benchmarks.processes import REPO, NodeProcess
+from benchmarks.producer_side import measure_enqueue, measure_submit
+from benchmarks.throughput import measure_scenario
+from producer import Client
+from taskfan.server import RedisServer
+
+Say = Callable[[str], None]
+NODE_QUEUE = "taskfan-bench"
+
+
+def run(options: Options, say: Say) -> dict[str, Any]:
+    started = time.perf_counter()
+    plan = options.plan
+    chosen = options.scenarios
+    rq = options.rq and importlib.util.find_spec("rq") is not None
+    if options.rq and not rq:
+        say("rq is not installed: RQ is left out (pip install -e '.[bench]')")
+    data: dict[str, Any] = {}
+    with RedisServer() as server:
+        data["meta"] = _meta(options, server.version, rq)
+        client = Client.from_url(server.url, NODE_QUEUE)
+        if any(name in chosen for name in (*THROUGHPUT, "submit")):
+            node = NodeProcess(server.url, NODE_QUEUE, processes=2)
+            try:
+                node.wait_ready(client)
+                say(f"node pid {node.pid} ready on {server.url}")
+                scenarios = {}
+                for name in THROUGHPUT:
+                    if name in chosen:
+                        result = measure_scenario(
+                            plan.scenarios[name],
+                            client,
+                            options.repeats,
+                            server.url if rq else None,
+                            say,
+                        )
+                        scenarios[name] = result.to_json()
+                if scenarios:
+                    data["scenarios"] = scenarios
+                if "submit" in chosen:
+                    data["submit"] = measure_submit(
+                        client, plan.submit_calls, plan.round_trip_calls, options.repeats, say
+                    )
+            finally:
+                node.stop()
+        if "enqueue" in chosen:
+            data["enqueue"] = measure_enqueue(client, plan.enqueue_items, options.repeats, say)
+        if "rss" in chosen:
+            data["rss"] = measure_rss(server.url, plan.rss_first, plan.rss_total, say)
+        client.redis.close()
+    data["goals"] = report.goals(data)
+    data["meta"]["elapsed_seconds"] = time.perf_counter() - started
+    return data
+
+
+def _meta(options: Options, redis_version: str, rq: bool) -> dict[str, Any]:
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "repeats": options.repeats,
+        "quick": options.quick,
+        "scenarios": list(options.scenarios),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "redis_server": redis_version,
+        "redis_py": version("redis"),
+        "rq": version("rq") if rq else None,
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()

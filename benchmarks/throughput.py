@@ -1,0 +1,152 @@
+"""Scenarios (a), (b), (c): the local pool, taskfan and RQ, side by side.
+
+Within a repeat every setting runs once, local and taskfan interleaved (the order
+reverses on odd repeats, so neither side always runs right after the heavy
+one); medians over the repeats go into the table. RQ runs in a phase of its own
+(its workers are started for it and stopped after), alternating with taskfan's
+automatic sizes on the same, reduced, item count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from benchmarks.config import AUTO, Scenario
+from benchmarks.measure import Run
+from benchmarks.runners import Items, make_items, time_local, time_taskfan
+from producer import Client
+
+Say = Callable[[str], None]
+RQ_QUEUE = "taskfan-bench"
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    local: list[Run]
+    taskfan: list[Run]
+    rq: Run | None = None
+    #: taskfan's automatic sizes on RQ's item count, measured alongside it
+    taskfan_rq_items: Run | None = None
+
+    @property
+    def local_best(self) -> Run:
+        return min(self.local, key=lambda run: run.median)
+
+    @property
+    def taskfan_auto(self) -> Run:
+        return next(run for run in self.taskfan if run.auto)
+
+    @property
+    def taskfan_best_fixed(self) -> Run:
+        return min((run for run in self.taskfan if not run.auto), key=lambda run: run.median)
+
+    def summary(self) -> dict[str, Any]:
+        local, auto, fixed = self.local_best, self.taskfan_auto, self.taskfan_best_fixed
+        summary: dict[str, Any] = {
+            "local_best": local.to_json(),
+            "taskfan_auto": auto.to_json(),
+            "taskfan_best_fixed": fixed.to_json(),
+            "ratio_auto_over_local_best": auto.median / local.median,
+            "ratio_best_fixed_over_local_best": fixed.median / local.median,
+            "ratio_auto_over_best_fixed": auto.median / fixed.median,
+        }
+        if self.rq is not None and self.taskfan_rq_items is not None:
+            summary["ratio_rq_over_taskfan"] = self.rq.median / self.taskfan_rq_items.median
+        return summary
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "title": s.title,
+            "items": s.items,
+            "num_calc": s.num_calc,
+            "local": [run.to_json() for run in self.local],
+            "taskfan": [run.to_json() for run in self.taskfan],
+            "sweep_batch": s.sweep_batch,
+            "rq": None
+            if self.rq is None or self.taskfan_rq_items is None
+            else {
+                "items": self.rq.items,
+                "reduced_from": s.items,
+                "rq": self.rq.to_json(),
+                "taskfan_auto": self.taskfan_rq_items.to_json(),
+            },
+            "summary": self.summary(),
+        }
+
+
+def measure_scenario(
+    scenario: Scenario, client: Client, repeats: int, rq_url: str | None, say: Say
+) -> ScenarioResult:
+    """Time every setting ``repeats`` times; RQ too when ``rq_url`` is given."""
+    items = make_items(scenario.items, scenario.num_calc)
+    local = [Run("local", len(items), chunksize=c) for c in scenario.local_chunksizes]
+    taskfan = [
+        Run("taskfan", len(items), batch_size=b, chunksize=c)
+        for b, c in scenario.taskfan_settings()
+    ]
+    expected: list[Any] | None = None
+    for repeat in range(repeats):
+        order = local + taskfan
+        for run in order if repeat % 2 == 0 else order[::-1]:
+            if run.runner == "local":
+                assert run.chunksize is not None
+                seconds, results = time_local(items, run.chunksize)
+            else:
+                seconds, results = time_taskfan(client, items, (run.batch_size, run.chunksize))
+            expected = _check(expected, results, run)
+            run.seconds.append(seconds)
+            say(f"({scenario.name}) {run.label}: {seconds:.3f}s")
+    result = ScenarioResult(scenario, local, taskfan)
+    if rq_url is not None and scenario.rq_items:
+        assert expected is not None
+        rq_items = items[: scenario.rq_items]
+        result.rq, result.taskfan_rq_items = _measure_rq(
+            rq_items, expected[: len(rq_items)], client, rq_url, repeats, scenario.name, say
+        )
+    return result
+
+
+def _measure_rq(
+    items: Items,
+    expected: list[Any],
+    client: Client,
+    rq_url: str,
+    repeats: int,
+    name: str,
+    say: Say,
+) -> tuple[Run, Run]:
+    from rq import Queue  # the bench extra: only when RQ is measured
+
+    from benchmarks.rq_side import RQWorkers, time_rq
+
+    rq_run = Run("rq", len(items))
+    taskfan_run = Run("taskfan", len(items))
+    with redis.Redis.from_url(rq_url) as connection:
+        queue = Queue(RQ_QUEUE, connection=connection)
+        workers = RQWorkers(rq_url, queue, count=2)
+        try:
+            workers.wait_ready()
+            for _ in range(repeats):
+                seconds, results = time_rq(queue, items)
+                _check(expected, results, rq_run)
+                rq_run.seconds.append(seconds)
+                say(f"({name}) {rq_run.label}: {seconds:.3f}s")
+                seconds, results = time_taskfan(client, items, AUTO)
+                _check(expected, results, taskfan_run)
+                taskfan_run.seconds.append(seconds)
+                say(f"({name}) taskfan, automatic sizes, {len(items):,} items: {seconds:.3f}s")
+        finally:
+            workers.stop()
+    return rq_run, taskfan_run
+
+
+def _check(expected: list[Any] | None, results: list[Any], run: Run) -> list[Any]:
+    if expected is not None and results != expected:
+        raise RuntimeError(f"{run.label}: the results differ from the local pool's")
+    return results

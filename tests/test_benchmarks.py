@@ -1,0 +1,56 @@
+"""The benchmark suite keeps working: ``python -m benchmarks --quick`` end to end.
+
+RQ and the plot need the ``bench`` extra; without it the suite leaves RQ out
+and the plot check is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workers import REPO
+
+
+def test_quick_suite_writes_every_scenario(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(output.read_text())
+
+    assert set(data["scenarios"]) == {"a", "b", "c"}
+    for scenario in data["scenarios"].values():
+        assert scenario["local"] and scenario["taskfan"]
+        assert any(run["auto"] for run in scenario["taskfan"])
+        assert scenario["summary"]["ratio_auto_over_local_best"] > 0
+    has_rq = importlib.util.find_spec("rq") is not None
+    for name in ("b", "c"):
+        assert (data["scenarios"][name]["rq"] is not None) == has_rq
+    assert data["submit"]["enqueue_p50_ms"] > 0
+    assert data["enqueue"]["generator"]["items_per_s"] > 0
+    assert data["rss"]["after_total"]["tree_peak_mib"] > 0
+    assert {g["goal"] for g in data["goals"]}  # judged against the goals
+    assert "| (c)" in done.stdout  # the markdown table
+
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib (the bench extra) is not installed: plot not checked")
+    png = tmp_path / "chunksize.png"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.plot", "--input", str(output), "--output", str(png)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert png.read_bytes().startswith(b"\x89PNG")
