@@ -107,3 +107,25 @@ def echo_args(*args: Any, **kwargs: Any) -> list[Any]:
 
 def pid(x: Any) -> int:
     return os.getpid()
+
+
+def nap_square(x: int) -> int:
+    """x * x after a millisecond's nap: cheap, yet a job of many items lasts a while."""
+    time.sleep(0.001)
+    return x * x
+
+
+#: inputs that poison ``poison``: segfault, ``os._exit(3)``, an endless loop
+SEGFAULT, EXIT, HANG = -11, -3, -1
+
+
+def poison(x: int) -> int:
+    """x * x, except the poison inputs: SEGFAULT, EXIT (code 3) and HANG (spins for
+    ten minutes: forever, as far as a hard timeout is concerned)."""
+    if x == SEGFAULT:
+        crash()
+    if x == EXIT:
+        exit_now(3)
+    if x == HANG:
+        spin_on(HANG, HANG, limit=600.0)
+    return x * x

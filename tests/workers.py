@@ -7,13 +7,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class WorkerProcess:
-    """A ``python -m taskfan worker`` started in the repository root."""
+    """A ``python -m taskfan worker`` started in the repository root.
+
+    ``wrap`` goes in front of the command: ``("ip", "netns", "exec", NAME)`` runs
+    the node in a network namespace (``ip`` execs it: ``pid`` is the node's).
+    """
 
     def __init__(
         self,
@@ -22,12 +27,13 @@ class WorkerProcess:
         queue: str = "default",
         processes: int = 2,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
             "w+b", prefix="taskfan-worker-", suffix=".log"
         )
         command = [
-            sys.executable, "-m", "taskfan", "worker",
+            *wrap, sys.executable, "-m", "taskfan", "worker",
             "--redis-url", redis_url, "--queue", queue, "--processes", str(processes),
             *args,
         ]  # fmt: skip
