@@ -3,7 +3,7 @@
 Run it from the repository root (worker nodes and pool processes import
 ``benchmarks.tasks`` from there)::
 
-    .venv/bin/python -m benchmarks                       # everything, 5 runs each
+    .venv/bin/python -m benchmarks                       # everything, 7 runs each
     .venv/bin/python -m benchmarks --scenarios b,c --repeats 3
     .venv/bin/python -m benchmarks --quick               # tiny sizes: a smoke test
 """
@@ -30,7 +30,7 @@ def parse(argv: Sequence[str]) -> tuple[Options, bool]:
         default=",".join(ALL),
         help=f"comma-separated, from {','.join(ALL)} (default: all)",
     )
-    parser.add_argument("--repeats", type=int, help="runs per setting (default 5; quick: 1)")
+    parser.add_argument("--repeats", type=int, help="runs per setting (default 7; quick: 1)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the code")
     parser.add_argument("--no-rq", dest="rq", action="store_false", help="leave RQ out")
     parser.add_argument("--rq-items", type=int, help="items RQ runs in (b) and (c)")
@@ -40,7 +40,7 @@ def parse(argv: Sequence[str]) -> tuple[Options, bool]:
     try:
         options = Options(
             scenarios=tuple(s.strip() for s in args.scenarios.split(",") if s.strip()),
-            repeats=args.repeats or (1 if args.quick else 5),
+            repeats=args.repeats or (1 if args.quick else Options.repeats),
             quick=args.quick,
             rq=args.rq,
             rq_items=args.rq_items,

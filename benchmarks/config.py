@@ -53,6 +53,10 @@ class Plan:
 
 
 CHUNKSIZES = (1, 10, 100, 1000)
+#: a setting whose first run takes longer than this many seconds ...
+SLOW_SECONDS = 5.0
+#: ... runs at most this many times (chunksize 1 on (c) takes 10 s a run)
+SLOW_REPEATS = 3
 
 FULL = Plan(
     scenarios={
@@ -139,7 +143,7 @@ class Options:
     """One run of the suite, from the command line."""
 
     scenarios: tuple[str, ...] = ALL
-    repeats: int = 5
+    repeats: int = 7
     quick: bool = False
     rq: bool = True
     #: overrides the items RQ runs in (b) and (c)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.config import SLOW_REPEATS, SLOW_SECONDS
+
 Data = dict[str, Any]
 
 
@@ -104,7 +106,8 @@ def _runs_table(scenarios: Data, repeats: int) -> str:
                 if run["runner"] == "taskfan":
                     label += f", {run['items']:,} items (beside RQ)"
                 rows.append([f"({name}) {scenario['title']}", label, *_timing(run, None)])
-    title = f"### Every setting (median of {repeats} runs; ratio: time / best local time)\n\n"
+    slow = f", {SLOW_REPEATS} for settings over {SLOW_SECONDS:.0f} s" * (repeats > SLOW_REPEATS)
+    title = f"### Every setting (median of {repeats} runs{slow}; ratio: time / best local time)\n\n"
     return title + _table(["scenario", "runner, setting", "median s", "items/s", "ratio"], rows, 2)
 
 

@@ -20,7 +20,7 @@ from importlib.metadata import version
 from typing import Any
 
 from benchmarks import report
-from benchmarks.config import THROUGHPUT, Options
+from benchmarks.config import SLOW_REPEATS, SLOW_SECONDS, THROUGHPUT, Options
 from benchmarks.memory import measure_rss
 from benchmarks.processes import REPO, NodeProcess
 from benchmarks.producer_side import measure_enqueue, measure_submit
@@ -81,6 +81,8 @@ def _meta(options: Options, redis_version: str, rq: bool) -> dict[str, Any]:
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "repeats": options.repeats,
+        "slow_seconds": SLOW_SECONDS,
+        "slow_repeats": SLOW_REPEATS,
         "quick": options.quick,
         "scenarios": list(options.scenarios),
         "python": sys.version.split()[0],

@@ -2,7 +2,8 @@
 
 Within a repeat every setting runs once, local and taskfan interleaved (the order
 reverses on odd repeats, so neither side always runs right after the heavy
-one); medians over the repeats go into the table. RQ runs in a phase of its own
+one); medians over the repeats go into the table. A setting slower than
+SLOW_SECONDS runs only SLOW_REPEATS times. RQ runs in a phase of its own
 (its workers are started for it and stopped after), alternating with taskfan's
 automatic sizes on the same, reduced, item count.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.config import AUTO, Scenario
+from benchmarks.config import AUTO, SLOW_REPEATS, SLOW_SECONDS, Scenario
 from benchmarks.measure import Run
 from benchmarks.runners import Items, make_items, time_local, time_taskfan
 from producer import Client
@@ -94,6 +95,8 @@ def measure_scenario(
     for repeat in range(repeats):
         order = local + taskfan
         for run in order if repeat % 2 == 0 else order[::-1]:
+            if repeat >= SLOW_REPEATS and min(run.seconds) > SLOW_SECONDS:
+                continue
             if run.runner == "local":
                 assert run.chunksize is not None
                 seconds, results = time_local(items, run.chunksize)
@@ -132,7 +135,9 @@ def _measure_rq(
         workers = RQWorkers(rq_url, queue, count=2)
         try:
             workers.wait_ready()
-            for _ in range(repeats):
+            for repeat in range(repeats):
+                if repeat >= SLOW_REPEATS and min(rq_run.seconds) > SLOW_SECONDS:
+                    break
                 seconds, results = time_rq(queue, items)
                 _check(expected, results, rq_run)
                 rq_run.seconds.append(seconds)
