@@ -53,7 +53,7 @@ class Plan:
 
 
 CHUNKSIZES = (1, 10, 100, 1000)
-#: a setting whose first run takes longer than this many seconds ...
+#: a setting whose runs all took longer than this many seconds ...
 SLOW_SECONDS = 5.0
 #: ... runs at most this many times (chunksize 1 on (c) takes 10 s a run)
 SLOW_REPEATS = 3
