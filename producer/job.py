@@ -53,12 +53,13 @@ class _Events:
 
     def remaining(self) -> float:
         """Seconds left to block; raises TimeoutError once the deadline passed."""
+        slice_ = self.job._block_slice
         if self.deadline is None:
-            return BLOCK_SLICE
+            return slice_
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise FuturesTimeout(f"job {self.job.id}: timed out waiting for results")
-        return min(BLOCK_SLICE, left)
+        return min(slice_, left)
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a Redis call, riding out outages (restarts, dropped connections)
@@ -105,6 +106,13 @@ class Job:
         self.id = job_id
         self.keys = JobKeys(job_id)
         self._redis: Any = client.redis
+        # Block for less than the client's socket timeout (redis-py 8 defaults
+        # it to 5 s), or every long wait would end in a timeout error.
+        pool = getattr(self._redis, "connection_pool", None)
+        socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+        self._block_slice = BLOCK_SLICE
+        if socket_timeout:
+            self._block_slice = max(0.1, min(BLOCK_SLICE, socket_timeout - 1.0))
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"

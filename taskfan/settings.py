@@ -74,6 +74,8 @@ class Settings:
     block_seconds: float = 2.0
     #: exit once the queues are empty and nothing is in flight
     burst: bool = False
+    #: seconds a stopping node spends finishing its batches before it hands the rest back
+    grace_period: float = 30.0
     #: folders added to sys.path of a node and its pool, so it can import task modules
     paths: tuple[str, ...] = (".",)
     #: node name; None: host-pid-random
@@ -100,6 +102,8 @@ class Settings:
             raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {self.result_ttl}")
         if self.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.grace_period < 0:
+            raise ConfigError(f"grace_period must be 0 or more, got {self.grace_period}")
         for name in ("visibility_timeout", "heartbeat_interval", "block_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be more than 0, got {getattr(self, name)}")
@@ -165,6 +169,7 @@ ENV.update(
         "TASKFAN_START_METHOD": ("start_method", str),
         "TASKFAN_BLOCK_SECONDS": ("block_seconds", float),
         "TASKFAN_BURST": ("burst", _flag),
+        "TASKFAN_GRACE_PERIOD": ("grace_period", float),
         "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),
         "TASKFAN_NODE_NAME": ("node_name", str),
     }

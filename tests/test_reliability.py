@@ -225,3 +225,26 @@ def test_retry_failed_reruns_only_the_failed_items_in_place(
     assert {o.index: o.attempts for o in job.outcomes()}[5] == 4
     left: Any = r.xrange(QueueKeys("default").stream)
     assert [e for _, e in left if e[b"j"] == job.id.encode()] == []
+
+
+def test_a_stopping_node_hands_back_what_it_has_not_started_and_what_outlives_its_grace(
+    start_worker: StartWorker, client: Client, r: redis.Redis
+) -> None:
+    # Leases last 60 s: the job only finishes in time if batches come back at once.
+    env = {"TASKFAN_VISIBILITY_TIMEOUT": "60", "TASKFAN_HEARTBEAT_INTERVAL": "0.5",
+           "TASKFAN_GRACE_PERIOD": "1"}  # fmt: skip
+    first = start_worker(processes=1, env=env)
+    # One item of 30 s (far past the grace period), then quick ones. With one
+    # process the node puts two chunks in its pool (the 30 s one runs, the next
+    # waits behind it) and reads one batch more, which it has not started.
+    job = client.map(tasks.sleep, [30.0] + [0.01] * 9, batch_size=1, chunksize=1)
+    wait_until(lambda: pending(r) >= 3, timeout=30, message="the node holds three batches")
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    log = first.log()
+    assert "grace period of 1.0s over" in log, log
+    assert "unfinished batches back" in log, log
+    start_worker(processes=2, env={**env, "TASKFAN_GRACE_PERIOD": "30"})
+    wait_until(lambda: job.progress().done == 9, timeout=30,
+               message="the quick items ran elsewhere before their leases lapsed")  # fmt: skip
+    assert job.cancel()  # no need to wait for the 30 s item

@@ -63,6 +63,12 @@ from worker.node import Node
     help="Deliveries of a batch before it is dead-lettered (default 5) "
     "[env: TASKFAN_MAX_DELIVERIES]",
 )
+@click.option(
+    "--grace-period",
+    type=float,
+    help="Seconds a stopping node finishes its batches before handing the rest back "
+    "(default 30) [env: TASKFAN_GRACE_PERIOD]",
+)
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
     "--log-level",

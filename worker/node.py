@@ -87,12 +87,20 @@ class Node:
         self._futures: dict[Chunk, tuple[Future[ChunkResult], int]] = {}
         self._last_cause = "cause unknown"
         self._threads: list[threading.Thread] = []
+        #: when a graceful stop turns cold (monotonic seconds), once stopping
+        self._stop_by: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     def stop(self, cold: bool = False) -> None:
-        """Stop reading; finish and record what is in flight (thread-safe)."""
+        """Stop reading; finish and record what is in flight (thread-safe).
+
+        Batches not started yet go back to the queue at once; what is still
+        unfinished after the grace period goes back too (a cold stop).
+        """
         self._cold = self._cold or cold
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + self.settings.grace_period
         self._stop.set()
         self.events.put(("stop",))
         # From a signal handler too: a short call on another connection.
@@ -139,6 +147,8 @@ class Node:
                 self._ask_for_batches()
                 with contextlib.suppress(queue.Empty):
                     self._handle(self.events.get(timeout=self._until_next_deadline()))
+                if self._stop.is_set():
+                    self._stopping()
                 self._enforce_deadlines()
                 self._submit()
         finally:
@@ -163,14 +173,45 @@ class Node:
             self._pool.shutdown(wait=not self._cold)
         for thread in self._threads:
             thread.join(timeout=self.settings.block_seconds + 5)
-        with contextlib.suppress(*REDIS_ERRORS):
-            self.redis.unpublish(holds_nothing=not self._held_snapshot())
+        self._hand_back_late_reads()
+        with contextlib.suppress(redis.RedisError):
+            self.redis.unpublish()
         if self._pool is not None:
             self.counters["pool_restarts"] = self._pool.restarts
         log.info("node %s: stopped (%s)", self.id, _format_counters(self.counters))
 
-    def _hand_back(self) -> None:
-        held = self._held_snapshot()
+    def _stopping(self) -> None:
+        """While stopping: hand back the batches not started, and turn cold when
+        the grace period is over."""
+        unstarted = self.scheduler.take_unstarted()
+        if unstarted:
+            self._hand_back({b.delivery.queue: [b.delivery.entry_id] for b in unstarted})
+            for batch in unstarted:
+                self._release(batch.delivery)
+        if not self._cold and self._stop_by is not None and time.monotonic() >= self._stop_by:
+            log.warning(
+                "grace period of %ss over: handing %d unfinished batches back",
+                self.settings.grace_period,
+                len(self.scheduler.batches),
+            )
+            self._cold = True
+
+    def _hand_back_late_reads(self) -> None:
+        """Batches a read delivered after the loop ended go straight back."""
+        late: dict[QueueKeys, list[Any]] = {}
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if event[0] == "read":
+                for delivery in event[1]:
+                    late.setdefault(delivery.queue, []).append(delivery.entry_id)
+        if late:
+            self._hand_back(late)
+
+    def _hand_back(self, held: dict[QueueKeys, list[Any]] | None = None) -> None:
+        held = self._held_snapshot() if held is None else held
         idle_ms = int(self.settings.visibility_timeout * 1000) * 2
         try:
             self.redis.hand_back(held, idle_ms)
@@ -191,7 +232,7 @@ class Node:
             self._chunk_done(event[1], event[2])
         elif kind == "written":
             self._writing -= 1
-            self._release(event[1])
+            self._release(event[1].delivery)
 
     def _ask_for_batches(self) -> None:
         if self._reading or self._stop.is_set():
@@ -261,8 +302,8 @@ class Node:
         self._complete_maybe(self.scheduler.done(chunk, result))
 
     def _until_next_deadline(self) -> float | None:
-        deadline = self.scheduler.next_deadline()
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        deadlines = [d for d in (self.scheduler.next_deadline(), self._stop_by) if d is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _enforce_deadlines(self) -> None:
         expired = self.scheduler.expired(time.monotonic())
@@ -302,9 +343,8 @@ class Node:
                 elapsed,
             )
 
-    def _release(self, completed: Completed) -> None:
-        """A batch is recorded and acknowledged: forget it."""
-        delivery = completed.delivery
+    def _release(self, delivery: Delivery) -> None:
+        """A batch is recorded and acknowledged, or handed back: forget it."""
         with self._held_lock:
             self._held.get(delivery.queue, set()).discard(delivery.entry_id)
         self.scheduler.release(delivery)

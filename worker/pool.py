@@ -43,8 +43,10 @@ class Pool:
         return self._executor.submit(fn, *args)
 
     def rebuild(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Kill first: shutdown() forgets the processes, and one stuck in a task
+        # (a hard timeout) would live on, and hold the interpreter's exit.
         self.kill()
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new()
         self.generation += 1
         self.restarts += 1
@@ -56,9 +58,10 @@ class Pool:
                 process.kill()
 
     def shutdown(self, wait: bool) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        """Stop the pool: after the tasks in it (``wait``), or killing them now."""
         if not wait:
             self.kill()
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
     def death_cause(self, wait: float = 1.0) -> str:
         """Name what ended a pool process: a signal or an exit code, when we can tell.

@@ -219,19 +219,23 @@ class NodeRedis:
         pipe.zadd(keys.NODES, {self.node_id: time.time()})
         pipe.execute()
 
-    def unpublish(self, holds_nothing: bool) -> None:
-        """Remove the node record; and the consumer, when it holds no batch.
+    def unpublish(self) -> None:
+        """Remove the node record, and the consumer when Redis says it holds nothing.
 
-        (XGROUP DELCONSUMER drops the consumer's pending entries, so a node that
-        leaves batches behind keeps its consumer for others to reclaim from.)
+        XGROUP DELCONSUMER drops the consumer's pending entries, so it must not
+        run while any are left, handed back ones included: those wait there for
+        other nodes to reclaim them.
         """
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(keys.node(self.node_id))
         pipe.zrem(keys.NODES, self.node_id)
-        if holds_nothing:
-            for queue in self.queues:
-                pipe.xgroup_delconsumer(queue.stream, GROUP, self.node_id)
         pipe.execute(raise_on_error=False)
+        for queue in self.queues:
+            left = self.client.xpending_range(
+                queue.stream, GROUP, min="-", max="+", count=1, consumername=self.node_id
+            )
+            if not left:
+                self.client.xgroup_delconsumer(queue.stream, GROUP, self.node_id)
 
 
 def new_node_id() -> str:

@@ -126,6 +126,17 @@ class Scheduler:
             self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
         return None
 
+    def take_unstarted(self) -> list[Batch]:
+        """Remove and return the batches none of whose chunks has run or is running
+        (a stopping node hands them back rather than start them)."""
+        started = {id(c.batch) for c in (*self.in_pool, *self.suspects)}
+        unstarted = [b for b in self.batches.values() if not b.blobs and id(b) not in started]
+        gone = {id(b) for b in unstarted}
+        self.pending = deque(c for c in self.pending if id(c.batch) not in gone)
+        for batch in unstarted:
+            del self.batches[key(batch.delivery)]
+        return unstarted
+
     def release(self, delivery: Delivery) -> None:
         """The batch is recorded and acknowledged: forget it."""
         self.batches.pop(key(delivery), None)
