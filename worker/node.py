@@ -48,7 +48,7 @@ from worker.child import ChunkResult, run_chunk
 from worker.io_threads import REDIS_ERRORS, Heartbeat, Reader, Writer
 from worker.pool import Pool
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
-from worker.scheduler import Chunk, Scheduler
+from worker.scheduler import Chunk, Scheduler, key
 from worker.sizing import ChunkSizer
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ class Node:
             self.counters["items_done"] += completed.ok
             self.counters["items_failed"] += completed.failed
             self.counters["batches_done"] += 1
-            batch = self.scheduler.batches.get(_key(completed.delivery))
+            batch = self.scheduler.batches.get(key(completed.delivery))
             elapsed = time.monotonic() - batch.started if batch else 0.0
             log.info(
                 "job %s batch %s: %d items, %d failed, %.3fs",
@@ -371,10 +371,6 @@ class Node:
             **self.counters,
             "pool_restarts": self._pool.restarts if self._pool else 0,
         }
-
-
-def _key(delivery: Delivery) -> tuple[str, bytes]:
-    return (delivery.queue.name, delivery.entry_id)
 
 
 def _format_counters(counters: dict[str, int]) -> str:
