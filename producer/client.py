@@ -8,10 +8,11 @@ from typing import Any
 
 import redis
 
-from producer.enqueue import Enqueuer, JobSpec, auto_batch_size
+from producer import sizing
+from producer.enqueue import Enqueuer, JobSpec
 from producer.job import Job
 from taskfan.codec import get_codec
-from taskfan.connection import connect
+from taskfan.connection import connect, translate_errors
 from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
 from taskfan.protocol import CallMode, TaskOptions
@@ -48,6 +49,7 @@ class Client:
         if result_ttl < 0:
             raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {result_ttl}")
         self.result_ttl = result_ttl
+        self._costs = sizing.CostBoard(redis_client)
 
     @classmethod
     def from_url(cls, url: str, queue: str = "default", **options: Any) -> Client:
@@ -112,19 +114,36 @@ class Client:
             raise ConfigError(str(exc)) from None
         if mode is None:
             mode = CallMode.ARGS if star else CallMode.ONE
+        fn_ref = reference(fn)
+        batch_size = _positive("batch_size", batch_size) or self.batch_size
+        plan = sizing.BatchPlan(batch_size) if batch_size else self._plan(fn_ref, iterable)
         spec = JobSpec(
             queue=self.queue,
-            fn_ref=reference(fn),
+            fn_ref=fn_ref,
             codec=self.codec if codec is None else get_codec(codec),
             mode=mode,
-            batch_size=_positive("batch_size", batch_size)
-            or self.batch_size
-            or auto_batch_size(iterable),
+            batch_size=plan.size,
             chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
             result_ttl=self.result_ttl if result_ttl is None else result_ttl,
             options=options,
+            ramp_max=plan.ramp_max,
+            split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
         )
         return Job(self, Enqueuer(self.redis, spec).run(iterable))
+
+    def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:
+        """Automatic batch sizes, from the function's published cost and the
+        nodes serving the queue (``producer.sizing``)."""
+        try:
+            total: int | None = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        with translate_errors(f"reading the cost of {fn_ref} on queue {self.queue}"):
+            try:
+                cost, capacity = self._costs.read(self.queue, fn_ref)
+            except redis.ResponseError:  # e.g. an ACL that denies it: size without
+                cost, capacity = None, sizing.Capacity.unknown()
+        return sizing.plan(total, cost, capacity)
 
     def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue one call ``fn(*args, **kwargs)`` as a one-item job."""

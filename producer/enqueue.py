@@ -17,14 +17,15 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from producer import rejects
+from producer import rejects, sizing
 from taskfan import keys, scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
@@ -34,13 +35,9 @@ from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
 
 FLUSH_BATCHES = 16
 FLUSH_BYTES = 8 * 1024 * 1024
-#: with no size given and no length known, batches grow 1, 2, 4, ... up to this
-RAMP_MAX = 256
-#: batch_size meaning "ramp": the first results come back fast, small jobs spread
+#: batch_size meaning "ramp": batches grow 1, 2, 4, ... up to the job's ramp_max,
+#: so the first results come back fast and small jobs spread
 RAMP = 0
-MAX_AUTO_BATCH = 1000
-#: with a known length, aim for about this many batches so every node gets some
-TARGET_BATCHES = 64
 
 
 #: jobs a queue's index lists (for status and purge); older ids drop out of it
@@ -59,15 +56,6 @@ def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
     pipe.zremrangebyrank(queue.jobs, 0, -JOBS_INDEXED - 1)
 
 
-def auto_batch_size(items: Iterable[Any]) -> int:
-    """From the iterable's length when it has one, else RAMP."""
-    try:
-        total = len(items)  # type: ignore[arg-type]
-    except TypeError:
-        return RAMP
-    return max(1, min(MAX_AUTO_BATCH, math.ceil(total / TARGET_BATCHES)))
-
-
 @dataclass(frozen=True)
 class JobSpec:
     queue: str
@@ -78,6 +66,11 @@ class JobSpec:
     chunksize: int  #: 0: the node decides
     result_ttl: int
     options: TaskOptions = DEFAULT_OPTIONS
+    #: with batch_size RAMP, the size the ramp stops at
+    ramp_max: int = sizing.RAMP_MAX_UNKNOWN
+    #: a batch whose encoding is larger is split, and later batches are made
+    #: smaller (automatic sizes only; 0: never)
+    split_bytes: int = 0
 
     def meta(self, job_id: str, now: float) -> dict[str, Any]:
         return {
@@ -101,14 +94,16 @@ class JobSpec:
         }
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def _batches(items: Iterable[Any], spec: JobSpec, cap: Callable[[], int]) -> Iterator[list[Any]]:
+    """Cut ``items`` into lists of ``spec.batch_size`` (or a ramp), never more
+    than ``cap()`` items."""
     iterator = iter(items)
-    ramp = size == RAMP
-    size = 1 if ramp else size
-    while batch := list(itertools.islice(iterator, size)):
+    ramp = spec.batch_size == RAMP
+    size = 1 if ramp else spec.batch_size
+    while batch := list(itertools.islice(iterator, min(size, cap()))):
         yield batch
         if ramp:
-            size = min(RAMP_MAX, size * 2)
+            size = min(spec.ramp_max, size * 2)
 
 
 class Enqueuer:
@@ -124,6 +119,8 @@ class Enqueuer:
         self.batches = 0
         self._sent_ids: list[bytes] = []
         self._created = False
+        #: items per batch at most, lowered when batches encode too large
+        self._cap = sys.maxsize
 
     def run(self, items: Iterable[Any]) -> str:
         try:
@@ -137,11 +134,11 @@ class Enqueuer:
     def _run(self, items: Iterable[Any]) -> None:
         pending: list[BatchEntry | rejects.RecordedBatch] = []
         size = 0
-        for batch in _batches(items, self.spec.batch_size):
+        for batch in _batches(items, self.spec, lambda: self._cap):
             for rejected, run in rejects.runs(batch):
-                entry = self._rejected(run) if rejected else self._entry(run)
-                pending.append(entry)
-                size += len(entry.payload)
+                made = [self._rejected(run)] if rejected else self._entries(run)
+                pending.extend(made)
+                size += sum(len(entry.payload) for entry in made)
             if len(pending) >= FLUSH_BATCHES or size >= FLUSH_BYTES:
                 self._flush(pending, seal=False)
                 pending, size = [], 0
@@ -152,10 +149,23 @@ class Enqueuer:
             self._flush(pending, seal=False)
         scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
 
-    def _entry(self, items: list[Any]) -> BatchEntry:
+    def _entries(self, items: list[Any]) -> list[BatchEntry]:
+        """One entry, or several when the encoding passes ``split_bytes``."""
+        spec = self.spec
+        payload = self._encode(items)
+        limit = spec.split_bytes
+        if not limit or len(payload) <= limit or len(items) == 1:
+            return [self._entry(items, payload)]
+        parts = math.ceil(len(payload) / limit)
+        size = math.ceil(len(items) / parts)
+        self._cap = max(1, min(self._cap, size))
+        parts_items = (items[lo : lo + size] for lo in range(0, len(items), size))
+        return [entry for part in parts_items for entry in self._entries(part)]
+
+    def _encode(self, items: list[Any]) -> bytes:
         spec = self.spec
         try:
-            payload = spec.codec.dumps(items)
+            return spec.codec.dumps(items)
         except EncodeError as exc:
             offset, error = next(
                 ((i, e) for i, e in enumerate(map(self._encode_error, items)) if e), (0, exc)
@@ -164,6 +174,9 @@ class Enqueuer:
                 f"job {self.job_id}: item {self.total + offset} cannot be encoded with the "
                 f"{spec.codec.name} codec: {error}"
             ) from exc
+
+    def _entry(self, items: list[Any], payload: bytes) -> BatchEntry:
+        spec = self.spec
         entry = BatchEntry(
             job_id=self.job_id,
             index=self.batches,

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from producer.client import Client
-from producer.enqueue import RAMP, JobSpec, auto_batch_size, index_job, new_job_id
+from producer.enqueue import JobSpec, index_job, new_job_id
 from producer.job import FETCH, Job, _Events
 from taskfan import keys, scripts
 from taskfan.connection import translate_errors
@@ -190,17 +190,7 @@ class Executor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         end_time = None if timeout is None else time.monotonic() + timeout
-        try:  # zip() has no length: size batches from the inputs' when they have one
-            batch_size = auto_batch_size(range(min(len(it) for it in iterables)))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            batch_size = RAMP
-        job = self.client.map(
-            fn,
-            zip(*iterables, strict=False),
-            star=True,
-            chunksize=chunksize,
-            batch_size=batch_size or None,
-        )
+        job = self.client.map(fn, _Zip(iterables), star=True, chunksize=chunksize)
         return self._iterate(job, end_time)
 
     @staticmethod
@@ -236,3 +226,23 @@ class Executor(concurrent.futures.Executor):
                 scripts.seal_job(self.client.redis, JobKeys(job.id), count, count, time.time())
         if wait and self._collector is not None:
             self._collector.join()
+
+
+class _Zip:
+    """``zip(*iterables)`` with a length when every iterable has one, so that
+    the client sizes batches from it (zip() itself has no length)."""
+
+    def __init__(self, iterables: tuple[Iterable[Any], ...]) -> None:
+        self.iterables = iterables
+        try:
+            self._length: int | None = min(len(it) for it in iterables)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self._length = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return zip(*self.iterables, strict=False)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("the inputs have no length")
+        return self._length

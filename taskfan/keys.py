@@ -7,6 +7,8 @@ Keys carry hash tags so that each multi-key command or script touches one slot:
 - job slot ``{j:ID}``: ``meta`` (hash), ``results`` (hash: batch index -> result
   entry), ``events`` (stream of recorded batches and job state changes).
 - nodes: ``nodes`` (zset of node id -> last heartbeat) and one hash per node.
+- ``cost:FN``: the seconds per item nodes measured for function FN (a string
+  with a TTL), which producers read to size batches.
 
 No script or transaction spans a queue slot and a job slot. Nothing outside this
 module writes a key string.
@@ -89,3 +91,10 @@ class JobKeys:
 def node(node_id: str) -> str:
     """The hash that describes one worker node."""
     return f"{PREFIX}:node:{_check_name('node id', node_id)}"
+
+
+def cost(fn_ref: str) -> str:
+    """The per-item cost nodes measured for one function (``module:qualname``)."""
+    if not fn_ref or any(c.isspace() for c in fn_ref):
+        raise ValueError(f"invalid function reference {fn_ref!r} for a cost key")
+    return f"{PREFIX}:cost:{fn_ref}"

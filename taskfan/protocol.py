@@ -17,6 +17,10 @@ Result entries: see ``taskfan.outcomes``.
 Job events stream entries: ``b=<batch index>`` when a batch is recorded,
 ``sealed=<batches>`` when the producer has sent every batch, ``end=<state>`` when
 the job reaches a final state.
+
+Function cost (key ``keys.cost(fn)``): the seconds per item that a node measured
+for the function, as a decimal float; nodes refresh it, it expires after
+``COST_TTL`` seconds without.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -304,3 +309,23 @@ def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[in
         for index in batches:
             overlays.setdefault(int(index), []).append(f"{index}.{round_}")
     return {index: tuple(names) for index, names in overlays.items()}
+
+
+#: seconds a published function cost lives without a node refreshing it
+COST_TTL = 7 * 24 * 3600
+
+
+def encode_cost(seconds_per_item: float) -> str:
+    return repr(float(seconds_per_item))
+
+
+def parse_cost(raw: bytes | str | None) -> float | None:
+    """A published cost, or None when there is none or it is not a sane number
+    (anyone who can write to Redis can write this key: it only sizes batches)."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

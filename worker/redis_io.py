@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskfan import keys, scripts
 from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.protocol import COST_TTL, encode_cost
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Completed:
     dead_reason: str | None = None  #: when set, the entry goes to the dead-letter stream
     #: what record.lua answered, filled in by write()
     code: int | None = None
+    #: (function reference, seconds per item) to publish for producers' batch sizing
+    cost: tuple[str, float] | None = None
 
 
 class NodeRedis:
@@ -179,6 +182,9 @@ class NodeRedis:
                 else:
                     pipe.xack(queue.stream, GROUP, entry_id)
                     pipe.xdel(queue.stream, entry_id)
+            costs = dict(c.cost for c in done if c.cost is not None)
+            for fn_ref, cost in costs.items():
+                pipe.set(keys.cost(fn_ref), encode_cost(cost), ex=COST_TTL)
             results = pipe.execute(raise_on_error=False)
             if any(isinstance(r, NoScriptError) for r in results):
                 scripts.load_all(self.client)  # the server restarted or was flushed
@@ -189,9 +195,12 @@ class NodeRedis:
                     c.code = None
                 else:
                     c.code = int(result)
-            for result in results[len(recorded) :]:
+            for result in results[len(recorded) : len(results) - len(costs)]:
                 if isinstance(result, Exception):
                     log.error("acknowledging a batch failed: %s", result)
+            for fn_ref, result in zip(costs, results[len(results) - len(costs) :], strict=True):
+                if isinstance(result, Exception):
+                    log.warning("publishing the cost of %s failed: %s", fn_ref, result)
             return
 
     def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:

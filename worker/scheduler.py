@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +72,15 @@ def key(delivery: Delivery) -> tuple[str, bytes]:
 
 
 class Scheduler:
-    def __init__(self, processes: int, sizer: ChunkSizer, max_deliveries: int = 5) -> None:
+    def __init__(
+        self,
+        processes: int,
+        sizer: ChunkSizer,
+        max_deliveries: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.processes = processes
+        self.clock = clock
         self.sizer = sizer
         self.max_deliveries = max_deliveries
         self.batches: dict[tuple[str, bytes], Batch] = {}
@@ -223,9 +231,14 @@ class Scheduler:
         blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
         result = encode_result(entry.start, entry.count, batch.failed, blobs, entry.offsets)
         ok = entry.count - batch.failed
-        return Completed(
+        completed = Completed(
             batch.delivery, entry.job_id, entry.field, result, ok, batch.failed, dead_reason
         )
+        if dead_reason is None:
+            cost = self.sizer.to_publish(entry.fn_ref, self.clock())
+            if cost is not None:
+                completed.cost = (entry.fn_ref, cost)
+        return completed
 
     def fail_batch(self, batch: Batch, type_name: str, message: str, dead: bool) -> Completed:
         count = batch.entry.count
