@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +58,20 @@ class Completed:
 
 
 class NodeRedis:
-    def __init__(self, client: redis.Redis, queues: Sequence[str], node_id: str) -> None:
+    #: seconds a job found active is taken to be active without asking again
+    ACTIVE_FOR = 1.0
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        queues: Sequence[str],
+        node_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        self.clock = clock
+        #: job id -> until when it counts as active (``clock`` time)
+        self._active: dict[bytes, float] = {}
         self.queues = [QueueKeys(name) for name in queues]
         self.node_id = node_id
         self._by_stream = {q.stream.encode(): q for q in self.queues}
@@ -113,14 +125,28 @@ class NodeRedis:
         return self._check_jobs(out)
 
     def _check_jobs(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Mark batches of cancelled or vanished jobs: one round trip per read."""
-        job_ids = sorted({d.fields[b"j"] for d in deliveries if d.fields and b"j" in d.fields})
-        if not job_ids:
-            return deliveries
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hget(JobKeys(job_id.decode("utf-8", "replace")).meta, "state")
-        states = dict(zip(job_ids, pipe.execute(raise_on_error=False), strict=True))
+        """Mark batches of cancelled or vanished jobs.
+
+        One round trip per read, but none for jobs found active in the last
+        ``ACTIVE_FOR`` seconds: a job of many batches, or a stream of submits,
+        costs one check a second. A batch of a job cancelled meanwhile runs
+        anyway, and record.lua drops its results.
+        """
+        now = self.clock()
+        job_ids = {d.fields[b"j"] for d in deliveries if d.fields and b"j" in d.fields}
+        states = {j: b"active" for j in job_ids if self._active.get(j, -1.0) > now}
+        unknown = sorted(job_ids - states.keys())
+        if unknown:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in unknown:
+                pipe.hget(JobKeys(job_id.decode("utf-8", "replace")).meta, "state")
+            found = dict(zip(unknown, pipe.execute(raise_on_error=False), strict=True))
+            if len(self._active) > 10_000:
+                self._active = {j: t for j, t in self._active.items() if t > now}
+            for job_id, state in found.items():
+                states[job_id] = state
+                if state == b"active":
+                    self._active[job_id] = now + self.ACTIVE_FOR
         out = []
         for d in deliveries:
             state = states.get(d.fields.get(b"j", b"")) if d.fields else b"active"
