@@ -76,7 +76,7 @@ FULL = Plan(
             num_calc=1_000,
             local_chunksizes=CHUNKSIZES,
             sweep_batch=1000,
-            extra_settings=((100, 100), (10_000, 100)),
+            extra_settings=((100, 100), (5_000, 1_250), (10_000, 100)),
             rq_items=2_000,
         ),
         "c": Scenario(
@@ -86,7 +86,7 @@ FULL = Plan(
             num_calc=0,
             local_chunksizes=CHUNKSIZES,
             sweep_batch=1000,
-            extra_settings=((100, 100), (10_000, 1000)),
+            extra_settings=((100, 100), (10_000, 1000), (25_000, 2_500), (50_000, 12_500)),
             rq_items=2_000,
         ),
     },

@@ -153,3 +153,17 @@ def test_cancelled_or_vanished_jobs_are_acknowledged_without_running() -> None:
     completed = s.accept(skipped)
     assert completed is not None and completed.job_id == "" and completed.dead_reason is None
     assert not s.pending
+
+
+def test_a_node_reads_as_many_batches_as_fill_its_pool() -> None:
+    s = scheduler(processes=2)
+    assert s.batches_wanted() == 4  # nothing known: a batch may be one chunk
+    s.accept(delivery(0, list(range(4)), chunksize=4))  # one chunk per batch
+    assert s.batches_wanted() == 3  # 4 slots, 1 chunk waiting
+    drain(s)
+    assert s.batches_wanted() == 3
+    s.accept(delivery(1, list(range(40)), chunksize=10))  # four chunks per batch
+    assert s.batches_wanted() == 0  # a chunk per process waits already
+    drain(s)  # three go in (four slots, one taken), one waits
+    assert (len(s.in_pool), len(s.pending)) == (4, 1)
+    assert s.batches_wanted() == 1  # one slot's worth; one batch gives four chunks

@@ -53,9 +53,10 @@ def test_costly_items_get_a_few_seconds_of_a_node_per_batch() -> None:
 
 
 def test_batches_split_a_job_evenly() -> None:
-    # the spread rule asks 25,001 of 100,001 items: 4 batches, so 25,001 each
-    # (not 3 of 25,001 and one of 24,998), and 10 items in 3-item batches -> 4, 3, 3
-    assert plan(100_001, 1e-6, ONE_NODE).size == 25_001
+    # the spread rule asks 20,001 of 80,001 items: 4 batches of 20,001 (not 3 and
+    # one of 19,998); the maximum cuts 100,001 items into 5 batches of 20,001
+    assert plan(80_001, 1e-6, ONE_NODE).size == 20_001
+    assert plan(100_001, 1e-6, ONE_NODE).size == 20_001
     assert plan(10, 2.0, ONE_NODE).size == 2  # 2 s of 2 processes at 2 s an item
 
 

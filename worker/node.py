@@ -237,11 +237,9 @@ class Node:
     def _ask_for_batches(self) -> None:
         if self._reading or self._stop.is_set():
             return
-        scheduler, processes = self.scheduler, self.settings.processes
-        backlog = len(scheduler.pending) + len(scheduler.suspects)
-        if backlog >= processes:
+        want = self.scheduler.batches_wanted()
+        if not want:
             return
-        want = max(1, 2 * processes - len(scheduler.in_pool) - backlog)
         self._reading = True
         self._reader.request(want)
 

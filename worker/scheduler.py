@@ -86,6 +86,8 @@ class Scheduler:
         self.batches: dict[tuple[str, bytes], Batch] = {}
         self.pending: deque[Chunk] = deque()
         self.suspects: deque[Chunk] = deque()
+        #: how many chunks the last batch accepted was cut into
+        self.last_chunks = 1
         self.in_pool: set[Chunk] = set()
 
     # ----------------------------------------------------------------- intake
@@ -132,7 +134,19 @@ class Scheduler:
             size = self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize)
         for lo in range(0, entry.count, size):
             self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
+        self.last_chunks = -(-entry.count // size)
         return None
+
+    def batches_wanted(self) -> int:
+        """How many batches to read: none while a chunk per process waits, else
+        enough to fill the pool's free slots (two chunks per process), counting
+        that a batch gives as many chunks as the last one did. So a node of
+        large batches holds one at a time, not one per free slot."""
+        backlog = len(self.pending) + len(self.suspects)
+        if backlog >= self.processes:
+            return 0
+        slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
+        return -(-slots // max(1, self.last_chunks))
 
     def take_unstarted(self) -> list[Batch]:
         """Remove and return the batches none of whose chunks has run or is running
