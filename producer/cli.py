@@ -30,7 +30,7 @@ from producer.cli_options import (
 from producer.client import Client
 from producer.job import Job
 from producer.outputs import ProgressBar, open_output, write_outcomes
-from taskfan.cli import configure_logging
+from taskfan.cli import log_options
 from taskfan.connection import check
 from taskfan.errors import ConfigError
 from taskfan.keys import JobKeys
@@ -144,6 +144,7 @@ def write_results(
 @output_options
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
 @redis_option
+@log_options("WARNING")
 @interruptible
 def enqueue(
     function: str,
@@ -173,7 +174,6 @@ def enqueue(
       taskfan enqueue mymod:score --input rows.csv --csv-types auto --wait -o out.jsonl
       seq 100 | taskfan enqueue mymod:fn --input - --format lines --wait
     """
-    configure_logging("WARNING")
     bar = progress_bar(progress, new_job=True)
     with cli_errors():
         settings = load_settings(
@@ -211,6 +211,7 @@ def _wait_and_write(job: Job, output: str, bar: ProgressBar, timeout: float | No
     "--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal)"
 )
 @redis_option
+@log_options("WARNING")
 @interruptible
 def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: str | None) -> None:
     """Wait until every item of JOB has an outcome.
@@ -222,7 +223,6 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
       JOB=$(taskfan enqueue mymod:fn --input items.jsonl)
       taskfan wait "$JOB" --timeout 600 --progress && echo "all good"
     """
-    configure_logging("WARNING")
     with cli_errors():
         client = open_client(load_settings(redis_url))
         job = attach(client, job_id)
@@ -245,6 +245,7 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
     help="Give up waiting for unfinished batches after this many seconds (exit 3)",
 )
 @redis_option
+@log_options("WARNING")
 @interruptible
 def results(
     job_id: str, output: str, failed_only: bool, timeout: float | None, redis_url: str | None
@@ -258,7 +259,6 @@ def results(
     Example:
       taskfan results "$JOB" --failed-only -o failed.jsonl
     """
-    configure_logging("WARNING")
     with cli_errors():
         client = open_client(load_settings(redis_url))
         job = attach(client, job_id)

@@ -7,12 +7,13 @@ import click
 from producer.admin import purge as purge_queue
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, redis_option
-from taskfan.cli import configure_logging
+from taskfan.cli import log_options
 
 
 @click.command()
 @click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
 @redis_option
+@log_options("WARNING")
 def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
     """Cancel jobs: their queued batches are skipped, waiters exit 4.
 
@@ -23,7 +24,6 @@ def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
     Example:
       taskfan cancel "$JOB"
     """
-    configure_logging("WARNING")
     with cli_errors():
         client = open_client(load_settings(redis_url))
         for job_id in job_ids:
@@ -37,6 +37,7 @@ def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @redis_option
+@log_options("WARNING")
 def retry(job_id: str, redis_url: str | None) -> None:
     """Run the failed items of a finished JOB again, in place.
 
@@ -47,7 +48,6 @@ def retry(job_id: str, redis_url: str | None) -> None:
     Example:
       taskfan retry "$JOB" && taskfan wait "$JOB" --progress
     """
-    configure_logging("WARNING")
     with cli_errors():
         client = open_client(load_settings(redis_url))
         job = attach(client, job_id)
@@ -59,6 +59,7 @@ def retry(job_id: str, redis_url: str | None) -> None:
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation")
 @redis_option
+@log_options("WARNING")
 def purge(queue: str, yes: bool, redis_url: str | None) -> None:
     """Drop every batch waiting on QUEUE and cancel the queue's active jobs.
 
@@ -68,7 +69,6 @@ def purge(queue: str, yes: bool, redis_url: str | None) -> None:
     Example:
       taskfan purge default --yes
     """
-    configure_logging("WARNING")
     with cli_errors():
         client = open_client(load_settings(redis_url))
         if not yes:

@@ -43,7 +43,7 @@ from producer.cli_options import (
     output_options,
     redis_option,
 )
-from taskfan.cli import configure_logging
+from taskfan.cli import log_options
 from taskfan.connection import redact
 from taskfan.errors import FunctionReferenceError
 from taskfan.refs import reference, resolve
@@ -173,6 +173,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 )
 @output_options
 @redis_option
+@log_options("WARNING")
 def run(
     function: str,
     input_path: str,
@@ -200,7 +201,6 @@ def run(
     Example:
       taskfan run examples.tasks:collatz_steps --input examples/inputs.jsonl -o out.jsonl
     """
-    configure_logging("WARNING")
     signal.signal(signal.SIGTERM, _interrupt)
     with cli_errors():
         settings = load_settings(

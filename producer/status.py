@@ -17,6 +17,7 @@ import redis
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, interruptible, redis_option
 from taskfan import keys
+from taskfan.cli import log_options
 from taskfan.connection import translate_errors
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.protocol import JobMeta
@@ -180,6 +181,7 @@ def render_job(job: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
 @click.option("--limit", default=20, show_default=True, help="Jobs shown per queue, newest first")
 @redis_option
+@log_options("WARNING")
 @interruptible
 def status(job_id: str | None, as_json: bool, limit: int, redis_url: str | None) -> None:
     """Show queues, recent jobs and worker nodes; or one JOB.

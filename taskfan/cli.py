@@ -7,14 +7,17 @@ never import each other.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from taskfan import __version__
+from taskfan.logs import FORMATS, formatter
 
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
@@ -47,14 +50,50 @@ class LazyGroup(click.Group):
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
-    """Set up logging for a command; libraries never do this themselves."""
+    """Set up logging for a command; libraries never do this themselves.
+
+    ``fmt`` is ``text`` (one readable line) or ``json`` (one object a line; see
+    ``taskfan.logs``).
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
+    handler.setFormatter(formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def log_options(default_level: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--log-level`` and ``--log-format`` for a command, which configure logging
+    before it runs. Put it under ``@click.command()``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--log-format",
+            type=click.Choice(FORMATS),
+            default="text",
+            show_default=True,
+            envvar="TASKFAN_LOG_FORMAT",
+            help="Log lines as text or as JSON objects [env: TASKFAN_LOG_FORMAT]",
+        )
+        @click.option(
+            "--log-level",
+            type=click.Choice(LEVELS, case_sensitive=False),
+            default=default_level,
+            show_default=True,
+            envvar="TASKFAN_LOG_LEVEL",
+            help="Least severe log lines shown [env: TASKFAN_LOG_LEVEL]",
+        )
+        @functools.wraps(command)
+        def wrapper(*args: Any, log_level: str, log_format: str, **kwargs: Any) -> Any:
+            configure_logging(log_level, log_format)
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

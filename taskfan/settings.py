@@ -80,6 +80,10 @@ class Settings:
     paths: tuple[str, ...] = (".",)
     #: node name; None: host-pid-random
     node_name: str | None = None
+    #: port of the node's Prometheus metrics server; None: no server (0: any free port)
+    metrics_port: int | None = None
+    #: address the metrics server binds
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -111,6 +115,10 @@ class Settings:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half the "
                 f"visibility_timeout ({self.visibility_timeout}s), or leases lapse"
+            )
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"metrics_port must be a port number (0-65535), got {self.metrics_port}"
             )
         if self.start_method not in multiprocessing.get_all_start_methods():
             raise ConfigError(
@@ -172,5 +180,7 @@ ENV.update(
         "TASKFAN_GRACE_PERIOD": ("grace_period", float),
         "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),
         "TASKFAN_NODE_NAME": ("node_name", str),
+        "TASKFAN_METRICS_PORT": ("metrics_port", int),
+        "TASKFAN_METRICS_HOST": ("metrics_host", str),
     }
 )

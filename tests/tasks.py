@@ -129,3 +129,10 @@ def poison(x: int) -> int:
     if x == HANG:
         spin_on(HANG, HANG, limit=600.0)
     return x * x
+
+
+def crash_on_or_fail_7(x: int) -> int:
+    """``crash_on`` (13 segfaults, 31 exits), and multiples of 7 raise ValueError."""
+    if x % 7 == 0:
+        raise ValueError(f"bad {x}")
+    return crash_on(x)

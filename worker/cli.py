@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from taskfan.cli import configure_logging
+from taskfan.cli import log_options
 from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.settings import Settings
@@ -71,21 +71,23 @@ from worker.node import Node
 )
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
-    "--log-level",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics on this port (default: off) [env: TASKFAN_METRICS_PORT]",
 )
-def worker(
-    log_level: str, queues: tuple[str, ...], paths: tuple[str, ...], **options: object
-) -> None:
+@click.option(
+    "--metrics-host",
+    help="Address the metrics server binds (default: 0.0.0.0, every interface) "
+    "[env: TASKFAN_METRICS_HOST]",
+)
+@log_options("INFO")
+def worker(queues: tuple[str, ...], paths: tuple[str, ...], **options: object) -> None:
     """Run a worker node: read batches from Redis and run them on a process pool.
 
     \b
     Example:
       taskfan worker --redis-url redis://localhost:6379/0 --queue default --processes 4
     """
-    configure_logging(log_level)
     try:
         settings = Settings.from_env(
             os.environ, queues=queues or None, paths=paths or None, **options
@@ -99,4 +101,8 @@ def worker(
     node = Node(settings, client)
     node.install_signal_handlers()
     click.echo(f"taskfan worker {node.id} on {redact(settings.redis_url)}", err=True)
-    sys.exit(node.run())
+    try:
+        code = node.run()
+    except ConfigError as exc:  # e.g. the metrics port is taken
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)

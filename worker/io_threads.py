@@ -20,6 +20,7 @@ import redis
 
 from taskfan import scripts
 from taskfan.keys import QueueKeys
+from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.redis_io import Completed, Delivery, NodeRedis
 
@@ -91,8 +92,8 @@ class Reader:
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + settings.heartbeat_interval
                     found = self.redis.reclaim(want, min_idle_ms)
-                    if found:
-                        log.info("reclaimed %d batches whose lease lapsed", len(found))
+                    if found:  # each batch's own INFO line says it was reclaimed
+                        log.debug("reclaimed %d batches whose lease lapsed", len(found))
                 if not found and not self.stopping.is_set():
                     found = self.redis.read(want, block_ms)
                 backoff.reset()
@@ -137,6 +138,7 @@ class Writer:
                         completed.job_id,
                         completed.field,
                         why,
+                        extra=batch_extra(completed.job_id, completed.field),
                     )
                 self.events.put(("written", completed))
 
@@ -165,15 +167,17 @@ class Writer:
                 return
             except REDIS_ERRORS as exc:
                 log.warning(
-                    "recording %d batches failed (kept in memory), retrying in %.1fs: %s",
+                    "recording %d batches failed (kept in memory: %s), retrying in %.1fs: %s",
                     len(done),
+                    _name_batches(done),
                     backoff.delay,
                     exc,
                 )
             except Exception:  # e.g. OOM from Redis: keep the results, try again
                 log.exception(
-                    "recording %d batches failed (kept in memory), retrying in %.1fs",
+                    "recording %d batches failed (kept in memory: %s), retrying in %.1fs",
                     len(done),
+                    _name_batches(done),
                     backoff.delay,
                 )
             backoff.wait(never)
@@ -188,11 +192,14 @@ class Heartbeat:
         interval: float,
         held: Callable[[], dict[QueueKeys, list[Any]]],
         record: Callable[[], dict[str, Any]],
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         self.redis = node_redis
         self.interval = interval
         self.held = held
         self.record = record
+        #: called after each beat (the metrics sample queue depths)
+        self.on_beat = on_beat
         self.closed = threading.Event()
 
     def run(self) -> None:
@@ -202,9 +209,18 @@ class Heartbeat:
                 if held:
                     self.redis.refresh(held)
                 self.redis.publish(self.record(), ttl=self.interval * 3)
+                if self.on_beat is not None:
+                    self.on_beat()
             except REDIS_ERRORS as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")
             if self.closed.wait(self.interval):
                 return
+
+
+def _name_batches(done: list[Completed], shown: int = 3) -> str:
+    """``job J batch B, ...`` for a log line, the first few and how many more."""
+    names = [f"job {c.job_id or '?'} batch {c.field or '?'}" for c in done[:shown]]
+    more = len(done) - shown
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")

@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
+from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.child import ChunkResult, run_chunk
 from worker.io_threads import REDIS_ERRORS, Heartbeat, Reader, Writer
@@ -50,6 +49,10 @@ from worker.pool import Pool
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
 from worker.scheduler import Chunk, Scheduler, key
 from worker.sizing import ChunkSizer
+from worker.stats import NodeStats, NodeView
+
+if TYPE_CHECKING:
+    from worker.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,15 @@ class Node:
         self.scheduler = Scheduler(settings.processes, sizer, settings.max_deliveries)
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.started_at = time.time()
-        self.counters = {"items_done": 0, "items_failed": 0, "batches_done": 0, "pool_restarts": 0}
+        #: what the node has done, and is doing: the node record and the metrics read it
+        self.stats = NodeStats()
+        self.view = NodeView(
+            self.id, settings, self.started_at, self.stats,
+            batches=lambda: list(self.scheduler.batches.values()),
+            pool_chunks=lambda: len(self.scheduler.in_pool),
+            pool_restarts=lambda: self._pool.restarts if self._pool else 0,
+        )  # fmt: skip
+        self._metrics: MetricsServer | None = None
         self._stop = threading.Event()
         self._cold = False
         self._reading = False
@@ -80,8 +91,9 @@ class Node:
         self._reader = Reader(self.redis, settings, self.events)
         self._writer = Writer(self.redis, self.events)
         self._heartbeat = Heartbeat(
-            self.redis, settings.heartbeat_interval, self._held_snapshot, self._record
-        )
+            self.redis, settings.heartbeat_interval, self._held_snapshot, self.view.record,
+            on_beat=self._sample_queues,
+        )  # fmt: skip
         self._pool: Pool | None = None
         #: the future of each chunk in the pool, and the pool generation it went to
         self._futures: dict[Chunk, tuple[Future[ChunkResult], int]] = {}
@@ -124,6 +136,8 @@ class Node:
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until the queues are empty)."""
         settings = self.settings
+        if settings.metrics_port is not None:
+            self._start_metrics()
         self.redis.prepare()
         self._pool = Pool(settings.processes, settings.start_method, list(settings.paths))
         log.info(
@@ -176,9 +190,9 @@ class Node:
         self._hand_back_late_reads()
         with contextlib.suppress(redis.RedisError):
             self.redis.unpublish()
-        if self._pool is not None:
-            self.counters["pool_restarts"] = self._pool.restarts
-        log.info("node %s: stopped (%s)", self.id, _format_counters(self.counters))
+        if self._metrics is not None:
+            self._metrics.close()
+        log.info("node %s: stopped (%s)", self.id, self.view.summary())
 
     def _stopping(self) -> None:
         """While stopping: hand back the batches not started, and turn cold when
@@ -190,9 +204,13 @@ class Node:
                 self._release(batch.delivery)
         if not self._cold and self._stop_by is not None and time.monotonic() >= self._stop_by:
             log.warning(
-                "grace period of %ss over: handing %d unfinished batches back",
+                "grace period of %ss over: handing %d unfinished batches back (%s)",
                 self.settings.grace_period,
                 len(self.scheduler.batches),
+                ", ".join(
+                    f"job {b.entry.job_id} batch {b.entry.field}"
+                    for b in self.scheduler.batches.values()
+                ),
             )
             self._cold = True
 
@@ -246,6 +264,8 @@ class Node:
     def _accept(self, delivery: Delivery) -> None:
         if delivery.fields is not None and not delivery.skip:
             self._hold(delivery)
+        if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
+            self.stats.reclaimed(delivery.queue.name)
         self._complete_maybe(self.scheduler.accept(delivery))
 
     def _submit(self) -> None:
@@ -285,18 +305,20 @@ class Node:
                     "%s: a pool process died (%s); rebuilding the pool",
                     chunk.where(),
                     self._last_cause,
+                    extra=_chunk_extra(chunk),
                 )
                 self._pool.rebuild()
             self._complete_maybe(self.scheduler.crashed(chunk, self._last_cause))
             return
         except Exception as exc:  # e.g. the items could not be pickled for the pool
-            log.warning("%s: failed in the pool: %r", chunk.where(), exc)
+            log.warning("%s: failed in the pool: %r", chunk.where(), exc, extra=_chunk_extra(chunk))
             self._complete_maybe(
                 self.scheduler.error(
                     chunk, type(exc).__name__, f"the node could not run this item: {exc}"
                 )
             )
             return
+        self.stats.chunk(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
         self._complete_maybe(self.scheduler.done(chunk, result))
 
     def _until_next_deadline(self) -> float | None:
@@ -310,7 +332,7 @@ class Node:
         for chunk in expired:
             limit = chunk.batch.entry.options.hard_timeout
             message = f"the item ran past its hard timeout of {limit}s and its process was killed"
-            log.warning("%s: %s", chunk.where(), message)
+            log.warning("%s: %s", chunk.where(), message, extra=_chunk_extra(chunk))
             del self._futures[chunk]
             self._complete_maybe(self.scheduler.error(chunk, "HardTimeout", message))
         # Killing the pool fails every chunk in it; the others simply run again.
@@ -326,20 +348,25 @@ class Node:
     def _complete(self, completed: Completed) -> None:
         self._writing += 1
         self._writer.put(completed)
+        self.stats.completed(completed)
         if completed.job_id:
-            self.counters["items_done"] += completed.ok
-            self.counters["items_failed"] += completed.failed
-            self.counters["batches_done"] += 1
-            batch = self.scheduler.batches.get(key(completed.delivery))
+            delivery = completed.delivery
+            batch = self.scheduler.batches.get(key(delivery))
             elapsed = time.monotonic() - batch.started if batch else 0.0
+            items = completed.ok + completed.failed
             log.info(
-                "job %s batch %s: %d items, %d failed, %.3fs",
+                "job %s batch %s: %d items, %d failed, %.3fs%s",
                 completed.job_id,
                 completed.field,
-                completed.ok + completed.failed,
+                items,
                 completed.failed,
                 elapsed,
-            )
+                f" (reclaimed: delivery {delivery.deliveries})" if delivery.deliveries > 1 else "",
+                extra=batch_extra(
+                    completed.job_id, completed.field,
+                    items=items, failed=completed.failed, seconds=round(elapsed, 6),
+                ),
+            )  # fmt: skip
 
     def _release(self, delivery: Delivery) -> None:
         """A batch is recorded and acknowledged, or handed back: forget it."""
@@ -357,19 +384,24 @@ class Node:
         with self._held_lock:
             return {q: sorted(ids) for q, ids in self._held.items() if ids}
 
-    def _record(self) -> dict[str, Any]:
-        return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "processes": self.settings.processes,
-            "chunksize": self.settings.chunksize or "auto",
-            "queues": ",".join(self.settings.queues),
-            "started_at": self.started_at,
-            "heartbeat_at": time.time(),
-            **self.counters,
-            "pool_restarts": self._pool.restarts if self._pool else 0,
-        }
+    # ----------------------------------------------------------------- metrics
+
+    def _start_metrics(self) -> None:
+        from worker.metrics import MetricsServer
+
+        settings = self.settings
+        assert settings.metrics_port is not None
+        self._metrics = MetricsServer(self.view, settings.metrics_host, settings.metrics_port)
+        self.view.metrics_address = self._metrics.address
+        log.info(
+            "node %s: Prometheus metrics on http://%s/metrics", self.id, self.view.metrics_address
+        )
+
+    def _sample_queues(self) -> None:
+        """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""
+        if self._metrics is not None:
+            self.view.queues = self.redis.queue_depths()
 
 
-def _format_counters(counters: dict[str, int]) -> str:
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items())
+def _chunk_extra(chunk: Chunk) -> dict[str, Any]:
+    return batch_extra(chunk.batch.entry.job_id, chunk.batch.entry.field)

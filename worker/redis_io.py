@@ -272,6 +272,26 @@ class NodeRedis:
             if not left:
                 self.client.xgroup_delconsumer(queue.stream, GROUP, self.node_id)
 
+    def queue_depths(self) -> dict[str, tuple[int, int, int]]:
+        """Per queue served: batches waiting, in flight (pending), dead letters."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.queues:
+            pipe.xlen(queue.stream)
+            pipe.xpending(queue.stream, GROUP)
+            pipe.xlen(queue.dead)
+        replies = pipe.execute(raise_on_error=False)
+        out = {}
+        for i, queue in enumerate(self.queues):
+            length, pending, dead = replies[3 * i : 3 * i + 3]
+            length = length if isinstance(length, int) else 0
+            in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+            out[queue.name] = (
+                max(0, length - in_flight),
+                in_flight,
+                dead if isinstance(dead, int) else 0,
+            )
+        return out
+
 
 def new_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"

@@ -26,6 +26,7 @@ from typing import Any
 
 from taskfan.codec import get_codec
 from taskfan.errors import ProtocolError, TaskfanError
+from taskfan.logs import batch_extra
 from taskfan.outcomes import encode_result
 from taskfan.protocol import BatchEntry
 from worker.child import ChunkResult
@@ -95,14 +96,17 @@ class Scheduler:
     def accept(self, delivery: Delivery, now: float | None = None) -> Completed | None:
         """Take a delivered entry; returns a Completed when there is nothing to run."""
         where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
+        extra = _named(delivery)
+        if extra:
+            where += f" (job {extra['job']} batch {extra['batch']})"
         if delivery.fields is None or delivery.skip:
             if delivery.skip:
-                log.info("%s: skipped: %s", where, delivery.skip)
+                log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
             return Completed(delivery, "", "", b"", 0, 0)
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:
-            log.warning("%s: dead-lettered: %s", where, exc)
+            log.warning("%s: dead-lettered: %s", where, exc, extra=extra)
             return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
         started = time.monotonic() if now is None else now
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
@@ -114,7 +118,7 @@ class Scheduler:
                 )
         except Exception as exc:  # a bad payload fails its items, never the node
             reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
-            log.warning("%s: dead-lettered: %s", where, reason)
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.fail_batch(batch, "BadBatch", reason, dead=True)
         batch.items = items
         if delivery.deliveries > self.max_deliveries:
@@ -123,7 +127,7 @@ class Scheduler:
                 f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
                 "cut off)"
             )
-            log.warning("%s: dead-lettered: %s", where, reason)
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.fail_batch(batch, "DeliveryLimit", reason, dead=True)
         if entry.count == 0:
             return self.finish(batch)
@@ -224,7 +228,10 @@ class Scheduler:
         # It ran alone and broke the pool again: it holds the poison item.
         if chunk.size == 1:
             message = f"worker process died: {cause}"
-            log.warning("%s: %s", chunk.where(), message)
+            entry = chunk.batch.entry
+            log.warning(
+                "%s: %s", chunk.where(), message, extra=batch_extra(entry.job_id, entry.field)
+            )
             return self.error(chunk, "WorkerProcessDied", message)
         mid = (chunk.lo + chunk.hi) // 2
         halves = [Chunk(chunk.batch, chunk.lo, mid, True), Chunk(chunk.batch, mid, chunk.hi, True)]
@@ -280,3 +287,15 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return f"{len(value)} items"
     return f"a {type(value).__name__}, not a list"
+
+
+def _named(delivery: Delivery) -> dict[str, Any]:
+    """The job and batch an entry names, for log lines, as far as it names them."""
+    fields = delivery.fields or {}
+    job, batch = fields.get(b"j"), fields.get(b"b")
+    if job is None:
+        return {}
+    text = batch.decode("utf-8", "replace") if batch is not None else "?"
+    if b"r" in fields:
+        text += "." + fields[b"r"].decode("utf-8", "replace")
+    return batch_extra(job.decode("utf-8", "replace"), text)

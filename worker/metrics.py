@@ -1,0 +1,164 @@
+"""A node's Prometheus metrics (``taskfan worker --metrics-port``).
+
+Nothing here runs on the node's hot path: the node keeps plain counters
+(``worker.stats``) and this collector turns them into metric families when
+Prometheus scrapes. Queue depths come from Redis, sampled by the heartbeat
+thread every heartbeat (the scrape itself never waits on Redis). Each node has a
+registry of its own, so several nodes can live in one process (tests do).
+
+Metrics (counters end in ``_total``):
+
+- ``taskfan_items_processed_total{queue,function}``: items recorded, succeeded or failed
+- ``taskfan_items_failed_total{queue,function}``
+- ``taskfan_batches_processed_total{queue,function}``, ``taskfan_batches_failed_total``
+  (batches with a failed item), ``taskfan_batches_dead_lettered_total``
+- ``taskfan_batches_in_flight``: batches the node holds; ``taskfan_pool_chunks``:
+  chunks in its pool (running or queued there)
+- ``taskfan_pool_restarts_total``; ``taskfan_reclaimed_batches_total{queue}``
+- ``taskfan_item_duration_seconds{function}``: histogram, each item at its chunk's average
+- ``taskfan_queue_waiting_batches{queue}``, ``taskfan_queue_in_flight_batches{queue}``,
+  ``taskfan_queue_dead_letters{queue}``: the queue as the node last saw it
+- ``taskfan_node_info{node,host,version}``, ``taskfan_node_processes``,
+  ``taskfan_node_start_time_seconds``
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from taskfan import __version__
+from taskfan.errors import ConfigError
+from worker.stats import NodeView
+
+log = logging.getLogger(__name__)
+
+
+class NodeCollector(Collector):
+    def __init__(self, view: NodeView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view, stats = self.view, self.view.stats
+        info = GaugeMetricFamily(
+            "taskfan_node_info", "The node: its id, host and taskfan version",
+            labels=["node", "host", "version"],
+        )  # fmt: skip
+        info.add_metric([view.node_id, socket.gethostname(), __version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "taskfan_node_processes", "Pool processes", value=view.settings.processes
+        )
+        yield GaugeMetricFamily(
+            "taskfan_node_start_time_seconds", "When the node started (Unix time)",
+            value=view.started_at,
+        )  # fmt: skip
+        by_label = ["queue", "function"]
+        families = {
+            "items_processed": ("Items recorded, succeeded or failed", by_label),
+            "items_failed": ("Items recorded as failed", by_label),
+            "batches_processed": ("Batches recorded", by_label),
+            "batches_failed": ("Batches recorded with at least one failed item", by_label),
+            "batches_dead_lettered": ("Batches moved to the dead-letter stream", by_label),
+        }
+        counters = {
+            name: CounterMetricFamily(f"taskfan_{name}", doc, labels=labels)
+            for name, (doc, labels) in families.items()
+        }
+        for (queue, fn_ref), c in stats.counts.copy().items():
+            labels = [queue, fn_ref]
+            counters["items_processed"].add_metric(labels, c.items_ok + c.items_failed)
+            counters["items_failed"].add_metric(labels, c.items_failed)
+            counters["batches_processed"].add_metric(labels, c.batches)
+            counters["batches_failed"].add_metric(labels, c.batches_failed)
+            counters["batches_dead_lettered"].add_metric(labels, c.batches_dead)
+        yield from counters.values()
+        reclaims = CounterMetricFamily(
+            "taskfan_reclaimed_batches",
+            "Batches taken over from nodes whose lease lapsed",
+            labels=["queue"],
+        )
+        for queue, count in stats.reclaims.copy().items():
+            reclaims.add_metric([queue], count)
+        yield reclaims
+        yield CounterMetricFamily(
+            "taskfan_pool_restarts", "Times the process pool was rebuilt (a process died, "
+            "or a hard timeout killed it)", value=view.pool_restarts(),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "taskfan_batches_in_flight", "Batches the node holds", value=len(view.batches())
+        )
+        yield GaugeMetricFamily(
+            "taskfan_pool_chunks", "Chunks in the pool, running or waiting there",
+            value=view.pool_chunks(),
+        )  # fmt: skip
+        yield self._durations()
+        yield from self._queues()
+
+    def _durations(self) -> Metric:
+        family = HistogramMetricFamily(
+            "taskfan_item_duration_seconds",
+            "Seconds per item, observed per chunk at the chunk's average",
+            labels=["function"],
+        )
+        for fn_ref, durations in self.view.stats.durations.copy().items():
+            family.add_metric([fn_ref], durations.cumulative(), durations.sum)
+        return family
+
+    def _queues(self) -> Iterator[Metric]:
+        names = {
+            "waiting": "Batches waiting in the queue (not yet delivered)",
+            "in_flight": "Batches delivered to a node and not yet recorded",
+        }
+        waiting, in_flight = (
+            GaugeMetricFamily(f"taskfan_queue_{n}_batches", doc, labels=["queue"])
+            for n, doc in names.items()
+        )
+        dead = GaugeMetricFamily(
+            "taskfan_queue_dead_letters", "Entries in the dead-letter stream", labels=["queue"]
+        )
+        for queue, (w, f, d) in dict(self.view.queues).items():
+            waiting.add_metric([queue], w)
+            in_flight.add_metric([queue], f)
+            dead.add_metric([queue], d)
+        yield from (waiting, in_flight, dead)
+
+
+class MetricsServer:
+    """The HTTP server Prometheus scrapes (``/metrics``), on a thread of its own."""
+
+    def __init__(self, view: NodeView, host: str, port: int) -> None:
+        self.view = view
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(view))
+        try:
+            self._server: Any
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self.port: int = self._server.server_port
+        self.host = host
+
+    @property
+    def address(self) -> str:
+        """host:port where others reach it (the host name when bound to every interface)."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{host}:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        thread: threading.Thread = self._thread
+        thread.join(timeout=5)

@@ -1,0 +1,212 @@
+"""What a node has done: counters, its current rate, and item durations per function.
+
+The node's main thread writes (``batch``, ``chunk``, ``reclaimed``); the
+heartbeat thread (the node record) and the metrics server's thread (Prometheus)
+read. Writes are plain integer and float updates on objects that already exist,
+with a new dictionary entry the first time a queue or function shows up;
+readers take ``dict.copy()`` snapshots, which are atomic under the GIL, so no
+lock sits on the hot path.
+
+Item durations are observed per chunk, not per item: the pool reports a
+chunk's time (``worker.child.ChunkResult.seconds``) and every item of the chunk
+counts once at the chunk's average. A chunk aims at about 50 ms, so the
+histogram shows each function's typical item cost, not the spread inside a
+chunk. That costs the node one bisect per chunk and the children nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from taskfan import __version__
+from taskfan.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.redis_io import Completed
+    from worker.scheduler import Batch
+
+#: upper bounds (seconds) of the item duration histogram's buckets; +Inf is implied
+DURATION_BUCKETS = (
+    0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+)  # fmt: skip
+#: seconds of history the rate is measured over
+RATE_WINDOW = 60.0
+
+
+@dataclass
+class Counts:
+    """Per queue and function: items and batches recorded by this node."""
+
+    items_ok: int = 0
+    items_failed: int = 0
+    batches: int = 0
+    batches_failed: int = 0  #: batches with at least one failed item
+    batches_dead: int = 0  #: batches this node moved to the dead-letter stream
+
+
+@dataclass
+class Durations:
+    """A histogram of item durations whose observations carry a weight (items)."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    count: int = 0
+    sum: float = 0.0
+
+    def observe(self, items: int, seconds: float) -> None:
+        """``items`` items that took ``seconds`` together, each at the average."""
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds / items)] += items
+        self.count += items
+        self.sum += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, items at most that long), Prometheus style, +Inf last."""
+        out, total = [], 0
+        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), self.buckets, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+
+class NodeStats:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        #: (queue, function) -> counts
+        self.counts: dict[tuple[str, str], Counts] = {}
+        #: function -> item durations
+        self.durations: dict[str, Durations] = {}
+        #: queue -> batches this node took over from others whose lease lapsed
+        self.reclaims: dict[str, int] = {}
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
+
+    # ----------------------------------------------------------------- writers (main thread)
+
+    def batch(self, queue: str, fn_ref: str, ok: int, failed: int, dead: bool = False) -> None:
+        counts = self.counts.get((queue, fn_ref))
+        if counts is None:
+            counts = self.counts[(queue, fn_ref)] = Counts()
+        counts.items_ok += ok
+        counts.items_failed += failed
+        counts.batches += 1
+        counts.batches_failed += failed > 0
+        counts.batches_dead += dead
+
+    def completed(self, completed: Completed) -> None:
+        """A batch the node is about to record (or dead-letter)."""
+        delivery = completed.delivery
+        dead = completed.dead_reason is not None
+        if completed.job_id:
+            fn_ref = (delivery.fields or {}).get(b"f", b"?").decode("utf-8", "replace")
+            self.batch(delivery.queue.name, fn_ref, completed.ok, completed.failed, dead)
+        elif dead:  # an entry too broken to name its job
+            self.batch(delivery.queue.name, "?", 0, 0, dead=True)
+
+    def chunk(self, fn_ref: str, items: int, seconds: float) -> None:
+        if items <= 0:
+            return
+        durations = self.durations.get(fn_ref)
+        if durations is None:
+            durations = self.durations[fn_ref] = Durations()
+        durations.observe(items, seconds)
+
+    def reclaimed(self, queue: str) -> None:
+        self.reclaims[queue] = self.reclaims.get(queue, 0) + 1
+
+    # ----------------------------------------------------------------- readers
+
+    def totals(self) -> Counts:
+        total = Counts()
+        for counts in self.counts.copy().values():
+            total.items_ok += counts.items_ok
+            total.items_failed += counts.items_failed
+            total.batches += counts.batches
+            total.batches_failed += counts.batches_failed
+            total.batches_dead += counts.batches_dead
+        return total
+
+    def rate(self) -> float:
+        """Items per second (succeeded or failed) over about the last minute.
+
+        Each call adds a sample; call it from one thread (the heartbeat's).
+        """
+        now = self.clock()
+        totals = self.totals()
+        items = totals.items_ok + totals.items_failed
+        samples = self._samples
+        samples.append((now, items))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        then, before = samples[0]
+        return (items - before) / (now - then) if now > then else 0.0
+
+
+class NodeView:
+    """A node as others see it: the record it publishes every heartbeat (``taskfan
+    nodes``) and what its metrics read. Its callables run on other threads than
+    the node's main thread; each reads one value, or copies a dict in one C call.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        settings: Settings,
+        started_at: float,
+        stats: NodeStats,
+        batches: Callable[[], list[Batch]],
+        pool_chunks: Callable[[], int],
+        pool_restarts: Callable[[], int],
+    ) -> None:
+        self.node_id = node_id
+        self.settings = settings
+        self.started_at = started_at
+        self.stats = stats
+        self.batches = batches
+        self.pool_chunks = pool_chunks
+        self.pool_restarts = pool_restarts
+        #: "host:port" of the metrics server, once it runs
+        self.metrics_address: str | None = None
+        #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
+        self.queues: dict[str, tuple[int, int, int]] = {}
+
+    def record(self) -> dict[str, Any]:
+        """The node record; docs/operations.md lists its fields."""
+        settings, totals = self.settings, self.stats.totals()
+        held = self.batches()
+        jobs = sorted({batch.entry.job_id for batch in held})
+        record: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "processes": settings.processes,
+            "chunksize": settings.chunksize or "auto",
+            "queues": ",".join(settings.queues),
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "items_done": totals.items_ok,
+            "items_failed": totals.items_failed,
+            "batches_done": totals.batches,
+            "batches_failed": totals.batches_failed,
+            "batches_dead": totals.batches_dead,
+            "reclaims": sum(self.stats.reclaims.copy().values()),
+            "pool_restarts": self.pool_restarts(),
+            "rate": round(self.stats.rate(), 2),
+            "in_flight": len(held),
+            "busy": self.pool_chunks(),
+            "jobs": ",".join(jobs[:10]),
+        }
+        if self.metrics_address is not None:
+            record["metrics"] = self.metrics_address
+        return record
+
+    def summary(self) -> str:
+        totals = self.stats.totals()
+        return (
+            f"items done {totals.items_ok}, items failed {totals.items_failed}, "
+            f"batches done {totals.batches}, pool restarts {self.pool_restarts()}"
+        )
