@@ -30,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "cancel": "producer.cli_admin:cancel",
     "retry": "producer.cli_admin:retry",
     "purge": "producer.cli_admin:purge",
+    "nodes": "producer.cli_ops:nodes",
+    "jobs": "producer.cli_ops:jobs",
+    "inspect": "producer.cli_ops:inspect",
+    "dead": "producer.cli_dead:dead",
 }
 
 

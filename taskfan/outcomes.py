@@ -50,6 +50,13 @@ def encode_result(
     return b"".join(parts)
 
 
+def failed_count(data: bytes) -> int:
+    """How many items a result entry records as failed, read from its header alone."""
+    if len(data) < 4 + _HEAD.size or data[:4] not in (_WHOLE, _PART):
+        raise ProtocolError("not a taskfan result entry")
+    return int(_HEAD.unpack_from(data, 4)[2])
+
+
 @dataclass(frozen=True)
 class ResultEntry:
     start: int

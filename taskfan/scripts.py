@@ -36,13 +36,14 @@ _SEAL = _load("seal", "_end_job")
 _CANCEL = _load("cancel", "_end_job")
 _RETRY = _load("retry")
 _DEAD_LETTER = _load("dead_letter")
+_REQUEUE = _load("requeue")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
 
 
 def load_all(client: Any) -> None:
     """Load every script into the server, so pipelines can call them by SHA."""
-    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY):
+    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE):
         client.script_load(script.script)
 
 
@@ -73,6 +74,14 @@ def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
 def open_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:
     """Reopen a finished job for a retry round; see lua/retry.lua."""
     return _run(_RETRY, client, list(job.all()), [items, entries, batches])
+
+
+def open_requeue_round(
+    client: Any, job: JobKeys, dead_id: str, seen_round: int, items: int, index: int
+) -> Any:
+    """Open (once per dead letter) the retry round that runs a dead-lettered batch
+    again; see lua/requeue.lua for the return codes."""
+    return _run(_REQUEUE, client, list(job.all()), [dead_id, seen_round, items, index])
 
 
 def dead_letter(

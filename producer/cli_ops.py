@@ -1,0 +1,195 @@
+"""``taskfan nodes``, ``jobs`` and ``inspect``: the node registry, job lists, one job."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any
+
+import click
+
+from producer import deadletters, overview, peek
+from producer.cli import attach, load_settings, open_client
+from producer.cli_options import cli_errors, redis_option
+from producer.status import age, rate, render_jobs, render_nodes, table
+from taskfan.cli import log_options
+from taskfan.connection import translate_errors
+from taskfan.keys import JobKeys
+from taskfan.protocol import DEFAULT_OPTIONS, JobMeta
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
+@redis_option
+@log_options("WARNING")
+def nodes(as_json: bool, redis_url: str | None) -> None:
+    """List live worker nodes: what each runs and has done.
+
+    A node publishes its record every heartbeat; one that stops beating (killed,
+    cut off, stopped) drops out three heartbeats later.
+
+    \b
+    Examples:
+      taskfan nodes
+      taskfan nodes --json | jq '.[] | {id, rate, jobs}'
+    """
+    with cli_errors():
+        r = open_client(load_settings(redis_url)).redis
+        with translate_errors("reading the node registry"):
+            now = overview.server_time(r)
+            live = overview.nodes(r, now)
+    if as_json:
+        click.echo(json.dumps(live, indent=2))
+        return
+    click.echo("\n".join(render_nodes(live, now)))
+    busy = [n for n in live if n["jobs"]]
+    if busy:
+        click.echo("working on")
+        rows = [["NODE", "JOBS"], *[[n["id"], " ".join(n["jobs"])] for n in busy]]
+        click.echo("\n".join(table(rows)))
+
+
+@click.command()
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(overview.STATES),
+    help="Only jobs in this state; repeat for several (failed: finished with failed items)",
+)
+@click.option("--queue", "-q", "queues", multiple=True, help="Only this queue; repeat for several")
+@click.option("--limit", default=50, show_default=True, help="Jobs listed, newest first")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
+@redis_option
+@log_options("WARNING")
+def jobs(
+    states: tuple[str, ...],
+    queues: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+    redis_url: str | None,
+) -> None:
+    """List jobs, newest first: status, progress, counts, rate, ETA.
+
+    \b
+    Examples:
+      taskfan jobs
+      taskfan jobs --state running --state queued
+      taskfan jobs --state failed --json
+    """
+    with cli_errors():
+        r = open_client(load_settings(redis_url)).redis
+        with translate_errors("listing jobs"):
+            names = list(queues) or overview.queue_names(r)
+            rows = overview.jobs(r, names, limit, states)
+            now = overview.server_time(r)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo("\n".join(render_jobs(rows, now)))
+
+
+def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
+    now = overview.server_time(r)
+    events: Any = r.xrevrange(JobKeys(meta.id).events, count=overview.RATE_EVENTS)
+    options = meta.options
+    found = list(peek.failures(r, meta, failures))
+    holding = [n["id"] for n in overview.nodes(r, now) if meta.id in n["jobs"]]
+    return {
+        **overview.job_status(meta, now, events),
+        "codec": meta.codec,
+        "mode": meta.mode.value,
+        "ok": meta.ok,
+        "batch_size": meta.batch_size,
+        "chunksize": meta.chunksize or "auto",
+        "result_ttl": meta.result_ttl,
+        "retry_rounds": meta.retry_round,
+        "options": {
+            "timeout": options.timeout,
+            "hard_timeout": options.hard_timeout,
+            "retries": options.retries,
+            "retry_on": list(options.retry_on),
+            "backoff": options.backoff,
+            "backoff_max": options.backoff_max,
+        },
+        "nodes": holding,
+        "dead_letters": [
+            d.as_dict() for d in deadletters.list_dead(r, meta.queue, limit=20, job_id=meta.id)
+        ],
+        "failures": [
+            {"index": o.index, "attempts": o.attempts, **(o.error.as_dict() if o.error else {})}
+            for o in found
+        ],
+    }
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+
+
+def render_inspect(data: dict[str, Any]) -> str:
+    total = data["total"]
+    eta = data["eta_seconds"]
+    defaults = dataclasses.asdict(DEFAULT_OPTIONS)
+    defaults["retry_on"] = list(defaults["retry_on"])
+    options = ", ".join(f"{k}={v}" for k, v in data["options"].items() if v != defaults[k])
+    rows = [
+        ["job", data["id"]],
+        ["function", data["function"]],
+        ["queue", data["queue"]],
+        ["status", data["status"]],
+        ["items", f"{data['done']}/{total if total is not None else '?'} done: "
+                  f"{data['ok']} ok, {data['failed']} failed"],
+        ["batches", f"{data['batches_done']}/{data['batches'] or '?'} recorded, "
+                    f"{data['retry_rounds']} retry rounds"],
+        ["rate", rate(data["rate"]) + (f", ETA {age(eta)}" if eta is not None else "")],
+        ["created", _when(data["created_at"])],
+        ["finished", _when(data["finished_at"]) + f" (after {age(data['seconds'])})"
+                     if data["finished_at"] else "-"],
+        ["codec, mode", f"{data['codec']}, {data['mode']}"],
+        ["batch size", data["batch_size"]],
+        ["chunksize", data["chunksize"]],
+        ["result ttl", f"{data['result_ttl']}s" if data["result_ttl"] else "kept"],
+        ["options", options or "defaults"],
+        ["nodes on it", ", ".join(data["nodes"]) or "-"],
+    ]  # fmt: skip
+    lines = table(rows)
+    if data["dead_letters"]:
+        lines.append("dead letters")
+        lines += [f"  {d['id']}: batch {d['batch']}: {d['reason']}" for d in data["dead_letters"]]
+    failures = data["failures"]
+    if failures:
+        lines.append(f"first {len(failures)} failures")
+        for f in failures:
+            lines.append(f"  item {f['index']} ({f['attempts']} attempts): {f['type']}: "
+                         f"{f['message']}")  # fmt: skip
+            lines += ["    " + line for line in f["traceback"].rstrip().splitlines()]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--failures", default=5, show_default=True, help="Failed items shown, first first")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+@redis_option
+@log_options("WARNING")
+def inspect(job_id: str, failures: int, as_json: bool, redis_url: str | None) -> None:
+    """Show one job: its options, counters, rate, the nodes on it, its dead
+    letters, and its first failures with their tracebacks.
+
+    Failures are read without unpickling anything from Redis (values and
+    exception objects of pickle jobs are not rebuilt; their text is shown).
+
+    \b
+    Example:
+      taskfan inspect "$JOB" --failures 10
+    """
+    with cli_errors():
+        client = open_client(load_settings(redis_url))
+        meta = attach(client, job_id).meta()
+        with translate_errors(f"inspecting job {job_id}"):
+            data = inspect_data(client.redis, meta, failures)
+    click.echo(json.dumps(data, indent=2) if as_json else render_inspect(data))

@@ -1,0 +1,241 @@
+"""Dead letters: list them, run them again (requeue), or drop them.
+
+A batch is dead-lettered (``taskfan/lua/dead_letter.lua``) when it was delivered
+more than ``max_deliveries`` times or could not be read. The node also records
+its items as failed with the dead letter's reason (``record.lua``: the job's
+``failed`` and ``batches_done`` counters move, and the job may finish).
+
+Requeueing undoes that without erasing anything: recorded results never
+change (readers may be reading them), so the batch runs again as a **retry
+round** of its job, like ``Job.retry_failed`` but for this one batch:
+
+1. check that each item of the entry still stands failed with the dead letter's
+   reason (a retry may have run them again since; a node may have recorded the
+   batch before it was dead-lettered: then there is nothing to run again);
+2. ``requeue.lua`` (job slot, atomic): open the round, once per dead letter
+   (idempotent), only if no other round opened since the check; the items stop
+   counting as failed, the job becomes active again, its keys lose their expiry;
+3. one MULTI in the queue slot: the entry goes back on the queue stream with the
+   round's fields and leaves the dead-letter stream.
+
+Nodes record the round into ``<batch>.<round>``, which overlays the failures;
+``failed``, ``batches_done`` and the job's state come out as if the batch had
+run normally. A requeue cut short between steps 2 and 3 leaves the dead letter
+in place, and running it again completes it (step 2 returns the same round).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producer import peek
+from taskfan import scripts
+from taskfan.connection import translate_errors
+from taskfan.errors import ProtocolError, TaskfanError
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.protocol import BatchEntry, JobMeta
+
+#: fields dead_letter.lua adds in front of the entry's own
+_META_FIELDS = (b"reason", b"entry", b"at")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str  #: id in the dead-letter stream
+    queue: str
+    reason: str
+    at: float  #: when it was dead-lettered (seconds since the epoch)
+    entry_id: str  #: its id in the queue stream, back then
+    fields: dict[bytes, bytes]  #: the entry's own fields
+    job_id: str | None
+    batch: str | None  #: the results field it records into ("3", or "3.1" for a retry round)
+    items: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "queue": self.queue, "job": self.job_id, "batch": self.batch,
+            "items": self.items, "reason": self.reason, "at": self.at, "entry": self.entry_id,
+        }  # fmt: skip
+
+
+def _parse(queue: str, dead_id: Any, raw: dict[bytes, bytes]) -> DeadLetter:
+    fields = {k: v for k, v in raw.items() if k not in _META_FIELDS}
+    job_id = fields[b"j"].decode("utf-8", "replace") if b"j" in fields else None
+    batch = fields[b"b"].decode("utf-8", "replace") if b"b" in fields else None
+    if batch is not None and b"r" in fields:
+        batch += "." + fields[b"r"].decode("utf-8", "replace")
+    try:
+        items: int | None = int(fields[b"n"])
+    except (KeyError, ValueError):
+        items = None
+    try:
+        at = float(raw.get(b"at", b"0"))
+    except ValueError:
+        at = 0.0
+    return DeadLetter(
+        id=dead_id.decode() if isinstance(dead_id, bytes) else str(dead_id),
+        queue=queue,
+        reason=raw.get(b"reason", b"").decode("utf-8", "replace"),
+        at=at,
+        entry_id=raw.get(b"entry", b"").decode("utf-8", "replace"),
+        fields=fields,
+        job_id=job_id,
+        batch=batch,
+        items=items,
+    )
+
+
+def list_dead(
+    r: redis.Redis, queue: str, limit: int = 50, job_id: str | None = None
+) -> list[DeadLetter]:
+    """The newest dead letters of ``queue`` (of one job: among the newest 10,000)."""
+    key = QueueKeys(queue).dead
+    with translate_errors(f"reading the dead letters of queue {queue}"):
+        raw: Any = r.xrevrange(key, count=limit if job_id is None else 10_000)
+    letters = [_parse(queue, dead_id, fields) for dead_id, fields in raw]
+    if job_id is not None:
+        letters = [d for d in letters if d.job_id == job_id][:limit]
+    return letters
+
+
+def get(r: redis.Redis, queue: str, dead_id: str) -> DeadLetter:
+    with translate_errors(f"reading dead letter {dead_id} of queue {queue}"):
+        try:
+            raw: Any = r.xrange(QueueKeys(queue).dead, dead_id, dead_id)
+        except redis.ResponseError:
+            raw = []
+    if not raw:
+        raise TaskfanError(f"queue {queue}: no dead letter {dead_id}")
+    return _parse(queue, raw[0][0], raw[0][1])
+
+
+@dataclass(frozen=True)
+class Requeued:
+    dead_id: str
+    entry_id: str  #: the entry's new id in the queue stream
+    job_id: str
+    batch: str  #: the results field the run records into
+    items: int
+    round: int  #: the job's retry round that runs it (0: the batch was never recorded)
+
+
+def requeue(r: redis.Redis, queue: str, dead_id: str) -> Requeued:
+    """Put a dead letter back on its queue, as a retry round of its job (see above).
+
+    Raises TaskfanError, naming the dead letter, job and batch, when it cannot be
+    run again (malformed, job gone or cancelled, items ran again since, ...).
+    """
+    dead = get(r, queue, dead_id)
+    where = f"dead letter {dead_id} of queue {queue}"
+    try:
+        entry = BatchEntry.parse(dead.fields, where)
+    except ProtocolError as exc:
+        raise TaskfanError(f"{exc}: it would be dead-lettered again; drop it instead") from None
+    where += f" (job {entry.job_id} batch {entry.field})"
+    job = JobKeys(entry.job_id)
+    with translate_errors(f"requeueing {where}"):
+        raw: Any = r.hgetall(job.meta)
+        if not raw:
+            raise TaskfanError(
+                f"{where}: the job no longer exists (expired or purged); drop the dead letter"
+            )
+        meta = JobMeta.parse(entry.job_id, raw)
+        if meta.fn_ref == "*":
+            raise TaskfanError(
+                f"{where}: the job holds Executor.submit calls, whose futures already "
+                "got their errors; it cannot run again"
+            )
+        recorded: Any = r.hget(job.results, entry.field)
+        if recorded is None:
+            # Never recorded (the job did not exist then, or recording failed): as it was.
+            new_id = _move(r, queue, dead_id, dead.fields)
+            return Requeued(dead_id, new_id, entry.job_id, entry.field, entry.count, 0)
+        _check_still_failed(r, meta, entry, dead, where)
+        round_ = scripts.open_requeue_round(
+            r, job, dead_id, meta.retry_round, entry.count, entry.index
+        )
+        if round_ <= 0:
+            why = {
+                0: "another retry round opened meanwhile; try again",
+                -1: "the job no longer exists",
+                -2: "the job was cancelled",
+                -3: "the job is still being enqueued; try again once it is sealed",
+            }
+            raise TaskfanError(f"{where}: {why.get(round_, f'refused ({round_})')}")
+        offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
+        again = dataclasses.replace(entry, round=round_, offsets=offsets)
+        new_id = _move(r, queue, dead_id, again.fields())
+    return Requeued(dead_id, new_id, entry.job_id, again.field, entry.count, round_)
+
+
+def _check_still_failed(
+    r: redis.Redis, meta: JobMeta, entry: BatchEntry, dead: DeadLetter, where: str
+) -> None:
+    """Every item of the entry must stand failed with the dead letter's reason."""
+    if meta.state.value == "cancelled":
+        raise TaskfanError(f"{where}: the job was cancelled")
+    outcomes = peek.batch_outcomes(r, meta, entry.index)
+    if outcomes is None:
+        raise TaskfanError(f"{where}: the batch has no results, yet its retry has")
+    offsets = entry.offsets if entry.offsets is not None else range(entry.count)
+    first = outcomes[0].index if outcomes else entry.start
+    for offset in offsets:
+        outcome = outcomes[entry.start + offset - first]
+        if outcome.ok or outcome.error is None or outcome.error.message != dead.reason:
+            error = outcome.error
+            since = "succeeded" if outcome.ok else f"failed with {error and error.type}"
+            raise TaskfanError(
+                f"{where}: item {outcome.index} {since} since it was dead-lettered (a node "
+                "recorded the batch, or `taskfan retry` ran it again): nothing to run "
+                "again; drop the dead letter"
+            )
+
+
+def _move(r: redis.Redis, queue: str, dead_id: str, fields: dict[Any, Any]) -> str:
+    """Back on the queue stream, out of the dead-letter stream: one MULTI (one slot).
+
+    When another requeue of the same dead letter won the race, the entry is
+    queued twice; the second run's recording changes nothing (set-if-absent).
+    """
+    keys = QueueKeys(queue)
+    pipe = r.pipeline(transaction=True)
+    pipe.xadd(keys.stream, fields)
+    pipe.xdel(keys.dead, dead_id)
+    new_id, _ = pipe.execute()
+    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+
+
+def drop(r: redis.Redis, queue: str, dead_ids: Sequence[str]) -> int:
+    """Delete dead letters (their items stay failed); returns how many were there."""
+    with translate_errors(f"dropping dead letters of queue {queue}"):
+        return int(r.xdel(QueueKeys(queue).dead, *dead_ids)) if dead_ids else 0
+
+
+def drop_all(r: redis.Redis, queue: str) -> int:
+    key = QueueKeys(queue).dead
+    with translate_errors(f"dropping dead letters of queue {queue}"):
+        pipe = r.pipeline(transaction=True)
+        pipe.xlen(key)
+        pipe.delete(key)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def requeue_all(r: redis.Redis, queue: str) -> list[Requeued | str]:
+    """Requeue every dead letter of ``queue``, oldest first; per letter, what
+    happened (a Requeued) or why not (a message)."""
+    with translate_errors(f"reading the dead letters of queue {queue}"):
+        raw: Any = r.xrange(QueueKeys(queue).dead)
+    out: list[Requeued | str] = []
+    for dead_id, _ in raw:
+        text = dead_id.decode() if isinstance(dead_id, bytes) else str(dead_id)
+        try:
+            out.append(requeue(r, queue, text))
+        except TaskfanError as exc:
+            out.append(str(exc))
+    return out

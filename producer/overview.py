@@ -1,0 +1,265 @@
+"""What the cluster looks like: queues, jobs (with their rate and ETA), nodes, failures.
+
+The data behind ``taskfan status``, ``jobs``, ``nodes`` and the dashboard; each
+renders it its own way. Read-only, except for pruning: job ids whose meta hash
+is gone (expired after their result TTL, or purged) leave their queue's
+``jobs`` index, and nodes whose record expired (they stopped beating) leave the
+``nodes`` index, as they are found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from producer import peek
+from taskfan import keys
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.protocol import JobMeta, JobState
+
+#: events read per active job to measure its recent rate
+RATE_EVENTS = 64
+#: job status words ``taskfan jobs --state`` accepts; "active" is any unfinished status,
+#: "failed" a finished job with failed items
+STATES = ("active", "enqueuing", "queued", "running", "finished", "failed", "cancelled")
+
+
+def text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def server_time(r: redis.Redis) -> float:
+    """Redis's clock: event ids carry it, so rates are measured against it."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
+# ----------------------------------------------------------------- queues
+
+
+def queue_names(r: redis.Redis) -> list[str]:
+    return sorted(text(q) for q in r.smembers(keys.QUEUES))
+
+
+def queue_status(r: redis.Redis, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batches waiting and in flight (delivered, not yet acknowledged), dead letters,
+    jobs indexed, and consumers: the live nodes that serve the queue."""
+    queue = QueueKeys(name)
+    pipe = r.pipeline(transaction=False)
+    pipe.xlen(queue.stream)
+    pipe.xpending(queue.stream, keys.GROUP)
+    pipe.xlen(queue.dead)
+    pipe.zcard(queue.jobs)
+    length, pending, dead, jobs = pipe.execute(raise_on_error=False)
+    # XPENDING fails while the stream or its group does not exist yet.
+    in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+    length = length if isinstance(length, int) else 0
+    return {
+        "name": name,
+        "length": length,
+        "waiting": max(0, length - in_flight),
+        "in_flight": in_flight,
+        "consumers": sum(1 for n in nodes if name in n["queues"]),
+        "dead": dead if isinstance(dead, int) else 0,
+        "jobs": jobs if isinstance(jobs, int) else 0,
+    }
+
+
+# ----------------------------------------------------------------- jobs
+
+
+def job_status(meta: JobMeta, now: float, events: list[Any] | None = None) -> dict[str, Any]:
+    """A job's fields, its progress (0-1), rate (items/s) and ETA (seconds).
+
+    ``events``: its newest events (XREVRANGE), for an active job's recent rate.
+    """
+    end = meta.finished_at or now
+    total = meta.total if meta.sealed else None
+    rate = _rate(meta, now, events or [])
+    eta = None
+    if meta.state is JobState.ACTIVE and total is not None and rate > 0:
+        eta = round(max(0, total - meta.done) / rate, 1)
+    return {
+        "id": meta.id,
+        "queue": meta.queue,
+        "function": meta.fn_ref,
+        "status": meta.status,
+        "done": meta.done,
+        "failed": meta.failed,
+        "total": total,
+        "progress": round(meta.done / total, 4) if total else (1.0 if total == 0 else None),
+        "rate": round(rate, 2),
+        "eta_seconds": eta,
+        "batches_done": meta.batches_done,
+        "batches": meta.batches if meta.sealed else None,
+        "created_at": meta.created_at,
+        "finished_at": meta.finished_at,
+        "seconds": round(end - meta.created_at, 3),
+    }
+
+
+def _rate(meta: JobMeta, now: float, events: list[Any]) -> float:
+    """Items per second: over the job's life once it ended; while it runs, over its
+    newest recorded batches up to now (so the rate falls while nothing is recorded)."""
+    if meta.state is not JobState.ACTIVE:
+        seconds = (meta.finished_at or now) - meta.created_at
+        return meta.done / seconds if seconds > 0 else 0.0
+    stamps = [int(text(entry_id).split("-")[0]) / 1000 for entry_id, f in events if b"b" in f]
+    if len(stamps) < 2 or not meta.batches_done:
+        seconds = now - meta.created_at
+        return meta.done / seconds if seconds > 0 else 0.0
+    per_batch = meta.done / meta.batches_done
+    seconds = now - min(stamps)
+    return (len(stamps) - 1) * per_batch / seconds if seconds > 0 else 0.0
+
+
+def recent_jobs(r: redis.Redis, queue: str, limit: int) -> list[JobMeta]:
+    """The queue's newest jobs; ids whose meta is gone are pruned from the index."""
+    index = QueueKeys(queue).jobs
+    ids = [text(i) for i in r.zrevrange(index, 0, limit - 1)]
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(JobKeys(job_id).meta)
+    metas, gone = [], []
+    for job_id, raw in zip(ids, pipe.execute(), strict=True):
+        if raw:
+            metas.append(JobMeta.parse(job_id, raw))
+        else:
+            gone.append(job_id)
+    if gone:
+        r.zrem(index, *gone)
+    return metas
+
+
+def matches(meta: JobMeta, states: tuple[str, ...]) -> bool:
+    if not states:
+        return True
+    words = {meta.status}
+    if meta.state is JobState.ACTIVE:
+        words.add("active")
+    if meta.state is JobState.FINISHED and meta.failed:
+        words.add("failed")
+    return bool(words & set(states))
+
+
+def jobs(
+    r: redis.Redis,
+    queues: list[str],
+    limit: int,
+    states: tuple[str, ...] = (),
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs of these queues in these states, newest first, with
+    their rates (one more round trip, for the events of the active ones)."""
+    now = server_time(r) if now is None else now
+    metas: list[JobMeta] = []
+    for queue in queues:
+        # Filtering happens after reading: read more than the limit when filtering.
+        found = recent_jobs(r, queue, limit if not states else max(limit * 10, 1000))
+        metas += [m for m in found if matches(m, states)]
+    metas.sort(key=lambda m: m.created_at, reverse=True)
+    metas = metas[:limit]
+    active = [m for m in metas if m.state is JobState.ACTIVE]
+    pipe = r.pipeline(transaction=False)
+    for meta in active:
+        pipe.xrevrange(JobKeys(meta.id).events, count=RATE_EVENTS)
+    events = dict(zip((m.id for m in active), pipe.execute(), strict=True))
+    return [job_status(m, now, events.get(m.id)) for m in metas]
+
+
+def recent_failures(
+    r: redis.Redis, job_rows: list[dict[str, Any]], per_job: int = 3, most: int = 10
+) -> list[dict[str, Any]]:
+    """The first failed items of the newest jobs with failures (decoded safely:
+    ``producer.peek``), each with its job, index, error type, message and traceback."""
+    out: list[dict[str, Any]] = []
+    for row in job_rows:
+        if not row["failed"] or len(out) >= most:
+            continue
+        raw: Any = r.hgetall(JobKeys(row["id"]).meta)
+        if not raw:
+            continue
+        meta = JobMeta.parse(row["id"], raw)
+        for outcome in peek.failures(r, meta, min(per_job, most - len(out))):
+            assert outcome.error is not None
+            out.append(
+                {
+                    "job": meta.id,
+                    "function": meta.fn_ref,
+                    "index": outcome.index,
+                    "attempts": outcome.attempts,
+                    **outcome.error.as_dict(),
+                }
+            )
+    return out
+
+
+# ----------------------------------------------------------------- nodes
+
+#: integer fields of a node record
+_NODE_INTS = (
+    "pid", "processes", "items_done", "items_failed", "batches_done", "batches_failed",
+    "batches_dead", "reclaims", "pool_restarts", "in_flight", "busy",
+)  # fmt: skip
+
+
+def nodes(r: redis.Redis, now: float) -> list[dict[str, Any]]:
+    """Live nodes, newest heartbeat first. A node whose record expired (it stopped
+    beating three heartbeats ago: killed, cut off, or stopped) leaves the index."""
+    entries: Any = r.zrevrange(keys.NODES, 0, -1, withscores=True)
+    pipe = r.pipeline(transaction=False)
+    for node_id, _ in entries:
+        pipe.hgetall(keys.node(text(node_id)))
+    out, dead = [], []
+    for (node_id, beat), raw in zip(entries, pipe.execute(), strict=True):
+        if not raw:
+            dead.append(node_id)
+            continue
+        record = {text(k): text(v) for k, v in raw.items()}
+        node: dict[str, Any] = {
+            "id": text(node_id),
+            "alive": True,
+            "host": record.get("host"),
+            "version": record.get("version"),
+            "chunksize": record.get("chunksize"),
+            "queues": record.get("queues", "").split(",") if record.get("queues") else [],
+            "started_at": _float(record.get("started_at")),
+            "last_heartbeat": beat,
+            "seconds_since_heartbeat": round(now - beat, 1),
+            "rate": _float(record.get("rate")) or 0.0,
+            "jobs": record["jobs"].split(",") if record.get("jobs") else [],
+            "metrics": record.get("metrics"),
+        }
+        for name in _NODE_INTS:
+            node[name] = int(record.get(name, 0))
+        out.append(node)
+    if dead:
+        r.zrem(keys.NODES, *dead)
+    return out
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------- all of it
+
+
+def gather(r: redis.Redis, limit: int) -> dict[str, Any]:
+    """Queues, the newest ``limit`` jobs of each queue, and live nodes."""
+    now = server_time(r)
+    live = nodes(r, now)
+    names = queue_names(r)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows += jobs(r, [name], limit, now=now)
+    return {
+        "time": now,
+        "queues": [queue_status(r, name, live) for name in names],
+        "jobs": rows,
+        "nodes": live,
+    }

@@ -1,0 +1,140 @@
+"""Read the failures of a job without running code from Redis.
+
+``taskfan inspect``, ``taskfan dead`` and the dashboard show errors (type,
+message, traceback text) of jobs of any codec. Loading a pickle runs whatever
+its author put in it, and an operator's tool should not run code for whoever
+can write to Redis. So pickled result chunks are read here with an unpickler
+that imports nothing: every class or function a pickle names becomes an inert
+placeholder (``Opaque``), which keeps the strings and lists around it intact.
+Values are thus not the real objects (a tool that wants them uses ``Job``),
+but errors, which are plain strings, come through whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+
+from taskfan.errors import ProtocolError
+from taskfan.keys import JobKeys
+from taskfan.outcomes import (
+    Outcome,
+    ResultEntry,
+    failed_count,
+    iter_outcomes,
+    merged_outcomes,
+)
+from taskfan.protocol import JobMeta
+
+#: result entries fetched per HMGET while looking for failures
+FETCH = 32
+
+
+class Opaque:
+    """Stands for an object of a class a pickle names; nothing of it runs."""
+
+    _name = "object"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
+        obj = super().__new__(cls)
+        obj.__dict__["args"] = args
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
+        """A pickle may call what another call returned: that is inert too."""
+        return Opaque(*args)
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return type(name, (Opaque,), {"_name": f"{module}.{name}"})
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+class SafeCodec:
+    """A read-only codec: JSON as it is, pickle through the inert unpickler."""
+
+    carries_exceptions = False
+
+    def __init__(self, name: str) -> None:
+        if name not in ("json", "pickle"):
+            raise ProtocolError(f"unknown codec {name!r}")
+        self.name = name
+
+    def dumps(self, value: Any) -> bytes:
+        raise NotImplementedError("SafeCodec only reads")
+
+    def loads(self, data: bytes) -> Any:
+        if self.name == "json":
+            return json.loads(data)
+        return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+def batch_outcomes(
+    r: redis.Redis, meta: JobMeta, index: int, fields: Sequence[bytes | None] | None = None
+) -> list[Outcome] | None:
+    """Batch ``index``'s outcomes (its entry with its retries overlaid); None when
+    the batch is not recorded yet. ``fields``: the entries, when already fetched."""
+    names = [str(index), *meta.overlays.get(index, ())]
+    if fields is None:
+        fetched: Any = r.hmget(JobKeys(meta.id).results, names)
+        fields = fetched
+    assert fields is not None
+    if fields[0] is None:
+        return None
+    where = f"job {meta.id} batch {index}"
+    entries = [ResultEntry.parse(data, where) for data in fields if data is not None]
+    return merged_outcomes(entries, SafeCodec(meta.codec), where)
+
+
+def failures(r: redis.Redis, meta: JobMeta, limit: int) -> Iterator[Outcome]:
+    """The first ``limit`` failed items of a job, in input order, as they stand
+    (after retries). Only entries that hold a failure are decoded."""
+    if limit <= 0 or meta.failed <= 0:
+        return
+    found = 0
+    key = JobKeys(meta.id).results
+    for start in range(0, meta.batches, FETCH):
+        indexes = range(start, min(start + FETCH, meta.batches))
+        names = [[str(i), *meta.overlays.get(i, ())] for i in indexes]
+        flat: list[Any] = r.hmget(key, [n for group in names for n in group])
+        pos = 0
+        for index, group in zip(indexes, names, strict=True):
+            fields = flat[pos : pos + len(group)]
+            pos += len(group)
+            if fields[0] is None or not any(_failed(data) for data in fields if data):
+                continue
+            for outcome in batch_outcomes(r, meta, index, fields) or ():
+                if not outcome.ok:
+                    yield outcome
+                    found += 1
+                    if found >= limit:
+                        return
+
+
+def entry_outcomes(meta: JobMeta, data: bytes, where: str) -> list[Outcome]:
+    """The outcomes of one result entry, decoded safely."""
+    return list(iter_outcomes(ResultEntry.parse(data, where), SafeCodec(meta.codec), where))
+
+
+def _failed(data: bytes) -> int:
+    try:
+        return failed_count(data)
+    except ProtocolError:
+        return 1  # let the full parse name the problem
