@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "producer.cli_ops:jobs",
     "inspect": "producer.cli_ops:inspect",
     "dead": "producer.cli_dead:dead",
+    "dashboard": "producer.dashboard:dashboard",
 }
 
 

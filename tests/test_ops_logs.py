@@ -67,7 +67,7 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_every_command_takes_the_log_options_and_their_variables(redis_url: str) -> None:
     for command in ("status", "jobs", "nodes", "enqueue", "wait", "results", "cancel",
-                    "retry", "purge", "run", "worker", "dead", "inspect"):  # fmt: skip
+                    "retry", "purge", "run", "worker", "dead", "inspect", "dashboard"):  # fmt: skip
         help_text = invoke(command, "--help").stdout
         assert "--log-format [text|json]" in help_text, command
         assert "TASKFAN_LOG_LEVEL" in help_text, command
