@@ -167,7 +167,7 @@ class Writer:
                 return
             except REDIS_ERRORS as exc:
                 log.warning(
-                    "recording %d batches failed (kept in memory: %s), retrying in %.1fs: %s",
+                    "recording %d batches (%s) failed (kept in memory), retrying in %.1fs: %s",
                     len(done),
                     _name_batches(done),
                     backoff.delay,
@@ -175,7 +175,7 @@ class Writer:
                 )
             except Exception:  # e.g. OOM from Redis: keep the results, try again
                 log.exception(
-                    "recording %d batches failed (kept in memory: %s), retrying in %.1fs",
+                    "recording %d batches (%s) failed (kept in memory), retrying in %.1fs",
                     len(done),
                     _name_batches(done),
                     backoff.delay,
