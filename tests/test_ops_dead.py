@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from producer import Client, deadletters
+from producer.overview import nodes as live_nodes
 from taskfan import scripts
 from taskfan.errors import TaskfanError
 from taskfan.keys import GROUP, JobKeys, QueueKeys
@@ -22,6 +23,10 @@ QUEUE = QueueKeys("default")
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 __all__ = ["clean_env"]
+
+
+def nodes(r: redis.Redis) -> list[dict[str, Any]]:
+    return live_nodes(r, 0.0)
 
 
 def ghost_deliveries(r: redis.Redis, times: int = 2) -> None:
@@ -52,6 +57,15 @@ def test_requeue_runs_a_dead_letter_again_and_the_job_accounts_for_it(
 ) -> None:
     job, dead_id = dead_lettered_job(client, r, start_worker, [1, 2, 3, 4, 5])
     assert job.progress() == (5, 3, 5)
+
+    # The node took the batch over from the ghosts (a reclaim) and dead-lettered it.
+    def counted() -> dict[str, Any] | None:
+        found = nodes(r)
+        return found[0] if found and found[0]["batches_dead"] == 1 else None
+
+    record = wait_until(counted, timeout=30, message="the node's record counting it")
+    assert record is not None
+    assert record["reclaims"] == 1 and record["items_failed"] == 3
     listed = invoke("dead", "default", "--json", "--redis-url", redis_url)
     assert listed.exit_code == 0, listed.output
     (letter,) = json.loads(listed.stdout)
