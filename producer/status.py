@@ -20,6 +20,7 @@ from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, interruptible, redis_option
 from taskfan.cli import log_options
 from taskfan.connection import translate_errors
+from taskfan.errors import TaskfanError
 
 #: a terminal's "clear the screen and go home"
 CLEAR = "\x1b[H\x1b[2J"
@@ -112,10 +113,14 @@ def watch_loop(draw: Callable[[], str], interval: float, mode: str) -> None:
 
     ``mode``: ``clear`` redraws in place (a terminal), ``text`` prints one snapshot
     after another under a line with the time, ``json`` one JSON object a line.
+    A snapshot that cannot be read (Redis unreachable) is shown as the error.
     """
     try:
         while True:
-            frame = draw()
+            try:
+                frame = draw()
+            except TaskfanError as exc:  # Redis away for a moment: say so, keep watching
+                frame = json.dumps({"error": str(exc)}) if mode == "json" else f"error: {exc}"
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             if mode == "clear":
                 click.echo(f"{CLEAR}taskfan status, every {interval:g}s: {stamp}\n{frame}")

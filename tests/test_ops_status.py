@@ -9,6 +9,7 @@ import json
 import pickle
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 import redis
 
 from producer import Client, overview, peek
-from producer.status import age, bar
+from producer.status import age, bar, watch_loop
+from taskfan.errors import BrokerUnavailable
 from taskfan.keys import NODES, JobKeys
 from taskfan.protocol import CallMode, JobMeta, JobState
 from tests import tasks
@@ -234,3 +236,24 @@ def test_failures_are_read_without_running_pickled_code(
     (failure,) = peek.failures(r, meta, 5)
     assert failure.error is not None and failure.error.message == "bad"
     assert not marker.exists()
+
+
+def test_watch_shows_an_unreadable_snapshot_and_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    said: Iterator[Exception | str] = iter(
+        [BrokerUnavailable("connecting to redis://x: Redis is unreachable"), "frame 2"]
+    )
+
+    def draw() -> str:
+        step = next(said, None)
+        if step is None:
+            raise KeyboardInterrupt  # Ctrl-C ends the watch
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    watch_loop(draw, 0.0, "text")
+    out = capsys.readouterr().out
+    assert "error: connecting to redis://x: Redis is unreachable" in out
+    assert out.index("error:") < out.index("frame 2") and out.count("--- ") == 2
