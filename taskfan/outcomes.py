@@ -123,20 +123,68 @@ class Outcome:
     attempts: int = 1
 
 
+def _decode(blob: bytes, codec: Codec, where: str) -> list[Any]:
+    try:
+        decoded = codec.loads(blob)
+    except Exception as exc:  # a codec raises many types on bad bytes
+        raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
+    if (
+        not isinstance(decoded, (list, tuple))
+        or len(decoded) < 2
+        or not isinstance(decoded[0], (list, tuple))
+        or not isinstance(decoded[1], (list, tuple))
+    ):
+        raise ProtocolError(f"{where}: a chunk of results is not [values, errors, attempts]")
+    return decoded if isinstance(decoded, list) else list(decoded)
+
+
+def chunk_values(blob: bytes, codec: Codec, where: str) -> list[Any]:
+    """The values of a chunk whose items all succeeded (the readers' fast path)."""
+    values = _decode(blob, codec, where)[0]
+    return values if isinstance(values, list) else list(values)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _chunk(
+    blob: bytes, codec: Codec, where: str
+) -> tuple[list[Any], dict[int, RemoteError], dict[int, int]]:
+    """A chunk's values, errors by offset and attempts by offset, checked."""
+    values, errors, *rest = _decode(blob, codec, where)
+    attempts: dict[int, int] = {}
+    for pair in rest[0] if rest and isinstance(rest[0], (list, tuple)) else ():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(map(_is_count, pair)):
+            raise ProtocolError(f"{where}: a chunk's attempts are not [offset, attempts] pairs")
+        attempts[pair[0]] = pair[1]
+    failed: dict[int, RemoteError] = {}
+    for error in errors:
+        if (
+            not isinstance(error, (list, tuple))
+            or len(error) < 5
+            or not _is_count(error[0])
+            or not all(isinstance(text, str) for text in error[1:4])
+        ):
+            raise ProtocolError(
+                f"{where}: a chunk's error is not [offset, type, message, traceback, ...]"
+            )
+        offset, type_name, message, tb, exc_obj, *kept = error
+        exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
+        failed[offset] = RemoteError(type_name, message, tb, exc_obj, tuple(kept[:1]) or None)
+    return values, failed, attempts
+
+
 def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
-    """Decode a result entry into one Outcome per item, in entry order."""
+    """Decode a result entry into one Outcome per item, in entry order.
+
+    Raises ProtocolError, naming ``where``, for an entry that is not what a node
+    writes (and nothing else: result entries come from Redis).
+    """
     position = 0
     offsets = entry.offsets
     for blob in entry.blobs:
-        try:
-            values, errors, *rest = codec.loads(blob)
-        except Exception as exc:
-            raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
-        attempts = {offset: n for offset, n in rest[0]} if rest else {}
-        failed: dict[int, RemoteError] = {}
-        for offset, type_name, message, tb, exc_obj, *kept in errors:
-            exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
-            failed[offset] = RemoteError(type_name, message, tb, exc_obj, tuple(kept) or None)
+        values, failed, attempts = _chunk(blob, codec, where)
         for offset, value in enumerate(values):
             if offsets is not None and position >= len(offsets):
                 position += 1
@@ -161,6 +209,8 @@ def merged_outcomes(entries: Sequence[ResultEntry], codec: Codec, where: str) ->
     first = entries[0].start
     for retry in entries[1:]:
         for outcome in iter_outcomes(retry, codec, where):
+            if not 0 <= outcome.index - first < len(outcomes):
+                raise ProtocolError(f"{where}: a retry's item {outcome.index} is not in its batch")
             previous = outcomes[outcome.index - first]
             attempts = previous.attempts + outcome.attempts
             outcomes[outcome.index - first] = Outcome(

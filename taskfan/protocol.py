@@ -11,6 +11,12 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     r  (optional) retry round, from 1 (Job.retry_failed); then the items are some
        of the batch's, and
     x  their offsets from s, as a JSON list
+    g  (optional) signature, when the producer has a secret: see ``taskfan.signing``
+
+``parse`` checks every field (a job id usable as a key, a well-formed function
+reference, a known codec, numbers in range, at most one item per payload byte)
+and raises ProtocolError naming the entry and the field, never anything else:
+an entry anyone wrote to Redis can never crash a node.
 
 Result entries: see ``taskfan.outcomes``.
 
@@ -29,11 +35,20 @@ import dataclasses
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskfan.codec import CODECS
 from taskfan.errors import ProtocolError
+from taskfan.keys import JobKeys
+from taskfan.refs import well_formed
+
+#: largest count (a u32 in result entries) and largest other number in an entry
+MAX_COUNT = 2**32 - 1
+MAX_NUMBER = 2**63 - 1
+_DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
 class CallMode(str, enum.Enum):
@@ -79,12 +94,18 @@ class TaskOptions:
     def __post_init__(self) -> None:
         for name in ("timeout", "hard_timeout"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if value is not None and not (_number(value) and 0 < value < math.inf):
                 raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be a whole number of at least 0, got {self.retries!r}")
-        if self.backoff < 0 or self.backoff_max < 0:
-            raise ValueError("backoff and backoff_max must not be negative")
+        for name in ("backoff", "backoff_max"):
+            value = getattr(self, name)
+            if not (_number(value) and 0 <= value < math.inf):
+                raise ValueError(f"{name} must not be negative: a number of seconds, got {value!r}")
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(name, str) for name in self.retry_on
+        ):
+            raise ValueError(f"retry_on must be exception type names, got {self.retry_on!r}")
 
     @property
     def is_default(self) -> bool:
@@ -102,11 +123,16 @@ class TaskOptions:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            if "retry_on" in data:
+            if isinstance(data.get("retry_on"), list):
                 data["retry_on"] = tuple(data["retry_on"])
             return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise ProtocolError(f"{where}: bad task options {text!r}: {exc}") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            shown = text[:200] if isinstance(text, (str, bytes)) else text
+            raise ProtocolError(f"{where}: bad task options {shown!r}: {exc}") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -121,17 +147,32 @@ def _text(fields: Mapping[bytes, bytes], name: bytes, where: str) -> str:
         raise ProtocolError(f"{where}: field {name.decode()!r} is not UTF-8") from None
 
 
-def _int(fields: Mapping[bytes, bytes], name: bytes, where: str) -> int:
-    text = _text(fields, name, where)
-    try:
-        value = int(text)
-    except ValueError:
-        raise ProtocolError(
-            f"{where}: field {name.decode()!r} is not an integer: {text!r}"
-        ) from None
-    if value < 0:
-        raise ProtocolError(f"{where}: field {name.decode()!r} is negative: {value}")
+def _int(fields: Mapping[bytes, bytes], name: bytes, where: str, most: int = MAX_NUMBER) -> int:
+    """A field holding a whole number from 0 to ``most``, in plain ASCII digits."""
+    if name not in fields:
+        raise ProtocolError(f"{where}: missing field {name.decode()!r}")
+    raw = fields[name]
+    if not _DIGITS.fullmatch(raw):
+        shown = raw[:40].decode("utf-8", "replace")
+        if raw[:1] == b"-" and _DIGITS.fullmatch(raw[1:]):
+            raise ProtocolError(f"{where}: field {name.decode()!r} is negative: {shown}")
+        raise ProtocolError(f"{where}: field {name.decode()!r} is not an integer: {shown!r}")
+    value = int(raw)
+    if value > most:
+        raise ProtocolError(f"{where}: field {name.decode()!r} is too large: {value} > {most}")
     return value
+
+
+def _offsets(fields: Mapping[bytes, bytes], where: str) -> tuple[int, ...]:
+    try:
+        offsets = json.loads(fields.get(b"x", b""))
+    except (ValueError, RecursionError):
+        offsets = None
+    if not isinstance(offsets, list) or not all(
+        type(o) is int and 0 <= o <= MAX_COUNT for o in offsets
+    ):
+        raise ProtocolError(f"{where}: field 'x' is not a JSON list of offsets (0 to {MAX_COUNT})")
+    return tuple(offsets)
 
 
 @dataclass(frozen=True)
@@ -181,33 +222,51 @@ class BatchEntry:
         try:
             mode = CallMode(mode_text)
         except ValueError:
-            raise ProtocolError(f"{where}: unknown call mode {mode_text!r}") from None
+            raise ProtocolError(f"{where}: unknown call mode {mode_text[:40]!r}") from None
         if b"p" not in fields:
             raise ProtocolError(f"{where}: missing field 'p'")
+        job_id = _text(fields, b"j", where)
+        try:
+            JobKeys(job_id)
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: field 'j': {exc}") from None
+        fn_ref = _text(fields, b"f", where)
+        if not well_formed(fn_ref):
+            raise ProtocolError(
+                f"{where}: field 'f' is not a function reference 'module:function': "
+                f"{fn_ref[:200]!r}"
+            )
+        codec = _text(fields, b"c", where)
+        if codec not in CODECS:
+            raise ProtocolError(f"{where}: unknown codec {codec[:40]!r}")
         round_, offsets = 0, None
         if b"r" in fields:
             round_ = _int(fields, b"r", where)
-            try:
-                offsets = tuple(int(o) for o in json.loads(fields.get(b"x", b"")))
-            except (ValueError, TypeError):
-                raise ProtocolError(f"{where}: field 'x' is not a JSON list of offsets") from None
-        entry = cls(
-            job_id=_text(fields, b"j", where),
+            offsets = _offsets(fields, where)
+        count = _int(fields, b"n", where, MAX_COUNT)
+        start = _int(fields, b"s", where)
+        payload = fields[b"p"]
+        if count > len(payload):
+            raise ProtocolError(
+                f"{where}: field 'n' says {count} items, but the payload has only "
+                f"{len(payload)} bytes"
+            )
+        if offsets is not None and len(offsets) != count:
+            raise ProtocolError(f"{where}: {len(offsets)} offsets for {count} items")
+        return cls(
+            job_id=job_id,
             index=_int(fields, b"b", where),
-            start=_int(fields, b"s", where),
-            count=_int(fields, b"n", where),
-            fn_ref=_text(fields, b"f", where),
-            codec=_text(fields, b"c", where),
+            start=start,
+            count=count,
+            fn_ref=fn_ref,
+            codec=codec,
             mode=mode,
             chunksize=_int(fields, b"k", where),
-            payload=fields[b"p"],
+            payload=payload,
             options=TaskOptions.decode(fields[b"o"], where) if b"o" in fields else DEFAULT_OPTIONS,
             round=round_,
             offsets=offsets,
         )
-        if offsets is not None and len(offsets) != entry.count:
-            raise ProtocolError(f"{where}: {len(offsets)} offsets for {entry.count} items")
-        return entry
 
 
 class JobState(str, enum.Enum):
@@ -258,16 +317,19 @@ class JobMeta:
 
     @classmethod
     def parse(cls, job_id: str, raw: Mapping[bytes, bytes]) -> JobMeta:
+        """Parse a meta hash; raises ProtocolError naming the job and the field."""
         where = f"job {job_id} meta"
         fields = dict(raw)
 
         def num(name: bytes, kind: type = int) -> Any:
             try:
-                return kind(fields.get(name, b"0").decode())
-            except ValueError:
+                value = kind(fields.get(name, b"0").decode())
+            except (ValueError, OverflowError):
                 raise ProtocolError(f"{where}: field {name.decode()!r} is not a number") from None
+            if kind is float and not math.isfinite(value):
+                raise ProtocolError(f"{where}: field {name.decode()!r} is not a finite number")
+            return value
 
-        finished = fields.get(b"finished_at")
         try:
             state = JobState(_text(fields, b"state", where))
             mode = CallMode(_text(fields, b"mode", where))
@@ -290,7 +352,7 @@ class JobMeta:
             chunksize=num(b"chunksize"),
             result_ttl=num(b"result_ttl"),
             created_at=num(b"created_at", float),
-            finished_at=float(finished.decode()) if finished else None,
+            finished_at=num(b"finished_at", float) if fields.get(b"finished_at") else None,
             options=TaskOptions.decode(fields[b"options"], where)
             if fields.get(b"options")
             else DEFAULT_OPTIONS,
@@ -301,11 +363,17 @@ class JobMeta:
 
 def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[int, tuple[str, ...]]:
     overlays: dict[int, list[str]] = {}
+    if rounds > sum(name.startswith(b"round:") for name in fields):
+        raise ProtocolError(f"{where}: field 'retry_round' says {rounds}, more rounds than it has")
     for round_ in range(1, rounds + 1):
         try:
             batches = json.loads(fields.get(f"round:{round_}".encode(), b"[]"))
-        except ValueError:
-            raise ProtocolError(f"{where}: field 'round:{round_}' is not JSON") from None
+        except (ValueError, RecursionError):
+            batches = None
+        if not isinstance(batches, list) or not all(
+            type(i) is int and 0 <= i <= MAX_NUMBER for i in batches
+        ):
+            raise ProtocolError(f"{where}: field 'round:{round_}' is not a JSON list of batches")
         for index in batches:
             overlays.setdefault(int(index), []).append(f"{index}.{round_}")
     return {index: tuple(names) for index, names in overlays.items()}

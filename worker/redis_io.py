@@ -133,13 +133,13 @@ class NodeRedis:
         anyway, and record.lua drops its results.
         """
         now = self.clock()
-        job_ids = {d.fields[b"j"] for d in deliveries if d.fields and b"j" in d.fields}
+        job_ids = {d.fields[b"j"] for d in deliveries if d.fields and _job_key(d.fields.get(b"j"))}
         states = {j: b"active" for j in job_ids if self._active.get(j, -1.0) > now}
         unknown = sorted(job_ids - states.keys())
         if unknown:
             pipe = self.client.pipeline(transaction=False)
             for job_id in unknown:
-                pipe.hget(JobKeys(job_id.decode("utf-8", "replace")).meta, "state")
+                pipe.hget(_job_key(job_id) or "", "state")
             found = dict(zip(unknown, pipe.execute(raise_on_error=False), strict=True))
             if len(self._active) > 10_000:
                 self._active = {j: t for j, t in self._active.items() if t > now}
@@ -149,7 +149,10 @@ class NodeRedis:
                     self._active[job_id] = now + self.ACTIVE_FOR
         out = []
         for d in deliveries:
-            state = states.get(d.fields.get(b"j", b"")) if d.fields else b"active"
+            if not d.fields or not _job_key(d.fields.get(b"j")):
+                out.append(d)  # parsing will dead-letter it
+                continue
+            state = states.get(d.fields[b"j"])
             if state is None:
                 d = dataclasses.replace(d, skip="the job no longer exists")
             elif state == b"cancelled":
@@ -291,6 +294,14 @@ class NodeRedis:
                 dead if isinstance(dead, int) else 0,
             )
         return out
+
+
+def _job_key(job_id: bytes | None) -> str | None:
+    """The meta key of a job id read from an entry, or None when it cannot be one."""
+    try:
+        return JobKeys(job_id.decode("utf-8")).meta if job_id is not None else None
+    except ValueError:  # UnicodeDecodeError too
+        return None
 
 
 def new_node_id() -> str:
