@@ -24,8 +24,10 @@ from producer.cli_options import (
     input_options,
     interruptible,
     job_options,
+    limit_options,
     output_options,
     redis_option,
+    secret_option,
 )
 from producer.client import Client
 from producer.job import Job
@@ -37,12 +39,18 @@ from taskfan.keys import JobKeys
 from taskfan.protocol import CallMode
 from taskfan.refs import reference
 from taskfan.settings import Settings
+from taskfan.signing import read_secret_file
 
 
 def load_settings(
-    redis_url: str | None = None, queue: str | None = None, **overrides: Any
+    redis_url: str | None = None,
+    queue: str | None = None,
+    secret_file: str | None = None,
+    **overrides: Any,
 ) -> Settings:
     """Settings from the environment, options winning; shell jobs use the json codec."""
+    if secret_file:
+        overrides["secrets"] = read_secret_file(secret_file)
     return Settings.from_env(
         os.environ, redis_url=redis_url, queues=(queue,) if queue else None, **overrides
     )
@@ -83,8 +91,9 @@ def enqueue_file(
     mode = CallMode.STAR if star or fmt == "csv" else CallMode.ONE
     with inputs.open_input(input_path) as stream:
         items = inputs.read(
-            stream, fmt, source=source, csv_types=csv_types, skip_invalid=skip_invalid
-        )
+            stream, fmt, source=source, csv_types=csv_types, skip_invalid=skip_invalid,
+            max_item_bytes=client.limits.max_item_bytes,
+        )  # fmt: skip
         return client.map(fn_ref, items, mode=mode, codec="json")
 
 
@@ -143,6 +152,8 @@ def write_results(
 @click.option("--wait", is_flag=True, help="Wait for the job, then write its outcomes")
 @output_options
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
+@limit_options
+@secret_option
 @redis_option
 @log_options("WARNING")
 @interruptible
@@ -161,6 +172,9 @@ def enqueue(
     output: str,
     progress: bool | None,
     timeout: float | None,
+    max_item_bytes: int | None,
+    max_batch_bytes: int | None,
+    secret_file: str | None,
     redis_url: str | None,
 ) -> None:
     """Enqueue MODULE:FUNC over every item of a file; print the job id.
@@ -177,8 +191,9 @@ def enqueue(
     bar = progress_bar(progress, new_job=True)
     with cli_errors():
         settings = load_settings(
-            redis_url, queue, batch_size=batch_size, chunksize=chunksize, result_ttl=result_ttl
-        )
+            redis_url, queue, secret_file, batch_size=batch_size, chunksize=chunksize,
+            result_ttl=result_ttl, max_item_bytes=max_item_bytes, max_batch_bytes=max_batch_bytes,
+        )  # fmt: skip
         client = open_client(settings)
         job = enqueue_file(
             client, function, input_path,
@@ -244,11 +259,17 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
     type=float,
     help="Give up waiting for unfinished batches after this many seconds (exit 3)",
 )
+@secret_option
 @redis_option
 @log_options("WARNING")
 @interruptible
 def results(
-    job_id: str, output: str, failed_only: bool, timeout: float | None, redis_url: str | None
+    job_id: str,
+    output: str,
+    failed_only: bool,
+    timeout: float | None,
+    secret_file: str | None,
+    redis_url: str | None,
 ) -> None:
     """Write the outcomes of JOB as JSONL, one line per item in input order.
 
@@ -260,7 +281,7 @@ def results(
       taskfan results "$JOB" --failed-only -o failed.jsonl
     """
     with cli_errors():
-        client = open_client(load_settings(redis_url))
+        client = open_client(load_settings(redis_url, secret_file=secret_file))
         job = attach(client, job_id)
         try:
             code = write_results(job, output, failed_only=failed_only, timeout=timeout)

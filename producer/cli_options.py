@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from producer import inputs
+from taskfan.cli import BYTE_SIZE
 from taskfan.errors import JobCancelled, TaskfanError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4
@@ -135,5 +136,25 @@ output_options = _options(
         "--progress/--no-progress",
         default=None,
         help="Progress on stderr (default: when stderr is a terminal)",
+    ),
+)
+
+secret_option = click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False),
+    help="File of shared secrets, one per line: sign batches with the first, accept "
+    "results signed with any [env: TASKFAN_SECRET_FILE, or the secret in TASKFAN_SECRET]",
+)
+
+limit_options = _options(
+    click.option(
+        "--max-item-bytes",
+        type=BYTE_SIZE,
+        help="Largest encoded item, e.g. 16M (default 16 MiB) [env: TASKFAN_MAX_ITEM_BYTES]",
+    ),
+    click.option(
+        "--max-batch-bytes",
+        type=BYTE_SIZE,
+        help="Largest encoded batch, e.g. 64M (default 64 MiB) [env: TASKFAN_MAX_BATCH_BYTES]",
     ),
 )

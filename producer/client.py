@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -11,13 +11,15 @@ import redis
 from producer import sizing
 from producer.enqueue import Enqueuer, JobSpec
 from producer.job import Job
-from taskfan.codec import get_codec
+from taskfan.codec import Codec, get_codec
 from taskfan.connection import connect, translate_errors
-from taskfan.errors import ConfigError
+from taskfan.errors import ConfigError, PickleRefused
 from taskfan.keys import QueueKeys
+from taskfan.limits import Limits
 from taskfan.protocol import CallMode, TaskOptions
 from taskfan.refs import reference
 from taskfan.settings import DEFAULT_RESULT_TTL, Settings
+from taskfan.signing import Keyring
 
 
 class Client:
@@ -25,6 +27,12 @@ class Client:
 
     ``codec`` is "pickle" (any picklable value; nodes run pickle from Redis, so
     trust your Redis or sign) or "json" (JSON values only, never runs code).
+
+    Security (docs/security.md): ``secret`` (a shared secret, or a list of them:
+    the first signs, any verifies) signs every batch and accepts only results
+    nodes signed with it. ``no_pickle=True`` uses the json codec and refuses to
+    read any job's results as pickle. ``max_item_bytes`` and ``max_batch_bytes``
+    limit what one item and one batch may encode to (LimitExceeded at enqueue).
     """
 
     def __init__(
@@ -32,10 +40,14 @@ class Client:
         redis_client: redis.Redis,
         queue: str = "default",
         *,
-        codec: str = "pickle",
+        codec: str | None = None,
         batch_size: int | None = None,
         chunksize: int | None = None,
         result_ttl: int = DEFAULT_RESULT_TTL,
+        secret: Keyring | str | bytes | Sequence[str | bytes] | None = None,
+        no_pickle: bool = False,
+        max_item_bytes: int | None = None,
+        max_batch_bytes: int | None = None,
     ) -> None:
         try:
             QueueKeys(queue)
@@ -43,7 +55,10 @@ class Client:
             raise ConfigError(str(exc)) from None
         self.redis = redis_client
         self.queue = queue
-        self.codec = get_codec(codec)
+        self.no_pickle = no_pickle
+        self.codec = self._codec(codec, "json" if no_pickle else "pickle")
+        self.keyring = Keyring.of(secret)
+        self.limits = Limits.of(max_item_bytes, max_batch_bytes)
         self.batch_size = _positive("batch_size", batch_size)
         self.chunksize = _positive("chunksize", chunksize)
         if result_ttl < 0:
@@ -66,6 +81,10 @@ class Client:
             batch_size=settings.batch_size,
             chunksize=settings.chunksize,
             result_ttl=settings.result_ttl,
+            secret=settings.secrets or None,
+            no_pickle=settings.no_pickle,
+            max_item_bytes=settings.max_item_bytes,
+            max_batch_bytes=settings.max_batch_bytes,
         )
 
     @classmethod
@@ -120,7 +139,7 @@ class Client:
         spec = JobSpec(
             queue=self.queue,
             fn_ref=fn_ref,
-            codec=self.codec if codec is None else get_codec(codec),
+            codec=self._codec(codec, self.codec.name),
             mode=mode,
             batch_size=plan.size,
             chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
@@ -129,7 +148,8 @@ class Client:
             ramp_max=plan.ramp_max,
             split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
         )
-        return Job(self, Enqueuer(self.redis, spec).run(iterable))
+        enqueuer = Enqueuer(self.redis, spec, keyring=self.keyring, limits=self.limits)
+        return Job(self, enqueuer.run(iterable))
 
     def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:
         """Automatic batch sizes, from the function's published cost and the
@@ -148,6 +168,21 @@ class Client:
     def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue one call ``fn(*args, **kwargs)`` as a one-item job."""
         return self.map(fn, [(args, kwargs)], batch_size=1, chunksize=1, mode=CallMode.CALL)
+
+    def _codec(self, name: str | None, default: str) -> Codec:
+        codec = get_codec(default if name is None else name)
+        if self.no_pickle and codec.name == "pickle":
+            raise ConfigError("codec 'pickle' was asked for, but this client has no_pickle set")
+        return codec
+
+    def result_codec(self, job_id: str, name: str) -> Codec:
+        """The codec to read a job's results with; PickleRefused under no_pickle."""
+        if self.no_pickle and name == "pickle":
+            raise PickleRefused(
+                f"job {job_id} uses the pickle codec, and this client refuses pickle "
+                "(no_pickle, TASKFAN_NO_PICKLE): read it with a client that trusts its Redis"
+            )
+        return get_codec(name)
 
     def job(self, job_id: str) -> Job:
         """Reattach to a job by id (from this or any other process)."""

@@ -10,10 +10,17 @@ deleted (entries and job keys), so no half-enqueued job is left behind.
 
 A ``producer.rejects.Rejected`` item (an input known to be bad) is never
 queued: runs of them are recorded as failed items right away (see that module).
+
+With a keyring, every batch entry, the job's meta and the results the producer
+records itself are signed (``taskfan.signing``). Every batch is checked against
+the limits (``taskfan.limits``): an item over ``max_item_bytes`` stops the
+enqueue naming its index; a batch over ``max_batch_bytes`` is split in two
+until each part fits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import secrets
@@ -29,9 +36,11 @@ from producer import rejects, sizing
 from taskfan import keys, scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
-from taskfan.errors import EncodeError
+from taskfan.errors import EncodeError, LimitExceeded
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
 from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
+from taskfan.signing import META_SIGNATURE_FIELD, Keyring
 
 FLUSH_BATCHES = 16
 FLUSH_BYTES = 8 * 1024 * 1024
@@ -54,6 +63,19 @@ def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
     index does not)."""
     pipe.zadd(queue.jobs, {job_id: now})
     pipe.zremrangebyrank(queue.jobs, 0, -JOBS_INDEXED - 1)
+
+
+def batch_fields(entry: BatchEntry, queue: str, keyring: Keyring | None) -> dict[str, Any]:
+    """The fields to XADD for ``entry`` on ``queue``: signed when there is a keyring."""
+    fields = entry.fields()
+    return fields if keyring is None else keyring.sign_batch(queue, fields)
+
+
+def sign_meta(meta: dict[str, Any], keyring: Keyring | None) -> dict[str, Any]:
+    """A job's meta hash, with its signature when there is a keyring."""
+    if keyring is not None:
+        meta[META_SIGNATURE_FIELD.decode()] = keyring.sign_meta(meta)
+    return meta
 
 
 @dataclass(frozen=True)
@@ -109,9 +131,19 @@ def _batches(items: Iterable[Any], spec: JobSpec, cap: Callable[[], int]) -> Ite
 class Enqueuer:
     """Sends one job's batches; ``run`` returns the job id."""
 
-    def __init__(self, client: redis.Redis, spec: JobSpec, job_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        spec: JobSpec,
+        job_id: str | None = None,
+        *,
+        keyring: Keyring | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.client = client
         self.spec = spec
+        self.keyring = keyring
+        self.limits = limits
         self.job_id = job_id or new_job_id()
         self.job = JobKeys(self.job_id)
         self.queue = QueueKeys(spec.queue)
@@ -150,11 +182,21 @@ class Enqueuer:
         scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
 
     def _entries(self, items: list[Any]) -> list[BatchEntry]:
-        """One entry, or several when the encoding passes ``split_bytes``."""
-        spec = self.spec
+        """One entry, or several when the encoding passes ``split_bytes`` (automatic
+        sizes) or ``max_batch_bytes`` (always); an item over ``max_item_bytes``
+        stops the enqueue (LimitExceeded, naming the item)."""
+        limits = self.limits
         payload = self._encode(items)
-        limit = spec.split_bytes
-        if not limit or len(payload) <= limit or len(items) == 1:
+        if len(payload) > limits.max_item_bytes:
+            self._check_items(items)
+        limit = min(self.spec.split_bytes or limits.max_batch_bytes, limits.max_batch_bytes)
+        if len(payload) <= limit or len(items) == 1:
+            if len(payload) > limits.max_batch_bytes:
+                raise LimitExceeded(
+                    f"job {self.job_id}: item {self.total} encodes to a batch of "
+                    f"{format_size(len(payload))}, over max_batch_bytes "
+                    f"({format_size(limits.max_batch_bytes)})"
+                )
             return [self._entry(items, payload)]
         parts = math.ceil(len(payload) / limit)
         size = math.ceil(len(items) / parts)
@@ -174,6 +216,20 @@ class Enqueuer:
                 f"job {self.job_id}: item {self.total + offset} cannot be encoded with the "
                 f"{spec.codec.name} codec: {error}"
             ) from exc
+
+    def _check_items(self, items: list[Any]) -> None:
+        """Raise LimitExceeded naming the first item over max_item_bytes."""
+        limit = self.limits.max_item_bytes
+        for offset, item in enumerate(items):
+            size = len(self.spec.codec.dumps(item))
+            if size > limit:
+                raise LimitExceeded(
+                    f"job {self.job_id}: item {self.total + offset} encodes to "
+                    f"{format_size(size)} with the {self.spec.codec.name} codec, over "
+                    f"max_item_bytes ({format_size(limit)}): pass large data by reference "
+                    "(a path or URL the task opens), or raise the limit "
+                    "(TASKFAN_MAX_ITEM_BYTES) on producers and nodes"
+                )
 
     def _entry(self, items: list[Any], payload: bytes) -> BatchEntry:
         spec = self.spec
@@ -195,6 +251,11 @@ class Enqueuer:
 
     def _rejected(self, items: list[Any]) -> rejects.RecordedBatch:
         batch = rejects.recorded_batch(self.batches, self.total, items, self.spec.codec)
+        if self.keyring is not None:
+            payload = self.keyring.seal_result(
+                self.job_id, batch.index, self.spec.codec.name, batch.payload
+            )
+            batch = dataclasses.replace(batch, payload=payload)
         self.total += batch.count
         self.batches += 1
         return batch
@@ -210,7 +271,7 @@ class Enqueuer:
         pipe: Any = self.client.pipeline(transaction=False)
         now = time.time()
         if not self._created:
-            meta = self.spec.meta(self.job_id, now)
+            meta = sign_meta(self.spec.meta(self.job_id, now), self.keyring)
             if seal:
                 meta.update(sealed=1, total=self.total, batches=self.batches)
                 if not entries:
@@ -234,7 +295,7 @@ class Enqueuer:
                     pipe, self.job, entry.index, entry.payload, 0, entry.count, now
                 )
         for entry in queued:
-            pipe.xadd(self.queue.stream, entry.fields())
+            pipe.xadd(self.queue.stream, batch_fields(entry, self.spec.queue, self.keyring))
         replies = pipe.execute()
         self._sent_ids.extend(replies[len(replies) - len(queued) :])
 

@@ -26,12 +26,20 @@ from typing import Any
 import redis
 
 from producer.client import Client
-from producer.enqueue import JobSpec, index_job, new_job_id
+from producer.enqueue import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from producer.job import FETCH, Job, _Events
 from taskfan import keys, scripts
 from taskfan.connection import translate_errors
-from taskfan.errors import BrokerUnavailable, JobNotFound, TaskFailed, TaskfanError
+from taskfan.errors import (
+    BrokerUnavailable,
+    JobNotFound,
+    LimitExceeded,
+    ProtocolError,
+    TaskFailed,
+    TaskfanError,
+)
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.limits import format_size
 from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.protocol import BatchEntry, CallMode
 from taskfan.refs import reference
@@ -94,6 +102,13 @@ class Executor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[Any]:
         fn_ref = reference(fn)
         payload = self.client.codec.dumps([(args, kwargs)])
+        limit = self.client.limits.max_item_bytes
+        if len(payload) > limit:
+            raise LimitExceeded(
+                f"submit({fn_ref}): the call's arguments encode to {format_size(len(payload))} "
+                f"with the {self.client.codec.name} codec, over max_item_bytes "
+                f"({format_size(limit)}): pass large data by reference (a path or URL)"
+            )
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -106,7 +121,8 @@ class Executor(concurrent.futures.Executor):
                 )
                 self._job = Job(client, new_job_id())
                 now = time.time()
-                pipe.hset(self._job.keys.meta, mapping=self._spec.meta(self._job.id, now))
+                meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)
+                pipe.hset(self._job.keys.meta, mapping=meta)
                 index_job(pipe, queue, self._job.id, now)
                 pipe.sadd(keys.QUEUES, client.queue)
             job = self._job
@@ -116,7 +132,7 @@ class Executor(concurrent.futures.Executor):
             )
             pipe.hincrby(job.keys.meta, "total", 1)
             pipe.hincrby(job.keys.meta, "batches", 1)
-            pipe.xadd(queue.stream, entry.fields())
+            pipe.xadd(queue.stream, batch_fields(entry, client.queue, client.keyring))
             with translate_errors(f"submitting to job {job.id}"):
                 pipe.execute()
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -133,23 +149,51 @@ class Executor(concurrent.futures.Executor):
         assert self._job is not None
         job = self._job
         events = _Events(job, None)
-        codec = self.client.codec
         while True:
             with self._lock:
                 if self._shutdown and all(f.done() for f in self._futures.values()):
                     return
             try:
-                fields_list = events.read()
-                ready = [int(f[b"b"]) for f in fields_list if b"b" in f]
+                ready, _, _ = job._scan(events.read(), None)
                 for start in range(0, len(ready), FETCH):
-                    for entry in job._fetch(ready[start : start + FETCH], events):
-                        for outcome in iter_outcomes(entry, codec, f"job {job.id}"):
-                            self._settle(job.id, outcome)
+                    self._settle_batches(job, ready[start : start + FETCH], events)
             except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
                 time.sleep(0.5)  # Redis is away: try again; futures stay pending
             except (JobNotFound, TaskfanError) as exc:
                 self._fail_all(exc)
                 return
+            except Exception as exc:  # never leave futures pending for good
+                self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {exc!r}"))
+                return
+
+    def _settle_batches(self, job: Job, fields: list[str], events: _Events) -> None:
+        """Settle the futures of these batches. Each submit is a batch of its own
+        (batch index = item index), so a batch that cannot be read (a bad
+        signature, a broken entry) fails its own future and no other."""
+        codec = self.client.codec
+        try:
+            entries = job._fetch(fields, codec.name, events)
+        except ProtocolError as exc:
+            if len(fields) == 1:
+                self._fail_one(int(fields[0]), exc)
+            else:
+                for field in fields:
+                    self._settle_batches(job, [field], events)
+            return
+        for field, entry in zip(fields, entries, strict=True):
+            try:
+                outcomes = list(iter_outcomes(entry, codec, f"job {job.id} batch {field}"))
+            except ProtocolError as exc:
+                self._fail_one(int(field), exc)
+                continue
+            for outcome in outcomes:
+                self._settle(job.id, outcome)
+
+    def _fail_one(self, index: int, exc: BaseException) -> None:
+        with self._lock:
+            future = self._futures.pop(index, None)
+        if future is not None and future.set_running_or_notify_cancel():
+            future.set_exception(exc)
 
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:

@@ -11,6 +11,11 @@ which the producer records as a failed item (see ``producer.rejects``).
   (strings, or with ``csv_types="auto"`` ints, floats, booleans and None).
 - ``lines``: every line, without its line break, is one string item (blank
   lines too: they are the empty string).
+
+With ``max_item_bytes``, an item whose JSON encoding is larger is malformed
+too (``file:line: the item encodes to ...``). Only lines long enough to come
+near the limit are encoded to measure them, so the check costs nothing on
+ordinary files.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 import os
 import re
 import sys
@@ -27,6 +33,7 @@ from typing import IO, Any
 
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput
+from taskfan.limits import format_size
 
 FORMATS = ("jsonl", "csv", "lines")
 CSV_TYPES = ("str", "auto")
@@ -68,16 +75,18 @@ def read(
     source: str,
     csv_types: str = "str",
     skip_invalid: bool = False,
+    max_item_bytes: int | None = None,
 ) -> Iterator[Any]:
     """The items of ``stream`` in ``fmt``; ``source`` names it in errors."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    size = _SizeCheck(source, max_item_bytes)
     if fmt == "csv":
         if csv_types not in CSV_TYPES:
             raise InvalidInput(f"unknown csv types {csv_types!r}: one of {', '.join(CSV_TYPES)}")
-        records = _csv(stream, source, csv_types == "auto")
+        records = _csv(stream, source, csv_types == "auto", size)
     else:
-        records = (_jsonl if fmt == "jsonl" else _lines)(stream, source)
+        records = (_jsonl if fmt == "jsonl" else _lines)(stream, source, size)
     for record in records:
         if isinstance(record, InvalidInput):
             if not skip_invalid:
@@ -99,17 +108,46 @@ def _text_lines(stream: Iterable[bytes], source: str) -> Iterator[tuple[int, str
         yield number, text.rstrip("\r\n")
 
 
+class _SizeCheck:
+    """Whether an item's JSON encoding fits ``limit``; measured only for long lines."""
+
+    #: bytes of JSON one character of input can become at most (a \\u escape), and
+    #: one cell (a float such as 1e15 written out in full, quotes, a separator)
+    PER_CHAR, PER_CELL = 6, 32
+
+    def __init__(self, source: str, limit: int | None) -> None:
+        self.source = source
+        self.limit = limit
+        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+    def __call__(self, item: Any, chars: int, cells: int, line: int) -> Any:
+        """The item, or the InvalidInput that says it is too large."""
+        limit = self.limit
+        if limit is None or chars * self.PER_CHAR + cells * self.PER_CELL <= limit:
+            return item
+        size = len(self._encoder.encode(item).encode("utf-8"))
+        if size <= limit:
+            return item
+        return InvalidInput(
+            f"the item encodes to {format_size(size)}, over max_item_bytes "
+            f"({format_size(limit)}; --max-item-bytes, TASKFAN_MAX_ITEM_BYTES): pass large "
+            "data by reference (a path or URL the task opens)",
+            source=self.source,
+            line=line,
+        )
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not standard JSON")
 
 
-def _jsonl(stream: Iterable[bytes], source: str) -> Iterator[Any]:
+def _jsonl(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[Any]:
     for number, text in _text_lines(stream, source):
         if isinstance(text, InvalidInput):
             yield text
         elif text.strip():
             try:
-                yield json.loads(text, parse_constant=_no_constants)
+                yield size(json.loads(text, parse_constant=_no_constants), len(text), 1, number)
             except json.JSONDecodeError as exc:
                 yield InvalidInput(
                     f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
@@ -118,9 +156,9 @@ def _jsonl(stream: Iterable[bytes], source: str) -> Iterator[Any]:
                 yield InvalidInput(f"not valid JSON: {exc}", source=source, line=number)
 
 
-def _lines(stream: Iterable[bytes], source: str) -> Iterator[Any]:
-    for _, text in _text_lines(stream, source):
-        yield text
+def _lines(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[Any]:
+    for number, text in _text_lines(stream, source):
+        yield text if isinstance(text, InvalidInput) else size(text, len(text), 1, number)
 
 
 _INT = re.compile(r"[+-]?\d+")
@@ -129,17 +167,24 @@ _BOOLS = {"true": True, "false": False}
 
 
 def parse_cell(text: str) -> Any:
-    """A CSV cell read with ``--csv-types auto``: int, float, bool, None or the text."""
+    """A CSV cell read with ``--csv-types auto``: int, float, bool, None or the text.
+
+    Numbers Python or JSON cannot carry (over 4300 digits, beyond 1e308) stay text.
+    """
     if text == "":
         return None
     if _INT.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            return text
     if _FLOAT.fullmatch(text):
-        return float(text)
+        value = float(text)
+        return value if math.isfinite(value) else text
     return _BOOLS.get(text.lower(), text)
 
 
-def _csv(stream: Iterable[bytes], source: str, auto: bool) -> Iterator[Any]:
+def _csv(stream: Iterable[bytes], source: str, auto: bool, size: _SizeCheck) -> Iterator[Any]:
     bad: dict[int, InvalidInput] = {}  # lines that are not UTF-8, by number
 
     def texts() -> Iterator[str]:
@@ -175,7 +220,10 @@ def _csv(stream: Iterable[bytes], source: str, auto: bool) -> Iterator[Any]:
             yield InvalidInput(
                 f"has {len(row)} fields, the header has {len(header)}", source=source, line=first
             )
-        elif auto:
-            yield {name: parse_cell(cell) for name, cell in zip(header, row, strict=True)}
         else:
-            yield dict(zip(header, row, strict=True))
+            if auto:
+                item = {name: parse_cell(cell) for name, cell in zip(header, row, strict=True)}
+            else:
+                item = dict(zip(header, row, strict=True))
+            chars = sum(map(len, row)) + sum(map(len, header))
+            yield size(item, chars, 2 * len(row), first)

@@ -4,6 +4,13 @@ Readers block on the job's events stream (XREAD BLOCK), never poll: each
 recorded batch adds an event, so results stream out as soon as their batch is
 recorded, in input order (``results``, ``outcomes``) or in completion order
 (``as_completed``).
+
+With a keyring, every result entry is verified before anything in it is
+decoded: one that is unsigned, signed with an unknown key, or signed for
+another job, batch or codec raises SignatureError naming the job and batch.
+The reader cannot tell which items such an entry stands for (its start and
+count are part of what cannot be trusted), so it stops there rather than guess;
+see docs/security.md. Under ``no_pickle`` no job's results are read as pickle.
 """
 
 from __future__ import annotations
@@ -18,12 +25,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
-from taskfan import scripts
-from taskfan.codec import get_codec
+from taskfan import scripts, signing
 from taskfan.connection import translate_errors
-from taskfan.errors import JobCancelled, JobNotFound, ProtocolError, TaskfanError
+from taskfan.errors import JobCancelled, JobNotFound, LimitExceeded, ProtocolError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes, merged_outcomes
+from taskfan.limits import format_size
+from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
 from taskfan.protocol import BatchEntry, JobMeta, JobState
 
 if TYPE_CHECKING:
@@ -118,11 +125,14 @@ class Job:
         return f"<Job {self.id}>"
 
     def meta(self) -> JobMeta:
+        return JobMeta.parse(self.id, self._raw_meta())
+
+    def _raw_meta(self) -> dict[bytes, bytes]:
         with translate_errors(f"reading job {self.id}"):
             raw = self._redis.hgetall(self.keys.meta)
         if not raw:
             raise JobNotFound(self.id)
-        return JobMeta.parse(self.id, raw)
+        return dict(raw)
 
     @property
     def status(self) -> str:
@@ -183,9 +193,12 @@ class Job:
         """Values in input order; raises TaskFailed at the first failed item."""
         for entries, codec in self._entries_in_order(timeout):
             if len(entries) == 1 and entries[0].failed == 0:
-                for blob in entries[0].blobs:  # fast path: no Outcome per item
-                    yield from codec.loads(blob)[0]
-                continue
+                where = f"job {self.id}"
+                values = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
+                if sum(map(len, values)) == entries[0].count:
+                    for chunk in values:  # fast path: no Outcome per item
+                        yield from chunk
+                    continue
             for outcome in merged_outcomes(entries, codec, f"job {self.id}"):
                 if outcome.error is not None:
                     raise outcome.error.to_task_failed(self.id, outcome.index)
@@ -201,7 +214,7 @@ class Job:
         After a retry round, a retried item comes again with its new outcome.
         """
         meta = self.meta()
-        codec = get_codec(meta.codec)
+        codec = self.client.result_codec(self.id, meta.codec)
         batches = meta.batches if meta.sealed else None
         overlays = sum(len(fields) for fields in meta.overlays.values())
         seen = 0
@@ -210,7 +223,7 @@ class Job:
             with translate_errors(f"waiting for results of job {self.id}"):
                 ready, batches, cancelled = self._scan(events.read(), batches)
             for start in range(0, len(ready), FETCH):
-                for entry in self._fetch(ready[start : start + FETCH], events):
+                for entry in self._fetch(ready[start : start + FETCH], codec.name, events):
                     yield from iter_outcomes(entry, codec, f"job {self.id}")
             seen += len(ready)
             if cancelled:
@@ -224,7 +237,11 @@ class Job:
         ``attempts`` counts every run. Items whose input was never decoded (a
         batch that could not be read) cannot run again and stay failed.
         """
-        meta = self.meta()
+        raw = self._raw_meta()
+        meta = JobMeta.parse(self.id, raw)
+        keyring = self.client.keyring
+        if keyring is not None:
+            keyring.verify_meta(raw, f"job {self.id}")
         if meta.state is not JobState.FINISHED:
             raise TaskfanError(
                 f"job {self.id} is {meta.status}: only a finished job can be retried"
@@ -235,7 +252,7 @@ class Job:
             )
         plans: list[BatchEntry] = []
         left = 0
-        codec = get_codec(meta.codec)
+        codec = self.client.result_codec(self.id, meta.codec)
         for index, (entries, _) in enumerate(self._entries_in_order(None)):
             failed = [o for o in merged_outcomes(entries, codec, f"job {self.id}") if not o.ok]
             kept = [o for o in failed if o.error is not None and o.error.retry_input is not None]
@@ -264,6 +281,14 @@ class Job:
         if not plans:
             return 0
         items = sum(p.count for p in plans)
+        limit = self.client.limits.max_batch_bytes
+        for plan in plans:
+            if len(plan.payload) > limit:
+                raise LimitExceeded(
+                    f"job {self.id} batch {plan.index}: its failed items encode to "
+                    f"{format_size(len(plan.payload))}, over max_batch_bytes "
+                    f"({format_size(limit)})"
+                )
         with translate_errors(f"retrying job {self.id}"):
             batches = json.dumps([p.index for p in plans])
             round_ = scripts.open_retry_round(self._redis, self.keys, items, len(plans), batches)
@@ -271,9 +296,10 @@ class Job:
                 raise TaskfanError(f"job {self.id} changed meanwhile: it is {self.status}")
             pipe = self._redis.pipeline(transaction=False)
             for plan in plans:
-                pipe.xadd(
-                    QueueKeys(meta.queue).stream, dataclasses.replace(plan, round=round_).fields()
-                )
+                fields = dataclasses.replace(plan, round=round_).fields()
+                if keyring is not None:
+                    fields = keyring.sign_batch(meta.queue, fields)
+                pipe.xadd(QueueKeys(meta.queue).stream, fields)
             pipe.execute()
         return items
 
@@ -287,16 +313,25 @@ class Job:
         ready: list[str] = []
         cancelled = False
         for fields in events:
-            if b"b" in fields:
-                ready.append(fields[b"b"].decode())
-            elif b"sealed" in fields:
-                batches = int(fields[b"sealed"])
-            elif fields.get(b"end") == JobState.CANCELLED.value.encode():
-                cancelled = True
+            try:
+                if b"b" in fields:
+                    ready.append(fields[b"b"].decode("ascii"))
+                elif b"sealed" in fields:
+                    batches = int(fields[b"sealed"])
+                elif fields.get(b"end") == JobState.CANCELLED.value.encode():
+                    cancelled = True
+            except ValueError:  # UnicodeDecodeError too
+                raise ProtocolError(
+                    f"job {self.id}: its events stream holds an entry that is not taskfan's: "
+                    f"{fields!r:.200}"
+                ) from None
         return ready, batches, cancelled
 
-    def _fetch(self, indexes: list[Any], events: _Events | None = None) -> list[ResultEntry]:
-        """Result entries of these results fields (batch indexes, or "<index>.<round>")."""
+    def _fetch(
+        self, indexes: list[Any], codec: str, events: _Events | None = None
+    ) -> list[ResultEntry]:
+        """Result entries of these results fields (batch indexes, or "<index>.<round>"),
+        verified with the client's keyring when it has one."""
         if events is not None:
             raw = events.call("reading results", self._redis.hmget, self.keys.results, indexes)
         else:
@@ -307,6 +342,7 @@ class Job:
             where = f"job {self.id} batch {index}"
             if data is None:
                 raise ProtocolError(f"{where}: result missing (expired or deleted?)")
+            data = signing.open_result(self.client.keyring, data, self.id, index, codec, where)
             entries.append(ResultEntry.parse(data, where))
         return entries
 
@@ -314,7 +350,7 @@ class Job:
         """Per batch, in order: its result entry and its retries' (overlays), once
         all of them are recorded."""
         meta = self.meta()
-        codec = get_codec(meta.codec)
+        codec = self.client.result_codec(self.id, meta.codec)
         batches = meta.batches if meta.sealed else None
         events = _Events(self, timeout)
         recorded: set[str] = set()
@@ -338,7 +374,7 @@ class Job:
                 recorded.update(found)
                 continue
             wanted = [f for index in run for f in fields_of(index)]
-            entries = iter(self._fetch(wanted, events))
+            entries = iter(self._fetch(wanted, codec.name, events))
             for index in run:
                 yield [next(entries) for _ in fields_of(index)], codec
             recorded.difference_update(wanted)

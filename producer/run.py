@@ -40,8 +40,10 @@ from producer.cli_options import (
     cli_errors,
     input_options,
     job_options,
+    limit_options,
     output_options,
     redis_option,
+    secret_option,
 )
 from taskfan.cli import log_options
 from taskfan.connection import redact
@@ -58,8 +60,10 @@ INTERRUPT_GRACE = 5.0
 class LocalCluster:
     """A Redis (configured, or embedded) and one worker subprocess, for one run."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker_args: tuple[str, ...] = ()) -> None:
         self.settings = settings
+        #: extra options for the worker (its secret file, its limits)
+        self.worker_args = worker_args
         self.server: RedisServer | None = None
         self.worker: subprocess.Popen[bytes] | None = None
 
@@ -101,6 +105,7 @@ class LocalCluster:
             "--name", f"run-{os.getpid()}",
             "--log-level", "WARNING",
             *[arg for queue in self.settings.queues for arg in ("--queue", queue)],
+            *self.worker_args,
         ]  # fmt: skip
         # The worker's stdout (a task's print calls) goes to our stderr: stdout
         # may be carrying the outcomes. It stays in our process group, so a
@@ -157,6 +162,15 @@ def check_importable(function: str) -> None:
             sys.path.remove(cwd)
 
 
+def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]:
+    """Options of ``run`` the local worker needs too (the environment it inherits)."""
+    args = ["--max-item-bytes", str(settings.max_item_bytes)]
+    args += ["--max-batch-bytes", str(settings.max_batch_bytes)]
+    if secret_file:
+        args += ["--secret-file", os.path.abspath(secret_file)]
+    return tuple(args)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -172,6 +186,8 @@ def _interrupt(signum: int, frame: Any) -> None:
     help="Processes of the local worker (default: CPU count) [env: TASKFAN_PROCESSES]",
 )
 @output_options
+@limit_options
+@secret_option
 @redis_option
 @log_options("WARNING")
 def run(
@@ -188,6 +204,9 @@ def run(
     processes: int | None,
     output: str,
     progress: bool | None,
+    max_item_bytes: int | None,
+    max_batch_bytes: int | None,
+    secret_file: str | None,
     redis_url: str | None,
 ) -> None:
     """Run MODULE:FUNC over a file on this machine, start to finish.
@@ -204,8 +223,9 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)
     with cli_errors():
         settings = load_settings(
-            redis_url, queue, batch_size=batch_size, chunksize=chunksize,
-            result_ttl=result_ttl, processes=processes,
+            redis_url, queue, secret_file, batch_size=batch_size, chunksize=chunksize,
+            result_ttl=result_ttl, processes=processes, max_item_bytes=max_item_bytes,
+            max_batch_bytes=max_batch_bytes,
         )  # fmt: skip
         try:
             check_importable(function)
@@ -214,7 +234,7 @@ def run(
     code = EXIT_OK
     job = None
     try:
-        with cli_errors(), LocalCluster(settings) as cluster:
+        with cli_errors(), LocalCluster(settings, _worker_args(settings, secret_file)) as cluster:
             client = open_client(cluster.settings)
             bar = progress_bar(progress, new_job=True)
             job = enqueue_file(

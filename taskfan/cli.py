@@ -18,6 +18,7 @@ import click
 
 from taskfan import __version__
 from taskfan.logs import FORMATS, formatter
+from taskfan.limits import parse_size
 
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
@@ -52,6 +53,23 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
         return command
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: ``16777216``, ``16M``, ``16MiB``, ``512k``."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+BYTE_SIZE = ByteSize()
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:

@@ -27,6 +27,24 @@ class ProtocolError(TaskfanError):
     """An entry read from Redis does not follow the taskfan protocol."""
 
 
+class SignatureError(ProtocolError):
+    """A signed message (batch entry, result entry, job meta) is unsigned, signed
+    with an unknown key, or was changed after it was signed (see taskfan.signing)."""
+
+
+class PickleRefused(TaskfanError):
+    """Pickle was refused (``no_pickle``): pickle from Redis can run code."""
+
+
+class FunctionNotAllowed(FunctionReferenceError):
+    """A function reference names a module outside the node's allowlist (``--allow``)."""
+
+
+class LimitExceeded(TaskfanError, ValueError):
+    """An item or a batch encodes to more bytes than ``max_item_bytes`` or
+    ``max_batch_bytes`` allow."""
+
+
 class InvalidInput(TaskfanError, ValueError):
     """An input record is malformed; names the file and line where known."""
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskfan.errors import FunctionReferenceError
+from taskfan.errors import ConfigError, FunctionNotAllowed, FunctionReferenceError
 
 
 def _main_module_name() -> str:
@@ -84,19 +84,74 @@ def reference(fn: Callable[..., Any] | str) -> str:
     return f"{module}:{qualname}"
 
 
-def resolve(ref: str) -> Callable[..., Any]:
-    """Import ``module`` and walk ``qualname``; raises FunctionReferenceError."""
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def well_formed(ref: str) -> bool:
+    """Whether ``ref`` is ``dotted.module:dotted.qualname`` (identifiers only)."""
+    module_name, sep, qualname = ref.partition(":")
+    return bool(sep) and _dotted(module_name) and _dotted(qualname)
+
+
+def check_allow_prefix(prefix: str) -> str:
+    """An allowlist entry: a dotted module name such as ``myapp`` or ``myapp.tasks``."""
+    if not _dotted(prefix):
+        raise ConfigError(
+            f"allowlist entry {prefix!r} is not a module name such as 'myapp' or 'myapp.tasks'"
+        )
+    return prefix
+
+
+def module_allowed(module_name: str, allow: Sequence[str]) -> bool:
+    """Whether ``allow`` covers the module: ``myapp`` covers ``myapp`` and
+    ``myapp.tasks``, not ``myappx``. An empty allowlist covers everything."""
+    if not allow:
+        return True
+    return any(module_name == prefix or module_name.startswith(prefix + ".") for prefix in allow)
+
+
+def check_allowed(ref: str, allow: Sequence[str]) -> None:
+    """Raise FunctionNotAllowed unless the reference's module is in ``allow``;
+    imports nothing, so call it before anything imports the module."""
+    if not allow:
+        return
+    module_name, _, qualname = ref.partition(":")
+    if not module_allowed(module_name, allow):
+        raise FunctionNotAllowed(
+            f"{ref!r} is not allowed on this node: module {module_name!r} is outside its "
+            f"allowlist ({', '.join(allow)}; --allow, TASKFAN_ALLOW)"
+        )
+    if any(part.startswith("__") for part in qualname.split(".")):
+        raise FunctionNotAllowed(
+            f"{ref!r} is not allowed on this node: with an allowlist, a reference may not "
+            "walk dunder attributes"
+        )
+
+
+def resolve(ref: str, allow: Sequence[str] = ()) -> Callable[..., Any]:
+    """Import ``module`` and walk ``qualname``; raises FunctionReferenceError.
+
+    With ``allow``, the module is checked before it is imported (FunctionNotAllowed),
+    and the function found must be defined in an allowed module too, so that
+    ``myapp.tasks:system`` cannot reach ``os.system`` imported into ``myapp.tasks``.
+    """
     module_name, sep, qualname = ref.partition(":")
     if not sep or not module_name or not qualname:
         raise FunctionReferenceError(
             f"function reference {ref!r} must look like 'package.module:function'"
         )
+    check_allowed(ref, allow)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise FunctionReferenceError(
             f"cannot import module {module_name!r} for {ref!r}: {exc} (is the module on "
             "the worker's path? start the worker where it can import it, or pass --path)"
+        ) from exc
+    except Exception as exc:  # the module's own code raised, or the name is not importable
+        raise FunctionReferenceError(
+            f"cannot import module {module_name!r} for {ref!r}: {type(exc).__name__}: {exc}"
         ) from exc
     for part in qualname.split("."):
         try:
@@ -107,4 +162,11 @@ def resolve(ref: str) -> Callable[..., Any]:
             ) from None
     if not callable(obj):
         raise FunctionReferenceError(f"{ref!r} names {type(obj).__name__}, not a function")
+    if allow:
+        defined_in = getattr(obj, "__module__", None)
+        if not isinstance(defined_in, str) or not module_allowed(defined_in, allow):
+            raise FunctionNotAllowed(
+                f"{ref!r} is not allowed on this node: it leads to a function defined in "
+                f"{defined_in!r}, outside its allowlist ({', '.join(allow)})"
+            )
     return obj

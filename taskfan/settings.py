@@ -17,6 +17,9 @@ from typing import Any
 from taskfan.codec import CODECS
 from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
+from taskfan.limits import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_ITEM_BYTES, check_limits, parse_size
+from taskfan.refs import check_allow_prefix
+from taskfan.signing import check_secret, read_secret_file
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 
@@ -33,6 +36,14 @@ ENV: dict[str, tuple[str, Any]] = {}
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _secrets(text: str) -> tuple[str, ...]:
+    """Comma-separated secrets, each checked (the first signs)."""
+    secrets = _split(text)
+    for secret in secrets:
+        check_secret(secret)
+    return secrets
 
 
 def _flag(text: str) -> bool:
@@ -84,6 +95,16 @@ class Settings:
     metrics_port: int | None = None
     #: address the metrics server binds
     metrics_host: str = "0.0.0.0"
+    #: shared secrets (taskfan.signing): the first signs, any verifies; () signs nothing
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: refuse pickle: producers use json and read no pickle job, nodes refuse pickle batches
+    no_pickle: bool = False
+    #: module prefixes a node may import task functions from; (): any
+    allow: tuple[str, ...] = ()
+    #: bytes one encoded item (or one item's result) may take
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    #: bytes one encoded batch payload (or one batch's result entry) may take
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -120,6 +141,15 @@ class Settings:
             raise ConfigError(
                 f"metrics_port must be a port number (0-65535), got {self.metrics_port}"
             )
+        for secret in self.secrets:
+            check_secret(secret)
+        if self.no_pickle and self.codec == "pickle":
+            object.__setattr__(self, "codec", "json")  # no_pickle wins over the default codec
+        for prefix in self.allow:
+            check_allow_prefix(prefix)
+        problem = check_limits(self.max_item_bytes, self.max_batch_bytes)
+        if problem:
+            raise ConfigError(problem)
         if self.start_method not in multiprocessing.get_all_start_methods():
             raise ConfigError(
                 f"start_method {self.start_method!r} is not available here: choose one of "
@@ -139,15 +169,18 @@ class Settings:
         """Build settings from ``TASKFAN_*`` variables; ``overrides`` that are not None win."""
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
+        if environ.get("TASKFAN_SECRET") and environ.get("TASKFAN_SECRET_FILE"):
+            raise ConfigError("set TASKFAN_SECRET or TASKFAN_SECRET_FILE, not both")
         for var, (name, parse) in ENV.items():
             text = environ.get(var)
             if text is None or text == "":
                 continue
+            shown = "***" if var in SECRET_ENV else repr(text)  # never print a secret
             try:
                 values[name] = parse(text)
-            except ValueError as exc:
-                raise ConfigError(f"environment variable {var}={text!r}: {exc}") from None
-            sources[name] = f"environment variable {var}={text!r}"
+            except (ValueError, ConfigError) as exc:
+                raise ConfigError(f"environment variable {var}={shown}: {exc}") from None
+            sources[name] = f"environment variable {var}={shown}"
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
         try:
@@ -182,5 +215,13 @@ ENV.update(
         "TASKFAN_NODE_NAME": ("node_name", str),
         "TASKFAN_METRICS_PORT": ("metrics_port", int),
         "TASKFAN_METRICS_HOST": ("metrics_host", str),
+        "TASKFAN_SECRET": ("secrets", _secrets),
+        "TASKFAN_SECRET_FILE": ("secrets", read_secret_file),
+        "TASKFAN_NO_PICKLE": ("no_pickle", _flag),
+        "TASKFAN_ALLOW": ("allow", _split),
+        "TASKFAN_MAX_ITEM_BYTES": ("max_item_bytes", parse_size),
+        "TASKFAN_MAX_BATCH_BYTES": ("max_batch_bytes", parse_size),
     }
 )
+#: variables whose value is never shown in a message
+SECRET_ENV = {"TASKFAN_SECRET"}

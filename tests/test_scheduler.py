@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 from taskfan.codec import PICKLE
@@ -149,10 +150,15 @@ def test_a_malformed_entry_is_dead_lettered_and_a_bad_payload_fails_its_items() 
 
 def test_cancelled_or_vanished_jobs_are_acknowledged_without_running() -> None:
     s = scheduler()
-    skipped = Delivery(QUEUE, b"1-1", {b"j": b"job1"}, skip="the job was cancelled")
+    skipped = dataclasses.replace(delivery(1, [1, 2]), skip="the job was cancelled")
     completed = s.accept(skipped)
     assert completed is not None and completed.job_id == "" and completed.dead_reason is None
     assert not s.pending
+    # A malformed entry is dead-lettered, whatever its job's state.
+    broken = Delivery(QUEUE, b"1-1", {b"j": b"job1"}, skip="the job no longer exists")
+    completed = s.accept(broken)
+    assert completed is not None and completed.job_id == ""
+    assert completed.dead_reason is not None and "missing field" in completed.dead_reason
 
 
 def test_a_node_reads_as_many_batches_as_fill_its_pool() -> None:

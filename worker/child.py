@@ -6,7 +6,9 @@ itself where the codec carries it), so one failing item never fails the chunk.
 Retries (with exponential backoff and jitter) and the soft timeout (SIGALRM
 raising TimeoutError inside the task) happen here too. The chunk's outcomes are
 encoded here, with the job's codec, so that a value the codec cannot carry
-becomes an error for that item instead of breaking the chunk.
+becomes an error for that item instead of breaking the chunk. So does a result
+over the node's ``max_item_bytes`` (``ResultTooLarge``), and the function must
+come from a module in the node's allowlist, checked before it is imported.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any, NamedTuple
 
 from taskfan.codec import Codec, get_codec
 from taskfan.errors import EncodeError, FunctionReferenceError
+from taskfan.limits import format_size
 from taskfan.protocol import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
 
-_functions: dict[str, Callable[..., Any]] = {}
+_functions: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
+#: characters of an error's message and traceback kept when its entry is too large
+TRUNCATE_TO = 4096
 
 
 class ChunkResult(NamedTuple):
@@ -48,10 +53,10 @@ def init_child(paths: Sequence[str], via_forkserver: bool = False) -> None:
             sys.path.insert(0, path)
 
 
-def _function(ref: str) -> Callable[..., Any]:
-    fn = _functions.get(ref)
+def _function(ref: str, allow: tuple[str, ...]) -> Callable[..., Any]:
+    fn = _functions.get((ref, allow))
     if fn is None:
-        fn = _functions[ref] = resolve(ref)
+        fn = _functions[ref, allow] = resolve(ref, allow)
     return fn
 
 
@@ -118,8 +123,15 @@ def run_chunk(
     mode: str,
     items: Sequence[Any],
     options: TaskOptions = DEFAULT_OPTIONS,
+    allow: tuple[str, ...] = (),
+    max_result_bytes: int | None = None,
 ) -> ChunkResult:
-    """Call ``fn_ref`` on every item; never raises for an item's failure."""
+    """Call ``fn_ref`` on every item; never raises for an item's failure.
+
+    ``allow``: module prefixes ``fn_ref`` must come from (empty: any).
+    ``max_result_bytes``: an item whose encoded result (or error) is larger fails
+    with ResultTooLarge.
+    """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
     values: list[Any] = []
@@ -127,7 +139,7 @@ def run_chunk(
     attempts: list[list[int]] = []
     started = time.perf_counter()
     try:
-        fn = _function(fn_ref)
+        fn = _function(fn_ref, tuple(allow))
     except FunctionReferenceError as exc:
         errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
         return ChunkResult(codec.dumps([[None] * len(items), errors, []]), len(items), 0.0)
@@ -157,6 +169,8 @@ def run_chunk(
         blob = codec.dumps([values, errors, attempts])
     except EncodeError:
         blob = _encode_each(values, errors, attempts, codec)  # appends to errors
+    if max_result_bytes is not None and len(blob) > max_result_bytes:
+        blob = _limit_each(values, errors, attempts, codec, max_result_bytes)
     return ChunkResult(blob, len(errors), seconds)
 
 
@@ -176,3 +190,40 @@ def _encode_each(
             errors.append([offset, "EncodeError", message, "", None])
     errors.sort(key=lambda error: error[0])
     return codec.dumps([values, errors, attempts])
+
+
+def _limit_each(
+    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec, limit: int
+) -> bytes:
+    """Turn each result over ``limit`` bytes into a ResultTooLarge error, and shrink
+    each error over it (no exception object, then shorter texts, then no input)."""
+    failed = {error[0] for error in errors}
+    for offset, value in enumerate(values):
+        if offset in failed:
+            continue
+        size = len(codec.dumps(value))
+        if size > limit:
+            values[offset] = None
+            message = (
+                f"the result encodes to {format_size(size)} with the {codec.name} codec, over "
+                f"the node's max_item_bytes ({format_size(limit)}): return large data by "
+                "reference (write it somewhere, return its path or URL)"
+            )
+            errors.append([offset, "ResultTooLarge", message, "", None])
+    for error in errors:
+        if len(codec.dumps(error)) <= limit:
+            continue
+        error[4] = None
+        error[2] = _truncate(error[2])
+        error[3] = _truncate(error[3])
+        if len(codec.dumps(error)) > limit:
+            del error[5:]  # the kept input: the item can no longer be retried
+    errors.sort(key=lambda error: error[0])
+    return codec.dumps([values, errors, attempts])
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= TRUNCATE_TO:
+        return text
+    half = TRUNCATE_TO // 2
+    return f"{text[:half]}\n... [{len(text) - TRUNCATE_TO} characters cut] ...\n{text[-half:]}"

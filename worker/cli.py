@@ -7,10 +7,11 @@ import sys
 
 import click
 
-from taskfan.cli import log_options
+from taskfan.cli import BYTE_SIZE, log_options
 from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.settings import Settings
+from taskfan.signing import read_secret_file
 from worker.node import Node
 
 
@@ -69,6 +70,37 @@ from worker.node import Node
     help="Seconds a stopping node finishes its batches before handing the rest back "
     "(default 30) [env: TASKFAN_GRACE_PERIOD]",
 )
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False),
+    help="File of shared secrets, one per line: run only batches signed with one, sign "
+    "results with the first [env: TASKFAN_SECRET_FILE, or the secret in TASKFAN_SECRET]",
+)
+@click.option(
+    "--no-pickle",
+    is_flag=True,
+    default=None,
+    help="Refuse batches that use the pickle codec [env: TASKFAN_NO_PICKLE]",
+)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="MODULE",
+    help="Run only functions from MODULE or its submodules; repeat for several "
+    "[env: TASKFAN_ALLOW, comma-separated]",
+)
+@click.option(
+    "--max-item-bytes",
+    type=BYTE_SIZE,
+    help="Largest result of one item, e.g. 16M (default 16 MiB) [env: TASKFAN_MAX_ITEM_BYTES]",
+)
+@click.option(
+    "--max-batch-bytes",
+    type=BYTE_SIZE,
+    help="Largest batch payload and batch result, e.g. 64M (default 64 MiB) "
+    "[env: TASKFAN_MAX_BATCH_BYTES]",
+)
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
     "--metrics-port",
@@ -81,16 +113,28 @@ from worker.node import Node
     "[env: TASKFAN_METRICS_HOST]",
 )
 @log_options("INFO")
-def worker(queues: tuple[str, ...], paths: tuple[str, ...], **options: object) -> None:
+def worker(
+    queues: tuple[str, ...],
+    paths: tuple[str, ...],
+    secret_file: str | None,
+    allow: tuple[str, ...],
+    **options: object,
+) -> None:
     """Run a worker node: read batches from Redis and run them on a process pool.
 
     \b
     Example:
       taskfan worker --redis-url redis://localhost:6379/0 --queue default --processes 4
+      taskfan worker --secret-file /etc/taskfan/secret --no-pickle --allow myapp
     """
     try:
         settings = Settings.from_env(
-            os.environ, queues=queues or None, paths=paths or None, **options
+            os.environ,
+            queues=queues or None,
+            paths=paths or None,
+            secrets=read_secret_file(secret_file) if secret_file else None,
+            allow=allow or None,
+            **options,
         )
         if settings.redis_url is None:
             raise ConfigError("no Redis configured: pass --redis-url or set TASKFAN_REDIS_URL")

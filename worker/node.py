@@ -44,6 +44,7 @@ from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.child import ChunkResult, run_chunk
+from worker.guard import Guard
 from worker.io_threads import REDIS_ERRORS, Heartbeat, Reader, Writer
 from worker.pool import Pool
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
@@ -69,7 +70,10 @@ class Node:
         self.id = settings.node_name or new_node_id()
         self.redis = NodeRedis(client, settings.queues, self.id)
         sizer = ChunkSizer(settings.processes, settings.chunksize)
-        self.scheduler = Scheduler(settings.processes, sizer, settings.max_deliveries)
+        self.guard = Guard.from_settings(settings)
+        self.scheduler = Scheduler(
+            settings.processes, sizer, settings.max_deliveries, guard=self.guard
+        )
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.started_at = time.time()
         #: what the node has done, and is doing: the node record and the metrics read it
@@ -148,6 +152,9 @@ class Node:
             settings.start_method,
             settings.chunksize or "auto",
         )
+        log.info("node %s: %s", self.id, self.guard.describe())
+        for warning in self.guard.warnings():
+            log.warning("node %s: %s", self.id, warning)
         for name, target in (
             ("reader", self._reader.run),
             ("writer", self._writer.run),
@@ -276,8 +283,9 @@ class Node:
             items = chunk.batch.items[chunk.lo : chunk.hi]
             try:
                 future = self._pool.submit(
-                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, items, entry.options
-                )
+                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, items, entry.options,
+                    self.settings.allow, self.settings.max_item_bytes,
+                )  # fmt: skip
             except BrokenProcessPool:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
                 self.scheduler.unsent(chunk)

@@ -30,6 +30,7 @@ from taskfan.logs import batch_extra
 from taskfan.outcomes import encode_result
 from taskfan.protocol import BatchEntry
 from worker.child import ChunkResult
+from worker.guard import Guard
 from worker.redis_io import Completed, Delivery
 from worker.sizing import ChunkSizer
 
@@ -45,6 +46,8 @@ class Batch:
     items: list[Any]
     started: float
     blobs: dict[int, bytes] = field(default_factory=dict)  #: chunk start offset -> blob
+    #: chunk start offset -> its failed items
+    failures: dict[int, int] = field(default_factory=dict)
     failed: int = 0
     remaining: int = 0
 
@@ -79,11 +82,14 @@ class Scheduler:
         sizer: ChunkSizer,
         max_deliveries: int = 5,
         clock: Callable[[], float] = time.monotonic,
+        guard: Guard | None = None,
     ) -> None:
         self.processes = processes
         self.clock = clock
         self.sizer = sizer
         self.max_deliveries = max_deliveries
+        #: signatures, refusals and limits (worker.guard); the default checks nothing
+        self.guard = guard or Guard()
         self.batches: dict[tuple[str, bytes], Batch] = {}
         self.pending: deque[Chunk] = deque()
         self.suspects: deque[Chunk] = deque()
@@ -99,17 +105,26 @@ class Scheduler:
         extra = _named(delivery)
         if extra:
             where += f" (job {extra['job']} batch {extra['batch']})"
-        if delivery.fields is None or delivery.skip:
-            if delivery.skip:
-                log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
+        if delivery.fields is None:
             return Completed(delivery, "", "", b"", 0, 0)
+        started = time.monotonic() if now is None else now
+        bad_signature = self.guard.bad_signature(delivery)
+        if bad_signature is not None:
+            return self._reject_unverified(delivery, where, bad_signature, started)
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:
             log.warning("%s: dead-lettered: %s", where, exc, extra=extra)
             return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
-        started = time.monotonic() if now is None else now
+        if delivery.skip:
+            log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
+            return Completed(delivery, "", "", b"", 0, 0)
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        refusal = self.guard.refusal(entry)
+        if refusal is not None:
+            type_name, reason = refusal
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
+            return self.fail_batch(batch, type_name, reason, dead=True)
         try:
             items = get_codec(entry.codec).loads(entry.payload)
             if not isinstance(items, list) or len(items) != entry.count:
@@ -151,6 +166,23 @@ class Scheduler:
             return 0
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
         return -(-slots // max(1, self.last_chunks))
+
+    def _reject_unverified(
+        self, delivery: Delivery, where: str, reason: str, started: float
+    ) -> Completed:
+        """Dead-letter an unsigned or changed entry; record its items as failed,
+        unsigned, when it names a job that exists (see worker.guard)."""
+        assert delivery.fields is not None
+        message = f"{where}: {reason}"  # ``where`` names the job and batch it claims
+        try:
+            entry: BatchEntry | None = BatchEntry.parse(delivery.fields, where)
+        except ProtocolError:
+            entry = None
+        log.warning("%s: dead-lettered: %s", where, reason, extra=_named(delivery))
+        if entry is None or delivery.skip:
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=message)
+        batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        return self.fail_batch(batch, "BadSignature", message, dead=True, signed=False)
 
     def take_unstarted(self) -> list[Batch]:
         """Remove and return the batches none of whose chunks has run or is running
@@ -243,14 +275,38 @@ class Scheduler:
     def _store(self, chunk: Chunk, blob: bytes, failed: int) -> Completed | None:
         batch = chunk.batch
         batch.blobs[chunk.lo] = blob
+        batch.failures[chunk.lo] = failed
         batch.failed += failed
         batch.remaining -= chunk.size
         return self.finish(batch) if batch.remaining == 0 else None
 
-    def finish(self, batch: Batch, dead_reason: str | None = None) -> Completed:
+    def finish(
+        self, batch: Batch, dead_reason: str | None = None, signed: bool = True
+    ) -> Completed:
+        """The batch's result entry, kept under max_batch_bytes and signed (unless
+        ``signed`` is False: see worker.guard)."""
         entry = batch.entry
-        blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
-        result = encode_result(entry.start, entry.count, batch.failed, blobs, entry.offsets)
+        result = self._encode(batch)
+        if len(result) > self.guard.limits.max_batch_bytes:
+            log.warning(
+                "job %s batch %s: its results encode to %d bytes, over max_batch_bytes; "
+                "the items of its largest chunks fail instead",
+                entry.job_id,
+                entry.field,
+                len(result),
+            )
+            batch.failed += self.guard.fit(
+                batch.blobs,
+                batch.failures,
+                entry.count,
+                len(result),
+                lambda lo, n, message: self._error_blob(
+                    batch, lo, n, "ResultTooLarge", message, keep_inputs=False
+                ),
+            )
+            result = self._encode(batch)
+        if signed:
+            result = self.guard.seal(entry, result)
         ok = entry.count - batch.failed
         completed = Completed(
             batch.delivery, entry.job_id, entry.field, result, ok, batch.failed, dead_reason
@@ -261,17 +317,39 @@ class Scheduler:
                 completed.cost = (entry.fn_ref, cost)
         return completed
 
-    def fail_batch(self, batch: Batch, type_name: str, message: str, dead: bool) -> Completed:
-        count = batch.entry.count
+    @staticmethod
+    def _encode(batch: Batch) -> bytes:
+        entry = batch.entry
+        blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
+        return encode_result(entry.start, entry.count, batch.failed, blobs, entry.offsets)
+
+    def fail_batch(
+        self, batch: Batch, type_name: str, message: str, dead: bool, signed: bool = True
+    ) -> Completed:
+        entry = batch.entry
+        count = entry.count
+        if not self.guard.can_record_failures(count, message):
+            # Too many items to record as failed within max_batch_bytes: the entry
+            # still leaves the queue, but its job will not finish.
+            log.warning(
+                "job %s batch %s: %d items are too many to record as failed; dead-lettered only",
+                entry.job_id,
+                entry.field,
+                count,
+            )
+            return Completed(batch.delivery, "", "", b"", 0, 0, dead_reason=message)
         batch.blobs = {0: self._error_blob(batch, 0, count, type_name, message)}
+        batch.failures = {0: count}
         batch.failed = count
         batch.remaining = 0
-        return self.finish(batch, dead_reason=message if dead else None)
+        return self.finish(batch, dead_reason=message if dead else None, signed=signed)
 
     @staticmethod
-    def _error_blob(batch: Batch, lo: int, count: int, type_name: str, message: str) -> bytes:
+    def _error_blob(
+        batch: Batch, lo: int, count: int, type_name: str, message: str, keep_inputs: bool = True
+    ) -> bytes:
         """Every item fails with the message; inputs are kept where known, for retries."""
-        kept = batch.items[lo : lo + count]
+        kept = batch.items[lo : lo + count] if keep_inputs else []
         if len(kept) == count:
             errors = [[i, type_name, message, "", None, kept[i]] for i in range(count)]
         else:
@@ -298,4 +376,5 @@ def _named(delivery: Delivery) -> dict[str, Any]:
     text = batch.decode("utf-8", "replace") if batch is not None else "?"
     if b"r" in fields:
         text += "." + fields[b"r"].decode("utf-8", "replace")
-    return batch_extra(job.decode("utf-8", "replace"), text)
+    # Anyone can write an entry: a name of a megabyte must not make every line one.
+    return batch_extra(job[:64].decode("utf-8", "replace"), text[:64])

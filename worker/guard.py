@@ -1,0 +1,167 @@
+"""A node's checks on the batches it is given, and its signature on what it records.
+
+The scheduler asks the guard, in this order, before anything of a batch is
+decoded or imported:
+
+1. ``bad_signature``: with a secret, a batch must be signed with it (see
+   ``taskfan.signing``); the raw fields are checked before they are parsed.
+2. ``refusal``, once the entry is parsed: a pickle batch on a ``--no-pickle``
+   node, a payload over ``max_batch_bytes``, a function outside the
+   ``--allow`` list.
+
+A refused batch goes to the dead-letter stream and its items are recorded as
+failed with the reason, so its job still finishes. An unsigned or changed
+batch is different: what it claims (job, batch, items) is untrusted. Its items
+are recorded as failed only when its job exists, and that record is **not
+signed**: a node never vouches for what a forger wrote. A producer with the
+secret then gets a SignatureError for that batch; one without it (the usual
+cause: a producer that was not given the secret) sees the items fail with
+``BadSignature`` and the reason. See docs/security.md.
+
+Then ``seal`` signs each result entry, and ``fit`` keeps it under
+``max_batch_bytes`` by failing the items of its largest chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from taskfan.errors import FunctionNotAllowed, SignatureError
+from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
+from taskfan.protocol import BatchEntry
+from taskfan.refs import check_allowed
+from taskfan.settings import Settings
+from taskfan.signing import Keyring
+from worker.redis_io import Delivery
+
+log = logging.getLogger(__name__)
+
+#: bytes a failed item's error takes in a record, beyond its message (an estimate)
+ERROR_OVERHEAD = 64
+
+
+class Guard:
+    def __init__(
+        self,
+        keyring: Keyring | None = None,
+        no_pickle: bool = False,
+        allow: tuple[str, ...] = (),
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.keyring = keyring
+        self.no_pickle = no_pickle
+        self.allow = allow
+        self.limits = limits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Guard:
+        return cls(
+            Keyring.of(settings.secrets or None),
+            settings.no_pickle,
+            settings.allow,
+            Limits(settings.max_item_bytes, settings.max_batch_bytes),
+        )
+
+    def describe(self) -> str:
+        """One line for the node's log: what this node accepts."""
+        if self.keyring is not None:
+            ids = self.keyring.key_ids
+            signing = f"signed batches only (key {ids[0]}, {len(ids)} accepted), signed results"
+        else:
+            signing = "unsigned batches accepted"
+        parts = [
+            signing,
+            "pickle refused" if self.no_pickle else "pickle accepted",
+            f"functions from {', '.join(self.allow)} only" if self.allow else "any function",
+            f"at most {format_size(self.limits.max_item_bytes)} per item and "
+            f"{format_size(self.limits.max_batch_bytes)} per batch",
+        ]
+        return "; ".join(parts)
+
+    def warnings(self) -> list[str]:
+        """Settings that leave a door open while seeming to close it."""
+        if self.keyring is None and not self.no_pickle and self.allow:
+            return [
+                "--allow limits the functions batches name, but pickle batches are accepted "
+                "unsigned, and unpickling alone can import and run anything: add --no-pickle "
+                "or a secret (docs/security.md)"
+            ]
+        return []
+
+    def bad_signature(self, delivery: Delivery) -> str | None:
+        """Why the entry's signature does not hold, or None (or no secret)."""
+        if self.keyring is None or delivery.fields is None:
+            return None
+        try:
+            self.keyring.verify_batch(delivery.queue.name, delivery.fields)
+        except SignatureError as exc:
+            return str(exc)
+        return None
+
+    def refusal(self, entry: BatchEntry) -> tuple[str, str] | None:
+        """(error type, reason) when this node will not run the batch."""
+        where = f"job {entry.job_id} batch {entry.field}"
+        if self.no_pickle and entry.codec == "pickle":
+            return (
+                "PickleRefused",
+                f"{where}: uses the pickle codec, which this node refuses (--no-pickle, "
+                "TASKFAN_NO_PICKLE): enqueue it with the json codec",
+            )
+        limit = self.limits.max_batch_bytes
+        if len(entry.payload) > limit:
+            return (
+                "BatchTooLarge",
+                f"{where}: its payload is {format_size(len(entry.payload))}, over this node's "
+                f"max_batch_bytes ({format_size(limit)})",
+            )
+        try:
+            check_allowed(entry.fn_ref, self.allow)
+        except FunctionNotAllowed as exc:
+            return "FunctionNotAllowed", f"{where}: {exc}"
+        return None
+
+    def can_record_failures(self, count: int, message: str) -> bool:
+        """Whether ``count`` items failed with ``message`` fit in one result entry."""
+        return count * (len(message.encode()) + ERROR_OVERHEAD) <= self.limits.max_batch_bytes
+
+    def seal(self, entry: BatchEntry, result: bytes) -> bytes:
+        """The result entry as recorded: signed when the node has a secret."""
+        if self.keyring is None:
+            return result
+        return self.keyring.seal_result(entry.job_id, entry.field, entry.codec, result)
+
+    def fit(
+        self,
+        blobs: dict[int, bytes],
+        failures: dict[int, int],
+        count: int,
+        size: int,
+        error_blob: Callable[[int, int, str], bytes],
+    ) -> int:
+        """Fail the items of the largest chunks until the result entry (``size``
+        bytes now) fits ``max_batch_bytes``; returns how many more items failed.
+
+        ``blobs`` and ``failures`` map each chunk's first offset to its blob and
+        its failed items, and are updated; ``error_blob(lo, n, message)`` makes
+        the blob of a chunk whose ``n`` items all fail.
+        """
+        limit = self.limits.max_batch_bytes
+        starts = sorted(blobs)
+        ends = dict(zip(starts, [*starts[1:], count], strict=True))
+        message = (
+            f"the results of this item's batch encode to {format_size(size)}, over the "
+            f"node's max_batch_bytes ({format_size(limit)}); the items of its largest "
+            "chunks of results fail instead: return large data by reference (a path or URL)"
+        )
+        more = 0
+        for lo in sorted(starts, key=lambda lo: len(blobs[lo]), reverse=True):
+            if size <= limit:
+                break
+            items = ends[lo] - lo
+            new = error_blob(lo, items, message)
+            size += len(new) - len(blobs[lo])
+            blobs[lo] = new
+            more += items - failures.get(lo, 0)
+            failures[lo] = items
+        return more
