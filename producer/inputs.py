@@ -27,12 +27,13 @@ import math
 import os
 import re
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 from producer.rejects import Rejected
-from taskfan.errors import InvalidInput
+from taskfan.errors import InvalidInput, TaskfanError
 from taskfan.limits import format_size
 
 FORMATS = ("jsonl", "csv", "lines")
@@ -64,8 +65,11 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         opener: Any = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as stream:
             yield stream
-    except OSError as exc:  # also a damaged .gz file, found while reading
-        raise InvalidInput(f"cannot read: {exc.strerror or exc}", source=path) from None
+    except TaskfanError:
+        raise  # e.g. BrokerUnavailable (an OSError) from the enqueue reading the file
+    except (OSError, EOFError, zlib.error) as exc:  # also a damaged .gz file, found while reading
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot read: {reason}", source=path) from None
 
 
 def read(
@@ -141,13 +145,25 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not standard JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range for a float")
+    return value
+
+
 def _jsonl(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[Any]:
     for number, text in _text_lines(stream, source):
         if isinstance(text, InvalidInput):
             yield text
         elif text.strip():
             try:
-                yield size(json.loads(text, parse_constant=_no_constants), len(text), 1, number)
+                yield size(
+                    json.loads(text, parse_constant=_no_constants, parse_float=_finite),
+                    len(text),
+                    1,
+                    number,
+                )
             except json.JSONDecodeError as exc:
                 yield InvalidInput(
                     f"not valid JSON: {exc.msg} (column {exc.colno})", source=source, line=number

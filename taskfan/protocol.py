@@ -222,7 +222,9 @@ class BatchEntry:
         try:
             mode = CallMode(mode_text)
         except ValueError:
-            raise ProtocolError(f"{where}: unknown call mode {mode_text[:40]!r}") from None
+            raise ProtocolError(
+                f"{where}: field 'm': unknown call mode {mode_text[:40]!r}"
+            ) from None
         if b"p" not in fields:
             raise ProtocolError(f"{where}: missing field 'p'")
         job_id = _text(fields, b"j", where)
@@ -238,7 +240,7 @@ class BatchEntry:
             )
         codec = _text(fields, b"c", where)
         if codec not in CODECS:
-            raise ProtocolError(f"{where}: unknown codec {codec[:40]!r}")
+            raise ProtocolError(f"{where}: field 'c': unknown codec {codec[:40]!r}")
         round_, offsets = 0, None
         if b"r" in fields:
             round_ = _int(fields, b"r", where)
@@ -252,7 +254,9 @@ class BatchEntry:
                 f"{len(payload)} bytes"
             )
         if offsets is not None and len(offsets) != count:
-            raise ProtocolError(f"{where}: {len(offsets)} offsets for {count} items")
+            raise ProtocolError(
+                f"{where}: field 'x' holds {len(offsets)} offsets for {count} items"
+            )
         return cls(
             job_id=job_id,
             index=_int(fields, b"b", where),

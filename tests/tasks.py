@@ -136,3 +136,19 @@ def crash_on_or_fail_7(x: int) -> int:
     if x % 7 == 0:
         raise ValueError(f"bad {x}")
     return crash_on(x)
+
+
+def touch(path: str) -> str:
+    """Create the file ``path``: a visible side effect, for tasks that must never run."""
+    Path(path).write_text("ran")
+    return path
+
+
+def text_of(size: int) -> str:
+    """A result of ``size`` characters, from a small input."""
+    return "x" * size
+
+
+def fail_loudly(size: int) -> None:
+    """Raise with a message of ``size`` characters."""
+    raise ValueError("x" * size)
