@@ -14,8 +14,8 @@ queued: runs of them are recorded as failed items right away (see that module).
 With a keyring, every batch entry, the job's meta and the results the producer
 records itself are signed (``taskfan.signing``). Every batch is checked against
 the limits (``taskfan.limits``): an item over ``max_item_bytes`` stops the
-enqueue naming its index; a batch over ``max_batch_bytes`` is split in two
-until each part fits.
+enqueue naming its index; a batch over ``max_batch_bytes`` is split into parts
+that fit, like one over ``split_bytes``, whatever the batch size.
 """
 
 from __future__ import annotations
