@@ -11,7 +11,7 @@ import click
 
 from producer import deadletters
 from producer.cli import load_settings, open_client
-from producer.cli_options import EXIT_ERROR, CliError, cli_errors, redis_option
+from producer.cli_options import EXIT_ERROR, CliError, cli_errors, redis_option, secret_option
 from producer.deadletters import Requeued
 from producer.status import age, table
 from taskfan.cli import log_options
@@ -46,6 +46,7 @@ def _said(result: Requeued | str) -> tuple[bool, str]:
 @click.option("--limit", default=50, show_default=True, help="Dead letters listed, newest first")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
 @click.option("--yes", is_flag=True, help="Do not ask before --drop --all")
+@secret_option
 @redis_option
 @log_options("WARNING")
 def dead(
@@ -58,6 +59,7 @@ def dead(
     limit: int,
     as_json: bool,
     yes: bool,
+    secret_file: str | None,
     redis_url: str | None,
 ) -> None:
     """List the dead letters of QUEUE (batches delivered too often, or unreadable),
@@ -87,7 +89,8 @@ def dead(
             raise CliError("give IDs or --all, not both")
         if (dead_ids or everything) and not (requeue or drop):
             raise CliError("with IDs or --all, pass --requeue or --drop")
-        r = open_client(load_settings(redis_url)).redis
+        client = open_client(load_settings(redis_url, secret_file=secret_file))
+        r = client.redis
         if drop:
             if everything:
                 if not yes:
@@ -100,11 +103,11 @@ def dead(
         if requeue:
             results: list[Requeued | str] = []
             if everything:
-                results = deadletters.requeue_all(r, queue)
+                results = deadletters.requeue_all(r, queue, client.keyring)
             else:
                 for dead_id in dead_ids:
                     try:
-                        results.append(deadletters.requeue(r, queue, dead_id))
+                        results.append(deadletters.requeue(r, queue, dead_id, client.keyring))
                     except TaskfanError as exc:  # say it, go on with the others
                         results.append(str(exc))
             ok = True

@@ -32,11 +32,12 @@ import redis
 
 from producer import deadletters, overview
 from producer.cli import load_settings, open_client
-from producer.cli_options import cli_errors, redis_option
+from producer.cli_options import cli_errors, redis_option, secret_option
 from taskfan import scripts
 from taskfan.cli import log_options
 from taskfan.errors import TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,16 @@ class Dashboard:
     open pages cost Redis no more than one."""
 
     def __init__(
-        self, r: redis.Redis, limit: int = 20, actions: bool = False, min_interval: float = 1.0
+        self,
+        r: redis.Redis,
+        limit: int = 20,
+        actions: bool = False,
+        min_interval: float = 1.0,
+        keyring: Keyring | None = None,
     ) -> None:
         self.redis = r
+        #: signs requeued dead letters (and checks theirs) when the cluster signs
+        self.keyring = keyring
         self.limit = limit
         self.actions = actions
         self.token = secrets.token_urlsafe(24)
@@ -101,7 +109,7 @@ class Dashboard:
         return {"job": job_id, "result": said.get(code, str(code))}
 
     def requeue(self, queue: str, dead_id: str) -> dict[str, Any]:
-        done = deadletters.requeue(self.redis, queue, dead_id)
+        done = deadletters.requeue(self.redis, queue, dead_id, self.keyring)
         self._cached = None
         return {"dead_letter": dead_id, "entry": done.entry_id, "round": done.round}
 
@@ -219,9 +227,17 @@ def _is_loopback(host: str) -> bool:
     help="Let the page cancel jobs and requeue dead letters (default: read-only)",
 )  # fmt: skip
 @click.option("--limit", default=20, show_default=True, help="Jobs shown per queue, newest first")
+@secret_option
 @redis_option
 @log_options("INFO")
-def dashboard(port: int, host: str, allow_actions: bool, limit: int, redis_url: str | None) -> None:
+def dashboard(
+    port: int,
+    host: str,
+    allow_actions: bool,
+    limit: int,
+    secret_file: str | None,
+    redis_url: str | None,
+) -> None:
     """Serve a live dashboard page: queues, jobs with progress bars, nodes and
     their rates, recent failures and dead letters. It refreshes every 2 seconds.
 
@@ -230,8 +246,8 @@ def dashboard(port: int, host: str, allow_actions: bool, limit: int, redis_url: 
       taskfan dashboard --port 8765     # then open http://127.0.0.1:8765/
     """
     with cli_errors():
-        r = open_client(load_settings(redis_url)).redis
-        board = Dashboard(r, limit=limit, actions=allow_actions)
+        client = open_client(load_settings(redis_url, secret_file=secret_file))
+        board = Dashboard(client.redis, limit=limit, actions=allow_actions, keyring=client.keyring)
         try:
             server = DashboardServer((host, port), board)
         except OSError as exc:

@@ -18,6 +18,11 @@ round** of its job, like ``Job.retry_failed`` but for this one batch:
 3. one MULTI in the queue slot: the entry goes back on the queue stream with the
    round's fields and leaves the dead-letter stream.
 
+With a keyring, the dead letter's own signature must hold (anyone can write to
+the dead-letter stream: requeueing must not sign what they wrote), and the
+entry goes back signed; without one, a signed dead letter is refused (nodes
+would refuse its unsigned round).
+
 Nodes record the round into ``<batch>.<round>``, which overlays the failures;
 ``failed``, ``batches_done`` and the job's state come out as if the batch had
 run normally. A requeue cut short between steps 2 and 3 leaves the dead letter
@@ -36,9 +41,10 @@ import redis
 from producer import peek
 from taskfan import scripts
 from taskfan.connection import translate_errors
-from taskfan.errors import ProtocolError, TaskfanError
+from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.protocol import BatchEntry, JobMeta
+from taskfan.signing import SIGNATURE_FIELD, Keyring
 
 #: fields dead_letter.lua adds in front of the entry's own
 _META_FIELDS = (b"reason", b"entry", b"at")
@@ -124,14 +130,27 @@ class Requeued:
     round: int  #: the job's retry round that runs it (0: the batch was never recorded)
 
 
-def requeue(r: redis.Redis, queue: str, dead_id: str) -> Requeued:
+def requeue(r: redis.Redis, queue: str, dead_id: str, keyring: Keyring | None = None) -> Requeued:
     """Put a dead letter back on its queue, as a retry round of its job (see above).
 
     Raises TaskfanError, naming the dead letter, job and batch, when it cannot be
-    run again (malformed, job gone or cancelled, items ran again since, ...).
+    run again (malformed, badly signed, job gone or cancelled, items ran again
+    since, ...).
     """
     dead = get(r, queue, dead_id)
     where = f"dead letter {dead_id} of queue {queue}"
+    if keyring is not None:
+        try:
+            keyring.verify_batch(queue, dead.fields)
+        except SignatureError as exc:
+            raise TaskfanError(
+                f"{where}: {exc}: no producer with the secret sent it; drop it"
+            ) from None
+    elif SIGNATURE_FIELD in dead.fields:
+        raise TaskfanError(
+            f"{where}: the batch is signed: requeueing it needs the secret (--secret-file, "
+            "TASKFAN_SECRET), or nodes would refuse it"
+        )
     try:
         entry = BatchEntry.parse(dead.fields, where)
     except ProtocolError as exc:
@@ -169,7 +188,10 @@ def requeue(r: redis.Redis, queue: str, dead_id: str) -> Requeued:
             raise TaskfanError(f"{where}: {why.get(round_, f'refused ({round_})')}")
         offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
         again = dataclasses.replace(entry, round=round_, offsets=offsets)
-        new_id = _move(r, queue, dead_id, again.fields())
+        fields = again.fields()
+        if keyring is not None:
+            fields = keyring.sign_batch(queue, fields)
+        new_id = _move(r, queue, dead_id, fields)
     return Requeued(dead_id, new_id, entry.job_id, again.field, entry.count, round_)
 
 
@@ -226,7 +248,7 @@ def drop_all(r: redis.Redis, queue: str) -> int:
     return int(count)
 
 
-def requeue_all(r: redis.Redis, queue: str) -> list[Requeued | str]:
+def requeue_all(r: redis.Redis, queue: str, keyring: Keyring | None = None) -> list[Requeued | str]:
     """Requeue every dead letter of ``queue``, oldest first; per letter, what
     happened (a Requeued) or why not (a message)."""
     with translate_errors(f"reading the dead letters of queue {queue}"):
@@ -235,7 +257,7 @@ def requeue_all(r: redis.Redis, queue: str) -> list[Requeued | str]:
     for dead_id, _ in raw:
         text = dead_id.decode() if isinstance(dead_id, bytes) else str(dead_id)
         try:
-            out.append(requeue(r, queue, text))
+            out.append(requeue(r, queue, text, keyring))
         except TaskfanError as exc:
             out.append(str(exc))
     return out

@@ -7,7 +7,9 @@ can write to Redis. So pickled result chunks are read here with an unpickler
 that imports nothing: every class or function a pickle names becomes an inert
 placeholder (``Opaque``), which keeps the strings and lists around it intact.
 Values are thus not the real objects (a tool that wants them uses ``Job``),
-but errors, which are plain strings, come through whole.
+but errors, which are plain strings, come through whole. Signed entries are read
+past their signature unchecked (``signing.unverified``): what is shown is what
+Redis holds; ``Job`` verifies.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from taskfan.outcomes import (
     merged_outcomes,
 )
 from taskfan.protocol import JobMeta
+from taskfan.signing import unverified
 
 #: result entries fetched per HMGET while looking for failures
 FETCH = 32
@@ -99,7 +102,7 @@ def batch_outcomes(
     if fields[0] is None:
         return None
     where = f"job {meta.id} batch {index}"
-    entries = [ResultEntry.parse(data, where) for data in fields if data is not None]
+    entries = [ResultEntry.parse(unverified(data), where) for data in fields if data is not None]
     return merged_outcomes(entries, SafeCodec(meta.codec), where)
 
 
@@ -130,11 +133,12 @@ def failures(r: redis.Redis, meta: JobMeta, limit: int) -> Iterator[Outcome]:
 
 def entry_outcomes(meta: JobMeta, data: bytes, where: str) -> list[Outcome]:
     """The outcomes of one result entry, decoded safely."""
-    return list(iter_outcomes(ResultEntry.parse(data, where), SafeCodec(meta.codec), where))
+    entry = ResultEntry.parse(unverified(data), where)
+    return list(iter_outcomes(entry, SafeCodec(meta.codec), where))
 
 
 def _failed(data: bytes) -> int:
     try:
-        return failed_count(data)
+        return failed_count(unverified(data))
     except ProtocolError:
         return 1  # let the full parse name the problem

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from taskfan import __version__
-from taskfan.logs import FORMATS, formatter
 from taskfan.limits import parse_size
+from taskfan.logs import FORMATS, formatter
 
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {

@@ -8,11 +8,11 @@ from typing import Any, cast
 import pytest
 import redis
 
-from producer import Client, Executor
+from producer import Client, Executor, deadletters, peek
 from producer.enqueue import Enqueuer, JobSpec
 from taskfan import scripts
 from taskfan.codec import JSON, PICKLE
-from taskfan.errors import SignatureError, TaskFailed
+from taskfan.errors import SignatureError, TaskFailed, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.outcomes import encode_result
 from taskfan.protocol import BatchEntry, CallMode
@@ -248,3 +248,35 @@ def test_task_failures_still_travel_under_signing(
     job = Client.from_url(redis_url, secret=SECRET).map(tasks.fail, [5])
     with pytest.raises(TaskFailed, match="bad 5"):
         list(job.results(timeout=60))
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_dead_letters_are_requeued_signed_and_only_if_their_signature_holds(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, secret_file: str
+) -> None:
+    strict = start_worker("--secret-file", secret_file, "--allow", "tests.marker_task")
+    client = Client.from_url(redis_url, secret=SECRET)
+    job = client.map(tasks.square, [1, 2, 3], batch_size=3)
+    assert job.wait(timeout=60)  # refused: the function is outside that node's allowlist
+    [(dead_id, letter)] = cast(Any, r.xrange(DEAD))
+    dead_id = dead_id.decode()
+    meta = job.meta()
+    [failure, *_] = list(peek.failures(r, meta, 10))  # operators' tools read signed entries
+    assert failure.error is not None and failure.error.type == "FunctionNotAllowed"
+    # Someone adds a dead letter of their own for the job: it is never signed for them.
+    forged = {k: v for k, v in letter.items() if k not in (b"reason", b"entry", b"at")}
+    forged[b"f"] = b"tests.tasks:touch"
+    forged_id = cast(
+        bytes, r.xadd(DEAD, {b"reason": letter[b"reason"], b"entry": b"0-1", **forged})
+    )
+    with pytest.raises(TaskfanError, match="no producer with the secret sent it"):
+        deadletters.requeue(r, "default", forged_id.decode(), client.keyring)
+    with pytest.raises(TaskfanError, match="requeueing it needs the secret"):
+        deadletters.requeue(r, "default", dead_id)
+    strict.stop()
+    start_worker("--secret-file", secret_file, "--allow", "tests.tasks")
+    args = ["dead", "default", dead_id, "--requeue", "--redis-url", redis_url]
+    done = invoke(*args, "--secret-file", secret_file)
+    assert done.exit_code == 0, done.output
+    assert job.wait(timeout=60)
+    assert list(job.results()) == [1, 4, 9]
