@@ -207,11 +207,16 @@ _NODE_INTS = (
 def nodes(r: redis.Redis, now: float) -> list[dict[str, Any]]:
     """Live nodes, newest heartbeat first. A node whose record expired (it stopped
     beating three heartbeats ago: killed, cut off, or stopped) leaves the index."""
-    entries: Any = r.zrevrange(keys.NODES, 0, -1, withscores=True)
+    listed: Any = r.zrevrange(keys.NODES, 0, -1, withscores=True)
     pipe = r.pipeline(transaction=False)
-    for node_id, _ in entries:
-        pipe.hgetall(keys.node(text(node_id)))
-    out, dead = [], []
+    entries, dead = [], []
+    for node_id, beat in listed:
+        try:
+            pipe.hgetall(keys.node(text(node_id)))
+            entries.append((node_id, beat))
+        except ValueError:  # not a node id (someone else wrote it): drop it
+            dead.append(node_id)
+    out = []
     for (node_id, beat), raw in zip(entries, pipe.execute(), strict=True):
         if not raw:
             dead.append(node_id)
@@ -232,11 +237,20 @@ def nodes(r: redis.Redis, now: float) -> list[dict[str, Any]]:
             "metrics": record.get("metrics"),
         }
         for name in _NODE_INTS:
-            node[name] = int(record.get(name, 0))
+            node[name] = _int(record.get(name))
         out.append(node)
     if dead:
         r.zrem(keys.NODES, *dead)
     return out
+
+
+def _int(value: str | None) -> int:
+    """A counter of a node record; 0 when missing or not a number (records are
+    written by nodes, but anyone who can write to Redis can change them)."""
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def _float(value: str | None) -> float | None:

@@ -5,19 +5,25 @@ next good job."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import redis
 
-from producer import Client
+from producer import Client, overview
+from taskfan import keys
 from taskfan.codec import JSON
 from taskfan.keys import QueueKeys
 from taskfan.protocol import BatchEntry, CallMode, TaskOptions
 from tests import tasks
+from tests.cli_support import clean_env, invoke
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+
+__all__ = ["clean_env"]
 
 STREAM = QueueKeys("default").stream
 DEAD = QueueKeys("default").dead
@@ -124,3 +130,16 @@ def test_a_node_with_a_secret_dead_letters_whatever_is_not_signed(
     client = Client.from_url(redis_url, secret=SECRET)
     assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]
     assert worker.proc.poll() is None and "Traceback" not in worker.log()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_operators_commands_survive_forged_node_records(redis_url: str, r: redis.Redis) -> None:
+    now = time.time()
+    r.zadd(keys.NODES, {"not a node id": now, "{x}": now, "forged": now})
+    r.hset(keys.node("forged"), mapping={"pid": "lots", "processes": "9" * 5000, "queues": "q"})
+    for command in ("status", "nodes"):
+        result = invoke(command, "--json", "--redis-url", redis_url)
+        assert result.exit_code == 0, result.output
+    [node] = overview.nodes(r, now)
+    assert (node["id"], node["pid"], node["processes"]) == ("forged", 0, 0)
+    assert r.zcard(keys.NODES) == 1  # what cannot be a node id left the index
