@@ -119,7 +119,7 @@ def test_a_batch_recorded_before_it_was_dead_lettered_is_not_run_again(
     job = client.map(tasks.square, [1, 2], batch_size=2)
     assert job.wait(timeout=60)
     fields = {b"j": job.id.encode(), b"b": b"0", b"s": b"0", b"n": b"2", b"c": b"pickle",
-              b"f": b"tests.tasks:square", b"m": b"1", b"k": b"0", b"p": b"x"}  # fmt: skip
+              b"f": b"tests.tasks:square", b"m": b"1", b"k": b"0", b"p": b"xy"}  # fmt: skip
     scripts.dead_letter(r, QUEUE, b"1-0", fields, "delivered 6 times", 0.0)
     (dead_id,) = [d.id for d in deadletters.list_dead(r, "default")]
     with pytest.raises(TaskfanError, match="item 0 succeeded since it was dead-lettered"):
