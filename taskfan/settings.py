@@ -105,10 +105,19 @@ class Settings:
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     #: bytes one encoded batch payload (or one batch's result entry) may take
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    #: RQ queues a node drains (docs/rq.md), in priority order
+    rq_queues: tuple[str, ...] = ()
+    #: RQ serializer of those queues: "pickle" (RQ's default), "json" or "module.Name"
+    rq_serializer: str | None = None
+    #: also move due jobs of RQ's scheduled registries to their queues (rq --with-scheduler)
+    rq_with_scheduler: bool = False
 
     def __post_init__(self) -> None:
-        if not self.queues:
+        if not self.queues and not self.rq_queues:
             raise ConfigError("at least one queue is needed")
+        for name in self.rq_queues:
+            if not name or any(c.isspace() for c in name):
+                raise ConfigError(f"invalid RQ queue name {name!r}: use a name without whitespace")
         for name in self.queues:
             try:
                 QueueKeys(name)
@@ -183,6 +192,8 @@ class Settings:
             sources[name] = f"environment variable {var}={shown}"
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
+        if values.get("rq_queues") and "queues" not in values:
+            values["queues"] = ()  # a node given RQ queues serves taskfan queues only when named
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -221,6 +232,9 @@ ENV.update(
         "TASKFAN_ALLOW": ("allow", _split),
         "TASKFAN_MAX_ITEM_BYTES": ("max_item_bytes", parse_size),
         "TASKFAN_MAX_BATCH_BYTES": ("max_batch_bytes", parse_size),
+        "TASKFAN_RQ_QUEUE": ("rq_queues", _split),
+        "TASKFAN_RQ_SERIALIZER": ("rq_serializer", str),
+        "TASKFAN_RQ_WITH_SCHEDULER": ("rq_with_scheduler", _flag),
     }
 )
 #: variables whose value is never shown in a message

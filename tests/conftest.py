@@ -84,7 +84,7 @@ class StartWorker:
     def __call__(
         self,
         *args: str,
-        queue: str = "default",
+        queue: str | None = "default",
         processes: int = 2,
         env: dict[str, str] | None = None,
     ) -> WorkerProcess:

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 class WorkerProcess:
     """A ``python -m taskfan worker`` started in the repository root.
 
+    ``queue=None`` leaves ``--queue`` out (an RQ-only node, given ``--rq-queue``).
     ``wrap`` goes in front of the command: ``("ip", "netns", "exec", NAME)`` runs
     the node in a network namespace (``ip`` execs it: ``pid`` is the node's).
     """
@@ -24,7 +25,7 @@ class WorkerProcess:
         self,
         redis_url: str,
         *args: str,
-        queue: str = "default",
+        queue: str | None = "default",
         processes: int = 2,
         env: dict[str, str] | None = None,
         wrap: Sequence[str] = (),
@@ -34,8 +35,8 @@ class WorkerProcess:
         )
         command = [
             *wrap, sys.executable, "-m", "taskfan", "worker",
-            "--redis-url", redis_url, "--queue", queue, "--processes", str(processes),
-            *args,
+            "--redis-url", redis_url, *(("--queue", queue) if queue else ()),
+            "--processes", str(processes), *args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             command,

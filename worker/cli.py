@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -101,6 +102,25 @@ from worker.node import Node
     help="Largest batch payload and batch result, e.g. 64M (default 64 MiB) "
     "[env: TASKFAN_MAX_BATCH_BYTES]",
 )
+@click.option(
+    "--rq-queue",
+    "rq_queues",
+    multiple=True,
+    help="RQ queue to drain (docs/rq.md); repeat for several, in priority order. Without "
+    "--queue the node then serves no taskfan queue [env: TASKFAN_RQ_QUEUE]",
+)
+@click.option(
+    "--rq-serializer",
+    help="Serializer of the RQ queues: pickle (RQ's default), json, or module.Name, as "
+    "for `rq worker --serializer` [env: TASKFAN_RQ_SERIALIZER]",
+)
+@click.option(
+    "--rq-with-scheduler",
+    is_flag=True,
+    default=None,
+    help="Also move due jobs of the RQ queues' scheduled registries to the queues, as "
+    "`rq worker --with-scheduler` [env: TASKFAN_RQ_WITH_SCHEDULER]",
+)
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
     "--metrics-port",
@@ -118,6 +138,7 @@ def worker(
     paths: tuple[str, ...],
     secret_file: str | None,
     allow: tuple[str, ...],
+    rq_queues: tuple[str, ...],
     **options: object,
 ) -> None:
     """Run a worker node: read batches from Redis and run them on a process pool.
@@ -126,7 +147,12 @@ def worker(
     Example:
       taskfan worker --redis-url redis://localhost:6379/0 --queue default --processes 4
       taskfan worker --secret-file /etc/taskfan/secret --no-pickle --allow myapp
+      taskfan worker --redis-url redis://localhost:6379/0 --rq-queue default
     """
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # RQ's code that the RQ adapter calls logs a line per job: not for operators
+        for name in ("rq.job", "rq.queue", "rq.registry", "rq.scheduler", "rq.worker"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(
             os.environ,
@@ -134,15 +160,16 @@ def worker(
             paths=paths or None,
             secrets=read_secret_file(secret_file) if secret_file else None,
             allow=allow or None,
+            rq_queues=rq_queues or None,
             **options,
         )
         if settings.redis_url is None:
             raise ConfigError("no Redis configured: pass --redis-url or set TASKFAN_REDIS_URL")
         client = connect(settings.redis_url, block_seconds=settings.block_seconds)
         check(client, settings.redis_url)
+        node = Node(settings, client)
     except (ConfigError, BrokerUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
-    node = Node(settings, client)
     node.install_signal_handlers()
     click.echo(f"taskfan worker {node.id} on {redact(settings.redis_url)}", err=True)
     try:

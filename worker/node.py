@@ -23,6 +23,10 @@ reads only when the main thread asks: when fewer chunks wait locally than the
 node has processes. So a node holds about one batch beyond what its processes
 run, never hoarding work another node could start sooner, and the pool does not
 drain at batch boundaries.
+
+With ``--rq-queue``, RQ queues are a second source of batches (``worker.rq_source``,
+its own reader and writer threads): its batches go through the same Scheduler
+and pool, and leave the node through it instead of the taskfan writer.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from worker.stats import NodeStats, NodeView
 
 if TYPE_CHECKING:
     from worker.metrics import MetricsServer
+    from worker.rq_source import RqSource
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +97,18 @@ class Node:
         self._writing = 0
         self._held_lock = threading.Lock()
         self._held: dict[QueueKeys, set[bytes]] = {}
+        self._rq: RqSource | None = None
+        if settings.rq_queues:
+            from worker.rq_source import RqSource
+
+            self._rq = RqSource(settings, client, self.id, self.events, sizer)
+        if not settings.queues:
+            self._last_read_empty = True  # an RQ-only node: no taskfan queue to read
         self._reader = Reader(self.redis, settings, self.events)
         self._writer = Writer(self.redis, self.events)
         self._heartbeat = Heartbeat(
             self.redis, settings.heartbeat_interval, self._held_snapshot, self.view.record,
-            on_beat=self._sample_queues,
+            on_beat=self._on_beat,
         )  # fmt: skip
         self._pool: Pool | None = None
         #: the future of each chunk in the pool, and the pool generation it went to
@@ -121,6 +133,8 @@ class Node:
         self.events.put(("stop",))
         # From a signal handler too: a short call on another connection.
         self._reader.stop_reading()
+        if self._rq is not None:
+            self._rq.stop_reading()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM / SIGINT stop gracefully; a second one stops at once."""
@@ -143,11 +157,13 @@ class Node:
         if settings.metrics_port is not None:
             self._start_metrics()
         self.redis.prepare()
+        if self._rq is not None:
+            self._rq.prepare()
         self._pool = Pool(settings.processes, settings.start_method, list(settings.paths))
         log.info(
             "node %s: serving %s with %d processes (%s), chunksize %s",
             self.id,
-            ",".join(settings.queues),
+            ",".join([*settings.queues, *(f"rq:{name}" for name in settings.rq_queues)]),
             settings.processes,
             settings.start_method,
             settings.chunksize or "auto",
@@ -155,11 +171,14 @@ class Node:
         log.info("node %s: %s", self.id, self.guard.describe())
         for warning in self.guard.warnings():
             log.warning("node %s: %s", self.id, warning)
-        for name, target in (
+        threads = [
             ("reader", self._reader.run),
             ("writer", self._writer.run),
             ("heartbeat", self._heartbeat.run),
-        ):
+        ]
+        if self._rq is not None:
+            threads += self._rq.threads()
+        for name, target in threads:
             thread = threading.Thread(target=target, name=f"taskfan-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -178,11 +197,15 @@ class Node:
 
     def _finished(self) -> bool:
         idle = not self.scheduler.batches and not self._writing and not self._reading
+        empty = self._last_read_empty
+        if self._rq is not None:
+            idle = idle and not self._rq.reading
+            empty = empty and self._rq.last_read_empty
         if self._cold:
             return True
         if self._stop.is_set():
             return idle
-        return self.settings.burst and idle and self._last_read_empty
+        return self.settings.burst and idle and empty
 
     def _shutdown(self) -> None:
         self._reader.close()
@@ -190,11 +213,15 @@ class Node:
         self._writer.close()
         if self._cold and self._held_snapshot():
             self._hand_back()
+        if self._rq is not None:
+            self._rq.close(self._cold, self._rq_unfinished())
         if self._pool is not None:
             self._pool.shutdown(wait=not self._cold)
         for thread in self._threads:
             thread.join(timeout=self.settings.block_seconds + 5)
-        self._hand_back_late_reads()
+        late_rq = self._hand_back_late_reads()
+        if self._rq is not None:
+            self._rq.after_threads(late_rq)
         with contextlib.suppress(redis.RedisError):
             self.redis.unpublish()
         if self._metrics is not None:
@@ -205,6 +232,12 @@ class Node:
         """While stopping: hand back the batches not started, and turn cold when
         the grace period is over."""
         unstarted = self.scheduler.take_unstarted()
+        if self._rq is not None:
+            rq = self._rq
+            rq.hand_back([b.delivery for b in unstarted if rq.owns(b.delivery)])
+            for batch in [b for b in unstarted if rq.owns(b.delivery)]:
+                self._release(batch.delivery)
+            unstarted = [b for b in unstarted if not rq.owns(b.delivery)]
         if unstarted:
             self._hand_back({b.delivery.queue: [b.delivery.entry_id] for b in unstarted})
             for batch in unstarted:
@@ -221,9 +254,11 @@ class Node:
             )
             self._cold = True
 
-    def _hand_back_late_reads(self) -> None:
-        """Batches a read delivered after the loop ended go straight back."""
+    def _hand_back_late_reads(self) -> list[Delivery]:
+        """Batches a read delivered after the loop ended go straight back (RQ's
+        batches: returned, for the RQ source to hand back)."""
         late: dict[QueueKeys, list[Any]] = {}
+        late_rq: list[Delivery] = []
         while True:
             try:
                 event = self.events.get_nowait()
@@ -232,8 +267,11 @@ class Node:
             if event[0] == "read":
                 for delivery in event[1]:
                     late.setdefault(delivery.queue, []).append(delivery.entry_id)
+            elif event[0] == "rq-read":
+                late_rq += event[1]
         if late:
             self._hand_back(late)
+        return late_rq
 
     def _hand_back(self, held: dict[QueueKeys, list[Any]] | None = None) -> None:
         held = self._held_snapshot() if held is None else held
@@ -258,13 +296,27 @@ class Node:
         elif kind == "written":
             self._writing -= 1
             self._release(event[1].delivery)
+        elif kind == "rq-read":
+            assert self._rq is not None
+            for delivery in self._rq.on_read(event, bool(self.scheduler.batches)):
+                self._complete_maybe(self.scheduler.accept(delivery))
+        elif kind == "rq-written":
+            assert self._rq is not None
+            self._writing -= 1
+            self._rq.count(self.stats, event)
+            self._release(event[1])
 
     def _ask_for_batches(self) -> None:
-        if self._reading or self._stop.is_set():
+        rq_reading = self._rq is None or self._rq.reading
+        if (self._reading and rq_reading) or self._stop.is_set():
             return
         want = self.scheduler.batches_wanted()
         if not want:
             return
+        if self._rq is not None:
+            self._rq.request(want)  # no-op while its read is out
+            if not self.settings.queues or self._reading:
+                return
         self._reading = True
         self._reader.request(want)
 
@@ -291,6 +343,8 @@ class Node:
                 self.scheduler.unsent(chunk)
                 return
             self.scheduler.sent(chunk, time.monotonic())
+            if self._rq is not None and self._rq.owns(chunk.batch.delivery):
+                self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
             self._futures[chunk] = (future, self._pool.generation)
             future.add_done_callback(self._on_done(chunk))
 
@@ -354,6 +408,11 @@ class Node:
             self._complete(completed)
 
     def _complete(self, completed: Completed) -> None:
+        if self._rq is not None and self._rq.owns(completed.delivery):
+            batch = self.scheduler.batches.get(key(completed.delivery))
+            self._writing += 1
+            self._rq.complete(completed.delivery, batch.blobs if batch else {})  # then "rq-written"
+            return
         self._writing += 1
         self._writer.put(completed)
         self.stats.completed(completed)
@@ -388,6 +447,12 @@ class Node:
         with self._held_lock:
             self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
 
+    def _rq_unfinished(self) -> list[tuple[Delivery, dict[int, bytes]]]:
+        """The RQ batches still held, with the results of their chunks so far."""
+        assert self._rq is not None
+        batches = self.scheduler.batches.values()
+        return [(b.delivery, b.blobs) for b in batches if self._rq.owns(b.delivery)]
+
     def _held_snapshot(self) -> dict[QueueKeys, list[Any]]:
         with self._held_lock:
             return {q: sorted(ids) for q, ids in self._held.items() if ids}
@@ -404,6 +469,13 @@ class Node:
         log.info(
             "node %s: Prometheus metrics on http://%s/metrics", self.id, self.view.metrics_address
         )
+
+    def _on_beat(self) -> None:
+        """After each heartbeat (heartbeat thread): the metrics' queue depths, and the
+        RQ source's leases."""
+        self._sample_queues()
+        if self._rq is not None:
+            self._rq.beat()
 
     def _sample_queues(self) -> None:
         """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""

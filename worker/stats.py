@@ -200,6 +200,8 @@ class NodeView:
             "busy": self.pool_chunks(),
             "jobs": ",".join(jobs[:10]),
         }
+        if settings.rq_queues:
+            record["rq_queues"] = ",".join(settings.rq_queues)
         if self.metrics_address is not None:
             record["metrics"] = self.metrics_address
         return record

@@ -1,0 +1,693 @@
+"""Every touch of RQ's internals, in one place: RQ 2.12.0 exactly (pinned).
+
+A taskfan node drains RQ queues in batches (``worker.rq_source``) and must leave
+RQ's records exactly as RQ's own worker would: job hashes, ``Result`` streams,
+executions, the started/finished/failed/scheduled registries, the worker's hash.
+This module knows RQ's key names, field formats and code paths; the rest of
+taskfan talks to it in plain terms (job ids, outcomes, leases). The Lua scripts
+in ``worker/rq_lua`` belong to it: each mirrors one step of RQ's worker for many
+jobs per call, which is what makes a node tens of times faster than RQ's own.
+
+Two paths record an outcome:
+
+- the common case (a job that succeeded and keeps its result, or failed with no
+  retries left) goes through ``finish.lua``, many jobs per call;
+- every other case (``result_ttl=0``, ``failure_ttl=0``, retries left, a
+  ``Retry`` returned, a job hash not written by RQ 2.x, a cold stop) goes
+  through RQ's own ``SimpleWorker`` methods on a worker object named like the
+  node, so it is RQ's code that writes.
+
+``tests/test_rq_contract.py`` runs the same jobs through RQ's ``SimpleWorker``
+and through a node and compares what each leaves in Redis. Upgrading RQ means:
+change the pin, rerun those tests, adapt this module.
+
+``run_job`` runs in the pool processes: one RQ job, with RQ's timeout (SIGALRM
+raising ``JobTimeoutException``), RQ's ``get_current_job()`` and RQ's traceback
+text, and the return value serialized with the queue's serializer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+import zlib
+from base64 import b64decode, b64encode
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+from uuid import uuid4
+
+import redis
+import rq
+from redis.commands.core import Script
+from rq import worker_registration
+from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+from rq.executions import Execution, ExecutionRegistry
+from rq.group import Group
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus, Retry, _job_stack
+from rq.queue import Queue
+from rq.registry import (
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    StartedJobRegistry,
+    clean_registries,
+)
+from rq.results import Result
+from rq.scheduler import RQScheduler
+from rq.serializers import Serializer, resolve_serializer
+from rq.suspension import WORKERS_SUSPENDED
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.utils import current_timestamp, utcformat
+from rq.worker import SimpleWorker, WorkerStatus
+
+from taskfan.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PINNED = "2.12.0"
+#: what the pool runs for each RQ job (``run_job`` below)
+RUN_JOB = "worker.rq_adapter:run_job"
+#: outcome kinds ``run_job`` returns
+OK, FAILED, RETRY = "ok", "failed", "retry"
+#: job hash fields that RQ 2.x's Job.to_dict always writes: a hash with all of them
+#: is written back by finish.lua with only the fields RQ's worker changes
+_ALWAYS = frozenset(
+    (
+        b"created_at", b"data", b"success_callback_name", b"failure_callback_name",
+        b"stopped_callback_name", b"started_at", b"ended_at", b"last_heartbeat",
+        b"worker_name", b"group_id", b"status",
+    )
+)  # fmt: skip
+
+
+def check_version() -> None:
+    if rq.__version__ != PINNED:
+        raise ConfigError(
+            f"taskfan's RQ adapter is written for rq=={PINNED}, but rq {rq.__version__} is "
+            f"installed: pip install 'rq=={PINNED}'"
+        )
+
+
+def serializer(name: str | None) -> Serializer:
+    try:
+        return resolve_serializer(name)
+    except Exception as exc:
+        raise ConfigError(f"RQ serializer {name!r}: {exc}") from None
+
+
+def now_text(ts: float) -> str:
+    """An epoch time in RQ's text format (``rq.utils.utcformat``)."""
+    return utcformat(datetime.fromtimestamp(ts, timezone.utc))
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one RQ queue, as RQ names them."""
+
+    name: str
+
+    @property
+    def queue(self) -> str:
+        return Queue.redis_queue_namespace_prefix + self.name
+
+    @property
+    def intermediate(self) -> str:
+        return IntermediateQueue.get_intermediate_queue_key(self.queue)
+
+    def first_seen(self, job_id: str) -> str:
+        return f"{self.intermediate}:first_seen:{job_id}"
+
+    @property
+    def started(self) -> str:
+        return StartedJobRegistry.key_template.format(self.name)
+
+    @property
+    def finished(self) -> str:
+        return FinishedJobRegistry.key_template.format(self.name)
+
+    @property
+    def failed(self) -> str:
+        return FailedJobRegistry.key_template.format(self.name)
+
+
+def _job_key(job_id: str) -> str:
+    return Job.key_for(job_id)
+
+
+def _execution_key(job_id: str, execution_id: str) -> str:
+    return f"rq:execution:{job_id}:{execution_id}"  # rq.executions.Execution.key
+
+
+def _executions_key(job_id: str) -> str:
+    return ExecutionRegistry.key_template.format(job_id)
+
+
+def _dependencies_key(job_id: str) -> str:
+    return f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies"  # Job.dependencies_key
+
+
+def worker_key(name: str) -> str:
+    return SimpleWorker.redis_worker_namespace_prefix + name
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def _script(name: str) -> Script:
+    text = (resources.files("worker") / "rq_lua" / f"{name}.lua").read_bytes()
+    return Script(None, text)  # type: ignore[arg-type]
+
+
+_DEQUEUE, _START, _FINISH, _REFRESH, _RELEASE = map(
+    _script, ("dequeue", "start", "finish", "refresh", "release")
+)
+
+
+def _run(client: redis.Redis, script: Script, keys: list[str], args: list[Any]) -> Any:
+    return script(keys=keys, args=args, client=client)
+
+
+def check_server(client: redis.Redis) -> None:
+    """RQ 2's intermediate list needs LMOVE: Redis 6.2 or later."""
+    version = str(client.info("server").get("redis_version", "0"))
+    if tuple(int(p) for p in version.split(".")[:2]) < (6, 2):
+        raise ConfigError(f"draining RQ queues needs Redis 6.2 or later (LMOVE); found {version}")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass(eq=False)
+class RqJob:
+    """One dequeued RQ job, as the node tracks it."""
+
+    id: str
+    queue: str
+    raw: dict[bytes, bytes]  #: the job hash when dequeued
+    execution_id: str = field(default_factory=lambda: uuid4().hex)
+    #: why taskfan will not run it (then it fails without running), if so
+    unsupported: str | None = None
+    #: when the node recorded its start (the Execution's created_at), once started
+    started: float | None = None
+
+    @property
+    def member(self) -> str:
+        return f"{self.id}:{self.execution_id}"  # Execution.composite_key
+
+    def _int(self, name: bytes) -> int | None:
+        value = self.raw.get(name)
+        return int(value) if value else None
+
+    @property
+    def result_ttl(self) -> int:
+        ttl = self._int(b"result_ttl")
+        return DEFAULT_RESULT_TTL if ttl is None else ttl
+
+    @property
+    def failure_ttl(self) -> int | None:
+        return self._int(b"failure_ttl")
+
+    def fast(self, kind: str) -> bool:
+        """Whether finish.lua may record this outcome (else RQ's own code does)."""
+        if not self.raw.keys() >= _ALWAYS or not self.raw[b"data"].startswith(b"x"):
+            return False  # not written by RQ 2.x's to_dict (data is zlib: 0x78)
+        if kind == OK:
+            return self.result_ttl > 0 or self.result_ttl == -1
+        if kind == FAILED:
+            ttl = self.failure_ttl
+            retries = self._int(b"retries_left")
+            return (ttl is None or ttl > 0 or ttl == -1) and not retries
+        return False
+
+    def item(self, serializer_name: str | None) -> tuple[str, dict[bytes, bytes], str | None]:
+        """What the pool process gets: see ``run_job``."""
+        return (self.id, self.raw, serializer_name)
+
+
+def describe(queue: str, job_id: str, raw: dict[bytes, bytes]) -> RqJob:
+    """An RqJob from its hash, with the reason taskfan will not run it, if any."""
+    job = RqJob(job_id, queue, raw)
+    reasons = []
+    for name, option in (
+        (b"success_callback_name", "on_success"),
+        (b"failure_callback_name", "on_failure"),
+        (b"stopped_callback_name", "on_stopped"),
+    ):
+        if raw.get(name):
+            reasons.append(f"a callback ({option}={raw[name].decode(errors='replace')})")
+    if raw.get(b"webhooks"):
+        reasons.append("webhooks")
+    if raw.get(b"repeats_left"):
+        reasons.append("repeats (Repeat)")
+    if reasons:
+        job.unsupported = (
+            f"taskfan.UnsupportedRQJob: taskfan does not run RQ jobs with {' and '.join(reasons)} "
+            f"(job {job_id}, queue {queue}): run this queue with RQ's own `rq worker`, or "
+            "enqueue the job without them. See taskfan's docs/rq.md."
+        )
+    return job
+
+
+# --------------------------------------------------------------------------- the pool side
+
+
+class _NoRedis:
+    """The connection of a job running in a pool process, which has none."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(
+            f"a job run by taskfan has no Redis connection (it called {name}() through its "
+            "RQ job, e.g. get_current_job().save_meta()): run jobs that write to Redis "
+            "through RQ with RQ's own `rq worker` (taskfan's docs/rq.md)"
+        )
+
+
+_NO_REDIS = _NoRedis()
+_serializers: dict[str | None, Serializer] = {}
+
+
+def run_job(item: tuple[str, dict[bytes, bytes], str | None]) -> tuple[Any, ...]:
+    """Run one RQ job as RQ's ``perform_job`` does; never raises.
+
+    Returns ``(kind, payload, started, ended, retry)``: for OK the base64 of the
+    serialized return value (None when it returned None); for FAILED RQ's
+    exception text; for RETRY (it returned an ``rq.Retry``) ``retry`` holds its
+    max, intervals and enqueue_at_front.
+    """
+    job_id, raw, serializer_name = item
+    started = time.time()
+    try:
+        ser = _serializers.get(serializer_name)
+        if ser is None:
+            ser = _serializers[serializer_name] = resolve_serializer(serializer_name)
+        job = Job(job_id, connection=_NO_REDIS, serializer=ser)  # type: ignore[arg-type]
+        job.restore(raw)
+        timeout = job.timeout or Queue.DEFAULT_TIMEOUT
+        started = time.time()
+        with UnixSignalDeathPenalty(timeout, JobTimeoutException, job_id=job_id):
+            _job_stack.push(job)
+            try:
+                value = job._execute()
+            finally:
+                _job_stack.pop()
+        ended = time.time()
+    except BaseException:  # as RQ: whatever the job raised, SystemExit included
+        ended = time.time()
+        return (FAILED, "".join(traceback.format_exception(*sys.exc_info())), started, ended, None)
+    if isinstance(value, Retry):
+        return (RETRY, None, started, ended, (value.max, value.intervals, value.enqueue_at_front))
+    return (OK, _payload(value, ser), started, ended, None)
+
+
+def _payload(value: Any, ser: Serializer) -> str | None:
+    """Result.serialize's return_value field."""
+    if value is None:
+        return None
+    try:
+        data = ser.dumps(value)
+    except Exception:
+        data = ser.dumps(UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)
+    return b64encode(data).decode()
+
+
+# --------------------------------------------------------------------------- the node side
+
+
+def dequeue(client: redis.Redis, keys: QueueKeys, count: int) -> list[str]:
+    """Move up to ``count`` job ids from the queue to its intermediate list."""
+    ids = _run(client, _DEQUEUE, [keys.queue, keys.intermediate], [count])
+    return [i.decode() for i in ids]
+
+
+def dequeue_blocking(client: redis.Redis, keys: QueueKeys, timeout: float) -> str | None:
+    """Wait up to ``timeout`` seconds for one job id (BLMOVE, as RQ's Queue.lmove)."""
+    seconds: Any = timeout  # redis-py's hint says int; Redis takes fractions
+    found: Any = client.blmove(keys.queue, keys.intermediate, seconds, "LEFT", "RIGHT")
+    return found.decode() if found is not None else None
+
+
+def fetch(client: redis.Redis, ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+    """The job hashes ({} where a job is gone)."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(_job_key(job_id))
+    return list(pipe.execute())
+
+
+def suspended(client: redis.Redis) -> bool:
+    """``rq suspend`` is in force: RQ's workers take no new jobs, and neither do we."""
+    return bool(client.exists(WORKERS_SUSPENDED))
+
+
+def drop(client: redis.Redis, keys: QueueKeys, ids: Iterable[str]) -> None:
+    """Take ids of jobs that no longer exist out of the intermediate list."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.lrem(keys.intermediate, 1, job_id)
+    pipe.execute()
+
+
+def start(
+    client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
+) -> list[int]:
+    """Mark jobs started (start.lua); returns its code per job."""
+    script_keys = [keys.started, keys.intermediate, worker_key(worker)]
+    args: list[Any] = [
+        worker,
+        repr(now),
+        now_text(now),
+        lease,
+        int(now) + lease,
+        int(now) + lease + 60,
+    ]
+    for job in jobs:
+        script_keys += [
+            _job_key(job.id),
+            _execution_key(job.id, job.execution_id),
+            _executions_key(job.id),
+        ]
+        args += [job.id, job.execution_id]
+    return [int(c) for c in _run(client, _START, script_keys, args)]
+
+
+def refresh(
+    client: redis.Redis, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
+) -> list[int]:
+    """Renew the started-registry leases of running jobs (refresh.lua)."""
+    script_keys = [keys.started]
+    args: list[Any] = [repr(now), now_text(now), lease, int(now) + lease, int(now) + lease + 60]
+    for job in jobs:
+        script_keys += [
+            _job_key(job.id),
+            _execution_key(job.id, job.execution_id),
+            _executions_key(job.id),
+        ]
+        args += [job.id, job.execution_id]
+    return [int(c) for c in _run(client, _REFRESH, script_keys, args)]
+
+
+def keep_held(client: redis.Redis, keys: QueueKeys, ids: Sequence[str]) -> None:
+    """The lease of dequeued jobs not started yet: clear the markers that RQ's
+    intermediate-list cleanup (and ``recover_stuck``) set on jobs they see there."""
+    for at in range(0, len(ids), 1000):
+        client.delete(*(keys.first_seen(i) for i in ids[at : at + 1000]))
+
+
+def release(client: redis.Redis, keys: QueueKeys, ids: Sequence[str]) -> int:
+    """Put dequeued, never started jobs back at the head of their queue, in order."""
+    if not ids:
+        return 0
+    script_keys = [keys.queue, keys.intermediate, *(keys.first_seen(i) for i in ids)]
+    return int(_run(client, _RELEASE, script_keys, list(ids)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``run_job`` returned for a job (or what the node says about it)."""
+
+    kind: str
+    payload: str | None
+    started: float
+    ended: float
+    retry: tuple[int, list[int], bool] | None = None
+
+
+def finish(
+    client: redis.Redis,
+    worker: str,
+    keys: QueueKeys,
+    done: Sequence[tuple[RqJob, Outcome]],
+    now: float,
+) -> tuple[list[int], list[str]]:
+    """Record jobs for which ``RqJob.fast`` holds (finish.lua): returns a code per
+    job (1 recorded, 0 its execution left the started registry) and the ids of
+    recorded jobs that have dependents."""
+    script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
+    args: list[Any] = [worker, current_timestamp(), DEFAULT_FAILURE_TTL]
+    seconds = []
+    for job, outcome in done:
+        assert job.started is not None
+        script_keys += [
+            _job_key(job.id),
+            Result.get_key(job.id),
+            _execution_key(job.id, job.execution_id),
+            _executions_key(job.id),
+            Job.dependents_key_for(job.id),
+            _dependencies_key(job.id),
+        ]
+        if outcome.kind == OK:
+            kind, payload, ttl = "s", outcome.payload or "", str(job.result_ttl)
+        else:
+            text = (outcome.payload or "").encode()
+            kind, payload = "f", b64encode(zlib.compress(text)).decode()
+            ttl = "" if job.failure_ttl is None else str(job.failure_ttl)
+        args += [
+            kind,
+            job.id,
+            job.execution_id,
+            now_text(outcome.started),
+            now_text(outcome.ended),
+            repr(job.started),
+            repr(outcome.ended),
+            payload,
+            ttl,
+        ]
+        seconds.append(repr(_working_seconds(outcome)))
+    args.append(",".join(seconds))
+    codes, dependents = _run(client, _FINISH, script_keys, args)
+    return [int(c) for c in codes], [d.decode() for d in dependents]
+
+
+def _working_seconds(outcome: Outcome) -> float:
+    """What RQ adds to the worker's total_working_time: ended_at - started_at."""
+    delta = _dt(outcome.ended) - _dt(outcome.started)
+    return delta.total_seconds()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+# --------------------------------------------------------------------------- RQ's own code
+
+
+class _Worker(SimpleWorker):
+    """RQ's worker, as the node's stand-in in RQ's records. It never runs a job: the
+    node uses it to register, heartbeat, and record the outcomes finish.lua leaves
+    to RQ's own code."""
+
+    def _set_connection(self, connection: redis.Redis) -> redis.Redis:
+        return connection  # RQ would raise the socket timeout to 415 s for its BLMOVE
+
+
+class RqWorker:
+    """The node, as an RQ worker: registered, heartbeating, recording outcomes."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str,
+        queues: Sequence[str],
+        serializer_name: str | None,
+        ttl: int,
+    ) -> None:
+        self.client = client
+        self.serializer = serializer(serializer_name)
+        self.queues = {q: Queue(q, connection=client, serializer=self.serializer) for q in queues}
+        self._worker = _Worker(
+            list(self.queues.values()),
+            name=name,
+            connection=client,
+            serializer=self.serializer,
+            worker_ttl=ttl,
+        )
+        self._worker.log = log  # one INFO line per batch is the node's; RQ's go to debug
+        self.name = name
+
+    def register(self) -> None:
+        try:
+            self._worker.register_birth()
+        except ValueError:
+            raise ConfigError(
+                f"an RQ worker named {self.name!r} is registered already (a node of that "
+                "name runs, or died less than its worker TTL ago): choose another --name"
+            ) from None
+        self._worker.set_state(WorkerStatus.IDLE)
+
+    def unregister(self) -> None:
+        self._worker.register_death()
+
+    def heartbeat(self, busy_job: str | None) -> None:
+        """Renew the worker's hash (re-creating it if it expired meanwhile), and say
+        whether it is busy and with which job."""
+        worker = self._worker
+        pipe = self.client.pipeline(transaction=False)
+        worker.heartbeat(pipeline=pipe)
+        self._state(pipe, busy_job)
+        created = pipe.execute()[0]
+        if created:  # the hash had expired (a long Redis outage): write it whole
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(worker.key, mapping=worker.serialize())
+            worker_registration.register(worker, pipe)
+            pipe.execute()
+
+    def idle(self) -> None:
+        """Nothing runs: as RQ's worker between jobs."""
+        pipe = self.client.pipeline(transaction=False)
+        self._state(pipe, None)
+        pipe.execute()
+
+    def _state(self, pipe: Any, busy_job: str | None) -> None:
+        key = self._worker.key
+        if busy_job is None:
+            pipe.hset(key, "state", WorkerStatus.IDLE.value)
+            pipe.hdel(key, "current_job")
+        else:
+            pipe.hset(key, mapping={"state": WorkerStatus.BUSY.value, "current_job": busy_job})
+
+    def _job(self, job: RqJob) -> Job:
+        rq_job = Job(job.id, connection=self.client, serializer=self.serializer)
+        rq_job.restore(job.raw)
+        rq_job.worker_name = self.name
+        return rq_job
+
+    def record(self, job: RqJob, outcome: Outcome) -> bool:
+        """Record one outcome through RQ's own worker code; False when its execution
+        left the started registry (its lease lapsed and RQ moved the job on)."""
+        assert job.started is not None
+        keys = QueueKeys(job.queue)
+        if self.client.zscore(keys.started, job.member) is None:
+            return False
+        worker, queue = self._worker, self.queues[job.queue]
+        rq_job = self._job(job)
+        rq_job.started_at, rq_job.ended_at = _dt(outcome.started), _dt(outcome.ended)
+        rq_job.last_heartbeat = rq_job.ended_at
+        execution = Execution(job.execution_id, job.id, self.client, worker_name=self.name)
+        execution.created_at = execution.last_heartbeat = _dt(job.started)
+        worker.execution = execution
+        registry = queue.started_job_registry
+        try:
+            if outcome.kind == OK:
+                rq_job._status = JobStatus.FINISHED
+                rq_job._result = (
+                    None
+                    if outcome.payload is None
+                    else self.serializer.loads(b64decode(outcome.payload))
+                )
+                worker.handle_job_success(rq_job, queue, registry)
+            elif outcome.kind == RETRY:
+                assert outcome.retry is not None
+                maximum, intervals, at_front = outcome.retry
+                retry = Retry(maximum, interval=intervals, enqueue_at_front=at_front)
+                rq_job._result = retry  # RQ saves it with the requeued job (field "result")
+                worker.handle_job_retry(rq_job, queue, retry, registry, execution)
+            else:
+                rq_job._status = JobStatus.FAILED
+                worker.handle_job_failure(rq_job, queue, registry, outcome.payload or "")
+        finally:
+            worker.execution = None
+        return True
+
+    def fail_unstarted(self, job: RqJob, reason: str) -> None:
+        """Fail a job that will not run (unsupported), for good: no retries."""
+        worker, queue = self._worker, self.queues[job.queue]
+        rq_job = self._job(job)
+        rq_job.retries_left = None  # so RQ does not retry it; the hash keeps its value
+        rq_job.ended_at = _dt(time.time())
+        worker.execution = None
+        worker.handle_job_failure(rq_job, queue, exc_string=reason)
+        drop(self.client, QueueKeys(job.queue), [job.id])
+
+    def enqueue_dependents(self, queue: str, job_ids: Iterable[str]) -> None:
+        """What RQ's worker does after a job ends: enqueue the jobs waiting for it."""
+        for job_id in job_ids:
+            try:
+                job = Job.fetch(job_id, connection=self.client, serializer=self.serializer)
+            except Exception as exc:  # e.g. deleted meanwhile
+                log.warning("job %s: cannot enqueue its dependents: %s", job_id, exc)
+                continue
+            self.queues[queue].enqueue_dependents(job)
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def recover_stuck(
+    client: redis.Redis, keys: QueueKeys, grace: float, own: set[str], now: float
+) -> int:
+    """Requeue jobs stuck in the intermediate list: dequeued by a node (or RQ
+    worker) that died before starting them. Returns how many went back.
+
+    RQ's own cleanup (IntermediateQueue.cleanup) marks a job the first time it
+    sees it there and fails it ("stuck in intermediate queue") a minute later;
+    we use the same marker but put the job back, since it never ran. A live node
+    clears the markers of the jobs it holds at every heartbeat (``keep_held``).
+    """
+    listed: Any = client.lrange(keys.intermediate, 0, -1)
+    ids = [i.decode() for i in listed]
+    if not ids:
+        return 0
+    members: Any = client.zrange(keys.started, 0, -1)
+    running = {m.decode().split(":", 1)[0] for m in members}
+    stuck = []
+    for job_id in dict.fromkeys(ids):
+        if job_id in running or job_id in own:
+            continue
+        if not client.exists(_job_key(job_id)):
+            client.lrem(keys.intermediate, 1, job_id)  # as RQ's cleanup does
+            continue
+        if client.set(keys.first_seen(job_id), now, nx=True, ex=24 * 3600):
+            continue  # first seen now
+        first = client.get(keys.first_seen(job_id))
+        if first is not None and now - float(first) > grace:
+            stuck.append(job_id)
+    return release(client, keys, stuck)
+
+
+def clean(client: redis.Redis, name: str, serializer_name: str | None) -> None:
+    """RQ's periodic maintenance of a queue (BaseWorker.clean_registries): expired
+    finished/failed entries go, jobs whose lease lapsed in the started registry fail
+    with AbandonedJobError (or are retried), dead workers leave the registry. One
+    worker or node at a time, under RQ's maintenance lock."""
+    queue = Queue(name, connection=client, serializer=serializer(serializer_name))
+    if not queue.acquire_maintenance_lock():
+        return
+    try:
+        clean_registries(queue)
+        worker_registration.clean_worker_registry(queue)
+    finally:
+        queue.release_maintenance_lock()
+    Group.clean_registries(connection=client)
+
+
+class Scheduler:
+    """RQ's scheduler duty (``rq worker --with-scheduler``): move due jobs of the
+    scheduled registries (e.g. retries with an interval) to their queues."""
+
+    def __init__(self, client: redis.Redis, queues: Sequence[str], serializer_name: str | None):
+        self._scheduler = RQScheduler(
+            list(queues), connection=client, serializer=serializer(serializer_name)
+        )
+
+    def start(self) -> None:
+        self._scheduler.register_birth()
+        self._scheduler.acquire_locks()
+
+    def tick(self) -> None:
+        scheduler = self._scheduler
+        if scheduler.should_reacquire_locks:
+            scheduler.acquire_locks()
+        if scheduler.acquired_locks:
+            scheduler.heartbeat()
+            scheduler.enqueue_scheduled_jobs()
+
+    def stop(self) -> None:
+        self._scheduler.stop()
