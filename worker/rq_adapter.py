@@ -28,7 +28,12 @@ text, and the return value serialized with the queue's serializer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+import struct
 import sys
 import time
 import traceback
@@ -39,13 +44,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
-from uuid import uuid4
 
 import redis
 import rq
 from redis.commands.core import Script
 from rq import worker_registration
 from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
 from rq.group import Group
 from rq.intermediate_queue import IntermediateQueue
@@ -61,8 +66,8 @@ from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.serializers import Serializer, resolve_serializer
 from rq.suspension import WORKERS_SUSPENDED
-from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
-from rq.utils import current_timestamp, utcformat
+from rq.timeouts import JobTimeoutException
+from rq.utils import current_timestamp, import_attribute, parse_timeout, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from taskfan.errors import ConfigError
@@ -74,15 +79,29 @@ PINNED = "2.12.0"
 RUN_JOB = "worker.rq_adapter:run_job"
 #: outcome kinds ``run_job`` returns
 OK, FAILED, RETRY = "ok", "failed", "retry"
-#: job hash fields that RQ 2.x's Job.to_dict always writes: a hash with all of them
-#: is written back by finish.lua with only the fields RQ's worker changes
-_ALWAYS = frozenset(
-    (
-        b"created_at", b"data", b"success_callback_name", b"failure_callback_name",
-        b"stopped_callback_name", b"started_at", b"ended_at", b"last_heartbeat",
-        b"worker_name", b"group_id", b"status",
-    )
+#: the job hash fields a pool process gets: what it needs to run the job (data,
+#: timeout) and to answer get_current_job() (origin, description, meta, retry counts;
+#: times are left out: parsing them costs more than many a job)
+CHILD_FIELDS = (
+    b"data", b"timeout", b"origin", b"description", b"meta", b"number_of_retries",
+    b"retries_left",
 )  # fmt: skip
+#: ... and the fields the node reads besides, to route each job (the last two: to
+#: know the hash has what RQ 2.x's Job.to_dict always writes, see RqJob.fast)
+FETCHED = (
+    *CHILD_FIELDS, b"result_ttl", b"failure_ttl", b"success_callback_name",
+    b"failure_callback_name", b"stopped_callback_name", b"webhooks", b"repeats_left",
+    b"created_at", b"group_id",
+)  # fmt: skip
+_INDEX = {name: i for i, name in enumerate(FETCHED)}
+#: the fetched fields RQ 2.x's Job.to_dict always writes (the others it always
+#: writes, the node writes itself: status, started_at, ended_at, last_heartbeat,
+#: worker_name)
+_ALWAYS = (
+    b"data", b"created_at", b"group_id", b"success_callback_name", b"failure_callback_name",
+    b"stopped_callback_name",
+)  # fmt: skip
+_LENGTH = struct.Struct(">i")
 
 
 def check_version() -> None:
@@ -100,9 +119,21 @@ def serializer(name: str | None) -> Serializer:
         raise ConfigError(f"RQ serializer {name!r}: {exc}") from None
 
 
+_second_text: tuple[int, str] = (0, "")
+
+
 def now_text(ts: float) -> str:
-    """An epoch time in RQ's text format (``rq.utils.utcformat``)."""
-    return utcformat(datetime.fromtimestamp(ts, timezone.utc))
+    """An epoch time in RQ's text format (``rq.utils.utcformat``), cheaply: the
+    text up to the second is computed once per second."""
+    global _second_text
+    second = int(ts)
+    if _second_text[0] != second:
+        text = utcformat(datetime.fromtimestamp(second, timezone.utc))
+        _second_text = (second, text[: text.index(".")])
+    micros = round((ts - second) * 1_000_000)
+    if micros >= 1_000_000:  # rounding up into the next second
+        return utcformat(datetime.fromtimestamp(ts, timezone.utc))
+    return f"{_second_text[1]}.{micros:06d}Z"
 
 
 # --------------------------------------------------------------------------- keys
@@ -142,16 +173,27 @@ def _job_key(job_id: str) -> str:
     return Job.key_for(job_id)
 
 
-def _execution_key(job_id: str, execution_id: str) -> str:
-    return f"rq:execution:{job_id}:{execution_id}"  # rq.executions.Execution.key
+def _affixes(template: str) -> tuple[str, str]:
+    """A key built by RQ around the id "\0", as (before, after): scripts build
+    per-job keys from these (RQ's keys are not cluster-safe anyway: RQ does not
+    support Redis Cluster), so that each job costs two arguments, not six keys."""
+    before, _, after = template.partition("\0")
+    return before, after
 
 
-def _executions_key(job_id: str) -> str:
-    return ExecutionRegistry.key_template.format(job_id)
-
-
-def _dependencies_key(job_id: str) -> str:
-    return f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies"  # Job.dependencies_key
+#: the affixes of a job's keys, in the order the scripts take them (ARGV[1..14])
+_JOB_AFFIXES = [
+    part
+    for template in (
+        Job.key_for("\0"),
+        Result.get_key("\0"),
+        "rq:execution:\0:",  # + execution id: rq.executions.Execution.key
+        ExecutionRegistry.key_template.format("\0"),
+        Job.dependents_key_for("\0"),
+        f"{Job.redis_job_namespace_prefix}:\0:dependencies",  # Job.dependencies_key (sic)
+    )
+    for part in _affixes(template)
+]
 
 
 def worker_key(name: str) -> str:
@@ -161,14 +203,17 @@ def worker_key(name: str) -> str:
 # --------------------------------------------------------------------------- scripts
 
 
-def _script(name: str) -> Script:
-    text = (resources.files("worker") / "rq_lua" / f"{name}.lua").read_bytes()
+def _script(name: str, prelude: bool = True) -> Script:
+    folder = resources.files("worker") / "rq_lua"
+    text = (folder / f"{name}.lua").read_bytes()
+    if prelude:
+        text = (folder / "_keys.lua").read_bytes() + text
     return Script(None, text)  # type: ignore[arg-type]
 
 
-_DEQUEUE, _START, _FINISH, _REFRESH, _RELEASE = map(
-    _script, ("dequeue", "start", "finish", "refresh", "release")
-)
+_DEQUEUE = _script("dequeue")
+_RELEASE = _script("release", prelude=False)
+_START, _FINISH, _REFRESH = map(_script, ("start", "finish", "refresh"))
 
 
 def _run(client: redis.Redis, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -191,8 +236,9 @@ class RqJob:
 
     id: str
     queue: str
-    raw: dict[bytes, bytes]  #: the job hash when dequeued
-    execution_id: str = field(default_factory=lambda: uuid4().hex)
+    #: the FETCHED fields of its hash when dequeued (a missing field: None)
+    fields: tuple[bytes | None, ...]
+    execution_id: str = field(default_factory=lambda: os.urandom(16).hex())  #: as uuid4().hex
     #: why taskfan will not run it (then it fails without running), if so
     unsupported: str | None = None
     #: when the node recorded its start (the Execution's created_at), once started
@@ -202,8 +248,11 @@ class RqJob:
     def member(self) -> str:
         return f"{self.id}:{self.execution_id}"  # Execution.composite_key
 
+    def get(self, name: bytes) -> bytes | None:
+        return self.fields[_INDEX[name]]
+
     def _int(self, name: bytes) -> int | None:
-        value = self.raw.get(name)
+        value = self.get(name)
         return int(value) if value else None
 
     @property
@@ -217,35 +266,39 @@ class RqJob:
 
     def fast(self, kind: str) -> bool:
         """Whether finish.lua may record this outcome (else RQ's own code does)."""
-        if not self.raw.keys() >= _ALWAYS or not self.raw[b"data"].startswith(b"x"):
-            return False  # not written by RQ 2.x's to_dict (data is zlib: 0x78)
+        data = self.fields[0]
+        if not data or not data.startswith(b"x"):
+            return False  # RQ's worker would write it back zlib-compressed (0x78...)
+        if any(self.get(name) is None for name in _ALWAYS):
+            return False  # RQ's worker would add the fields its Job.to_dict always writes
         if kind == OK:
             return self.result_ttl > 0 or self.result_ttl == -1
         if kind == FAILED:
             ttl = self.failure_ttl
-            retries = self._int(b"retries_left")
-            return (ttl is None or ttl > 0 or ttl == -1) and not retries
+            return (ttl is None or ttl > 0 or ttl == -1) and not self._int(b"retries_left")
         return False
 
-    def item(self, serializer_name: str | None) -> tuple[str, dict[bytes, bytes], str | None]:
+    def item(self, serializer_name: str | None) -> tuple[Any, ...]:
         """What the pool process gets: see ``run_job``."""
-        return (self.id, self.raw, serializer_name)
+        return (self.id, self.fields[: len(CHILD_FIELDS)], serializer_name)
 
 
-def describe(queue: str, job_id: str, raw: dict[bytes, bytes]) -> RqJob:
-    """An RqJob from its hash, with the reason taskfan will not run it, if any."""
-    job = RqJob(job_id, queue, raw)
+def describe(queue: str, job_id: str, fields: Sequence[bytes | None]) -> RqJob:
+    """An RqJob from its hash's FETCHED fields, with the reason taskfan will not run
+    it, if any."""
+    job = RqJob(job_id, queue, tuple(fields))
     reasons = []
     for name, option in (
         (b"success_callback_name", "on_success"),
         (b"failure_callback_name", "on_failure"),
         (b"stopped_callback_name", "on_stopped"),
     ):
-        if raw.get(name):
-            reasons.append(f"a callback ({option}={raw[name].decode(errors='replace')})")
-    if raw.get(b"webhooks"):
+        value = job.get(name)
+        if value:
+            reasons.append(f"a callback ({option}={value.decode(errors='replace')})")
+    if job.get(b"webhooks"):
         reasons.append("webhooks")
-    if raw.get(b"repeats_left"):
+    if job.get(b"repeats_left"):
         reasons.append("repeats (Repeat)")
     if reasons:
         job.unsupported = (
@@ -271,33 +324,95 @@ class _NoRedis:
 
 
 _NO_REDIS = _NoRedis()
+
+
+class _CurrentJob(Job):
+    """What get_current_job() returns in a job taskfan runs: RQ's Job, restored from
+    the job's hash fields when first used (restoring costs more than many a job)."""
+
+    def __init__(self, job_id: str, values: Sequence[bytes | None], ser: Serializer) -> None:
+        # Job.__init__ runs in _restore; until then every attribute is missing
+        object.__setattr__(self, "_lazy", (job_id, values, ser))
+
+    def _restore(self) -> None:
+        job_id, values, ser = self.__dict__.pop("_lazy")
+        Job.__init__(self, job_id, connection=_NO_REDIS)  # type: ignore[arg-type]
+        self.serializer = ser
+        self.restore({k: v for k, v in zip(CHILD_FIELDS, values, strict=True) if v is not None})
+
+    def __getattr__(self, name: str) -> Any:
+        if "_lazy" not in self.__dict__:
+            raise AttributeError(name)
+        self._restore()
+        return getattr(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_lazy" in self.__dict__:
+            self._restore()
+        object.__setattr__(self, name, value)
+
+
 _serializers: dict[str | None, Serializer] = {}
+_functions: dict[str, Any] = {}
+#: the timeout of the running job, for the SIGALRM handler
+_timeout: int = 0
 
 
-def run_job(item: tuple[str, dict[bytes, bytes], str | None]) -> tuple[Any, ...]:
+def _on_alarm(signum: int, frame: Any) -> None:
+    # rq.timeouts.UnixSignalDeathPenalty.handle_death_penalty, word for word
+    raise JobTimeoutException(f"Task exceeded maximum timeout value ({_timeout} seconds)")
+
+
+def _execute(data: bytes, ser: Serializer) -> Any:
+    """Job.restore's reading of ``data``, then Job._execute (Job.func included)."""
+    with contextlib.suppress(zlib.error):  # else stored uncompressed
+        data = zlib.decompress(data)
+    try:
+        func_name, instance, args, kwargs = ser.loads(data)
+    except Exception as exc:
+        raise DeserializationError() from exc
+    if func_name is None:
+        raise ValueError("Cannot execute job: function is None")
+    if instance:
+        func = getattr(instance, func_name)
+    else:
+        func = _functions.get(func_name)
+        if func is None:
+            func = _functions[func_name] = import_attribute(func_name)
+    result = func(*args, **kwargs)
+    if asyncio.iscoroutine(result):
+        return asyncio.new_event_loop().run_until_complete(result)
+    return result
+
+
+def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
     """Run one RQ job as RQ's ``perform_job`` does; never raises.
 
+    ``item``: the job id, the CHILD_FIELDS of its hash, the serializer's name.
     Returns ``(kind, payload, started, ended, retry)``: for OK the base64 of the
     serialized return value (None when it returned None); for FAILED RQ's
     exception text; for RETRY (it returned an ``rq.Retry``) ``retry`` holds its
-    max, intervals and enqueue_at_front.
+    max, intervals and enqueue_at_front. The timeout is RQ's
+    (UnixSignalDeathPenalty): SIGALRM raises JobTimeoutException in the job.
     """
-    job_id, raw, serializer_name = item
+    global _timeout
+    job_id, values, serializer_name = item
     started = time.time()
     try:
         ser = _serializers.get(serializer_name)
         if ser is None:
             ser = _serializers[serializer_name] = resolve_serializer(serializer_name)
-        job = Job(job_id, connection=_NO_REDIS, serializer=ser)  # type: ignore[arg-type]
-        job.restore(raw)
-        timeout = job.timeout or Queue.DEFAULT_TIMEOUT
+        _timeout = parse_timeout(values[1]) or Queue.DEFAULT_TIMEOUT
+        if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # a taskfan chunk set its own
+            signal.signal(signal.SIGALRM, _on_alarm)
+        _job_stack.push(_CurrentJob(job_id, values, ser))
         started = time.time()
-        with UnixSignalDeathPenalty(timeout, JobTimeoutException, job_id=job_id):
-            _job_stack.push(job)
-            try:
-                value = job._execute()
-            finally:
-                _job_stack.pop()
+        signal.alarm(_timeout)
+        try:
+            value = _execute(values[0], ser)
+        finally:
+            signal.alarm(0)
+            _job_stack.pop()
         ended = time.time()
     except BaseException:  # as RQ: whatever the job raised, SystemExit included
         ended = time.time()
@@ -321,25 +436,41 @@ def _payload(value: Any, ser: Serializer) -> str | None:
 # --------------------------------------------------------------------------- the node side
 
 
-def dequeue(client: redis.Redis, keys: QueueKeys, count: int) -> list[str]:
-    """Move up to ``count`` job ids from the queue to its intermediate list."""
-    ids = _run(client, _DEQUEUE, [keys.queue, keys.intermediate], [count])
-    return [i.decode() for i in ids]
+def dequeue(
+    client: redis.Redis, keys: QueueKeys, count: int, moved: Sequence[str] = ()
+) -> list[tuple[str, tuple[bytes | None, ...] | None]]:
+    """Move up to ``count`` job ids from the queue to its intermediate list; returns
+    them (after ``moved``, ids moved already) with the FETCHED fields of their hash,
+    or None for a job whose hash is gone (its id left the intermediate list)."""
+    args: list[Any] = [*_JOB_AFFIXES, count, len(moved), *moved, *FETCHED]
+    reply = _run(client, _DEQUEUE, [keys.queue, keys.intermediate], args)
+    return [
+        (reply[i].decode(), _unpack(reply[i + 1]) if reply[i + 1] else None)
+        for i in range(0, len(reply), 2)
+    ]
+
+
+def _unpack(blob: bytes) -> tuple[bytes | None, ...]:
+    """dequeue.lua's packing: (4-byte length, bytes)*, length -1 for a missing field."""
+    out: list[bytes | None] = []
+    at, end = 0, len(blob)
+    while at < end:
+        (length,) = _LENGTH.unpack_from(blob, at)
+        at += 4
+        if length < 0:
+            out.append(None)
+        else:
+            out.append(blob[at : at + length])
+            at += length
+    return tuple(out)
 
 
 def dequeue_blocking(client: redis.Redis, keys: QueueKeys, timeout: float) -> str | None:
-    """Wait up to ``timeout`` seconds for one job id (BLMOVE, as RQ's Queue.lmove)."""
+    """Wait up to ``timeout`` seconds for one job id (BLMOVE, as RQ's Queue.lmove);
+    ``dequeue(..., moved=[it])`` then reads its fields."""
     seconds: Any = timeout  # redis-py's hint says int; Redis takes fractions
     found: Any = client.blmove(keys.queue, keys.intermediate, seconds, "LEFT", "RIGHT")
     return found.decode() if found is not None else None
-
-
-def fetch(client: redis.Redis, ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-    """The job hashes ({} where a job is gone)."""
-    pipe = client.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hgetall(_job_key(job_id))
-    return list(pipe.execute())
 
 
 def suspended(client: redis.Redis) -> bool:
@@ -359,8 +490,8 @@ def start(
     client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
     """Mark jobs started (start.lua); returns its code per job."""
-    script_keys = [keys.started, keys.intermediate, worker_key(worker)]
     args: list[Any] = [
+        *_JOB_AFFIXES,
         worker,
         repr(now),
         now_text(now),
@@ -369,12 +500,8 @@ def start(
         int(now) + lease + 60,
     ]
     for job in jobs:
-        script_keys += [
-            _job_key(job.id),
-            _execution_key(job.id, job.execution_id),
-            _executions_key(job.id),
-        ]
         args += [job.id, job.execution_id]
+    script_keys = [keys.started, keys.intermediate, worker_key(worker)]
     return [int(c) for c in _run(client, _START, script_keys, args)]
 
 
@@ -382,16 +509,17 @@ def refresh(
     client: redis.Redis, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
     """Renew the started-registry leases of running jobs (refresh.lua)."""
-    script_keys = [keys.started]
-    args: list[Any] = [repr(now), now_text(now), lease, int(now) + lease, int(now) + lease + 60]
+    args: list[Any] = [
+        *_JOB_AFFIXES,
+        repr(now),
+        now_text(now),
+        lease,
+        int(now) + lease,
+        int(now) + lease + 60,
+    ]
     for job in jobs:
-        script_keys += [
-            _job_key(job.id),
-            _execution_key(job.id, job.execution_id),
-            _executions_key(job.id),
-        ]
         args += [job.id, job.execution_id]
-    return [int(c) for c in _run(client, _REFRESH, script_keys, args)]
+    return [int(c) for c in _run(client, _REFRESH, [keys.started], args)]
 
 
 def keep_held(client: redis.Redis, keys: QueueKeys, ids: Sequence[str]) -> None:
@@ -430,19 +558,10 @@ def finish(
     """Record jobs for which ``RqJob.fast`` holds (finish.lua): returns a code per
     job (1 recorded, 0 its execution left the started registry) and the ids of
     recorded jobs that have dependents."""
-    script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
-    args: list[Any] = [worker, current_timestamp(), DEFAULT_FAILURE_TTL]
-    seconds = []
+    seconds = ",".join(repr(_working_seconds(outcome)) for _, outcome in done)
+    args: list[Any] = [*_JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, seconds]
     for job, outcome in done:
         assert job.started is not None
-        script_keys += [
-            _job_key(job.id),
-            Result.get_key(job.id),
-            _execution_key(job.id, job.execution_id),
-            _executions_key(job.id),
-            Job.dependents_key_for(job.id),
-            _dependencies_key(job.id),
-        ]
         if outcome.kind == OK:
             kind, payload, ttl = "s", outcome.payload or "", str(job.result_ttl)
         else:
@@ -460,8 +579,7 @@ def finish(
             payload,
             ttl,
         ]
-        seconds.append(repr(_working_seconds(outcome)))
-    args.append(",".join(seconds))
+    script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
     codes, dependents = _run(client, _FINISH, script_keys, args)
     return [int(c) for c in codes], [d.decode() for d in dependents]
 
@@ -554,8 +672,8 @@ class RqWorker:
             pipe.hset(key, mapping={"state": WorkerStatus.BUSY.value, "current_job": busy_job})
 
     def _job(self, job: RqJob) -> Job:
-        rq_job = Job(job.id, connection=self.client, serializer=self.serializer)
-        rq_job.restore(job.raw)
+        """The job as RQ's worker holds it while it runs (its hash, read afresh)."""
+        rq_job = Job.fetch(job.id, connection=self.client, serializer=self.serializer)
         rq_job.worker_name = self.name
         return rq_job
 
@@ -567,7 +685,10 @@ class RqWorker:
         if self.client.zscore(keys.started, job.member) is None:
             return False
         worker, queue = self._worker, self.queues[job.queue]
-        rq_job = self._job(job)
+        try:
+            rq_job = self._job(job)
+        except NoSuchJobError:  # deleted while it ran: nothing left to record in
+            return False
         rq_job.started_at, rq_job.ended_at = _dt(outcome.started), _dt(outcome.ended)
         rq_job.last_heartbeat = rq_job.ended_at
         execution = Execution(job.execution_id, job.id, self.client, worker_name=self.name)
@@ -599,7 +720,11 @@ class RqWorker:
     def fail_unstarted(self, job: RqJob, reason: str) -> None:
         """Fail a job that will not run (unsupported), for good: no retries."""
         worker, queue = self._worker, self.queues[job.queue]
-        rq_job = self._job(job)
+        try:
+            rq_job = self._job(job)
+        except NoSuchJobError:
+            drop(self.client, QueueKeys(job.queue), [job.id])
+            return
         rq_job.retries_left = None  # so RQ does not retry it; the hash keeps its value
         rq_job.ended_at = _dt(time.time())
         worker.execution = None

@@ -298,13 +298,13 @@ class RqSource:
         out = []
         dequeued = False
         for name in self.names:
-            ids = rqa.dequeue(self.client, self.keys[name], count)
-            if ids:
+            found = rqa.dequeue(self.client, self.keys[name], count)
+            if found:
                 dequeued = True
-                delivery = self._delivery(name, ids)
+                delivery = self._delivery(name, found)
                 if delivery is not None:
                     out.append(delivery)
-                count -= len(ids)
+                count -= len(found)
                 if count <= 0:
                     break
         if dequeued:
@@ -321,18 +321,17 @@ class RqSource:
             raise
         if job_id is None:
             return None
-        ids = [job_id, *rqa.dequeue(self.client, self.keys[first], count - 1)]
-        delivery = self._delivery(first, ids)
+        found = rqa.dequeue(self.client, self.keys[first], count - 1, moved=[job_id])
+        delivery = self._delivery(first, found)
         return [delivery] if delivery is not None else []
 
-    def _delivery(self, name: str, ids: list[str]) -> Delivery | None:
+    def _delivery(
+        self, name: str, found: list[tuple[str, tuple[bytes | None, ...] | None]]
+    ) -> Delivery | None:
         """A batch of the jobs to run, or None if none is (gone or unsupported)."""
-        raws = rqa.fetch(self.client, ids)
-        gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
-        if gone:  # expired before they started (their `ttl`), or deleted
-            rqa.drop(self.client, self.keys[name], gone)
-            log.info("RQ queue %s: %d dequeued jobs no longer exist", name, len(gone))
-        jobs = [rqa.describe(name, i, raw) for i, raw in zip(ids, raws, strict=True) if raw]
+        jobs = [rqa.describe(name, job_id, fields) for job_id, fields in found if fields]
+        if len(jobs) < len(found):  # expired before they started (their `ttl`), or deleted
+            log.info("RQ queue %s: %d dequeued jobs no longer exist", name, len(found) - len(jobs))
         unsupported = [job for job in jobs if job.unsupported]
         if unsupported:
             self._ops.put(("unsupported", unsupported))
