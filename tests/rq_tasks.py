@@ -82,3 +82,14 @@ class Adder:
 
 def on_success(job: Any, connection: Any, result: Any) -> None:
     pass
+
+
+def fail_once(path: str) -> str:
+    """Fail the first time (leaving ``path``), succeed afterwards."""
+    import os
+
+    if not os.path.exists(path):
+        with open(path, "w"):
+            pass
+        raise RuntimeError("first attempt fails")
+    return "second attempt"

@@ -119,7 +119,7 @@ def serializer(name: str | None) -> Serializer:
         raise ConfigError(f"RQ serializer {name!r}: {exc}") from None
 
 
-_second_text: tuple[int, str] = (0, "")
+_second_text: tuple[int, str] = (-1, "")
 
 
 def now_text(ts: float) -> str:
