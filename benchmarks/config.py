@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: the seed's three shapes, then the producer and node measurements
+#: the seed's three shapes, then the producer and node measurements, then RQ
+#: queues drained by RQ's workers and by a taskfan node (issue 9)
 THROUGHPUT = ("a", "b", "c")
-EXTRAS = ("submit", "enqueue", "rss")
+EXTRAS = ("submit", "enqueue", "rss", "rqdrain")
 ALL = THROUGHPUT + EXTRAS
 
 #: (batch_size, chunksize); None: automatic
@@ -50,6 +51,8 @@ class Plan:
     enqueue_items: int
     rss_first: int  #: items after which the node's RSS is read first ...
     rss_total: int  #: ... and the total after which it is read again
+    rq_drain_jobs: int = 10_000  #: RQ jobs of task((v, rq_drain_num_calc)) drained per run
+    rq_drain_num_calc: int = 1_000
 
 
 CHUNKSIZES = (1, 10, 100, 1000)
@@ -135,6 +138,8 @@ QUICK = Plan(
     enqueue_items=2_000,
     rss_first=100,
     rss_total=1_000,
+    rq_drain_jobs=50,
+    rq_drain_num_calc=100,
 )
 
 

@@ -37,6 +37,8 @@ class Run:
             return f"local ProcessPoolExecutor(2), chunksize {self.chunksize}"
         if self.runner == "rq":
             return f"RQ, 2 SimpleWorkers, {self.items:,} items"
+        if self.runner == "taskfan-rq":
+            return f"taskfan, 1 node (2 processes) on the RQ queue, {self.items:,} items"
         if self.auto:
             return "taskfan, automatic sizes"
         return f"taskfan, batch {_size(self.batch_size)} x chunk {_size(self.chunksize)}"

@@ -82,6 +82,8 @@ def markdown(data: Data) -> str:
     extras = _extras_table(data)
     if extras:
         parts.append(extras)
+    if "rq_drain" in data:
+        parts.append(_rq_drain_table(data["rq_drain"]))
     if data.get("goals"):
         parts.append(_goals_table(data["goals"]))
     return "\n\n".join(parts) + "\n"
@@ -200,6 +202,20 @@ def _extras_table(data: Data) -> str:
     if not rows:
         return ""
     return "### Producer and node\n\n" + _table(["measurement", "value"], rows)
+
+
+def _rq_drain_table(drain: Data) -> str:
+    """Issue 9: an RQ queue drained by RQ's workers and by a taskfan node."""
+    rows = [
+        [run["label"], f"{run['median']:.3f}", f"{run['items_per_s']:,.0f}"]
+        for run in (drain["rq"], drain["taskfan"])
+    ]
+    rows.append(["RQ's time / taskfan's time", f"{drain['ratio_rq_over_taskfan']:.1f}x", ""])
+    title = (
+        f"### RQ queue drained: {drain['jobs']:,} RQ jobs of task((v, "
+        f"{drain['num_calc']:,})) (issue 9)\n\n"
+    )
+    return title + _table(["runner", "median s", "jobs/s"], rows)
 
 
 def _pair(s: Data, prefix: str, unit: str) -> str:

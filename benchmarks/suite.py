@@ -71,6 +71,12 @@ def run(options: Options, say: Say) -> dict[str, Any]:
             data["enqueue"] = measure_enqueue(client, plan.enqueue_items, options.repeats, say)
         if "rss" in chosen:
             data["rss"] = measure_rss(server.url, plan.rss_first, plan.rss_total, say)
+        if "rqdrain" in chosen and rq:
+            from benchmarks.rq_drain import measure_rq_drain
+
+            data["rq_drain"] = measure_rq_drain(
+                server.url, plan.rq_drain_jobs, plan.rq_drain_num_calc, options.repeats, say
+            )
         client.redis.close()
     data["goals"] = report.goals(data)
     data["meta"]["elapsed_seconds"] = time.perf_counter() - started
