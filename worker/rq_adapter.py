@@ -94,6 +94,9 @@ FETCHED = (
     b"created_at", b"group_id",
 )  # fmt: skip
 _INDEX = {name: i for i, name in enumerate(FETCHED)}
+#: the most jobs one script call handles: a call blocks every other Redis client
+#: while it runs (about 20 ms for 250 jobs)
+SCRIPT_JOBS = 250
 #: the fetched fields RQ 2.x's Job.to_dict always writes (the others it always
 #: writes, the node writes itself: status, started_at, ended_at, last_heartbeat,
 #: worker_name)
@@ -442,12 +445,19 @@ def dequeue(
     """Move up to ``count`` job ids from the queue to its intermediate list; returns
     them (after ``moved``, ids moved already) with the FETCHED fields of their hash,
     or None for a job whose hash is gone (its id left the intermediate list)."""
-    args: list[Any] = [*_JOB_AFFIXES, count, len(moved), *moved, *FETCHED]
-    reply = _run(client, _DEQUEUE, [keys.queue, keys.intermediate], args)
-    return [
-        (reply[i].decode(), _unpack(reply[i + 1]) if reply[i + 1] else None)
-        for i in range(0, len(reply), 2)
-    ]
+    found: list[tuple[str, tuple[bytes | None, ...] | None]] = []
+    while True:
+        step = min(count, SCRIPT_JOBS)
+        args: list[Any] = [*_JOB_AFFIXES, step, len(moved), *moved, *FETCHED]
+        reply = _run(client, _DEQUEUE, [keys.queue, keys.intermediate], args)
+        found += [
+            (reply[i].decode(), _unpack(reply[i + 1]) if reply[i + 1] else None)
+            for i in range(0, len(reply), 2)
+        ]
+        count -= step
+        if count <= 0 or len(reply) // 2 < step + len(moved):
+            return found  # done, or the queue ran dry
+        moved = ()
 
 
 def _unpack(blob: bytes) -> tuple[bytes | None, ...]:
@@ -490,6 +500,12 @@ def start(
     client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
     """Mark jobs started (start.lua); returns its code per job."""
+    if len(jobs) > SCRIPT_JOBS:
+        return [
+            code
+            for at in range(0, len(jobs), SCRIPT_JOBS)
+            for code in start(client, worker, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
+        ]
     args: list[Any] = [
         *_JOB_AFFIXES,
         worker,
@@ -509,6 +525,12 @@ def refresh(
     client: redis.Redis, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
     """Renew the started-registry leases of running jobs (refresh.lua)."""
+    if len(jobs) > SCRIPT_JOBS:
+        return [
+            code
+            for at in range(0, len(jobs), SCRIPT_JOBS)
+            for code in refresh(client, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
+        ]
     args: list[Any] = [
         *_JOB_AFFIXES,
         repr(now),
@@ -558,6 +580,13 @@ def finish(
     """Record jobs for which ``RqJob.fast`` holds (finish.lua): returns a code per
     job (1 recorded, 0 its execution left the started registry) and the ids of
     recorded jobs that have dependents."""
+    if len(done) > SCRIPT_JOBS:
+        codes, dependents = [], []
+        for at in range(0, len(done), SCRIPT_JOBS):
+            more = finish(client, worker, keys, done[at : at + SCRIPT_JOBS], now)
+            codes += more[0]
+            dependents += more[1]
+        return codes, dependents
     seconds = ",".join(repr(_working_seconds(outcome)) for _, outcome in done)
     args: list[Any] = [*_JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, seconds]
     for job, outcome in done:

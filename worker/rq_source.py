@@ -169,8 +169,9 @@ class RqSource:
 
     def started(self, delivery: Delivery, lo: int, hi: int) -> None:
         """A chunk of a batch entered the pool: record its jobs' start (once each)."""
-        batch = self._batches[delivery.entry_id]
-        if hi <= batch.requested:
+        with self._lock:
+            batch = self._batches.get(delivery.entry_id)
+        if batch is None or hi <= batch.requested:
             return  # a re-run (crash bisection): started already
         jobs = batch.jobs[max(lo, batch.requested) : hi]
         batch.requested = max(batch.requested, hi)

@@ -63,14 +63,13 @@ for a = A + 4, #ARGV, 9 do
     local started_at, ended_at = ARGV[a + 3], ARGV[a + 4]
     local exec_started, exec_ended, payload, ttl = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
     local member = job_id .. ':' .. exec_id
-    if not redis.call('ZSCORE', wip, member) then
+    if redis.call('ZREM', wip, member) == 0 then
         codes[#codes + 1] = 0
     else
         local jk, rk = job_key(job_id), results_key(job_id)
         local has_dependents
-        -- cleanup_execution
+        -- cleanup_execution (its ZREM from the started registry: above)
         redis.call('DEL', execution_key(job_id, exec_id))
-        redis.call('ZREM', wip, member)
         redis.call('ZREM', executions_key(job_id), exec_id)
         -- Job.save: the fields that change (the others it writes hold what they held)
         redis.call('HSET', jk, 'status', (kind == 's') and 'finished' or 'failed',

@@ -30,16 +30,15 @@ for i = A + 6, #ARGV, 2 do
     local member = job_id .. ':' .. exec_id
     local code
     local status = redis.call('HGET', jk, 'status')
-    if redis.call('ZSCORE', KEYS[1], member) then
-        code = 1
-    elseif not status and redis.call('EXISTS', jk) == 0 then
+    if not status and redis.call('EXISTS', jk) == 0 then
         redis.call('LREM', KEYS[2], 1, job_id)
         code = -1
     elseif status == 'canceled' then
         redis.call('LREM', KEYS[2], 1, job_id)
         code = -2
     elseif redis.call('LREM', KEYS[2], 1, job_id) == 0 then
-        code = 0
+        -- not dequeued any more: started by this very execution (a retried call), or not ours
+        code = redis.call('ZSCORE', KEYS[1], member) and 1 or 0
     else
         local ek, xk = execution_key(job_id, exec_id), executions_key(job_id)
         redis.call('HSET', ek, 'id', exec_id, 'created_at', now,
