@@ -15,6 +15,8 @@ These are the tests to rerun when the rq pin in pyproject.toml moves.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -158,6 +160,24 @@ def test_the_same_answers_from_rqs_api(runs: tuple[redis.Redis, redis.Redis]) ->
             assert (mine.exc_string or "").splitlines()[-1:] == (
                 other.exc_string or ""
             ).splitlines()[-1:], job_id
+
+
+def rq_info(url: str) -> str:
+    """What `rq info --raw` prints about the queue."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "info", "--raw", "--url", url, QUEUE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_the_same_rq_info(runs: tuple[redis.Redis, redis.Redis], redis_server: TestRedis) -> None:
+    ours = rq_info(db_url(redis_server.url, TASKFAN_DB))
+    assert ours == rq_info(db_url(redis_server.url, RQ_DB))
+    assert f"queue {QUEUE} 0, 0 executing, 15 finished, 6 failed" in ours
 
 
 def _plain(value: Any) -> Any:
