@@ -48,6 +48,11 @@ def test_quick_suite_writes_every_scenario(quick_run: tuple[Path, dict[str, Any]
     assert data["rss"]["after_total"]["tree_peak_mib"] > 0
     assert data["goals"]  # judged against the goals of issue 5
     assert "| (c)" in markdown
+    if has_rq:  # an RQ queue drained by RQ's workers and by a node (issue 9)
+        drain = data["rq_drain"]
+        assert drain["rq"]["median"] > 0 and drain["taskfan"]["median"] > 0
+        assert drain["ratio_rq_over_taskfan"] > 0
+        assert "### RQ queue drained" in markdown
 
 
 @pytest.mark.skipif(
