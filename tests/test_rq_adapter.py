@@ -214,6 +214,7 @@ def test_start_marks_jobs_started_as_rqs_worker_does(r: redis.Redis) -> None:
     r.delete(Job.key_for(jobs[1].id))
     Job.fetch(jobs[2].id, connection=r).cancel()
     r.lrem(keys.intermediate, 1, jobs[3].id)  # taken back meanwhile
+    r.set(keys.first_seen(jobs[0].id), 1)  # seen waiting there by a maintenance pass
     now = time.time()
     codes = rqa.start(r, "node-1", keys, jobs, lease=30, now=now)
     assert codes == [1, -1, -2, 0]
@@ -226,6 +227,7 @@ def test_start_marks_jobs_started_as_rqs_worker_does(r: redis.Redis) -> None:
     assert r.zscore(keys.started, jobs[0].member) == pytest.approx(int(now) + 30)
     assert r.ttl(f"rq:execution:{jobs[0].member}") > 25
     assert r.llen(keys.intermediate) == 0
+    assert not r.exists(keys.first_seen(jobs[0].id))  # not waiting any more
 
 
 def test_refresh_renews_leases_and_reports_lost_ones(r: redis.Redis) -> None:

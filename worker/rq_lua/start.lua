@@ -14,7 +14,10 @@
 -- ARGV[A+4]  started-registry score: now + lease
 -- ARGV[A+5]  execution-registry score: now + lease + 60
 -- then per job: job id, execution id
--- Writes per job: rq:job:ID, rq:execution:ID:EXECUTION, rq:executions:ID.
+-- Writes per job: rq:job:ID, rq:execution:ID:EXECUTION, rq:executions:ID, and
+-- deletes rq:queue:QUEUE:intermediate:first_seen:ID (the marker RQ's
+-- IntermediateQueue cleanup, or a node's maintenance, may have set on the job
+-- while it waited in the intermediate list: it is not waiting any more).
 --
 -- Returns one code per job: 1 started (or already started by this very
 -- execution: a retried call), 0 no longer in the intermediate list (taken back
@@ -30,6 +33,7 @@ for i = A + 6, #ARGV, 2 do
     local member = job_id .. ':' .. exec_id
     local code
     local status = redis.call('HGET', jk, 'status')
+    redis.call('DEL', KEYS[2] .. ':first_seen:' .. job_id)
     if not status and redis.call('EXISTS', jk) == 0 then
         redis.call('LREM', KEYS[2], 1, job_id)
         code = -1
