@@ -276,3 +276,39 @@ def test_a_live_nodes_lease_keeps_its_held_jobs_from_looking_stuck(r: redis.Redi
     rqa.keep_held(r, keys, [jobs[0].id])  # this node's heartbeat
     assert rqa.recover_stuck(r, keys, grace=10, own=set(), now=now + 11) == 0
     assert r.llen(keys.intermediate) == 1
+
+
+# --------------------------------------------------------------------------- security settings
+
+
+def test_signed_or_no_pickle_nodes_refuse_pickled_rq_queues() -> None:
+    for serializer in (None, "pickle"):
+        with pytest.raises(ConfigError, match="RQ jobs are not signed"):
+            rqa.check_trust(serializer, signed=True, no_pickle=False)
+        with pytest.raises(ConfigError, match=r"refuses pickle \(--no-pickle\)"):
+            rqa.check_trust(serializer, signed=False, no_pickle=True)
+        rqa.check_trust(serializer, signed=False, no_pickle=False)
+    rqa.check_trust("json", signed=True, no_pickle=True)
+
+
+def run_allowed(r: redis.Redis, job: Job, allow: tuple[str, ...]) -> rqa.Outcome:
+    values = rqa.describe(QUEUE, job.id, fetched(r, job.id)).item(None, allow)
+    return rqa.Outcome(*rqa.run_job(values))
+
+
+def test_the_allowlist_applies_to_the_rq_jobs_own_function(r: redis.Redis) -> None:
+    queue = Queue(QUEUE, connection=r)
+    assert value(run_allowed(r, queue.enqueue(rq_tasks.double, 2), ("tests",))) == 4
+    assert value(run_allowed(r, queue.enqueue(rq_tasks.Adder(1).add, 2), ("tests",))) == 3
+    refused = run_allowed(r, queue.enqueue(rq_tasks.double, 2), ("myapp",))
+    assert refused.kind == rqa.FAILED and refused.payload is not None
+    assert "FunctionNotAllowed: 'tests.rq_tasks.double' is not allowed on this node" in (
+        refused.payload
+    )
+    # a name in an allowed module that is really another module's function
+    borrowed = queue.enqueue("tests.rq_tasks.get_current_job")
+    outcome = run_allowed(r, borrowed, ("tests.rq_tasks",))
+    assert outcome.kind == rqa.FAILED and outcome.payload is not None
+    assert "'rq.job.get_current_job' is not allowed" in outcome.payload
+    method = run_allowed(r, queue.enqueue(rq_tasks.Adder(1).add, 2), ("myapp",))
+    assert method.payload is not None and "tests.rq_tasks.Adder.add" in method.payload

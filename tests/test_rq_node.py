@@ -242,3 +242,15 @@ def test_rq_suspend_holds_the_node_back(r: redis.Redis, start_worker: StartWorke
     assert queue.job_ids == [job.id] and status(r, job.id) == JobStatus.QUEUED
     resume(r)
     wait_until(lambda: status(r, job.id) == JobStatus.FINISHED, timeout=20, message=node.log)
+
+
+def test_a_node_with_a_secret_refuses_pickled_rq_queues(redis_url: str) -> None:
+    node = WorkerProcess(
+        redis_url, "--rq-queue", "q", queue=None, env={"TASKFAN_SECRET": "s3cret-s3cret-s3cret"}
+    )
+    try:
+        assert node.wait(timeout=60) != 0
+        assert "RQ jobs are not signed" in node.log()
+        assert "Traceback" not in node.log()
+    finally:
+        node.close()

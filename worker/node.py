@@ -268,7 +268,7 @@ class Node:
                 for delivery in event[1]:
                     late.setdefault(delivery.queue, []).append(delivery.entry_id)
             elif event[0] == "rq-read":
-                late_rq += event[1]
+                late_rq += [batch.delivery for batch in event[1]]
         if late:
             self._hand_back(late)
         return late_rq
@@ -298,8 +298,8 @@ class Node:
             self._release(event[1].delivery)
         elif kind == "rq-read":
             assert self._rq is not None
-            for delivery in self._rq.on_read(event, bool(self.scheduler.batches)):
-                self._complete_maybe(self.scheduler.accept(delivery))
+            for batch in self._rq.on_read(event, bool(self.scheduler.batches)):
+                self._complete_maybe(self.scheduler.admit(batch))
         elif kind == "rq-written":
             assert self._rq is not None
             self._writing -= 1
@@ -333,17 +333,21 @@ class Node:
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
             items = chunk.batch.items[chunk.lo : chunk.hi]
+            rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
+            # an RQ job's own function is checked against the allowlist (rq_adapter.run_job)
+            allow = () if rq else self.settings.allow
             try:
                 future = self._pool.submit(
                     run_chunk, entry.fn_ref, entry.codec, entry.mode.value, items, entry.options,
-                    self.settings.allow, self.settings.max_item_bytes,
+                    allow, self.settings.max_item_bytes,
                 )  # fmt: skip
             except BrokenProcessPool:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
                 self.scheduler.unsent(chunk)
                 return
             self.scheduler.sent(chunk, time.monotonic())
-            if self._rq is not None and self._rq.owns(chunk.batch.delivery):
+            if rq:
+                assert self._rq is not None
                 self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
             self._futures[chunk] = (future, self._pool.generation)
             future.add_done_callback(self._on_done(chunk))

@@ -70,7 +70,8 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import current_timestamp, import_attribute, parse_timeout, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from taskfan.errors import ConfigError
+from taskfan.errors import ConfigError, FunctionNotAllowed
+from taskfan.refs import module_allowed
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,28 @@ def check_version() -> None:
         raise ConfigError(
             f"taskfan's RQ adapter is written for rq=={PINNED}, but rq {rq.__version__} is "
             f"installed: pip install 'rq=={PINNED}'"
+        )
+
+
+def check_trust(serializer_name: str | None, signed: bool, no_pickle: bool) -> None:
+    """Refuse RQ queues whose jobs a node's security settings say not to run.
+
+    RQ jobs carry no signature, and with RQ's default serializer their data is a
+    pickle, which runs code as it loads: a node that runs only signed batches
+    (a secret) or refuses pickle (--no-pickle) would let anyone who can write to
+    Redis run code through them. It may drain RQ queues whose serializer is not
+    pickle (e.g. json); --allow then limits the functions their jobs may call.
+    """
+    if serializer_name not in (None, "pickle", "rq.serializers.DefaultSerializer"):
+        return
+    if signed or no_pickle:
+        why = "runs only signed batches (a secret)" if signed else "refuses pickle (--no-pickle)"
+        raise ConfigError(
+            f"this node {why}, but RQ jobs are not signed and the RQ queues use RQ's "
+            "pickle serializer, whose data runs code as it loads: anyone who can write to "
+            "Redis could run code through them. Drain queues enqueued with RQ's "
+            "JSONSerializer (--rq-serializer json, with --allow), or drain these on a node "
+            "without a secret or --no-pickle (docs/rq.md#security)"
         )
 
 
@@ -281,9 +304,9 @@ class RqJob:
             return (ttl is None or ttl > 0 or ttl == -1) and not self._int(b"retries_left")
         return False
 
-    def item(self, serializer_name: str | None) -> tuple[Any, ...]:
+    def item(self, serializer_name: str | None, allow: tuple[str, ...] = ()) -> tuple[Any, ...]:
         """What the pool process gets: see ``run_job``."""
-        return (self.id, self.fields[: len(CHILD_FIELDS)], serializer_name)
+        return (self.id, self.fields[: len(CHILD_FIELDS)], serializer_name, allow)
 
 
 def describe(queue: str, job_id: str, fields: Sequence[bytes | None]) -> RqJob:
@@ -366,8 +389,10 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise JobTimeoutException(f"Task exceeded maximum timeout value ({_timeout} seconds)")
 
 
-def _execute(data: bytes, ser: Serializer) -> Any:
-    """Job.restore's reading of ``data``, then Job._execute (Job.func included)."""
+def _execute(data: bytes, ser: Serializer, allow: tuple[str, ...]) -> Any:
+    """Job.restore's reading of ``data``, then Job._execute (Job.func included);
+    with ``allow``, the function must come from those modules (checked before its
+    module is imported, and again on the function found)."""
     with contextlib.suppress(zlib.error):  # else stored uncompressed
         data = zlib.decompress(data)
     try:
@@ -377,21 +402,40 @@ def _execute(data: bytes, ser: Serializer) -> Any:
     if func_name is None:
         raise ValueError("Cannot execute job: function is None")
     if instance:
+        if allow:
+            kind = type(instance)
+            _check_allowed(f"{kind.__module__}.{kind.__qualname__}.{func_name}", allow)
         func = getattr(instance, func_name)
     else:
+        _check_allowed(func_name, allow)
         func = _functions.get(func_name)
         if func is None:
             func = _functions[func_name] = import_attribute(func_name)
+        if allow:  # where the function found was defined, not just where it was found
+            defined = getattr(func, "__qualname__", func_name.rpartition(".")[2])
+            _check_allowed(f"{getattr(func, '__module__', '')}.{defined}", allow)
     result = func(*args, **kwargs)
     if asyncio.iscoroutine(result):
         return asyncio.new_event_loop().run_until_complete(result)
     return result
 
 
+def _check_allowed(dotted: str, allow: tuple[str, ...]) -> None:
+    """--allow for an RQ function name (RQ's "module.function" path)."""
+    if allow and (
+        not module_allowed(dotted, allow) or any(p.startswith("__") for p in dotted.split("."))
+    ):
+        raise FunctionNotAllowed(
+            f"{dotted!r} is not allowed on this node: it is outside its allowlist "
+            f"({', '.join(allow)}; --allow, TASKFAN_ALLOW)"
+        )
+
+
 def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
     """Run one RQ job as RQ's ``perform_job`` does; never raises.
 
-    ``item``: the job id, the CHILD_FIELDS of its hash, the serializer's name.
+    ``item``: the job id, the CHILD_FIELDS of its hash, the serializer's name,
+    the node's allowlist.
     Returns ``(kind, payload, started, ended, retry)``: for OK the base64 of the
     serialized return value (None when it returned None); for FAILED RQ's
     exception text; for RETRY (it returned an ``rq.Retry``) ``retry`` holds its
@@ -399,7 +443,7 @@ def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
     (UnixSignalDeathPenalty): SIGALRM raises JobTimeoutException in the job.
     """
     global _timeout
-    job_id, values, serializer_name = item
+    job_id, values, serializer_name, allow = item
     started = time.time()
     try:
         ser = _serializers.get(serializer_name)
@@ -412,7 +456,7 @@ def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
         started = time.time()
         signal.alarm(_timeout)
         try:
-            value = _execute(values[0], ser)
+            value = _execute(values[0], ser, allow)
         finally:
             signal.alarm(0)
             _job_stack.pop()

@@ -45,6 +45,7 @@ from taskfan.settings import Settings
 from worker import rq_adapter as rqa
 from worker.io_threads import REDIS_ERRORS, Backoff
 from worker.redis_io import Delivery
+from worker.scheduler import Batch
 from worker.sizing import ChunkSizer
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class RqSource:
         self.keys = {name: rqa.QueueKeys(name) for name in self.names}
         self.refs = {name: RqQueueRef(name) for name in self.names}
         self.serializer_name = settings.rq_serializer
+        #: the modules RQ jobs may call functions from (--allow); (): any
+        self.allow = settings.allow
+        rqa.check_trust(settings.rq_serializer, bool(settings.secrets), settings.no_pickle)
         ttl = max(60, int(3 * settings.heartbeat_interval))
         self.worker = rqa.RqWorker(self.client, node_id, self.names, self.serializer_name, ttl)
         self.lease = max(1, round(settings.visibility_timeout))
@@ -160,12 +164,13 @@ class RqSource:
             self._demand = batches
             self._cond.notify()
 
-    def on_read(self, event: tuple[Any, ...], have_batches: bool) -> list[Delivery]:
-        """The node got ("rq-read", deliveries, found_nothing): the batches to accept."""
-        _, deliveries, found_nothing = event
+    def on_read(self, event: tuple[Any, ...], have_batches: bool) -> list[Batch]:
+        """The node got ("rq-read", batches, found_nothing): the batches for its
+        scheduler (``Scheduler.admit``)."""
+        _, batches, found_nothing = event
         self.reading = False
         self.last_read_empty = found_nothing and not have_batches
-        return list(deliveries)
+        return list(batches)
 
     def started(self, delivery: Delivery, lo: int, hi: int) -> None:
         """A chunk of a batch entered the pool: record its jobs' start (once each)."""
@@ -263,7 +268,7 @@ class RqSource:
                 if self.closed.is_set():
                     return
                 want, self._demand = self._demand, 0
-            found: list[Delivery] | None = None
+            found: list[Batch] | None = None
             try:
                 if not self._stopping.is_set():
                     found = self._read(want * self._batch_size())
@@ -289,9 +294,9 @@ class RqSource:
             return MAX_BATCH
         return max(processes, min(MAX_BATCH, int(BATCH_SECONDS / cost)))
 
-    def _read(self, count: int) -> list[Delivery] | None:
+    def _read(self, count: int) -> list[Batch] | None:
         """Dequeue up to ``count`` jobs, queues in priority order; block a while when
-        all are empty. Returns one Delivery per queue that gave jobs to run, or None
+        all are empty. Returns one batch per queue that gave jobs to run, or None
         when there were none to dequeue."""
         if rqa.suspended(self.client):
             self.closed.wait(1.0)  # `rq suspend`: take nothing, look again soon
@@ -302,9 +307,9 @@ class RqSource:
             found = rqa.dequeue(self.client, self.keys[name], count)
             if found:
                 dequeued = True
-                delivery = self._delivery(name, found)
-                if delivery is not None:
-                    out.append(delivery)
+                batch = self._batch(name, found)
+                if batch is not None:
+                    out.append(batch)
                 count -= len(found)
                 if count <= 0:
                     break
@@ -323,12 +328,12 @@ class RqSource:
         if job_id is None:
             return None
         found = rqa.dequeue(self.client, self.keys[first], count - 1, moved=[job_id])
-        delivery = self._delivery(first, found)
-        return [delivery] if delivery is not None else []
+        batch = self._batch(first, found)
+        return [batch] if batch is not None else []
 
-    def _delivery(
+    def _batch(
         self, name: str, found: list[tuple[str, tuple[bytes | None, ...] | None]]
-    ) -> Delivery | None:
+    ) -> Batch | None:
         """A batch of the jobs to run, or None if none is (gone or unsupported)."""
         jobs = [rqa.describe(name, job_id, fields) for job_id, fields in found if fields]
         if len(jobs) < len(found):  # expired before they started (their `ttl`), or deleted
@@ -346,20 +351,17 @@ class RqSource:
             start=0,
             count=len(jobs),
             fn_ref=rqa.RUN_JOB,
-            codec="pickle",
+            codec="pickle",  # of the chunks' results, from the pool processes only
             mode=CallMode.ONE,
             chunksize=0,
-            payload=pickle.dumps([job.item(self.serializer_name) for job in jobs], protocol=5),
+            payload=b"",
         )
-        fields = {
-            k.encode(): str(v).encode() if not isinstance(v, bytes) else v
-            for k, v in entry.fields().items()
-        }
-        delivery = Delivery(self.refs[name], entry_id, fields)
+        delivery = Delivery(self.refs[name], entry_id, None)
+        items = [job.item(self.serializer_name, self.allow) for job in jobs]
         with self._lock:
             self._batches[entry_id] = RqBatch(delivery, name, jobs)
             self._held[name].update(job.id for job in jobs)
-        return delivery
+        return Batch(delivery, entry, items, time.monotonic(), remaining=len(jobs))
 
     # ----------------------------------------------------------------- writer
 

@@ -144,9 +144,17 @@ class Scheduler:
             )
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.fail_batch(batch, "DeliveryLimit", reason, dead=True)
+        return self.admit(batch)
+
+    def admit(self, batch: Batch) -> Completed | None:
+        """Take a batch whose entry and items are known: cut it into chunks.
+
+        ``accept``'s second half, and the way in for batches that do not come
+        from a stream entry (the RQ source's, ``worker.rq_source``)."""
+        entry = batch.entry
         if entry.count == 0:
             return self.finish(batch)
-        self.batches[key(delivery)] = batch
+        self.batches[key(batch.delivery)] = batch
         if entry.options.hard_timeout:
             size = 1
         else:
