@@ -173,3 +173,15 @@ def test_a_node_reads_as_many_batches_as_fill_its_pool() -> None:
     drain(s)  # three go in (four slots, one taken), one waits
     assert (len(s.in_pool), len(s.pending)) == (4, 1)
     assert s.batches_wanted() == 1  # one slot's worth; one batch gives four chunks
+
+
+def test_a_finished_chunk_s_inputs_are_freed_before_its_batch_is_done() -> None:
+    s = scheduler()
+    s.accept(delivery(0, list(range(10, 16)), chunksize=2))
+    first, second, third = drain(s)[:3]
+    assert s.done(second, run(second)) is None  # type: ignore[arg-type]
+    assert second.batch.items == [10, 11, None, None, 14, 15]
+    # the others still have theirs: a crash would run them again
+    assert s.done(first, run(first)) is None  # type: ignore[arg-type]
+    completed = s.done(third, run(third))  # type: ignore[arg-type]
+    assert completed is not None and values(completed) == [100, 121, 144, 169, 196, 225]

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -282,6 +283,9 @@ class Scheduler:
 
     def _store(self, chunk: Chunk, blob: bytes, failed: int) -> Completed | None:
         batch = chunk.batch
+        # The chunk's inputs are not needed again (its outcomes keep what a retry
+        # needs): free them now rather than with the whole batch.
+        batch.items[chunk.lo : chunk.hi] = itertools.repeat(None, chunk.size)
         batch.blobs[chunk.lo] = blob
         batch.failures[chunk.lo] = failed
         batch.failed += failed
