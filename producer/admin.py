@@ -6,10 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from taskfan import scripts
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.keys import JobKeys, QueueKeys
 
 
@@ -20,7 +18,7 @@ class Purged:
     jobs_cancelled: int  #: active jobs of the queue, now cancelled
 
 
-def purge(client: redis.Redis, queue: str) -> Purged:
+def purge(client: RedisClient, queue: str) -> Purged:
     """Drop every batch of ``queue`` and cancel its active jobs.
 
     Jobs are cancelled first, so nodes holding one of their batches drop its

@@ -12,7 +12,7 @@ from producer import sizing
 from producer.enqueue import Enqueuer, JobSpec
 from producer.job import Job
 from taskfan.codec import Codec, get_codec
-from taskfan.connection import connect, translate_errors
+from taskfan.connection import RedisClient, connect, translate_errors
 from taskfan.errors import ConfigError, PickleRefused
 from taskfan.keys import QueueKeys
 from taskfan.limits import Limits
@@ -37,7 +37,7 @@ class Client:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         queue: str = "default",
         *,
         codec: str | None = None,

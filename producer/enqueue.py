@@ -35,10 +35,11 @@ import redis
 from producer import rejects, sizing
 from taskfan import keys, scripts
 from taskfan.codec import Codec
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import EncodeError, LimitExceeded
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
+from taskfan.pipelines import Sequenced
 from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
 from taskfan.signing import META_SIGNATURE_FIELD, Keyring
 
@@ -133,7 +134,7 @@ class Enqueuer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         spec: JobSpec,
         job_id: str | None = None,
         *,
@@ -268,7 +269,8 @@ class Enqueuer:
         return None
 
     def _flush(self, entries: list[BatchEntry | rejects.RecordedBatch], seal: bool) -> None:
-        pipe: Any = self.client.pipeline(transaction=False)
+        seq = Sequenced(self.client)
+        pipe: Any = seq.pipe
         now = time.time()
         if not self._created:
             meta = sign_meta(self.spec.meta(self.job_id, now), self.keyring)
@@ -282,6 +284,11 @@ class Enqueuer:
             index_job(pipe, self.queue, self.job_id, now)
             pipe.sadd(keys.QUEUES, self.spec.queue)
             self._created = True
+            # The job exists before an entry names it: a node that ran a batch of a
+            # job it cannot find would drop the results (a cluster only; see
+            # taskfan.pipelines).
+            seq.barrier(raise_on_error=True)
+            pipe = seq.pipe
         elif entries:
             added = sum(e.count for e in entries)
             pipe.hincrby(self.job.meta, "total", added)
@@ -296,7 +303,7 @@ class Enqueuer:
                 )
         for entry in queued:
             pipe.xadd(self.queue.stream, batch_fields(entry, self.spec.queue, self.keyring))
-        replies = pipe.execute()
+        replies = seq.execute()
         self._sent_ids.extend(replies[len(replies) - len(queued) :])
 
     def abort(self) -> None:

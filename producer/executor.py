@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from producer.client import Client
 from producer.enqueue import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from producer.job import FETCH, Job, _Events
 from taskfan import keys, scripts
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
     BrokerUnavailable,
     JobNotFound,
@@ -41,6 +42,7 @@ from taskfan.errors import (
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
 from taskfan.outcomes import Outcome, iter_outcomes
+from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry, CallMode
 from taskfan.refs import reference
 
@@ -65,15 +67,16 @@ def raise_original(failed: TaskFailed) -> BaseException:
 class Executor(concurrent.futures.Executor):
     """Run calls on taskfan worker nodes.
 
-    ``target`` is a Redis URL, a ``redis.Redis``, a ``producer.Client``, or None
-    (configured by ``TASKFAN_REDIS_URL``). ``max_workers`` is accepted, and
-    ignored, so that ``ProcessPoolExecutor(max_workers=4)`` becomes
-    ``Executor(url, max_workers=4)``: the nodes decide how many processes run.
+    ``target`` is a Redis URL, a ``redis.Redis`` or ``RedisCluster``, a
+    ``producer.Client``, or None (configured by ``TASKFAN_REDIS_URL``).
+    ``max_workers`` is accepted, and ignored, so that
+    ``ProcessPoolExecutor(max_workers=4)`` becomes ``Executor(url, max_workers=4)``:
+    the nodes decide how many processes run.
     """
 
     def __init__(
         self,
-        target: str | redis.Redis | Client | None = None,
+        target: str | RedisClient | Client | None = None,
         queue: str = "default",
         *,
         max_workers: int | None = None,
@@ -81,7 +84,7 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         if isinstance(target, Client):
             self.client = target
-        elif isinstance(target, redis.Redis):
+        elif isinstance(target, (redis.Redis, RedisCluster)):
             self.client = Client(target, queue, **client_options)
         elif isinstance(target, str):
             self.client = Client.from_url(target, queue, **client_options)
@@ -114,7 +117,8 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             client = self.client
             queue = QueueKeys(client.queue)
-            pipe: Any = client.redis.pipeline(transaction=False)
+            seq = Sequenced(client.redis)
+            pipe: Any = seq.pipe
             if self._job is None:
                 self._spec = JobSpec(
                     client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
@@ -125,6 +129,8 @@ class Executor(concurrent.futures.Executor):
                 pipe.hset(self._job.keys.meta, mapping=meta)
                 index_job(pipe, queue, self._job.id, now)
                 pipe.sadd(keys.QUEUES, client.queue)
+                seq.barrier(raise_on_error=True)  # the job exists before an entry names it
+                pipe = seq.pipe
             job = self._job
             index = self._count
             entry = BatchEntry(
@@ -134,7 +140,7 @@ class Executor(concurrent.futures.Executor):
             pipe.hincrby(job.keys.meta, "batches", 1)
             pipe.xadd(queue.stream, batch_fields(entry, client.queue, client.keyring))
             with translate_errors(f"submitting to job {job.id}"):
-                pipe.execute()
+                seq.execute()
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._futures[index] = future
             self._count += 1

@@ -1,45 +1,88 @@
-"""Opening Redis connections, and turning Redis errors into ours where they enter."""
+"""Opening Redis connections, and turning Redis errors into ours where they enter.
+
+``connect`` is the one place a URL becomes a client (see ``taskfan.urls`` for
+the URLs): a ``redis.Redis`` for one server or a Sentinel-managed master, a
+``redis.cluster.RedisCluster`` for a cluster. Code that takes either is typed
+``RedisClient``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeAlias
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterError, RedisClusterException
+from redis.sentinel import Sentinel
 
 from taskfan.errors import BrokerUnavailable, ConfigError
+from taskfan.urls import CLUSTER, SENTINEL, RedisTarget, parse, redact
 
-SCHEMES = ("redis", "rediss", "unix")
+__all__ = ["RedisClient", "check", "connect", "is_cluster", "redact", "translate_errors"]
 
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+#: what ``connect`` returns: one server (or Sentinel's master), or a cluster
+RedisClient: TypeAlias = redis.Redis | RedisCluster
 
 
-def connect(url: str, *, block_seconds: float = 2.0) -> redis.Redis:
+def is_cluster(client: Any) -> bool:
+    """True for a cluster client or a cluster pipeline (a RedisCluster subclass)."""
+    return isinstance(client, RedisCluster)
+
+
+def connect(url: str, *, block_seconds: float = 2.0) -> RedisClient:
     """A client for ``url``; its socket timeout leaves room for blocking reads."""
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"Redis URL {redact(url)!r} must start with one of "
-            f"{', '.join(s + '://' for s in SCHEMES)}"
-        )
+    target = parse(url)
+    timeouts: dict[str, Any] = {
+        "socket_timeout": block_seconds + 10.0,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
+    timeouts.update(target.options)
     try:
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=block_seconds + 10.0,
-            socket_connect_timeout=5.0,
-            health_check_interval=30,
-        )
+        if target.kind == CLUSTER:
+            return _cluster(target, timeouts)
+        if target.kind == SENTINEL:
+            return _sentinel_master(target, timeouts)
+        return redis.Redis.from_url(url, **timeouts)
     except ValueError as exc:
         raise ConfigError(f"Redis URL {redact(url)!r}: {exc}") from None
+    except (redis.RedisError, RedisClusterException) as exc:
+        # A cluster client asks a node for the slot map as it is created.
+        raise BrokerUnavailable(f"connecting to {redact(url)}: {exc}") from exc
+
+
+def _credentials(target: RedisTarget) -> dict[str, Any]:
+    return {"username": target.username, "password": target.password}
+
+
+def _cluster(target: RedisTarget, options: dict[str, Any]) -> RedisCluster:
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    return RedisCluster(startup_nodes=nodes, ssl=target.tls, **_credentials(target), **options)
+
+
+def _sentinel_master(target: RedisTarget, options: dict[str, Any]) -> redis.Redis:
+    """The master of the Sentinel service: connections ask the sentinels where it
+    is whenever they (re)connect, so they follow a failover."""
+    tls = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    sentinel_kwargs = {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "ssl": target.tls,
+        **tls,
+        **target.sentinel_options,
+    }
+    sentinel = Sentinel(
+        list(target.hosts),
+        sentinel_kwargs=sentinel_kwargs,
+        ssl=target.tls,
+        db=target.db,
+        **_credentials(target),
+        **options,
+    )
+    assert target.service is not None
+    return sentinel.master_for(target.service)
 
 
 @contextlib.contextmanager
@@ -51,13 +94,15 @@ def translate_errors(what: str) -> Iterator[None]:
         raise BrokerUnavailable(f"{what}: Redis refused the credentials: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BrokerUnavailable(f"{what}: Redis is unreachable: {exc}") from exc
+    except (ClusterError, RedisClusterException) as exc:
+        raise BrokerUnavailable(f"{what}: the Redis Cluster is unavailable: {exc}") from exc
     except redis.ResponseError as exc:
         if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             raise BrokerUnavailable(f"{what}: Redis refused the credentials: {exc}") from exc
         raise
 
 
-def check(client: redis.Redis, url: str) -> None:
+def check(client: RedisClient, url: str) -> None:
     """Ping once; raise BrokerUnavailable naming the URL when that fails."""
     with translate_errors(f"connecting to {redact(url)}"):
         client.ping()

@@ -6,6 +6,11 @@ the call is queued as a bare EVALSHA (redis-py would otherwise add a SCRIPT
 EXISTS round trip to every ``execute()``): call ``load_all`` first, and on
 ``redis.exceptions.NoScriptError`` (a restarted or flushed server) load again
 and re-run the pipeline; every script here is safe to run twice.
+
+On a Redis Cluster, ``load_all`` loads every script on every primary, and a
+cluster pipeline routes each EVALSHA by its keys, which share one slot. A
+failover or a resharding can still land a call on a primary that lacks the
+script: the same NoScriptError, handled the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 from redis.commands.core import Script
 
 from taskfan.keys import GROUP, JobKeys, QueueKeys
@@ -42,14 +48,17 @@ RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
 
 
 def load_all(client: Any) -> None:
-    """Load every script into the server, so pipelines can call them by SHA."""
+    """Load every script into the server (every primary of a cluster), so
+    pipelines can call them by SHA."""
     for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE):
         client.script_load(script.script)
 
 
 def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
-    if isinstance(client, Pipeline):
-        return client.evalsha(script.sha, len(keys), *keys, *args)
+    if isinstance(client, (Pipeline, ClusterPipeline)):
+        # execute_command: redis-py refuses ClusterPipeline.evalsha by name, but
+        # routes the command itself by its keys (all in one slot here).
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return script(keys=keys, args=args, client=client)
 
 

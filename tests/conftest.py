@@ -4,6 +4,11 @@
 ``TASKFAN_TEST_REDIS_URL`` names a server of yours: then tests use that one and
 **its database is flushed before each test** (FLUSHDB on the URL's database; on
 our own server, FLUSHALL).
+
+``redis_cluster`` starts a local Redis Cluster of three primaries for the
+session, the first time a test needs it. A test marked ``@pytest.mark.cluster``
+runs twice: on the server, then on the cluster (``redis_url`` is then a
+``redis+cluster://`` URL, and ``r`` a ``RedisCluster``, emptied before the test).
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
 from producer import Client
+from taskfan.connection import connect
 from taskfan.server import RedisServer
+from tests.scale.cluster import LocalCluster
 from tests.workers import WorkerProcess
 
 
@@ -42,9 +50,32 @@ def redis_server() -> Iterator[TestRedis]:
         yield TestRedis(server.url, owned=True, server=server)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``cluster`` that use a Redis run on the server and on the cluster."""
+    if metafunc.definition.get_closest_marker("cluster") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_kind", ["server", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(redis_server: TestRedis) -> str:
-    """The session server's URL, emptied before the test."""
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """ "server" (the session's redis-server), or "cluster" for tests marked so."""
+    return str(getattr(request, "param", "server"))
+
+
+@pytest.fixture
+def redis_url(redis_kind: str, request: pytest.FixtureRequest) -> str:
+    """The session server's URL (or the cluster's), emptied before the test."""
+    if redis_kind == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+    redis_server: TestRedis = request.getfixturevalue("redis_server")
     with redis.Redis.from_url(redis_server.url) as client:
         if redis_server.owned:
             client.flushall()
@@ -55,7 +86,7 @@ def redis_url(redis_server: TestRedis) -> str:
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client: Any = connect(redis_url) if "+cluster" in redis_url else redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
@@ -66,10 +97,20 @@ def fake() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
-@pytest.fixture(params=["real", "fake"])
+@pytest.fixture
+def cluster_r(redis_cluster: LocalCluster) -> Iterator[redis.Redis]:
+    """A client of the session's cluster, emptied before the test."""
+    redis_cluster.flush()
+    client: Any = connect(redis_cluster.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["real", "fake", "cluster"])
 def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
-    """An empty Redis: the real server, then fakeredis (the test runs once on each)."""
-    name = "r" if request.param == "real" else "fake"
+    """An empty Redis: the real server, fakeredis, then a Redis Cluster (the test
+    runs once on each)."""
+    name = {"real": "r", "fake": "fake", "cluster": "cluster_r"}[request.param]
     client: redis.Redis = request.getfixturevalue(name)
     return client
 

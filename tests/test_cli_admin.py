@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -14,6 +15,7 @@ from tests import tasks
 from tests.conftest import StartWorker
 
 
+@pytest.mark.cluster
 def test_cancel_a_job_then_again(redis_url: str, client: Client) -> None:
     job = client.map(tasks.square, range(10))
     runner = CliRunner()
@@ -27,6 +29,7 @@ def test_cancel_a_job_then_again(redis_url: str, client: Client) -> None:
     assert missing.exit_code == 2 and "nosuchjob not found" in missing.output
 
 
+@pytest.mark.cluster
 def test_purge_asks_then_drops_the_queue(redis_url: str, client: Client, r: redis.Redis) -> None:
     job = client.map(tasks.square, range(10), batch_size=5)
     runner = CliRunner()
@@ -38,6 +41,7 @@ def test_purge_asks_then_drops_the_queue(redis_url: str, client: Client, r: redi
     assert job.status == "cancelled"
 
 
+@pytest.mark.cluster
 def test_retry_a_finished_job(
     redis_url: str, client: Client, start_worker: StartWorker, tmp_path: Path
 ) -> None:

@@ -77,6 +77,7 @@ def test_unknown_or_malformed_job_ids_are_one_line_errors(redis_url: str) -> Non
         assert "invalid job id name 'a:b'" in result.stderr
 
 
+@pytest.mark.cluster
 def test_status_shows_queues_jobs_and_nodes(
     json_client: Client, redis_url: str, r: redis.Redis, start_worker: StartWorker
 ) -> None:
@@ -115,6 +116,7 @@ def test_status_shows_queues_jobs_and_nodes(
     assert json.loads(one.stdout)["total"] == 7
 
 
+@pytest.mark.cluster
 def test_status_shows_live_nodes_and_batches_in_flight(
     json_client: Client, redis_url: str, r: redis.Redis, start_worker: StartWorker
 ) -> None:

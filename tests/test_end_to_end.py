@@ -25,6 +25,7 @@ def batches_logged(worker: WorkerProcess, job_id: str) -> set[int]:
     return {int(n) for n in re.findall(rf"job {job_id} batch (\d+):", worker.log())}
 
 
+@pytest.mark.cluster
 def test_results_come_back_in_input_order(client: Client, start_worker: StartWorker) -> None:
     start_worker()
     # Later items are quicker, so later batches tend to finish first.
@@ -34,6 +35,7 @@ def test_results_come_back_in_input_order(client: Client, start_worker: StartWor
     assert [o.index for o in job.outcomes()] == list(range(40))
 
 
+@pytest.mark.cluster
 def test_failing_items_do_not_stop_their_batch(client: Client, start_worker: StartWorker) -> None:
     start_worker()
     job = client.map(tasks.fail_if_multiple_of_7, range(1, 30), batch_size=10)
@@ -56,6 +58,7 @@ def test_failing_items_do_not_stop_their_batch(client: Client, start_worker: Sta
     assert "Remote traceback" in str(info.value)
 
 
+@pytest.mark.cluster
 def test_empty_and_single_item_jobs(client: Client, start_worker: StartWorker) -> None:
     empty = client.map(tasks.square, [])
     assert empty.wait(timeout=5)
@@ -70,6 +73,7 @@ def test_empty_and_single_item_jobs(client: Client, start_worker: StartWorker) -
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_a_hundred_thousand_items_through_a_worker_process(
     client: Client, start_worker: StartWorker
 ) -> None:
@@ -80,6 +84,7 @@ def test_a_hundred_thousand_items_through_a_worker_process(
     assert (meta.ok, meta.failed, meta.status) == (100_000, 0, "finished")
 
 
+@pytest.mark.cluster
 def test_two_nodes_share_a_job_and_every_item_has_one_outcome(
     client: Client, start_worker: StartWorker, r: redis.Redis
 ) -> None:
@@ -97,6 +102,7 @@ def test_two_nodes_share_a_job_and_every_item_has_one_outcome(
     assert seen[0] | seen[1] == set(range(80))
 
 
+@pytest.mark.cluster
 def test_reattach_from_another_process(
     client: Client, start_worker: StartWorker, redis_url: str
 ) -> None:
@@ -114,6 +120,7 @@ def test_reattach_from_another_process(
     assert json.loads(out.stdout) == [x * x for x in range(50)]
 
 
+@pytest.mark.cluster
 def test_sigterm_mid_job_loses_nothing(
     client: Client, start_worker: StartWorker, r: redis.Redis
 ) -> None:
@@ -135,6 +142,7 @@ def test_sigterm_mid_job_loses_nothing(
     assert r.hlen(JobKeys(job.id).results) == 30
 
 
+@pytest.mark.cluster
 def test_burst_worker_exits_once_the_queue_is_empty(
     client: Client, start_worker: StartWorker
 ) -> None:
@@ -144,6 +152,7 @@ def test_burst_worker_exits_once_the_queue_is_empty(
     assert job.progress() == (100, 0, 100)
 
 
+@pytest.mark.cluster
 def test_a_crashing_item_fails_alone(client: Client, start_worker: StartWorker) -> None:
     start_worker()
     items = list(range(40))
@@ -157,6 +166,7 @@ def test_a_crashing_item_fails_alone(client: Client, start_worker: StartWorker) 
     assert [o.value for o in outcomes if o.ok] == [x for x in items if x not in (13, 31)]
 
 
+@pytest.mark.cluster
 def test_a_result_the_codec_cannot_carry_fails_only_its_item(
     client: Client, start_worker: StartWorker
 ) -> None:
@@ -169,6 +179,7 @@ def test_a_result_the_codec_cannot_carry_fails_only_its_item(
     assert list(json_job.results(timeout=60)) == [{"a": 1}, [1, 2]]
 
 
+@pytest.mark.cluster
 def test_functions_that_cannot_travel_are_refused_at_enqueue(client: Client) -> None:
     with pytest.raises(FunctionReferenceError, match="lambda"):
         client.map(lambda x: x, [1])

@@ -35,6 +35,7 @@ def one_outcome_each(r: redis.Redis, client: Client, job_id: str, total: int) ->
     assert [o.index for o in job.outcomes()] == list(range(total))
 
 
+@pytest.mark.cluster
 def test_a_killed_node_s_batches_are_reclaimed(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:
@@ -48,6 +49,7 @@ def test_a_killed_node_s_batches_are_reclaimed(
     one_outcome_each(r, client, job.id, 120)
 
 
+@pytest.mark.cluster
 def test_a_cold_stop_hands_batches_back_at_once(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:
@@ -67,6 +69,7 @@ def test_a_cold_stop_hands_batches_back_at_once(
     one_outcome_each(r, client, job.id, 6)
 
 
+@pytest.mark.cluster
 def test_cancel_skips_queued_batches_and_wakes_waiters(
     start_worker: StartWorker, client: Client
 ) -> None:
@@ -87,6 +90,7 @@ def test_cancel_skips_queued_batches_and_wakes_waiters(
     assert job.progress().done < 200
 
 
+@pytest.mark.cluster
 def test_a_batch_delivered_too_often_goes_to_the_dead_letters(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:
@@ -109,6 +113,7 @@ def test_a_batch_delivered_too_often_goes_to_the_dead_letters(
     assert r.xlen(queue.stream) == 0
 
 
+@pytest.mark.cluster
 def test_soft_and_hard_timeouts_fail_only_their_item(
     start_worker: StartWorker, client: Client
 ) -> None:
@@ -122,6 +127,7 @@ def test_soft_and_hard_timeouts_fail_only_their_item(
         assert [o.value for o in outcomes if o.ok] == [0, 1, 2, 4, 5]
 
 
+@pytest.mark.cluster
 def test_retries_record_their_attempts(
     start_worker: StartWorker, client: Client, tmp_path: Path
 ) -> None:
@@ -140,6 +146,7 @@ def test_retries_record_their_attempts(
     assert (outcome.ok, outcome.attempts) == (False, 1)
 
 
+# Not on the cluster: KEYS and INFO memory would see one node of three.
 def test_finished_jobs_expire_and_memory_returns_to_its_baseline(
     start_worker: StartWorker, redis_url: str, r: redis.Redis
 ) -> None:
@@ -165,6 +172,7 @@ def test_finished_jobs_expire_and_memory_returns_to_its_baseline(
     assert memory_after - memory_before < 64 * 1024, (memory_before, memory_after)
 
 
+@pytest.mark.cluster
 def test_a_node_survives_its_queue_being_deleted_under_it(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:
@@ -178,6 +186,7 @@ def test_a_node_survives_its_queue_being_deleted_under_it(
     assert worker.proc.poll() is None
 
 
+@pytest.mark.cluster
 def test_purge_drops_queued_batches_and_cancels_their_jobs(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:
@@ -194,6 +203,7 @@ def test_purge_drops_queued_batches_and_cancels_their_jobs(
     assert first.status == "cancelled"
 
 
+@pytest.mark.cluster
 def test_retry_failed_reruns_only_the_failed_items_in_place(
     start_worker: StartWorker, client: Client, r: redis.Redis, tmp_path: Path
 ) -> None:
@@ -227,6 +237,7 @@ def test_retry_failed_reruns_only_the_failed_items_in_place(
     assert [e for _, e in left if e[b"j"] == job.id.encode()] == []
 
 
+@pytest.mark.cluster
 def test_a_stopping_node_hands_back_what_it_has_not_started_and_what_outlives_its_grace(
     start_worker: StartWorker, client: Client, r: redis.Redis
 ) -> None:

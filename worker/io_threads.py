@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, TryAgainError
 
 from taskfan import scripts
 from taskfan.keys import QueueKeys
@@ -26,8 +27,17 @@ from worker.redis_io import Completed, Delivery, NodeRedis
 
 log = logging.getLogger(__name__)
 
-#: errors after which a thread backs off and tries again, with a one-line warning
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+#: errors after which a thread backs off and tries again, with a one-line warning:
+#: an unreachable server, a demoted master (READONLY), a cluster mid-failover or
+#: mid-resharding
+REDIS_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ReadOnlyError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
+)
 Events = queue.Queue[tuple[Any, ...]]
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from taskfan.connection import RedisClient
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings, client: RedisClient | None = None) -> None:
         if client is None:
             if settings.redis_url is None:
                 raise TaskfanError("a worker node needs a Redis URL (--redis-url)")

@@ -7,7 +7,6 @@ batches), refreshes leases, hands batches back, and publishes the node record.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -17,12 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from taskfan import keys, scripts
+from taskfan.connection import RedisClient
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.protocol import COST_TTL, encode_cost
+from worker.stream_reads import stream_reads
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class NodeRedis:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         queues: Sequence[str],
         node_id: str,
         clock: Callable[[], float] = time.monotonic,
@@ -77,17 +77,11 @@ class NodeRedis:
         self._by_stream = {q.stream.encode(): q for q in self.queues}
         # Blocking reads get a connection of their own, so that a stopping node
         # can cut them short with CLIENT UNBLOCK instead of waiting them out.
-        self._reader = redis.Redis(
-            connection_pool=client.connection_pool, single_connection_client=True
-        )
-        self._reader_id: int | None = None
+        self._reads = stream_reads(client)
 
     def interrupt(self) -> None:
         """End a blocking read() now (it returns no batches). Thread-safe."""
-        reader_id = self._reader_id
-        if reader_id is not None:
-            with contextlib.suppress(redis.RedisError):
-                self.client.client_unblock(reader_id)
+        self._reads.interrupt()
 
     def prepare(self) -> None:
         """Create the consumer groups (reading from the start) and load the scripts."""
@@ -102,14 +96,9 @@ class NodeRedis:
 
     def read(self, count: int, block_ms: int) -> list[Delivery]:
         """New batches for this node, waiting up to ``block_ms`` for one."""
-        streams: dict[Any, Any] = {q.stream: ">" for q in self.queues}
+        streams = [q.stream for q in self.queues]
         try:
-            if self._reader_id is None:
-                self._reader_id = int(self._reader.client_id())
-            reply: Any = self._reader.xreadgroup(GROUP, self.node_id, streams, count, block_ms)
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._reader_id = None  # a new connection gets a new id
-            raise
+            reply = self._reads.read(streams, self.node_id, count, block_ms)
         except ResponseError as exc:
             # The stream or its group vanished (a purge, a FLUSHALL, a restarted
             # Redis without persistence), maybe while we were blocked on it.
@@ -119,7 +108,7 @@ class NodeRedis:
             self.prepare()
             return []
         out: list[Delivery] = []
-        for stream, entries in reply or []:
+        for stream, entries in reply:
             queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
         return self._check_jobs(out)
@@ -199,13 +188,17 @@ class NodeRedis:
         A batch with a ``dead_reason`` has its items recorded as failed (when its
         job is known) and its entry moved to the dead-letter stream instead.
         """
-        recorded = [c for c in done if c.job_id and c.delivery.fields is not None]
+        # Results first, then acknowledgements, in two round trips: a batch whose
+        # record failed (out of memory, say) must stay unacknowledged, to be
+        # delivered again (recording is idempotent). On a cluster this also keeps
+        # the order, which one pipeline over several nodes would not.
+        failed = self._record(done, now)
         while True:
             pipe = self.client.pipeline(transaction=False)
-            for c in recorded:
-                scripts.record_batch(pipe, JobKeys(c.job_id), c.field, c.entry, c.ok, c.failed, now)
             for c in done:
                 queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
+                if id(c) in failed:
+                    continue
                 if c.dead_reason is not None and fields is not None:
                     scripts.dead_letter(pipe, queue, entry_id, fields, c.dead_reason, now)
                 else:
@@ -214,23 +207,43 @@ class NodeRedis:
             costs = dict(c.cost for c in done if c.cost is not None)
             for fn_ref, cost in costs.items():
                 pipe.set(keys.cost(fn_ref), encode_cost(cost), ex=COST_TTL)
+            results = pipe.execute(raise_on_error=False) if len(pipe) else []
+            if not any(isinstance(r, NoScriptError) for r in results):
+                break
+            scripts.load_all(self.client)  # acknowledging twice is harmless
+        for result in results[: len(results) - len(costs)]:
+            if isinstance(result, Exception):
+                log.error("acknowledging a batch failed: %s", result)
+        for fn_ref, result in zip(costs, results[len(results) - len(costs) :], strict=True):
+            if isinstance(result, Exception):
+                log.warning("publishing the cost of %s failed: %s", fn_ref, result)
+
+    def _record(self, done: Sequence[Completed], now: float) -> set[int]:
+        """Run record.lua for each batch that has results, filling in its ``code``;
+        returns the ``id()`` of each batch whose record failed."""
+        recorded = [c for c in done if c.job_id and c.delivery.fields is not None]
+        if not recorded:
+            return set()
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for c in recorded:
+                scripts.record_batch(pipe, JobKeys(c.job_id), c.field, c.entry, c.ok, c.failed, now)
             results = pipe.execute(raise_on_error=False)
-            if any(isinstance(r, NoScriptError) for r in results):
-                scripts.load_all(self.client)  # the server restarted or was flushed
-                continue
-            for c, result in zip(recorded, results, strict=False):
-                if isinstance(result, Exception):
-                    log.error("job %s batch %s: recording failed: %s", c.job_id, c.field, result)
-                    c.code = None
-                else:
-                    c.code = int(result)
-            for result in results[len(recorded) : len(results) - len(costs)]:
-                if isinstance(result, Exception):
-                    log.error("acknowledging a batch failed: %s", result)
-            for fn_ref, result in zip(costs, results[len(results) - len(costs) :], strict=True):
-                if isinstance(result, Exception):
-                    log.warning("publishing the cost of %s failed: %s", fn_ref, result)
-            return
+            if not any(isinstance(r, NoScriptError) for r in results):
+                break
+            scripts.load_all(self.client)  # restarted, flushed, failed over, resharded
+        failed = set()
+        for c, result in zip(recorded, results, strict=True):
+            if isinstance(result, Exception):
+                log.error(
+                    "job %s batch %s: recording failed (left unacknowledged, to run again "
+                    "after the visibility timeout): %s", c.job_id, c.field, result,
+                )  # fmt: skip
+                c.code = None
+                failed.add(id(c))
+            else:
+                c.code = int(result)
+        return failed
 
     def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
         """Renew the leases of the batches this node holds (resets their idle time)."""
