@@ -1,0 +1,172 @@
+"""Redis Cluster: what only a cluster can show.
+
+The core end-to-end and reliability tests run on the cluster too (they are
+marked ``cluster``); here: keys that really are spread over primaries, priority
+order across queues that live on different nodes, a stopping node that cuts its
+blocking read short on the right node, records before acknowledgements, and a
+queue whose slot moves to another primary mid-job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from producer import Client
+from producer.enqueue import Enqueuer, JobSpec
+from producer.job import Job
+from taskfan.codec import get_codec
+from taskfan.connection import connect
+from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.protocol import CallMode
+from tests import tasks
+from tests.chaos.census import census, recorded_at
+from tests.conftest import StartWorker
+from tests.helpers import wait_until
+from tests.scale.cluster import LocalCluster
+from worker.redis_io import Completed, NodeRedis
+
+FAST_LEASES = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
+
+
+def names_on(cluster: LocalCluster, kind: str, node: int, avoid: int | None = None) -> str:
+    """A queue name or job id (``kind``) whose slot is on ``node``."""
+    for n in itertools.count():
+        name = f"{kind}{n}"
+        key = QueueKeys(name).stream if kind.startswith("q") else JobKeys(name).meta
+        if cluster.owner(key) == node:
+            return name
+    raise AssertionError("unreachable")
+
+
+def enqueue(client: Client, items: list[Any], job_id: str, queue: str, batch_size: int) -> Job:
+    """``client.map(tasks.square, ...)`` with a job id of our choosing."""
+    spec = JobSpec(queue, "tests.tasks:square", get_codec("pickle"), CallMode.ONE, batch_size,
+                   0, 600)  # fmt: skip
+    return Job(client, Enqueuer(client.redis, spec, job_id).run(items))
+
+
+def test_a_job_and_its_queue_on_different_primaries(
+    redis_cluster: LocalCluster, cluster_r: redis.Redis, start_worker_on_cluster: StartWorker
+) -> None:
+    queue = names_on(redis_cluster, "q", 0)
+    job_id = names_on(redis_cluster, "j", 1)
+    client = Client.from_url(redis_cluster.url, queue)
+    start_worker_on_cluster(queue=queue)
+    job = enqueue(client, list(range(200)), job_id, queue, batch_size=10)
+    assert list(job.results(timeout=60)) == [x * x for x in range(200)]
+    with redis_cluster.nodes() as nodes:
+        assert nodes[0].exists(QueueKeys(queue).stream, QueueKeys(queue).jobs) == 2
+        assert nodes[1].exists(*JobKeys(job_id).all()) == 3
+        assert nodes[1].hlen(JobKeys(job_id).results) == 20
+        assert nodes[0].xlen(QueueKeys(queue).stream) == 0  # every entry acknowledged, deleted
+
+
+def test_queues_on_different_primaries_are_read_in_priority_order(
+    redis_cluster: LocalCluster, cluster_r: redis.Redis, start_worker_on_cluster: StartWorker
+) -> None:
+    high, low = names_on(redis_cluster, "qh", 1), names_on(redis_cluster, "ql", 2)
+    later = enqueue(Client.from_url(redis_cluster.url, low), list(range(40)),
+                    names_on(redis_cluster, "j", 0), low, batch_size=4)  # fmt: skip
+    first = enqueue(Client.from_url(redis_cluster.url, high), list(range(40)),
+                    names_on(redis_cluster, "j", 2), high, batch_size=4)  # fmt: skip
+    worker = start_worker_on_cluster("--queue", low, queue=high, processes=1)
+    assert first.wait(timeout=60) and later.wait(timeout=60), worker.log()
+    high_done = max(recorded_at(cluster_r, first.id).values())
+    low_started = min(recorded_at(cluster_r, later.id).values())
+    assert high_done <= low_started, (
+        "a low-priority batch was recorded before the high queue emptied"
+    )
+    # Idle, the node blocks on one queue at a time, in short slices: a batch on
+    # the other queue still starts at once.
+    wait_until(lambda: "xreadgroup" in blocked_commands(redis_cluster), timeout=10,
+               message="the node waiting for batches")  # fmt: skip
+    started = time.monotonic()
+    quick = Client.from_url(redis_cluster.url, low).map(tasks.square, [3])
+    assert list(quick.results(timeout=30)) == [9]
+    assert time.monotonic() - started < 5.0
+
+
+def blocked_commands(cluster: LocalCluster, only: int | None = None) -> list[str]:
+    """The commands that clients are blocked in, on every node (or node ``only``)."""
+    with cluster.nodes() as nodes:
+        clients = [
+            c for i, n in enumerate(nodes) if only in (None, i) for c in n.client_list("normal")
+        ]
+    return [c["cmd"] for c in clients if "b" in c["flags"]]
+
+
+def test_a_stopping_node_cuts_its_blocking_read_short(
+    redis_cluster: LocalCluster, cluster_r: redis.Redis, start_worker_on_cluster: StartWorker
+) -> None:
+    # Reads block for 60 s: the node stops in time only if CLIENT UNBLOCK reaches
+    # the node of the queue's slot, which holds the blocked read.
+    queue = names_on(redis_cluster, "q", 2)
+    worker = start_worker_on_cluster(queue=queue, env={"TASKFAN_BLOCK_SECONDS": "60"})
+    wait_until(lambda: "xreadgroup" in blocked_commands(redis_cluster), timeout=30,
+               message=lambda: "the node blocked on its queue:\n" + worker.log())  # fmt: skip
+    assert blocked_commands(redis_cluster, only=2) == ["xreadgroup"]
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, worker.log()
+    assert time.monotonic() - started < 10.0, worker.log()
+
+
+@pytest.mark.cluster
+def test_a_batch_whose_results_cannot_be_recorded_stays_unacknowledged(r: redis.Redis) -> None:
+    queue, job = QueueKeys("default"), JobKeys("broken")
+    node = NodeRedis(r, ["default"], "n1")
+    node.prepare()
+    r.set(job.meta, "not a hash")  # record.lua fails on it (WRONGTYPE)
+    r.xadd(queue.stream, {"j": job.id})
+    (delivery,) = node.read(count=1, block_ms=1000)
+    completed = Completed(delivery, job.id, "0", b"entry", 1, 0)
+    node.write([completed], time.time())
+    assert completed.code is None
+    pending: Any = r.xpending(queue.stream, GROUP)
+    assert pending["pending"] == 1, "acknowledged without its results"
+    r.delete(job.meta)  # the job is gone now: nothing to record, so the batch is done
+    node.write([completed], time.time())
+    assert completed.code == -1
+    pending = r.xpending(queue.stream, GROUP)
+    assert (pending["pending"], r.xlen(queue.stream)) == (0, 0)
+
+
+def test_a_queue_slot_moving_to_another_primary_mid_job_loses_nothing(
+    redis_cluster: LocalCluster, cluster_r: redis.Redis, start_worker_on_cluster: StartWorker
+) -> None:
+    queue = names_on(redis_cluster, "q", 0)
+    client = Client.from_url(redis_cluster.url, queue)
+    nodes = [start_worker_on_cluster(queue=queue, processes=1, env=FAST_LEASES) for _ in range(2)]
+    job = client.map(tasks.nap_square, range(3000), batch_size=50)
+    wait_until(lambda: job.progress().done >= 300, timeout=60, message="the job under way")
+    redis_cluster.move_slot(QueueKeys(queue).stream, to=1)
+    assert redis_cluster.owner(QueueKeys(queue).stream) == 1
+    done_at_move = job.progress().done
+    # And the scripts vanish from every primary (as after a failover to a
+    # replica that never loaded them): writes meet NOSCRIPT and load them again.
+    with redis_cluster.nodes() as clients:
+        for node in clients:
+            node.script_flush()
+    assert job.wait(timeout=120), "\n".join(n.log() for n in nodes)
+    assert done_at_move < 3000, "the job ended before the slot moved"
+    found = census(cluster_r, job.id, expected=lambda i: i * i)
+    assert (found.lost, found.duplicated, found.wrong, found.failed) == (0, 0, 0, {})
+    with redis_cluster.node(1) as owner:
+        assert owner.exists(QueueKeys(queue).stream) == 1
+    with redis_cluster.node(0) as former:
+        slot = key_slot(QueueKeys(queue).stream.encode())
+        assert former.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+
+
+def test_urls_name_the_cluster(redis_cluster: LocalCluster) -> None:
+    client: Any = connect(redis_cluster.url)
+    assert len(client.get_primaries()) == 3
+    assert client.ping()
+    client.close()
