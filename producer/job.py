@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
+from redis.exceptions import ClusterError, TryAgainError
 
 from taskfan import scripts, signing
 from taskfan.connection import translate_errors
@@ -51,12 +52,21 @@ class Progress(NamedTuple):
 
 
 class _Events:
-    """Reads a job's events stream from the start, blocking until the deadline."""
+    """Reads a job's events stream from the start, blocking until the deadline.
+
+    Each batch's event is returned once. After a dropped connection the stream
+    is read again from the start: across a failover the new master may hold
+    events older than the last one seen on the old master (replication is
+    asynchronous), which reading on from that id would skip.
+    """
 
     def __init__(self, job: Job, timeout: float | None) -> None:
         self.job = job
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last = b"0-0"
+        #: the results fields of the batch events returned so far
+        self.seen: set[bytes] = set()
+        self._reread = False
 
     def remaining(self) -> float:
         """Seconds left to block; raises TimeoutError once the deadline passed."""
@@ -69,13 +79,14 @@ class _Events:
         return min(slice_, left)
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a Redis call, riding out outages (restarts, dropped connections)
-        with backoff until the deadline: a waiter survives a Redis restart."""
+        """Run a Redis call, riding out outages (restarts, dropped connections,
+        failovers) with backoff until the deadline: a waiter survives them."""
         delay = 0.1
         while True:
             try:
                 return fn(*args, **kwargs)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError) as exc:
+                self._reread = True
                 log.warning(
                     "job %s: %s failed, retrying in %.1fs: %s", self.job.id, what, delay, exc
                 )
@@ -86,6 +97,8 @@ class _Events:
         """The next events; raises TimeoutError once the deadline passes."""
         redis_client = self.job._redis
         while True:
+            if self._reread:
+                self.last, self._reread = b"0-0", False
             block = self.remaining()
             stream = {self.job.keys.events: self.last}
             events = self.call(
@@ -98,11 +111,23 @@ class _Events:
             if events:
                 entries = events[0][1]
                 self.last = entries[-1][0]
-                return [fields for _, fields in entries]
+                fresh = [fields for _, fields in entries if self._fresh(fields)]
+                if fresh:
+                    return fresh
+                continue
             if self.deadline is None and not self.call(
                 "checking", redis_client.exists, self.job.keys.meta
             ):
                 raise JobNotFound(self.job.id)
+
+    def _fresh(self, fields: dict[bytes, bytes]) -> bool:
+        field = fields.get(b"b")
+        if field is None:
+            return True
+        if field in self.seen:
+            return False
+        self.seen.add(field)
+        return True
 
 
 class Job:

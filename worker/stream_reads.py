@@ -46,33 +46,45 @@ def _demoted(exc: ResponseError) -> bool:
 
 
 class ServerReads:
-    """Reads on one server, through a connection held for them."""
+    """Reads on one server, through a connection held for them.
+
+    After a connection error the held connection goes back to the pool and a
+    new one is taken: the pool's connect is what asks Sentinel where the master
+    is now (redis-py reconnects a held connection to its old address).
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._conn = redis.Redis(
-            connection_pool=client.connection_pool, single_connection_client=True
-        )
+        self._conn: redis.Redis | None = None
         self._id: int | None = None
 
     def read(self, streams: Sequence[str], consumer: str, count: int, block_ms: int) -> Reply:
         try:
-            if self._id is None:
+            if self._conn is None or self._id is None:
+                self._release()
+                pool = self.client.connection_pool
+                self._conn = redis.Redis(connection_pool=pool, single_connection_client=True)
                 self._id = int(self._conn.client_id())
             reply: Any = self._conn.xreadgroup(
                 GROUP, consumer, dict.fromkeys(streams, ">"), count, block_ms
             )
             return reply or []
         except (redis.ConnectionError, redis.TimeoutError):
-            self._id = None  # a new connection gets a new id
+            self._release()
             raise
         except ResponseError as exc:
             if not _demoted(exc):
                 raise
-            self._id = None
-            if self._conn.connection is not None:
-                self._conn.connection.disconnect()
+            self._release()
             raise redis.ConnectionError(f"the Redis master was demoted: {exc}") from exc
+
+    def _release(self) -> None:
+        conn, self._conn, self._id = self._conn, None, None
+        if conn is not None:
+            if conn.connection is not None:
+                conn.connection.disconnect()
+            with contextlib.suppress(redis.RedisError):
+                conn.close()
 
     def interrupt(self) -> None:
         reader_id = self._id
