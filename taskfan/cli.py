@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "producer.cli_ops:inspect",
     "dead": "producer.cli_dead:dead",
     "dashboard": "producer.dashboard:dashboard",
+    "acl": "taskfan.acl:acl",
 }
 
 
