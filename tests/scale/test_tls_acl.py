@@ -34,7 +34,7 @@ from tests import tasks
 from tests.helpers import wait_until
 from tests.scale.cluster import LocalCluster
 from tests.scale.tls import Certificates, make_certificates
-from tests.workers import WorkerProcess
+from tests.workers import REPO, WorkerProcess
 
 ENV = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5",
        "TASKFAN_MAX_DELIVERIES": "2"}  # fmt: skip
@@ -250,3 +250,9 @@ def test_least_privilege_users_on_a_cluster(redis_cluster: LocalCluster) -> None
             for n in nodes:
                 for role in PASSWORDS:
                     n.acl_deluser(f"taskfan-{role}")
+
+
+def test_the_documented_rules_are_the_code_s() -> None:
+    doc = (REPO / "docs" / "scaling.md").read_text()
+    for role in acl.ROLES:
+        assert acl.setuser(role, f"taskfan-{role}") in doc, f"docs/scaling.md: {role} rules"
