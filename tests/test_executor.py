@@ -32,6 +32,7 @@ def outcomes_of(iterator: Iterator[object]) -> list[object]:
     return out
 
 
+@pytest.mark.cluster
 def test_map_matches_process_pool_exactly(redis_url: str, node: WorkerProcess) -> None:
     inputs = list(range(1, 30))
     with concurrent.futures.ProcessPoolExecutor(2) as local:
@@ -55,6 +56,7 @@ def test_exceptions_keep_the_remote_traceback(redis_url: str, node: WorkerProces
     assert "in fail" in str(info.value.__cause__)
 
 
+@pytest.mark.cluster
 def test_submit_futures_work_with_wait_and_as_completed(
     redis_url: str, node: WorkerProcess
 ) -> None:

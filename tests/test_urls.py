@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -92,3 +93,18 @@ def test_unreachable_deployments_are_named(redis_url: str) -> None:
     url = "redis+sentinel://:pw@127.0.0.1:1/svc"
     with pytest.raises(BrokerUnavailable, match=r"redis\+sentinel://:\*\*\*@127.0.0.1:1/svc"):
         check(connect(url), url)
+
+
+def test_tls_reaches_sentinels_and_the_master(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    client: Any = connect(
+        f"rediss+sentinel://u:pw@s1:26379/svc/2?ssl_ca_certs={ca}&sentinel_password=spw"
+    )
+    pool = client.connection_pool
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(ca)
+    assert (pool.connection_kwargs["username"], pool.connection_kwargs["db"]) == ("u", 2)
+    sentinel_kwargs = pool.sentinel_manager.sentinel_kwargs
+    assert sentinel_kwargs["ssl"] is True and sentinel_kwargs["ssl_ca_certs"] == str(ca)
+    assert sentinel_kwargs["password"] == "spw"
