@@ -35,6 +35,7 @@ from producer.cli import load_settings, open_client
 from producer.cli_options import cli_errors, redis_option, secret_option
 from taskfan import scripts
 from taskfan.cli import log_options
+from taskfan.connection import RedisClient
 from taskfan.errors import TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.signing import Keyring
@@ -50,7 +51,7 @@ class Dashboard:
 
     def __init__(
         self,
-        r: redis.Redis,
+        r: RedisClient,
         limit: int = 20,
         actions: bool = False,
         min_interval: float = 1.0,

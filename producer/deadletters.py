@@ -40,7 +40,7 @@ import redis
 
 from producer import peek
 from taskfan import scripts
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.protocol import BatchEntry, JobMeta
@@ -97,7 +97,7 @@ def _parse(queue: str, dead_id: Any, raw: dict[bytes, bytes]) -> DeadLetter:
 
 
 def list_dead(
-    r: redis.Redis, queue: str, limit: int = 50, job_id: str | None = None
+    r: RedisClient, queue: str, limit: int = 50, job_id: str | None = None
 ) -> list[DeadLetter]:
     """The newest dead letters of ``queue`` (of one job: among the newest 10,000)."""
     key = QueueKeys(queue).dead
@@ -109,7 +109,7 @@ def list_dead(
     return letters
 
 
-def get(r: redis.Redis, queue: str, dead_id: str) -> DeadLetter:
+def get(r: RedisClient, queue: str, dead_id: str) -> DeadLetter:
     with translate_errors(f"reading dead letter {dead_id} of queue {queue}"):
         try:
             raw: Any = r.xrange(QueueKeys(queue).dead, dead_id, dead_id)
@@ -130,7 +130,7 @@ class Requeued:
     round: int  #: the job's retry round that runs it (0: the batch was never recorded)
 
 
-def requeue(r: redis.Redis, queue: str, dead_id: str, keyring: Keyring | None = None) -> Requeued:
+def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = None) -> Requeued:
     """Put a dead letter back on its queue, as a retry round of its job (see above).
 
     Raises TaskfanError, naming the dead letter, job and batch, when it cannot be
@@ -196,7 +196,7 @@ def requeue(r: redis.Redis, queue: str, dead_id: str, keyring: Keyring | None = 
 
 
 def _check_still_failed(
-    r: redis.Redis, meta: JobMeta, entry: BatchEntry, dead: DeadLetter, where: str
+    r: RedisClient, meta: JobMeta, entry: BatchEntry, dead: DeadLetter, where: str
 ) -> None:
     """Every item of the entry must stand failed with the dead letter's reason."""
     if meta.state.value == "cancelled":
@@ -218,7 +218,7 @@ def _check_still_failed(
             )
 
 
-def _move(r: redis.Redis, queue: str, dead_id: str, fields: dict[Any, Any]) -> str:
+def _move(r: RedisClient, queue: str, dead_id: str, fields: dict[Any, Any]) -> str:
     """Back on the queue stream, out of the dead-letter stream: one MULTI (one slot).
 
     When another requeue of the same dead letter won the race, the entry is
@@ -232,13 +232,13 @@ def _move(r: redis.Redis, queue: str, dead_id: str, fields: dict[Any, Any]) -> s
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
 
 
-def drop(r: redis.Redis, queue: str, dead_ids: Sequence[str]) -> int:
+def drop(r: RedisClient, queue: str, dead_ids: Sequence[str]) -> int:
     """Delete dead letters (their items stay failed); returns how many were there."""
     with translate_errors(f"dropping dead letters of queue {queue}"):
         return int(r.xdel(QueueKeys(queue).dead, *dead_ids)) if dead_ids else 0
 
 
-def drop_all(r: redis.Redis, queue: str) -> int:
+def drop_all(r: RedisClient, queue: str) -> int:
     key = QueueKeys(queue).dead
     with translate_errors(f"dropping dead letters of queue {queue}"):
         pipe = r.pipeline(transaction=True)
@@ -248,7 +248,7 @@ def drop_all(r: redis.Redis, queue: str) -> int:
     return int(count)
 
 
-def requeue_all(r: redis.Redis, queue: str, keyring: Keyring | None = None) -> list[Requeued | str]:
+def requeue_all(r: RedisClient, queue: str, keyring: Keyring | None = None) -> list[Requeued | str]:
     """Requeue every dead letter of ``queue``, oldest first; per letter, what
     happened (a Requeued) or why not (a message)."""
     with translate_errors(f"reading the dead letters of queue {queue}"):

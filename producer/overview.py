@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from producer import peek
 from taskfan import keys
+from taskfan.connection import RedisClient
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.protocol import JobMeta, JobState
 
@@ -29,7 +28,7 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def server_time(r: redis.Redis) -> float:
+def server_time(r: RedisClient) -> float:
     """Redis's clock: event ids carry it, so rates are measured against it."""
     seconds, micros = r.time()
     return seconds + micros / 1e6
@@ -38,11 +37,11 @@ def server_time(r: redis.Redis) -> float:
 # ----------------------------------------------------------------- queues
 
 
-def queue_names(r: redis.Redis) -> list[str]:
+def queue_names(r: RedisClient) -> list[str]:
     return sorted(text(q) for q in r.smembers(keys.QUEUES))
 
 
-def queue_status(r: redis.Redis, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+def queue_status(r: RedisClient, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Batches waiting and in flight (delivered, not yet acknowledged), dead letters,
     jobs indexed, and consumers: the live nodes that serve the queue."""
     queue = QueueKeys(name)
@@ -114,7 +113,7 @@ def _rate(meta: JobMeta, now: float, events: list[Any]) -> float:
     return (len(stamps) - 1) * per_batch / seconds if seconds > 0 else 0.0
 
 
-def recent_jobs(r: redis.Redis, queue: str, limit: int) -> list[JobMeta]:
+def recent_jobs(r: RedisClient, queue: str, limit: int) -> list[JobMeta]:
     """The queue's newest jobs; ids whose meta is gone are pruned from the index."""
     index = QueueKeys(queue).jobs
     ids = [text(i) for i in r.zrevrange(index, 0, limit - 1)]
@@ -144,7 +143,7 @@ def matches(meta: JobMeta, states: tuple[str, ...]) -> bool:
 
 
 def jobs(
-    r: redis.Redis,
+    r: RedisClient,
     queues: list[str],
     limit: int,
     states: tuple[str, ...] = (),
@@ -169,7 +168,7 @@ def jobs(
 
 
 def recent_failures(
-    r: redis.Redis, job_rows: list[dict[str, Any]], per_job: int = 3, most: int = 10
+    r: RedisClient, job_rows: list[dict[str, Any]], per_job: int = 3, most: int = 10
 ) -> list[dict[str, Any]]:
     """The first failed items of the newest jobs with failures (decoded safely:
     ``producer.peek``), each with its job, index, error type, message and traceback."""
@@ -204,7 +203,7 @@ _NODE_INTS = (
 )  # fmt: skip
 
 
-def nodes(r: redis.Redis, now: float) -> list[dict[str, Any]]:
+def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
     """Live nodes, newest heartbeat first. A node whose record expired (it stopped
     beating three heartbeats ago: killed, cut off, or stopped) leaves the index."""
     listed: Any = r.zrevrange(keys.NODES, 0, -1, withscores=True)
@@ -263,7 +262,7 @@ def _float(value: str | None) -> float | None:
 # ----------------------------------------------------------------- all of it
 
 
-def gather(r: redis.Redis, limit: int) -> dict[str, Any]:
+def gather(r: RedisClient, limit: int) -> dict[str, Any]:
     """Queues, the newest ``limit`` jobs of each queue, and live nodes."""
     now = server_time(r)
     live = nodes(r, now)

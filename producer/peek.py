@@ -20,8 +20,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import redis
-
+from taskfan.connection import RedisClient
 from taskfan.errors import ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.outcomes import (
@@ -90,7 +89,7 @@ class SafeCodec:
 
 
 def batch_outcomes(
-    r: redis.Redis, meta: JobMeta, index: int, fields: Sequence[bytes | None] | None = None
+    r: RedisClient, meta: JobMeta, index: int, fields: Sequence[bytes | None] | None = None
 ) -> list[Outcome] | None:
     """Batch ``index``'s outcomes (its entry with its retries overlaid); None when
     the batch is not recorded yet. ``fields``: the entries, when already fetched."""
@@ -106,7 +105,7 @@ def batch_outcomes(
     return merged_outcomes(entries, SafeCodec(meta.codec), where)
 
 
-def failures(r: redis.Redis, meta: JobMeta, limit: int) -> Iterator[Outcome]:
+def failures(r: RedisClient, meta: JobMeta, limit: int) -> Iterator[Outcome]:
     """The first ``limit`` failed items of a job, in input order, as they stand
     (after retries). Only entries that hold a failure are decoded."""
     if limit <= 0 or meta.failed <= 0:

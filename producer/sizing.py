@@ -32,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from taskfan import keys
+from taskfan.connection import RedisClient
 from taskfan.protocol import parse_cost
 
 BATCH_SECONDS = 2.0
@@ -103,7 +102,7 @@ class CostBoard:
     a cost is read on every call (it rides in the same round trip).
     """
 
-    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: RedisClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.clock = clock
         self._capacity: dict[str, tuple[float, Capacity]] = {}

@@ -13,13 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import redis
 
 from producer import overview
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, interruptible, redis_option
 from taskfan.cli import log_options
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import TaskfanError
 
 #: a terminal's "clear the screen and go home"
@@ -134,7 +133,7 @@ def watch_loop(draw: Callable[[], str], interval: float, mode: str) -> None:
         click.echo("", err=True)
 
 
-def snapshot(r: redis.Redis, limit: int, as_json: bool) -> str:
+def snapshot(r: RedisClient, limit: int, as_json: bool) -> str:
     with translate_errors("reading the status"):
         data = overview.gather(r, limit)
     return json.dumps(data) if as_json else render(data)

@@ -3,7 +3,8 @@
 Each role gets the taskfan keys (``~taskfan:*``), no pub/sub channel, and only
 the commands it sends, counted from the code: those of ``worker/redis_io.py``
 and ``worker/stream_reads.py`` for a worker; of ``producer/`` for a producer
-(enqueue, wait, results, cancel, retry, status, purge); plus the commands the
+(enqueue, wait, results, cancel, retry, and the operators' commands: status,
+nodes, jobs, inspect, dead letters, dashboard, purge); plus the commands the
 Lua scripts each role runs call (Redis checks those against the caller too),
 and what redis-py sends on its own (PING health checks, SELECT, and on a
 cluster CLUSTER SLOTS/SHARDS and COMMAND to learn the slot map and key
@@ -29,7 +30,7 @@ CONNECTION = ("ping", "select")
 #: what a cluster client needs to find the nodes and the keys of a command
 CLUSTER = ("cluster|slots", "cluster|shards", "command")
 #: commands the Lua scripts call (record.lua and dead_letter.lua for workers;
-#: seal, cancel, retry and record, for rejected inputs, for producers)
+#: seal, cancel, retry, requeue and record, for rejected inputs, for producers)
 WORKER_LUA = ("hget", "hmget", "hset", "hsetnx", "hincrby", "expire", "xadd", "xack", "xdel")
 PRODUCER_LUA = ("exists", "hget", "hmget", "hset", "hsetnx", "hincrby", "hdel", "expire",
                 "persist", "xadd")  # fmt: skip
@@ -42,20 +43,24 @@ ROLES: dict[str, tuple[str, ...]] = {
         "client|id", "client|unblock", "xreadgroup", "xautoclaim", "xpending",
         # consumer groups and the queue registry
         "xgroup|create", "xgroup|delconsumer", "sadd",
-        # recording and acknowledging, leases, the node record
+        # recording and acknowledging, leases, the node record and its queue depths
         "script|load", "evalsha", "xack", "xdel", "xclaim", "hget", "hset", "expire",
-        "zadd", "zrem", "del",
+        "zadd", "zrem", "del", "xlen",
+        # the measured cost per item of each function, for producers' batch sizes
+        "set",
         *WORKER_LUA,
     ),
     "producer": (
         *CONNECTION,
         *CLUSTER,
-        # enqueue (and undo a failed one)
+        # enqueue (and undo a failed one); batch sizes from the measured costs
         "hset", "hincrby", "expire", "zadd", "zremrangebyrank", "sadd", "xadd", "xdel",
-        "zrem", "del", "script|load", "evalsha",
-        # wait, results, status, purge
-        "hget", "hgetall", "hmget", "exists", "xread", "xrevrange", "xlen", "xinfo|groups",
-        "zcard", "zrange", "zrevrange", "smembers",
+        "zrem", "del", "script|load", "evalsha", "get", "zrangebyscore",
+        # wait, results, status, nodes, jobs, inspect, dead letters, dashboard, purge
+        "hget", "hgetall", "hmget", "exists", "xread", "xrange", "xrevrange", "xlen",
+        "xpending", "zcard", "zrange", "zrevrange", "smembers", "time",
+        # a requeued dead letter moves back to its queue in one transaction
+        "multi", "exec", "discard",
         *PRODUCER_LUA,
     ),
 }  # fmt: skip

@@ -39,6 +39,7 @@ def nodes_json(redis_url: str) -> list[dict[str, Any]]:
     return data
 
 
+@pytest.mark.cluster
 def test_the_node_registry_shows_what_each_node_did_and_drops_dead_nodes(
     client: Client, start_worker: StartWorker, redis_url: str, r: redis.Redis
 ) -> None:
@@ -178,6 +179,7 @@ def test_jobs_filters_by_state_and_status_watch_redraws(
     assert frames == 3
 
 
+@pytest.mark.cluster
 def test_inspect_shows_options_counters_and_the_first_failures(
     client: Client, start_worker: StartWorker, redis_url: str
 ) -> None:

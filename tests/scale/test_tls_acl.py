@@ -22,8 +22,9 @@ from click.testing import CliRunner
 
 from producer import Client
 from producer.admin import purge
+from producer.deadletters import Requeued, requeue_all
+from producer.overview import gather
 from producer.rejects import Rejected
-from producer.status import gather
 from taskfan import acl
 from taskfan.cli import main
 from taskfan.connection import check, connect
@@ -131,6 +132,9 @@ def test_nodes_and_producers_work_as_least_privilege_users(fresh: Secured) -> No
         assert sorted(o.index for o in job.as_completed(timeout=60)) == list(range(len(items)))
         assert doomed.wait(timeout=60), node.log()
         assert [o.error.type for o in doomed.outcomes() if o.error] == ["DeliveryLimit"] * 2
+        (requeued,) = requeue_all(client.redis, "default")  # the dead letter runs again
+        assert isinstance(requeued, Requeued), requeued
+        assert doomed.wait(timeout=60) and list(doomed.results()) == [1, 4]
         # Retry, cancel, status, purge.
         assert job.retry_failed() == 2 and job.wait(timeout=60)
         slow = client.map(tasks.sleep, [0.2] * 40, batch_size=1)
