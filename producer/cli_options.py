@@ -69,7 +69,11 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
-redis_option = click.option("--redis-url", help="Redis URL [env: TASKFAN_REDIS_URL]")
+redis_option = click.option(
+    "--redis-url",
+    help="Redis URL: redis[s]://, redis[s]+cluster://, redis[s]+sentinel:// "
+    "(docs/scaling.md) [env: TASKFAN_REDIS_URL]",
+)
 
 input_options = _options(
     click.option(

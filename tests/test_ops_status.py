@@ -51,7 +51,10 @@ def test_the_node_registry_shows_what_each_node_did_and_drops_dead_nodes(
     def settled() -> list[dict[str, Any]] | None:
         found = nodes_json(redis_url)
         done = sum(n["items_done"] + n["items_failed"] for n in found)
-        return found if len(found) == 2 and done == 70 else None
+        # A node counts items as it finishes them, and lets a batch go once it is
+        # recorded and acknowledged: a heartbeat between the two shows it in flight.
+        idle = all(n["in_flight"] == 0 for n in found)
+        return found if len(found) == 2 and done == 70 and idle else None
 
     found = wait_until(settled, timeout=30, message="both nodes' records with every item")
     assert found is not None

@@ -17,7 +17,11 @@ from worker.node import Node
 
 
 @click.command()
-@click.option("--redis-url", help="Redis URL [env: TASKFAN_REDIS_URL]")
+@click.option(
+    "--redis-url",
+    help="Redis URL: redis[s]://, redis[s]+cluster://, redis[s]+sentinel:// "
+    "(docs/scaling.md) [env: TASKFAN_REDIS_URL]",
+)
 @click.option(
     "--queue",
     "-q",

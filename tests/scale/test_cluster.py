@@ -65,7 +65,8 @@ def test_a_job_and_its_queue_on_different_primaries(
         assert nodes[0].exists(QueueKeys(queue).stream, QueueKeys(queue).jobs) == 2
         assert nodes[1].exists(*JobKeys(job_id).all()) == 3
         assert nodes[1].hlen(JobKeys(job_id).results) == 20
-        assert nodes[0].xlen(QueueKeys(queue).stream) == 0  # every entry acknowledged, deleted
+        wait_until(lambda: nodes[0].xlen(QueueKeys(queue).stream) == 0, timeout=10,
+                   message="every entry acknowledged and deleted")  # fmt: skip
 
 
 def test_queues_on_different_primaries_are_read_in_priority_order(
