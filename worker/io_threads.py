@@ -17,7 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, TryAgainError
+from redis.exceptions import (
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from taskfan import scripts
 from taskfan.keys import QueueKeys
@@ -29,11 +35,12 @@ log = logging.getLogger(__name__)
 
 #: errors after which a thread backs off and tries again, with a one-line warning:
 #: an unreachable server, a demoted master (READONLY), a cluster mid-failover or
-#: mid-resharding
+#: mid-resharding, a server out of memory (for now)
 REDIS_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
     ReadOnlyError,
+    OutOfMemoryError,
     ClusterError,
     TryAgainError,
     RedisClusterException,

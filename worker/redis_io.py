@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient
 from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.pipelines import Sequenced
 from taskfan.protocol import COST_TTL, encode_cost
 from worker.stream_reads import stream_reads
 
@@ -55,6 +56,9 @@ class Completed:
     code: int | None = None
     #: (function reference, seconds per item) to publish for producers' batch sizing
     cost: tuple[str, float] | None = None
+    #: set by write() once the entry is acknowledged (or dead-lettered): a group
+    #: written again after an out-of-memory refusal skips it
+    acked: bool = False
 
 
 class NodeRedis:
@@ -187,63 +191,79 @@ class NodeRedis:
 
         A batch with a ``dead_reason`` has its items recorded as failed (when its
         job is known) and its entry moved to the dead-letter stream instead.
+
+        Order: results before acknowledgements. On one server one pipeline keeps
+        it (and a waiter that sees the job end finds its entries acknowledged).
+        On a Redis Cluster a pipeline gives no order between primaries, so the
+        records go first, in a round trip of their own, and a batch whose record
+        failed is not acknowledged: it runs again. A record refused for lack of
+        memory raises OutOfMemoryError once the rest is written: the writer keeps
+        the group and calls again, which records what is left (recording twice
+        is harmless) and acknowledges only what is not yet.
         """
-        # Results first, then acknowledgements, in two round trips: a batch whose
-        # record failed (out of memory, say) must stay unacknowledged, to be
-        # delivered again (recording is idempotent). On a cluster this also keeps
-        # the order, which one pipeline over several nodes would not.
-        failed = self._record(done, now)
+        recorded = [
+            c for c in done if c.job_id and c.delivery.fields is not None and c.code is None
+        ]
+        costs = dict(c.cost for c in done if c.cost is not None)
         while True:
-            pipe = self.client.pipeline(transaction=False)
-            for c in done:
-                queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
-                if id(c) in failed:
-                    continue
-                if c.dead_reason is not None and fields is not None:
-                    scripts.dead_letter(pipe, queue, entry_id, fields, c.dead_reason, now)
-                else:
-                    pipe.xack(queue.stream, GROUP, entry_id)
-                    pipe.xdel(queue.stream, entry_id)
-            costs = dict(c.cost for c in done if c.cost is not None)
+            seq = Sequenced(self.client)
+            for c in recorded:
+                scripts.record_batch(
+                    seq.pipe, JobKeys(c.job_id), c.field, c.entry, c.ok, c.failed, now
+                )
+            seq.barrier()  # a cluster only: the records run first
+            if any(isinstance(r, NoScriptError) for r in seq.results):
+                scripts.load_all(self.client)  # failed over, resharded
+                continue
+            unrecorded = {  # known here on a cluster only
+                id(c)
+                for c, r in zip(recorded, seq.results, strict=False)
+                if isinstance(r, Exception)
+            }
+            acking = [c for c in done if not c.acked and id(c) not in unrecorded]
+            spans = [self._acknowledge(seq.pipe, c, now) for c in acking]
             for fn_ref, cost in costs.items():
-                pipe.set(keys.cost(fn_ref), encode_cost(cost), ex=COST_TTL)
-            results = pipe.execute(raise_on_error=False) if len(pipe) else []
+                seq.pipe.set(keys.cost(fn_ref), encode_cost(cost), ex=COST_TTL)
+            results = seq.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in results):
                 break
-            scripts.load_all(self.client)  # acknowledging twice is harmless
-        for result in results[: len(results) - len(costs)]:
-            if isinstance(result, Exception):
-                log.error("acknowledging a batch failed: %s", result)
-        for fn_ref, result in zip(costs, results[len(results) - len(costs) :], strict=True):
+            scripts.load_all(self.client)  # the server restarted or was flushed
+        self._outcome(recorded, results[: len(recorded)])
+        at = len(recorded)
+        for c, span in zip(acking, spans, strict=True):
+            errors = [r for r in results[at : at + span] if isinstance(r, Exception)]
+            at += span
+            c.acked = not errors
+            for error in errors:
+                log.error("job %s batch %s: acknowledging failed: %s", c.job_id, c.field, error)
+        for fn_ref, result in zip(costs, results[at:], strict=True):
             if isinstance(result, Exception):
                 log.warning("publishing the cost of %s failed: %s", fn_ref, result)
+        memory = [r for r in results[: len(recorded)] if isinstance(r, OutOfMemoryError)]
+        if memory:
+            raise memory[0]
 
-    def _record(self, done: Sequence[Completed], now: float) -> set[int]:
-        """Run record.lua for each batch that has results, filling in its ``code``;
-        returns the ``id()`` of each batch whose record failed."""
-        recorded = [c for c in done if c.job_id and c.delivery.fields is not None]
-        if not recorded:
-            return set()
-        while True:
-            pipe = self.client.pipeline(transaction=False)
-            for c in recorded:
-                scripts.record_batch(pipe, JobKeys(c.job_id), c.field, c.entry, c.ok, c.failed, now)
-            results = pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in results):
-                break
-            scripts.load_all(self.client)  # restarted, flushed, failed over, resharded
-        failed = set()
+    @staticmethod
+    def _acknowledge(pipe: Any, c: Completed, now: float) -> int:
+        """Queue the acknowledgement (or dead-lettering) of ``c``; how many commands."""
+        queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
+        if c.dead_reason is not None and fields is not None:
+            scripts.dead_letter(pipe, queue, entry_id, fields, c.dead_reason, now)
+            return 1
+        pipe.xack(queue.stream, GROUP, entry_id)
+        pipe.xdel(queue.stream, entry_id)
+        return 2
+
+    def _outcome(self, recorded: list[Completed], results: list[Any]) -> None:
+        """Fill in each batch's ``code`` from what record.lua answered."""
         for c, result in zip(recorded, results, strict=True):
-            if isinstance(result, Exception):
-                log.error(
-                    "job %s batch %s: recording failed (left unacknowledged, to run again "
-                    "after the visibility timeout): %s", c.job_id, c.field, result,
-                )  # fmt: skip
+            if isinstance(result, OutOfMemoryError):
+                c.code = None  # recorded when the writer calls again
+            elif isinstance(result, Exception):
+                log.error("job %s batch %s: recording failed: %s", c.job_id, c.field, result)
                 c.code = None
-                failed.add(id(c))
             else:
                 c.code = int(result)
-        return failed
 
     def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
         """Renew the leases of the batches this node holds (resets their idle time)."""

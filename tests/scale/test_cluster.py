@@ -30,7 +30,7 @@ from tests.chaos.census import census, recorded_at
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.scale.cluster import LocalCluster
-from worker.redis_io import Completed, NodeRedis
+from worker.redis_io import Completed, Delivery, NodeRedis
 
 FAST_LEASES = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
 
@@ -119,24 +119,49 @@ def test_a_stopping_node_cuts_its_blocking_read_short(
     assert time.monotonic() - started < 10.0, worker.log()
 
 
-@pytest.mark.cluster
-def test_a_batch_whose_results_cannot_be_recorded_stays_unacknowledged(r: redis.Redis) -> None:
-    queue, job = QueueKeys("default"), JobKeys("broken")
+def one_delivery(r: Any, job: JobKeys) -> tuple[NodeRedis, Delivery]:
     node = NodeRedis(r, ["default"], "n1")
     node.prepare()
-    r.set(job.meta, "not a hash")  # record.lua fails on it (WRONGTYPE)
-    r.xadd(queue.stream, {"j": job.id})
+    r.xadd(QueueKeys("default").stream, {"j": job.id})
     (delivery,) = node.read(count=1, block_ms=1000)
+    return node, delivery
+
+
+def pending(r: Any) -> int:
+    summary: Any = r.xpending(QueueKeys("default").stream, GROUP)
+    return int(summary["pending"])
+
+
+def test_on_a_cluster_a_batch_whose_results_cannot_be_recorded_stays_unacknowledged(
+    cluster_r: redis.Redis,
+) -> None:
+    job = JobKeys("broken")
+    cluster_r.set(job.meta, "not a hash")  # record.lua fails on it (WRONGTYPE)
+    node, delivery = one_delivery(cluster_r, job)
     completed = Completed(delivery, job.id, "0", b"entry", 1, 0)
     node.write([completed], time.time())
-    assert completed.code is None
-    pending: Any = r.xpending(queue.stream, GROUP)
-    assert pending["pending"] == 1, "acknowledged without its results"
-    r.delete(job.meta)  # the job is gone now: nothing to record, so the batch is done
+    assert (completed.code, completed.acked, pending(cluster_r)) == (None, False, 1)
+    cluster_r.delete(job.meta)  # the job is gone now: nothing to record, the batch is done
     node.write([completed], time.time())
-    assert completed.code == -1
-    pending = r.xpending(queue.stream, GROUP)
-    assert (pending["pending"], r.xlen(queue.stream)) == (0, 0)
+    assert (completed.code, completed.acked, pending(cluster_r)) == (-1, True, 0)
+
+
+def test_a_record_refused_for_lack_of_memory_is_written_again(r: redis.Redis) -> None:
+    job = JobKeys("big")
+    r.hset(job.meta, mapping={"state": "active", "sealed": 1, "batches": 1, "result_ttl": 0})
+    node, delivery = one_delivery(r, job)
+    completed = Completed(delivery, job.id, "0", b"entry", 1, 0)
+    limit: Any = r.config_get("maxmemory")
+    r.config_set("maxmemory", 1)  # noeviction: every write that needs memory is refused
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            node.write([completed], time.time())
+        assert completed.code is None
+    finally:
+        r.config_set("maxmemory", limit["maxmemory"])
+    node.write([completed], time.time())  # as the writer does, after its backoff
+    assert (completed.code, completed.acked, pending(r)) == (1, True, 0)
+    assert r.hget(job.results, "0") == b"entry" and r.hget(job.meta, "state") == b"finished"
 
 
 def test_a_queue_slot_moving_to_another_primary_mid_job_loses_nothing(
