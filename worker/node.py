@@ -42,6 +42,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from taskfan.connection import RedisClient
 from taskfan.errors import TaskfanError
@@ -223,7 +224,7 @@ class Node:
         late_rq = self._hand_back_late_reads()
         if self._rq is not None:
             self._rq.after_threads(late_rq)
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(redis.RedisError, RedisClusterException):  # best effort
             self.redis.unpublish()
         if self._metrics is not None:
             self._metrics.close()
