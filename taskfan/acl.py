@@ -19,6 +19,7 @@ A producer cannot take or acknowledge work (XREADGROUP, XCLAIM, XAUTOCLAIM,
 XACK, XGROUP), cannot unblock or kill clients, and neither role can read or
 write keys outside ``taskfan:``, run arbitrary Lua (EVAL), flush, configure or
 shut down the server. ``taskfan acl ROLE`` prints the ACL SETUSER command.
+A node that also serves RQ queues needs RQ's keys and commands besides.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from taskfan.connection import RedisClient
-from taskfan.errors import TaskfanError
+from taskfan.errors import ConfigError, TaskfanError
 from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
@@ -103,6 +103,11 @@ class Node:
         if settings.rq_queues:
             from worker.rq_source import RqSource
 
+            if not isinstance(client, redis.Redis):
+                raise ConfigError(
+                    "RQ queues (--rq-queue) need one Redis server or a Sentinel master: "
+                    "RQ does not run on a Redis Cluster"
+                )
             self._rq = RqSource(settings, client, self.id, self.events, sizer)
         if not settings.queues:
             self._last_read_empty = True  # an RQ-only node: no taskfan queue to read

@@ -16,21 +16,26 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from redis.crc import key_slot
 
 from producer import Client
 from producer.enqueue import Enqueuer, JobSpec
 from producer.job import Job
+from taskfan.cli import main
 from taskfan.codec import get_codec
 from taskfan.connection import connect
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.protocol import CallMode
 from tests import tasks
 from tests.chaos.census import census, recorded_at
+from tests.cli_support import clean_env
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.scale.cluster import LocalCluster
 from worker.redis_io import Completed, Delivery, NodeRedis
+
+__all__ = ["clean_env"]  # a fixture
 
 FAST_LEASES = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
 
@@ -196,3 +201,12 @@ def test_urls_name_the_cluster(redis_cluster: LocalCluster) -> None:
     assert len(client.get_primaries()) == 3
     assert client.ping()
     client.close()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_rq_queues_are_refused_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    result = CliRunner().invoke(
+        main, ["worker", "--redis-url", redis_cluster.url, "--rq-queue", "default"]
+    )
+    assert result.exit_code != 0
+    assert "RQ does not run on a Redis Cluster" in result.output
