@@ -66,7 +66,12 @@ def census(r: redis.Redis, job_id: str, expected: Callable[[int], Any] | None = 
 def held_batches(r: redis.Redis, consumer: str, queue: str = "default") -> set[str]:
     """Results fields of the batches pending for ``consumer`` (a node's name)."""
     stream = QueueKeys(queue).stream
-    pending: Any = r.xpending_range(stream, GROUP, "-", "+", 10_000, consumername=consumer)
+    try:
+        pending: Any = r.xpending_range(stream, GROUP, "-", "+", 10_000, consumername=consumer)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return set()  # no node has created the group yet: nobody holds anything
     pipe = r.pipeline(transaction=False)
     for item in pending:
         pipe.xrange(stream, item["message_id"], item["message_id"])
