@@ -62,13 +62,13 @@ class Backoff:
         self.delay = min(5.0, self.delay * 2)
 
 
-class Reader:
-    """Reads batches when asked (``request``), at most one read at a time."""
+class OnDemand:
+    """A reader thread's side of the node's demand: the main thread calls
+    ``request`` (thread-safe), the reader waits in ``next_demand``;
+    ``stop_reading`` cuts a read under way short (``interrupt``) and ``close``
+    ends the thread."""
 
-    def __init__(self, node_redis: NodeRedis, settings: Settings, events: Events) -> None:
-        self.redis = node_redis
-        self.settings = settings
-        self.events = events
+    def __init__(self) -> None:
         self.closed = threading.Event()
         self.stopping = threading.Event()
         self._demand = 0
@@ -80,16 +80,42 @@ class Reader:
             self._cond.notify()
 
     def stop_reading(self) -> None:
-        """Read no more (a read under way is cut short)."""
+        """Read no more (a read under way is cut short). Thread-safe."""
         self.stopping.set()
         with self._cond:
             self._cond.notify_all()
-        self.redis.interrupt()
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """End a blocking read under way (from another thread)."""
 
     def close(self) -> None:
         self.closed.set()
         with self._cond:
             self._cond.notify_all()
+
+    def next_demand(self) -> int | None:
+        """Wait until batches are asked for: how many, or None once closed."""
+        with self._cond:
+            while not self._demand and not self.closed.is_set():
+                self._cond.wait()
+            if self.closed.is_set():
+                return None
+            want, self._demand = self._demand, 0
+            return want
+
+
+class Reader(OnDemand):
+    """Reads batches when asked (``request``), at most one read at a time."""
+
+    def __init__(self, node_redis: NodeRedis, settings: Settings, events: Events) -> None:
+        super().__init__()
+        self.redis = node_redis
+        self.settings = settings
+        self.events = events
+
+    def interrupt(self) -> None:
+        self.redis.interrupt()
 
     def run(self) -> None:
         settings = self.settings
@@ -97,13 +123,7 @@ class Reader:
         min_idle_ms = int(settings.visibility_timeout * 1000)
         next_reclaim = 0.0
         backoff = Backoff()
-        while True:
-            with self._cond:
-                while not self._demand and not self.closed.is_set():
-                    self._cond.wait()
-                if self.closed.is_set():
-                    return
-                want, self._demand = self._demand, 0
+        while (want := self.next_demand()) is not None:
             found: list[Delivery] = []
             try:
                 if time.monotonic() >= next_reclaim:

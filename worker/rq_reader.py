@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import logging
 import queue
-import threading
 import time
 from typing import Any
 
@@ -30,7 +29,7 @@ import redis
 from taskfan.protocol import BatchEntry, CallMode
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Backoff
+from worker.io_threads import REDIS_ERRORS, Backoff, OnDemand
 from worker.redis_io import Delivery
 from worker.rq_writer import RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch
@@ -47,7 +46,7 @@ MAX_BATCH = 1000
 POLL_SECONDS = 0.2
 
 
-class RqReader:
+class RqReader(OnDemand):
     def __init__(
         self,
         client: redis.Redis,
@@ -58,6 +57,7 @@ class RqReader:
         sizer: ChunkSizer,
         events: Events,
     ) -> None:
+        super().__init__()
         self.client = client
         self.settings = settings
         self.names = list(settings.rq_queues)
@@ -75,41 +75,17 @@ class RqReader:
             connection_pool=client.connection_pool, single_connection_client=True
         )
         self._blocking_id: int | None = None
-        self.closed = threading.Event()
-        self.stopping = threading.Event()
-        self._demand = 0
-        self._cond = threading.Condition()
         self._ids = itertools.count(1)
 
-    def request(self, batches: int) -> None:
-        with self._cond:
-            self._demand = batches
-            self._cond.notify()
-
-    def stop_reading(self) -> None:
-        """Read no more (a blocking read under way is cut short). Thread-safe."""
-        self.stopping.set()
-        with self._cond:
-            self._cond.notify_all()
+    def interrupt(self) -> None:
         blocking_id = self._blocking_id
         if blocking_id is not None:
             with contextlib.suppress(redis.RedisError):
                 self.client.client_unblock(blocking_id)
 
-    def close(self) -> None:
-        self.closed.set()
-        with self._cond:
-            self._cond.notify_all()
-
     def run(self) -> None:
         backoff = Backoff()
-        while True:
-            with self._cond:
-                while not self._demand and not self.closed.is_set():
-                    self._cond.wait()
-                if self.closed.is_set():
-                    return
-                want, self._demand = self._demand, 0
+        while (want := self.next_demand()) is not None:
             found: list[Batch] | None = None
             try:
                 if not self.stopping.is_set():
