@@ -17,17 +17,17 @@ from typing import Any
 import click
 
 from producer import inputs
-from taskfan.cli import BYTE_SIZE
+from taskfan.cli import (  # noqa: F401 - the exit codes are re-exported for producer's commands
+    BYTE_SIZE,
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CliError,
+)
 from taskfan.errors import JobCancelled, TaskfanError
-
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
-
-
-class CliError(click.ClickException):
-    """One line on stderr and exit code 2: nothing about items to report."""
-
-    exit_code = EXIT_ERROR
 
 
 class Cancelled(click.ClickException):

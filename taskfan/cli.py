@@ -72,6 +72,16 @@ class ByteSize(click.ParamType):
 
 BYTE_SIZE = ByteSize()
 
+#: exit codes of every command (docs/cli.md#exit-codes)
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """One line on stderr and exit code 2: nothing about items to report."""
+
+    exit_code = EXIT_ERROR
+
 
 def configure_logging(level: str, fmt: str = "text") -> None:
     """Set up logging for a command; libraries never do this themselves.

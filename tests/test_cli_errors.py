@@ -39,12 +39,12 @@ def inputs(tmp_path: Path) -> Path:
 def args_for(command: str, url: str, inputs: Path) -> list[str]:
     if command == "enqueue":
         return ["enqueue", "tests.tasks:square", "-i", str(inputs), "--redis-url", url]
-    if command == "status":
-        return ["status", "--redis-url", url]
+    if command in ("status", "worker"):
+        return [command, "--redis-url", url]
     return [command, "0123456789abcdef", "--redis-url", url]
 
 
-@pytest.mark.parametrize("command", ["enqueue", "wait", "results", "status"])
+@pytest.mark.parametrize("command", ["enqueue", "wait", "results", "status", "worker"])
 def test_unreachable_redis_is_one_line(command: str, inputs: Path) -> None:
     url = f"redis://127.0.0.1:{closed_port()}/0"
     result = invoke(*args_for(command, url, inputs))

@@ -164,7 +164,7 @@ def test_a_taken_metrics_port_stops_the_node_with_a_clear_error(redis_url: str) 
         port = taken.getsockname()[1]
         result = invoke("worker", "--redis-url", redis_url, "--metrics-port", str(port),
                         "--metrics-host", "127.0.0.1", "--burst")  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     bad = invoke("worker", "--redis-url", redis_url, "--metrics-port", "70000")
-    assert bad.exit_code == 1 and "metrics_port must be a port number" in bad.stderr
+    assert bad.exit_code == 2 and "metrics_port must be a port number" in bad.stderr

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from taskfan.cli import BYTE_SIZE, log_options
+from taskfan.cli import BYTE_SIZE, CliError, log_options
 from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.settings import Settings
@@ -173,11 +173,11 @@ def worker(
         check(client, settings.redis_url)
         node = Node(settings, client)
     except (ConfigError, BrokerUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc)) from None
     node.install_signal_handlers()
     click.echo(f"taskfan worker {node.id} on {redact(settings.redis_url)}", err=True)
     try:
         code = node.run()
     except ConfigError as exc:  # e.g. the metrics port is taken
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc)) from None
     sys.exit(code)
