@@ -45,7 +45,7 @@ from producer.cli_options import (
     redis_option,
     secret_option,
 )
-from taskfan.cli import log_options
+from taskfan.cli import LOGGING_META, log_options
 from taskfan.connection import redact
 from taskfan.errors import FunctionReferenceError
 from taskfan.refs import reference, resolve
@@ -103,7 +103,6 @@ class LocalCluster:
             "--redis-url", self.url,
             "--processes", str(self.settings.processes),
             "--name", f"run-{os.getpid()}",
-            "--log-level", "WARNING",
             *[arg for queue in self.settings.queues for arg in ("--queue", queue)],
             *self.worker_args,
         ]  # fmt: skip
@@ -164,7 +163,9 @@ def check_importable(function: str) -> None:
 
 def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]:
     """Options of ``run`` the local worker needs too (the environment it inherits)."""
-    args = ["--max-item-bytes", str(settings.max_item_bytes)]
+    level, fmt = click.get_current_context().meta.get(LOGGING_META, ("WARNING", "text"))
+    args = ["--log-level", level, "--log-format", fmt]
+    args += ["--max-item-bytes", str(settings.max_item_bytes)]
     args += ["--max-batch-bytes", str(settings.max_batch_bytes)]
     if secret_file:
         args += ["--secret-file", os.path.abspath(secret_file)]

@@ -97,6 +97,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+#: key of ``click.Context.meta`` holding the command's (log level, log format)
+LOGGING_META = "taskfan.logging"
 
 
 def log_options(default_level: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -123,6 +125,8 @@ def log_options(default_level: str) -> Callable[[Callable[..., Any]], Callable[.
         @functools.wraps(command)
         def wrapper(*args: Any, log_level: str, log_format: str, **kwargs: Any) -> Any:
             configure_logging(log_level, log_format)
+            # kept for a command that starts other taskfan commands (``run``)
+            click.get_current_context().meta[LOGGING_META] = (log_level, log_format)
             return command(*args, **kwargs)
 
         return wrapper

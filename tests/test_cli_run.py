@@ -107,6 +107,18 @@ def test_run_uses_the_configured_redis(redis_url: str, r: redis.Redis, tmp_path:
     assert not run_workers_alive(_pid_of(done))
 
 
+def test_run_passes_its_log_options_to_the_local_worker(redis_url: str, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.jsonl", ["1", "2"])
+    done = run_taskfan(
+        "run", "tests.tasks:square", "-i", str(path), "-p", "1",
+        "--log-level", "INFO", "--log-format", "json",
+        env=clean_environ(TASKFAN_REDIS_URL=redis_url),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(record["logger"].startswith("worker.") for record in records), done.stderr
+
+
 def test_run_refuses_a_function_it_cannot_import() -> None:
     done = run_taskfan("run", "examples.tasks:nope", "-i", "examples/inputs.jsonl")
     assert done.returncode == 2
