@@ -9,6 +9,7 @@ is gone (expired after their result TTL, or purged) leave their queue's
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from producer import peek
@@ -203,6 +204,18 @@ _NODE_INTS = (
 )  # fmt: skip
 
 
+def _names(field: str | None) -> list[str]:
+    """Queue names of a node record: a JSON list, or the comma-separated string
+    older nodes wrote (still read, for a rolling upgrade)."""
+    if not field:
+        return []
+    try:
+        names = json.loads(field)
+    except ValueError:
+        return field.split(",")
+    return [str(name) for name in names] if isinstance(names, list) else [str(names)]
+
+
 def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
     """Live nodes, newest heartbeat first. A node whose record expired (it stopped
     beating three heartbeats ago: killed, cut off, or stopped) leaves the index."""
@@ -227,7 +240,8 @@ def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
             "host": record.get("host"),
             "version": record.get("version"),
             "chunksize": record.get("chunksize"),
-            "queues": record.get("queues", "").split(",") if record.get("queues") else [],
+            "queues": _names(record.get("queues")),
+            "rq_queues": _names(record.get("rq_queues")),
             "started_at": _float(record.get("started_at")),
             "last_heartbeat": beat,
             "seconds_since_heartbeat": round(now - beat, 1),

@@ -82,6 +82,11 @@ def render_jobs(jobs: list[dict[str, Any]], now: float) -> list[str]:
     return table(rows) if jobs else ["  (none)"]
 
 
+def served(node: dict[str, Any]) -> str:
+    """The queues a node serves; RQ queues as ``rq:NAME``."""
+    return ",".join([*node["queues"], *(f"rq:{name}" for name in node.get("rq_queues", []))])
+
+
 def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
     rows = [["ID", "HOST", "PROCESSES", "BUSY", "IN FLIGHT", "RATE", "OK", "FAILED",
              "RESTARTS", "HEARTBEAT", "UP", "QUEUES"]]  # fmt: skip
@@ -90,7 +95,7 @@ def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
         rows.append(
             [n["id"], n["host"], n["processes"], n["busy"], n["in_flight"], rate(n["rate"]),
              n["items_done"], n["items_failed"], n["pool_restarts"],
-             age(n["seconds_since_heartbeat"]) + " ago", age(up), ",".join(n["queues"])]
+             age(n["seconds_since_heartbeat"]) + " ago", age(up), served(n)]
         )  # fmt: skip
     return table(rows) if nodes else ["  (none)"]
 

@@ -93,6 +93,21 @@ def test_the_node_registry_shows_what_each_node_did_and_drops_dead_nodes(
     assert "keeper" in text and "doomed" not in text and "RATE" in text
 
 
+def test_node_records_keep_queue_names_whole_and_show_rq_queues(
+    start_worker: StartWorker, redis_url: str
+) -> None:
+    start_worker("--name", "lister", "--queue", "a,b", "--queue", "c",
+                 "--rq-queue", "emails", env=BEAT, processes=1)  # fmt: skip
+    found = wait_until(lambda: nodes_json(redis_url), timeout=20, message="the node's record")
+    assert found is not None
+    (node,) = found
+    assert node["queues"][-2:] == ["a,b", "c"]  # a comma inside a name does not split it
+    assert node["rq_queues"] == ["emails"]
+    text = invoke("nodes", "--redis-url", redis_url).stdout
+    row = next((line for line in text.splitlines() if "lister" in line), "")
+    assert row.rstrip().endswith("a,b,c,rq:emails"), text
+
+
 def test_a_busy_node_says_which_jobs_it_works_on(
     client: Client, start_worker: StartWorker, redis_url: str
 ) -> None:

@@ -8,6 +8,7 @@ duty and ``rq suspend``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -218,7 +219,8 @@ def test_several_queues_and_taskfan_queues_beside(
     wait_until(lambda: all_ended(r, [j.id for j in jobs]), message=node.log)
     assert [Job.fetch(j.id, connection=r).return_value() for j in jobs] == [2, 4]
     record = r.hgetall(node_key(Worker.all(connection=r)[0].name))
-    assert record[b"queues"] == b"tf" and record[b"rq_queues"] == b"high,low"
+    assert json.loads(record[b"queues"]) == ["tf"]
+    assert json.loads(record[b"rq_queues"]) == ["high", "low"]
 
 
 def test_the_scheduler_duty_brings_retries_back(

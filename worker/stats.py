@@ -17,6 +17,7 @@ chunk. That costs the node one bisect per chunk and the children nothing.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import socket
 import time
@@ -185,7 +186,7 @@ class NodeView:
             "version": __version__,
             "processes": settings.processes,
             "chunksize": settings.chunksize or "auto",
-            "queues": ",".join(settings.queues),
+            "queues": json.dumps(settings.queues),  # a name may hold a comma
             "started_at": self.started_at,
             "heartbeat_at": time.time(),
             "items_done": totals.items_ok,
@@ -201,7 +202,7 @@ class NodeView:
             "jobs": ",".join(jobs[:10]),
         }
         if settings.rq_queues:
-            record["rq_queues"] = ",".join(settings.rq_queues)
+            record["rq_queues"] = json.dumps(settings.rq_queues)
         if self.metrics_address is not None:
             record["metrics"] = self.metrics_address
         return record
