@@ -48,6 +48,7 @@ from producer.cli_options import (
 from taskfan.cli import LOGGING_META, log_options
 from taskfan.connection import redact
 from taskfan.errors import FunctionReferenceError
+from taskfan.lifeline import tied
 from taskfan.refs import reference, resolve
 from taskfan.server import RedisServer
 from taskfan.settings import Settings
@@ -89,7 +90,7 @@ class LocalCluster:
 
     def start(self) -> None:
         if self.settings.redis_url is None:
-            self.server = RedisServer().start()
+            self.server = RedisServer(tied=True).start()
             click.echo(
                 f"no Redis configured: using an embedded redis-server {self.server.version} "
                 f"on 127.0.0.1:{self.server.port}",
@@ -110,6 +111,9 @@ class LocalCluster:
         # may be carrying the outcomes. It stays in our process group, so a
         # Ctrl-C in a terminal reaches it too.
         env = {**os.environ, "TASKFAN_BURST": "0"}
+        # Should we be SIGKILLed, the worker is told too: SIGTERM hands its batches
+        # back to a configured Redis; with the embedded one there is nothing to keep.
+        command = tied(command, signal.SIGKILL if self.server else signal.SIGTERM)
         self.worker = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=2, env=env)
 
     def check_worker(self) -> None:

@@ -6,9 +6,11 @@ temporary directory, without snapshots (``--save ""``), append-only file optiona
 
 The server dies with us. It stays in our session and process group
 (``start_new_session=False``), so a Ctrl-C in a terminal reaches it too, and
-``start`` registers an atexit hook that stops it. There is no ``preexec_fn``
-(unsafe once threads run), so a parent killed by SIGKILL leaves it running, on a
-loopback port and a temporary directory: ``kill`` the pid logged at start.
+``start`` registers an atexit hook that stops it. With ``tied=True`` (``taskfan
+run``) it also gets SIGTERM when we are killed with SIGKILL (``taskfan.lifeline``;
+Linux), leaving only its temporary directory behind. Without it, a parent killed
+by SIGKILL leaves the server running, on a loopback port and a temporary
+directory: ``kill`` the pid logged at start.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from taskfan.errors import BrokerUnavailable, ConfigError
+from taskfan.lifeline import tied
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +79,14 @@ class RedisServer:
     def __init__(
         self, *, appendonly: bool = False, extra_args: Sequence[str] = (),
         binary: str | None = None, startup_timeout: float = 10.0,
-        password: str | None = None,
+        password: str | None = None, tied: bool = False,
     ) -> None:  # fmt: skip
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
         self.password = password
         self.extra_args = tuple(extra_args) + (("--requirepass", password) if password else ())
         self.startup_timeout = startup_timeout
+        self.tied = tied
         self.port, self.version = 0, ""
         self.dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -161,6 +165,8 @@ class RedisServer:
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no", "--logfile", str(self.logfile), *self.extra_args,
         ]  # fmt: skip
+        if self.tied:
+            command = tied(command, signal.SIGTERM)
         with open(self.logfile, "ab") as out:  # for errors before redis opens its logfile
             log_start = out.tell()
             try:  # stays in our process group (start_new_session=False): see the module doc

@@ -188,6 +188,23 @@ def test_ctrl_c_mid_job_leaves_no_process_behind(
     assert port_is_closed(port)
 
 
+def test_a_sigkilled_run_takes_its_worker_and_embedded_server_with_it(
+    slow_input: Path, popen: list[subprocess.Popen[str]]
+) -> None:
+    proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
+    port = int(read_until(proc, EMBEDDED).group(1))
+    with redis.Redis(port=port) as client:
+        wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
+    started = descendants(proc.pid)  # redis-server, the worker, its forkserver and pool
+    assert len(running(started)) >= 3, started
+    proc.kill()  # no chance to stop anything itself
+    proc.wait(10)
+    wait_until(
+        lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
+    )
+    assert port_is_closed(port)
+
+
 def test_sigterm_with_a_configured_redis_keeps_the_job_for_other_nodes(
     slow_input: Path, popen: list[subprocess.Popen[str]], redis_url: str, r: redis.Redis
 ) -> None:
