@@ -108,6 +108,7 @@ class Client:
         retries: int = 0,
         retry_on: Iterable[type[BaseException] | str] = (),
         backoff: float = 0.1,
+        backoff_max: float = 10.0,
     ) -> Job:
         """Enqueue ``fn`` over every item; returns once every batch is in Redis.
 
@@ -119,7 +120,9 @@ class Client:
         ``hard_timeout`` (seconds; the node kills the process running the item
         and records it as failed), ``retries`` extra attempts after an
         exception, only for ``retry_on`` types (classes or names) when given,
-        waiting ``backoff`` seconds, doubled per attempt, with jitter.
+        waiting ``backoff`` seconds, doubled per attempt up to ``backoff_max``,
+        with jitter. The node holds the wait, not a pool process, which runs
+        other items meanwhile.
         """
         try:
             options = TaskOptions(
@@ -128,6 +131,7 @@ class Client:
                 retries=retries,
                 retry_on=tuple(t if isinstance(t, str) else t.__name__ for t in retry_on),
                 backoff=backoff,
+                backoff_max=backoff_max,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

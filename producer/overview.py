@@ -200,7 +200,7 @@ def recent_failures(
 #: integer fields of a node record
 _NODE_INTS = (
     "pid", "processes", "items_done", "items_failed", "batches_done", "batches_failed",
-    "batches_dead", "reclaims", "pool_restarts", "in_flight", "busy",
+    "batches_dead", "reclaims", "pool_restarts", "in_flight", "busy", "retrying", "items_retried",
 )  # fmt: skip
 
 

@@ -11,10 +11,11 @@ holds a retry of some of a batch's items (``Job.retry_failed``): item ``i`` of t
 entry is item ``start + offsets[i]`` of the job; it is recorded in the field
 ``"<batch>.<round>"`` and overlays the batch's earlier outcomes.
 
-Each blob is one chunk's outcomes, encoded by the job's codec as
+Each blob holds the outcomes of consecutive items (a chunk's, or the part of a
+chunk around an item that was retried), encoded by the job's codec as
 ``[values, errors, attempts]``: ``values`` has one value per item (None where the
 item failed); ``errors`` lists ``[offset, type, message, traceback, exception,
-input...]`` per failed item, ``offset`` counted within the chunk, ``exception``
+input...]`` per failed item, ``offset`` counted within the blob, ``exception``
 the exception object where the codec carries one (pickle), else None, and an
 optional last element the item's input, kept so the item can be retried;
 ``attempts`` lists ``[offset, attempts]`` for items that ran more than once.

@@ -152,3 +152,28 @@ def text_of(size: int) -> str:
 def fail_loudly(size: int) -> None:
     """Raise with a message of ``size`` characters."""
     raise ValueError("x" * size)
+
+
+def fail_then_crash(path: str, poison: bool) -> int:
+    """A poison item (``poison``) raises ConnectionError on its first call (counted
+    in the file ``path``) and segfaults on every later one: it kills its process
+    when it is retried. Any other item returns how many times it was called."""
+    counter = Path(path)
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    if poison and calls == 1:
+        raise ConnectionError(f"call 1 of {path} fails")
+    if poison:
+        crash()
+    return calls
+
+
+def slow_first(path: str, seconds: float) -> int:
+    """Spin ``seconds`` on the first call (counted in the file ``path``: past a soft
+    timeout), return at once after; the number of calls."""
+    counter = Path(path)
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    if calls == 1:
+        spin_on(0, 0, limit=seconds)
+    return calls

@@ -93,7 +93,7 @@ def test_references_cannot_walk_out_of_an_allowed_module(ref: str) -> None:
 
 def test_the_child_fails_each_item_of_a_function_not_allowed(marker: Path) -> None:
     result = run_chunk(f"{MARKED}:echo", "json", "1", [1, 2], allow=("tests.tasks",))
-    entry = ResultEntry.parse(encode_result(0, 2, 2, [result.blob]), "t")
+    entry = ResultEntry.parse(encode_result(0, 2, 2, [result.parts[0].blob]), "t")
     errors = [o.error for o in iter_outcomes(entry, JSON, "t")]
     assert [e.type for e in errors if e] == ["FunctionNotAllowed"] * 2
     assert result.failed == 2 and not marker.exists()

@@ -118,9 +118,9 @@ def test_a_node_records_a_result_over_its_limit_as_that_item_s_error(
 def test_a_huge_error_is_cut_to_fit() -> None:
     result = run_chunk("tests.tasks:fail_loudly", "json", "1", [100_000, 5],
                        max_result_bytes=20_000)  # fmt: skip
-    entry = ResultEntry.parse(encode_result(0, 2, 2, [result.blob]), "t")
+    entry = ResultEntry.parse(encode_result(0, 2, 2, [result.parts[0].blob]), "t")
     errors = [o.error for o in iter_outcomes(entry, JSON, "t")]
-    assert result.failed == 2 and len(result.blob) < 20_000
+    assert result.failed == 2 and len(result.parts[0].blob) < 20_000
     assert errors[0] is not None and "characters cut" in errors[0].message
     assert errors[1] is not None and errors[1].message == "xxxxx"
 
@@ -141,8 +141,8 @@ def test_a_batch_s_results_over_the_limit_fail_its_largest_chunks() -> None:
     completed: Completed | None = None
     while (chunk := s.next_chunk()) is not None:
         s.sent(chunk, 0.0)
-        items = chunk.batch.items[chunk.lo : chunk.hi]
-        result = run_chunk(entry.fn_ref, "pickle", "1", items, max_result_bytes=2000)
+        result = run_chunk(entry.fn_ref, "pickle", "1", chunk.items(), max_result_bytes=2000,
+                           first=chunk.lo)  # fmt: skip
         completed = s.done(chunk, result) or completed
     assert completed is not None and len(completed.entry) <= 5000
     got = list(iter_outcomes(ResultEntry.parse(completed.entry, "t"), PICKLE, "t"))

@@ -80,8 +80,9 @@ def test_the_collector_exposes_counters_gauges_and_the_histogram() -> None:
     stats.reclaimed("q")
     stats.reclaimed("q")
     stats.chunk("m:f", 10, 0.02)
+    stats.retried("q", "m:f", 6)
     view = NodeView("n1", Settings(processes=3), 123.0, stats, batches=lambda: [],
-                    pool_chunks=lambda: 2, pool_restarts=lambda: 4)  # fmt: skip
+                    pool_chunks=lambda: 2, pool_restarts=lambda: 4, retrying=lambda: 5)  # fmt: skip
     view.queues = {"q": (7, 1, 1)}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(view))
@@ -95,6 +96,10 @@ def test_the_collector_exposes_counters_gauges_and_the_histogram() -> None:
     assert value(found, "taskfan_reclaimed_batches_total", queue="q") == 2
     assert value(found, "taskfan_pool_restarts_total") == 4
     assert value(found, "taskfan_pool_chunks") == 2
+    assert value(found, "taskfan_items_retried_total", queue="q", function="m:f") == 6
+    assert value(found, "taskfan_items_retrying") == 5
+    record = view.record()
+    assert (record["retrying"], record["items_retried"]) == (5, 6)
     assert value(found, "taskfan_batches_in_flight") == 0
     assert value(found, "taskfan_node_processes") == 3
     assert value(found, "taskfan_item_duration_seconds_count", function="m:f") == 10

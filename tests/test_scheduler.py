@@ -9,7 +9,7 @@ from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
 from taskfan.outcomes import ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry, CallMode, TaskOptions
-from worker.child import run_chunk
+from worker.child import ChunkResult, run_chunk
 from worker.redis_io import Completed, Delivery
 from worker.scheduler import Chunk, Scheduler
 from worker.sizing import ChunkSizer
@@ -42,11 +42,11 @@ def scheduler(processes: int = 2, max_deliveries: int = 5) -> Scheduler:
     return Scheduler(processes, ChunkSizer(processes), max_deliveries)
 
 
-def run(chunk: Chunk) -> object:
+def run(chunk: Chunk) -> ChunkResult:
+    """What the node's pool would return for the chunk."""
     entry = chunk.batch.entry
-    return run_chunk(
-        entry.fn_ref, entry.codec, entry.mode.value, chunk.batch.items[chunk.lo : chunk.hi]
-    )
+    return run_chunk(entry.fn_ref, entry.codec, entry.mode.value, chunk.items(), entry.options,
+                     first=chunk.lo, retrying=chunk.retrying)  # fmt: skip
 
 
 def values(completed: Completed) -> list[object]:
@@ -69,7 +69,7 @@ def test_a_batch_is_cut_into_chunks_and_joined_in_order() -> None:
     assert [(c.lo, c.hi) for c in chunks] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     completed = None
     for chunk in reversed(chunks):  # results may arrive in any order
-        completed = s.done(chunk, run(chunk))  # type: ignore[arg-type]
+        completed = s.done(chunk, run(chunk))
     assert completed is not None
     assert (completed.job_id, completed.field, completed.ok, completed.failed) == (
         "job1",
@@ -103,7 +103,7 @@ def test_a_suspect_runs_alone_and_is_halved_to_the_poison_item() -> None:
         if c.lo <= poison < c.hi:
             completed = s.crashed(c, "signal 11 (SIGSEGV)")
         else:
-            completed = s.done(c, run(c))  # type: ignore[arg-type]
+            completed = s.done(c, run(c))
     assert completed.failed == 1
     result = values(completed)
     assert result[poison] == "WorkerProcessDied"
@@ -179,9 +179,9 @@ def test_a_finished_chunk_s_inputs_are_freed_before_its_batch_is_done() -> None:
     s = scheduler()
     s.accept(delivery(0, list(range(10, 16)), chunksize=2))
     first, second, third = drain(s)[:3]
-    assert s.done(second, run(second)) is None  # type: ignore[arg-type]
+    assert s.done(second, run(second)) is None
     assert second.batch.items == [10, 11, None, None, 14, 15]
     # the others still have theirs: a crash would run them again
-    assert s.done(first, run(first)) is None  # type: ignore[arg-type]
-    completed = s.done(third, run(third))  # type: ignore[arg-type]
+    assert s.done(first, run(first)) is None
+    completed = s.done(third, run(third))
     assert completed is not None and values(completed) == [100, 121, 144, 169, 196, 225]

@@ -3,12 +3,18 @@
 Touches no Redis, so it can be tested alone. Each item's exception is caught
 here and returned as data (type, message, traceback text, and the exception
 itself where the codec carries it), so one failing item never fails the chunk.
-Retries (with exponential backoff and jitter) and the soft timeout (SIGALRM
-raising TimeoutError inside the task) happen here too. The chunk's outcomes are
-encoded here, with the job's codec, so that a value the codec cannot carry
-becomes an error for that item instead of breaking the chunk. So does a result
-over the node's ``max_item_bytes`` (``ResultTooLarge``), and the function must
-come from a module in the node's allowlist, checked before it is imported.
+The soft timeout (SIGALRM raising TimeoutError inside the task) happens here
+too, per attempt. An item that raised and may be tried again (``retries`` left,
+its type in ``retry_on``) is not waited for here: it comes back as a ``Retry``
+(which attempt, after how long) and the child goes on with the rest of its
+chunk; the node holds the delay (``worker.retries``) and sends the item again.
+
+The outcomes of the items settled are encoded here, with the job's codec, one
+``Part`` per run of items that follow each other in their batch, so that a value
+the codec cannot carry becomes an error for that item instead of breaking the
+chunk. So does a result over the node's ``max_item_bytes`` (``ResultTooLarge``),
+and the function must come from a module in the node's allowlist, checked before
+it is imported.
 """
 
 from __future__ import annotations
@@ -23,20 +29,31 @@ from typing import Any, NamedTuple
 
 from taskfan.codec import Codec, get_codec
 from taskfan.errors import EncodeError, FunctionReferenceError
-from taskfan.limits import format_size
 from taskfan.protocol import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
+from worker.parts import Part, encode, encode_parts
 
 _functions: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
-#: characters of an error's message and traceback kept when its entry is too large
-TRUNCATE_TO = 4096
+
+
+class Retry(NamedTuple):
+    """An item that raised and is to be tried again, after ``delay`` seconds."""
+
+    offset: int  #: in the batch
+    attempt: int  #: the attempt to make (2 for the first retry)
+    delay: float
 
 
 class ChunkResult(NamedTuple):
-    blob: bytes  #: the codec's encoding of [values, errors, attempts]
-    failed: int  #: how many items failed
+    parts: tuple[Part, ...]  #: the outcomes of the items settled, in batch order
     seconds: float  #: time spent calling the function
+    retries: tuple[Retry, ...] = ()  #: the items not settled yet
+
+    @property
+    def failed(self) -> int:
+        """How many items failed (for good)."""
+        return sum(part.failed for part in self.parts)
 
 
 class SoftTimeout(TimeoutError):
@@ -91,30 +108,15 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise SoftTimeout("the item ran past its soft timeout")
 
 
-def _call_with_options(
-    fn: Callable[..., Any], mode: CallMode, item: Any, options: TaskOptions
-) -> tuple[Any, int]:
-    """Call once, or more with retries; returns (value, attempts) or raises the last error."""
-    attempt = 0
-    while True:
-        attempt += 1
+def _call_once(fn: Callable[..., Any], mode: CallMode, item: Any, options: TaskOptions) -> Any:
+    """One attempt, under the soft timeout when the job has one."""
+    if options.timeout:
+        signal.setitimer(signal.ITIMER_REAL, options.timeout)
+    try:
+        return call(fn, mode, item)
+    finally:
         if options.timeout:
-            signal.setitimer(signal.ITIMER_REAL, options.timeout)
-        try:
-            return call(fn, mode, item), attempt
-        except Exception as exc:
-            if attempt > options.retries or not _retryable(exc, options):
-                raise _Attempts(exc, attempt) from exc
-        finally:
-            if options.timeout:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        time.sleep(backoff_delay(attempt, options))
-
-
-class _Attempts(Exception):
-    def __init__(self, error: Exception, attempts: int) -> None:
-        self.error = error
-        self.attempts = attempts
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def run_chunk(
@@ -125,105 +127,94 @@ def run_chunk(
     options: TaskOptions = DEFAULT_OPTIONS,
     allow: tuple[str, ...] = (),
     max_result_bytes: int | None = None,
+    first: int = 0,
+    retrying: Sequence[tuple[int, int]] | None = None,
 ) -> ChunkResult:
     """Call ``fn_ref`` on every item; never raises for an item's failure.
 
     ``allow``: module prefixes ``fn_ref`` must come from (empty: any).
     ``max_result_bytes``: an item whose encoded result (or error) is larger fails
     with ResultTooLarge.
+    ``first``: the offset in its batch of the first item (the items follow each
+    other, on their first attempt); or ``retrying``: (offset in the batch,
+    attempt to make) for each item, offsets ascending (a chunk of retries).
     """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
-    values: list[Any] = []
-    errors: list[list[Any]] = []
-    attempts: list[list[int]] = []
-    started = time.perf_counter()
+    if retrying is None:
+        offsets: Sequence[int] = range(first, first + len(items))
+        attempts: list[int] = []
+    else:
+        offsets = [offset for offset, _ in retrying]
+        attempts = [attempt for _, attempt in retrying]
     try:
         fn = _function(fn_ref, tuple(allow))
     except FunctionReferenceError as exc:
         errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
-        return ChunkResult(codec.dumps([[None] * len(items), errors, []]), len(items), 0.0)
-    append = values.append
-    if options.is_default:  # the hot path: no timer, no retries
+        nothing = [None] * len(items)
+        return ChunkResult(
+            encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes), 0.0
+        )
+    if options.is_default and retrying is None:  # the hot path: no timer, no retries
+        started = time.perf_counter()
+        values: list[Any] = []
+        errors = []
+        append = values.append
         for offset, item in enumerate(items):
             try:
                 append(call(fn, call_mode, item))
             except Exception as exc:
                 append(None)
                 errors.append(_error(offset, exc, codec, item))
-    else:
-        if options.timeout:
-            signal.signal(signal.SIGALRM, _on_alarm)
-        for offset, item in enumerate(items):
-            try:
-                value, tries = _call_with_options(fn, call_mode, item, options)
-                append(value)
-            except _Attempts as failure:
-                append(None)
-                errors.append(_error(offset, failure.error, codec, item))
-                tries = failure.attempts
-            if tries > 1:
-                attempts.append([offset, tries])
-    seconds = time.perf_counter() - started
-    try:
-        blob = codec.dumps([values, errors, attempts])
-    except EncodeError:
-        blob = _encode_each(values, errors, attempts, codec)  # appends to errors
-    if max_result_bytes is not None and len(blob) > max_result_bytes:
-        blob = _limit_each(values, errors, attempts, codec, max_result_bytes)
-    return ChunkResult(blob, len(errors), seconds)
+        seconds = time.perf_counter() - started
+        blob, failed = encode(values, errors, [], codec, max_result_bytes)
+        return ChunkResult((Part(first, len(items), failed, blob),), seconds)
+    return _run_with_options(
+        fn, call_mode, items, options, codec, max_result_bytes, offsets, attempts
+    )
 
 
-def _encode_each(
-    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec
-) -> bytes:
-    """Encode item by item, turning each value the codec can't carry into an error."""
-    failed = {error[0] for error in errors}
-    for offset, value in enumerate(values):
-        if offset in failed:
-            continue
+def _run_with_options(
+    fn: Callable[..., Any],
+    call_mode: CallMode,
+    items: Sequence[Any],
+    options: TaskOptions,
+    codec: Codec,
+    max_result_bytes: int | None,
+    offsets: Sequence[int],
+    attempts: Sequence[int],
+) -> ChunkResult:
+    """Each item once (its attempt is ``attempts[i]``, empty: the first); one that
+    raised and may be tried again becomes a Retry instead of an outcome.
+
+    The delay is drawn once per attempt number per chunk: the items of a chunk
+    that fail together come due together, and go back to the pool as one chunk.
+    """
+    started = time.perf_counter()
+    if options.timeout:
+        signal.signal(signal.SIGALRM, _on_alarm)
+    values: list[Any] = []
+    errors: list[list[Any]] = []
+    settled: list[int] = []
+    retries: list[Retry] = []
+    delays: dict[int, float] = {}
+    for i, item in enumerate(items):
+        attempt = attempts[i] if attempts else 1
         try:
-            codec.dumps(value)
-        except EncodeError as exc:
-            values[offset] = None
-            message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
-            errors.append([offset, "EncodeError", message, "", None])
-    errors.sort(key=lambda error: error[0])
-    return codec.dumps([values, errors, attempts])
-
-
-def _limit_each(
-    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec, limit: int
-) -> bytes:
-    """Turn each result over ``limit`` bytes into a ResultTooLarge error, and shrink
-    each error over it (no exception object, then shorter texts, then no input)."""
-    failed = {error[0] for error in errors}
-    for offset, value in enumerate(values):
-        if offset in failed:
-            continue
-        size = len(codec.dumps(value))
-        if size > limit:
-            values[offset] = None
-            message = (
-                f"the result encodes to {format_size(size)} with the {codec.name} codec, over "
-                f"the node's max_item_bytes ({format_size(limit)}): return large data by "
-                "reference (write it somewhere, return its path or URL)"
-            )
-            errors.append([offset, "ResultTooLarge", message, "", None])
-    for error in errors:
-        if len(codec.dumps(error)) <= limit:
-            continue
-        error[4] = None
-        error[2] = _truncate(error[2])
-        error[3] = _truncate(error[3])
-        if len(codec.dumps(error)) > limit:
-            del error[5:]  # the kept input: the item can no longer be retried
-    errors.sort(key=lambda error: error[0])
-    return codec.dumps([values, errors, attempts])
-
-
-def _truncate(text: str) -> str:
-    if len(text) <= TRUNCATE_TO:
-        return text
-    half = TRUNCATE_TO // 2
-    return f"{text[:half]}\n... [{len(text) - TRUNCATE_TO} characters cut] ...\n{text[-half:]}"
+            value = _call_once(fn, call_mode, item, options)
+        except Exception as exc:
+            if attempt <= options.retries and _retryable(exc, options):
+                if attempt not in delays:
+                    delays[attempt] = backoff_delay(attempt, options)
+                retries.append(Retry(offsets[i], attempt + 1, delays[attempt]))
+                continue
+            errors.append(_error(len(values), exc, codec, item))
+            value = None
+        values.append(value)
+        settled.append(i)
+    seconds = time.perf_counter() - started
+    parts = encode_parts(
+        values, errors, [offsets[i] for i in settled],
+        [attempts[i] if attempts else 1 for i in settled], codec, max_result_bytes,
+    )  # fmt: skip
+    return ChunkResult(parts, seconds, tuple(retries))

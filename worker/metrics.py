@@ -12,8 +12,10 @@ Metrics (counters end in ``_total``):
 - ``taskfan_items_failed_total{queue,function}``
 - ``taskfan_batches_processed_total{queue,function}``, ``taskfan_batches_failed_total``
   (batches with a failed item), ``taskfan_batches_dead_lettered_total``
+- ``taskfan_items_retried_total{queue,function}``: attempts made again after an item raised
 - ``taskfan_batches_in_flight``: batches the node holds; ``taskfan_pool_chunks``:
-  chunks in its pool (running or queued there)
+  chunks in its pool (running or queued there); ``taskfan_items_retrying``: items
+  waiting in the node for a retry's backoff
 - ``taskfan_pool_restarts_total``; ``taskfan_reclaimed_batches_total{queue}``
 - ``taskfan_item_duration_seconds{function}``: histogram, each item at its chunk's average
 - ``taskfan_queue_waiting_batches{queue}``, ``taskfan_queue_in_flight_batches{queue}``,
@@ -72,6 +74,7 @@ class NodeCollector(Collector):
             "batches_processed": ("Batches recorded", by_label),
             "batches_failed": ("Batches recorded with at least one failed item", by_label),
             "batches_dead_lettered": ("Batches moved to the dead-letter stream", by_label),
+            "items_retried": ("Attempts made again after an item raised (retries)", by_label),
         }
         counters = {
             name: CounterMetricFamily(f"taskfan_{name}", doc, labels=labels)
@@ -84,6 +87,7 @@ class NodeCollector(Collector):
             counters["batches_processed"].add_metric(labels, c.batches)
             counters["batches_failed"].add_metric(labels, c.batches_failed)
             counters["batches_dead_lettered"].add_metric(labels, c.batches_dead)
+            counters["items_retried"].add_metric(labels, c.items_retried)
         yield from counters.values()
         reclaims = CounterMetricFamily(
             "taskfan_reclaimed_batches",
@@ -103,6 +107,10 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "taskfan_pool_chunks", "Chunks in the pool, running or waiting there",
             value=view.pool_chunks(),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "taskfan_items_retrying", "Items waiting in the node for a retry's backoff",
+            value=view.retrying(),
         )  # fmt: skip
         yield self._durations()
         yield from self._queues()

@@ -7,14 +7,15 @@ How batches move through a node::
   XREADGROUP,       | thread       | --read--> |  event loop +  |          |  pool     |
   XAUTOCLAIM        +--------------+           |  Scheduler     | <------- | run_chunk |
                                                |                |   done   +-----------+
-                    +--------------+           | cuts batches   | (callback)
-  record.lua,  <--- | writer       | <-------- | into chunks,   |
+                    +--------------+           | cuts batches   | (callback: outcomes,
+  record.lua,  <--- | writer       | <-------- | into chunks,   |  and items to retry)
   XACK, XDEL        | thread       | written-> | keeps the pool |
-  (pipelined)       +--------------+           | fed, joins     |
-                    +--------------+           | chunk results  |
-                    | heartbeat    |           +----------------+
-                    | thread       |  lease refresh (XCLAIM JUSTID), node record
-                    +--------------+
+  (pipelined)       +--------------+           | fed, joins     | retry  +-------------+
+                                               | chunk results  | -----> | retry heap  |
+                    +--------------+           |                | <----- | by due time |
+                    | heartbeat    | --ended-> +----------------+  due   +-------------+
+                    | thread       |  lease refresh (XCLAIM JUSTID), node record; are
+                    +--------------+  the jobs of items waiting to retry still active?
 
 All state lives in the main thread (``worker.scheduler`` keeps the books); the
 other threads talk to it only through the ``events`` queue, so nothing needs a
@@ -23,6 +24,12 @@ reads only when the main thread asks: when fewer chunks wait locally than the
 node has processes. So a node holds about one batch beyond what its processes
 run, never hoarding work another node could start sooner, and the pool does not
 drain at batch boundaries.
+
+An item that raised and may be tried again waits out its backoff in the retry
+heap (``worker.retries``), not in a pool process: the process goes on with its
+chunk and then with other work. The loop wakes when the earliest retry is due
+and sends the items due then back to the pool, ahead of new chunks. Their batch
+stays held, its lease refreshed, until every item has its final outcome.
 
 With ``--rq-queue``, RQ queues are a second source of batches (``worker.rq_source``,
 its own reader and writer threads): its batches go through the same Scheduler
@@ -90,6 +97,7 @@ class Node:
             batches=lambda: list(self.scheduler.batches.values()),
             pool_chunks=lambda: len(self.scheduler.in_pool),
             pool_restarts=lambda: self._pool.restarts if self._pool else 0,
+            retrying=lambda: self.scheduler.retries.pending,
         )  # fmt: skip
         self._metrics: MetricsServer | None = None
         self._stop = threading.Event()
@@ -130,8 +138,9 @@ class Node:
     def stop(self, cold: bool = False) -> None:
         """Stop reading; finish and record what is in flight (thread-safe).
 
-        Batches not started yet go back to the queue at once; what is still
-        unfinished after the grace period goes back too (a cold stop).
+        Batches not started yet go back to the queue at once, and so do those
+        that only wait for retries due after the grace period; what is still
+        unfinished when it ends goes back too (a cold stop).
         """
         self._cold = self._cold or cold
         if self._stop_by is None:
@@ -245,6 +254,9 @@ class Node:
             for batch in [b for b in unstarted if rq.owns(b.delivery)]:
                 self._release(batch.delivery)
             unstarted = [b for b in unstarted if not rq.owns(b.delivery)]
+        if self._stop_by is not None:
+            # They cannot finish in the grace period: back now, not at its end.
+            unstarted += self.scheduler.take_waiting(after=self._stop_by)
         if unstarted:
             self._hand_back({b.delivery.queue: [b.delivery.entry_id] for b in unstarted})
             for batch in unstarted:
@@ -303,6 +315,9 @@ class Node:
         elif kind == "written":
             self._writing -= 1
             self._release(event[1].delivery)
+        elif kind == "ended":
+            for completed in self.scheduler.ended(event[1]):
+                self._complete(completed)
         elif kind == "rq-read":
             assert self._rq is not None
             for batch in self._rq.on_read(event, bool(self.scheduler.batches)):
@@ -337,16 +352,16 @@ class Node:
     def _submit(self) -> None:
         if self._cold or self._pool is None:
             return
+        self.scheduler.retries_due(time.monotonic())
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
-            items = chunk.batch.items[chunk.lo : chunk.hi]
             rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
             # an RQ job's own function is checked against the allowlist (rq_adapter.run_job)
             allow = () if rq else self.settings.allow
             try:
                 future = self._pool.submit(
-                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, items, entry.options,
-                    allow, self.settings.max_item_bytes,
+                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, chunk.items(),
+                    entry.options, allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying,
                 )  # fmt: skip
             except BrokenProcessPool:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
@@ -391,11 +406,19 @@ class Node:
                 )
             )
             return
-        self.stats.chunk(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
-        self._complete_maybe(self.scheduler.done(chunk, result))
+        entry = chunk.batch.entry
+        self.stats.chunk(entry.fn_ref, chunk.size, result.seconds)
+        if result.retries:
+            self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
+        self._complete_maybe(self.scheduler.done(chunk, result, time.monotonic()))
 
     def _until_next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.scheduler.next_deadline(), self._stop_by) if d is not None]
+        scheduler = self.scheduler
+        deadlines = [
+            d
+            for d in (scheduler.next_deadline(), scheduler.next_retry(), self._stop_by)
+            if d is not None
+        ]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _enforce_deadlines(self) -> None:
@@ -431,18 +454,20 @@ class Node:
             delivery = completed.delivery
             batch = self.scheduler.batches.get(key(delivery))
             elapsed = time.monotonic() - batch.started if batch else 0.0
+            retries = batch.retried if batch else 0
             items = completed.ok + completed.failed
             log.info(
-                "job %s batch %s: %d items, %d failed, %.3fs%s",
+                "job %s batch %s: %d items, %d failed, %.3fs%s%s",
                 completed.job_id,
                 completed.field,
                 items,
                 completed.failed,
                 elapsed,
+                f", {retries} retries" if retries else "",
                 f" (reclaimed: delivery {delivery.deliveries})" if delivery.deliveries > 1 else "",
                 extra=batch_extra(
-                    completed.job_id, completed.field,
-                    items=items, failed=completed.failed, seconds=round(elapsed, 6),
+                    completed.job_id, completed.field, items=items, failed=completed.failed,
+                    seconds=round(elapsed, 6), retries=retries,
                 ),
             )  # fmt: skip
 
@@ -482,11 +507,22 @@ class Node:
         )
 
     def _on_beat(self) -> None:
-        """After each heartbeat (heartbeat thread): the metrics' queue depths, and the
-        RQ source's leases."""
+        """After each heartbeat (heartbeat thread): the metrics' queue depths, the
+        jobs of items waiting to retry, and the RQ source's leases."""
         self._sample_queues()
+        self._check_retrying_jobs()
         if self._rq is not None:
             self._rq.beat()
+
+    def _check_retrying_jobs(self) -> None:
+        """A job cancelled (or gone) while items of it wait to retry: tell the main
+        thread, which drops them rather than hold the batch until they are due.
+        One round trip per heartbeat, only while items wait."""
+        jobs = sorted(self.scheduler.retries.jobs.copy())  # one C call: safe off the main thread
+        if jobs:
+            ended = self.redis.ended(jobs)
+            if ended:
+                self.events.put(("ended", ended))
 
     def _sample_queues(self) -> None:
         """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""

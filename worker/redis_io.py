@@ -130,10 +130,7 @@ class NodeRedis:
         states = {j: b"active" for j in job_ids if self._active.get(j, -1.0) > now}
         unknown = sorted(job_ids - states.keys())
         if unknown:
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in unknown:
-                pipe.hget(_job_key(job_id) or "", "state")
-            found = dict(zip(unknown, pipe.execute(raise_on_error=False), strict=True))
+            found = self._states(unknown)
             if len(self._active) > 10_000:
                 self._active = {j: t for j, t in self._active.items() if t > now}
             for job_id, state in found.items():
@@ -151,6 +148,24 @@ class NodeRedis:
             elif state == b"cancelled":
                 d = dataclasses.replace(d, skip="the job was cancelled")
             out.append(d)
+        return out
+
+    def _states(self, job_ids: Sequence[bytes]) -> dict[bytes, Any]:
+        """Each job's state (None: the job no longer exists), one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(_job_key(job_id) or "", "state")
+        return dict(zip(job_ids, pipe.execute(raise_on_error=False), strict=True))
+
+    def ended(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The jobs of ``job_ids`` that are no longer active: job id -> why."""
+        states = self._states([job_id.encode() for job_id in job_ids])
+        out = {}
+        for job_id, state in states.items():
+            if state is None:
+                out[job_id.decode()] = "the job no longer exists"
+            elif state == b"cancelled":
+                out[job_id.decode()] = "the job was cancelled"
         return out
 
     def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:

@@ -12,7 +12,12 @@ Rules:
   when a process is free, so their clock starts when they start;
 - after a pool breaks, the chunks that were in it are suspects and run one at a
   time; a suspect that breaks the pool again is halved until the item that kills
-  its process stands alone, and that item fails with the cause.
+  its process stands alone, and that item fails with the cause;
+- an item the pool process says to retry waits in the node (``worker.retries``),
+  not in the process; once due it goes back to the pool ahead of new chunks, in a
+  chunk with the other items of its batch due then. The batch is done when every
+  item has its final outcome. A node holds at most ``HELD_PER_PROCESS`` batches
+  per process, so batches waiting for retries cannot pile up without end.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +35,17 @@ from taskfan.errors import ProtocolError, TaskfanError
 from taskfan.logs import batch_extra
 from taskfan.outcomes import encode_result
 from taskfan.protocol import BatchEntry
-from worker.child import ChunkResult
+from worker.child import ChunkResult, Retry
 from worker.guard import Guard
+from worker.parts import Part
 from worker.redis_io import Completed, Delivery
+from worker.retries import RetryHeap
 from worker.sizing import ChunkSizer
 
 log = logging.getLogger(__name__)
+
+#: batches a node holds per process, at most (reached only when many wait for retries)
+HELD_PER_PROCESS = 64
 
 
 @dataclass(eq=False)
@@ -46,27 +56,76 @@ class Batch:
     entry: BatchEntry
     items: list[Any]
     started: float
-    blobs: dict[int, bytes] = field(default_factory=dict)  #: chunk start offset -> blob
-    #: chunk start offset -> its failed items
+    #: offset of a part's first item -> its blob (``worker.parts``: a chunk, or a run of one)
+    blobs: dict[int, bytes] = field(default_factory=dict)
+    #: offset of a part's first item -> its failed items
     failures: dict[int, int] = field(default_factory=dict)
     failed: int = 0
-    remaining: int = 0
+    remaining: int = 0  #: items without their final outcome, those waiting to retry included
+    retrying: int = 0  #: items waiting for a retry (``worker.retries``)
+    retried: int = 0  #: retries so far
+    dropped: bool = False  #: given up (handed back, or its job ended): its retries are void
 
 
 @dataclass(eq=False)
 class Chunk:
+    """Items ``lo`` to ``hi - 1`` of a batch, or, for a chunk of retries, the
+    items ``retrying`` names ((offset, attempt) each; ``lo`` and ``hi`` span them)."""
+
     batch: Batch
     lo: int
     hi: int
     suspect: bool = False  #: was in a pool that broke; runs alone
     deadline: float | None = None  #: monotonic time its hard timeout ends, once in the pool
+    retrying: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def of_retries(
+        cls, batch: Batch, retrying: Sequence[tuple[int, int]], suspect: bool = False
+    ) -> Chunk:
+        return cls(batch, retrying[0][0], retrying[-1][0] + 1, suspect, retrying=tuple(retrying))
 
     @property
     def size(self) -> int:
-        return self.hi - self.lo
+        return self.hi - self.lo if self.retrying is None else len(self.retrying)
+
+    def items(self) -> list[Any]:
+        if self.retrying is None:
+            return self.batch.items[self.lo : self.hi]
+        return [self.batch.items[offset] for offset, _ in self.retrying]
+
+    def halves(self) -> list[Chunk]:
+        """Two suspects of half the items each."""
+        if self.retrying is None:
+            mid = (self.lo + self.hi) // 2
+            return [Chunk(self.batch, self.lo, mid, True), Chunk(self.batch, mid, self.hi, True)]
+        mid = len(self.retrying) // 2
+        return [
+            Chunk.of_retries(self.batch, half, True)
+            for half in (self.retrying[:mid], self.retrying[mid:])
+        ]
+
+    def runs(self) -> list[tuple[int, int, list[int]]]:
+        """(lo, hi, attempt of each item) per run of items that follow each other."""
+        if self.retrying is None:
+            return [(self.lo, self.hi, [])]
+        runs: list[tuple[int, int, list[int]]] = []
+        for offset, attempt in self.retrying:
+            if runs and runs[-1][1] == offset:
+                lo, _, attempts = runs[-1]
+                runs[-1] = (lo, offset + 1, [*attempts, attempt])
+            else:
+                runs.append((offset, offset + 1, [attempt]))
+        return runs
 
     def where(self) -> str:
         entry = self.batch.entry
+        if self.retrying is not None:
+            tries = ", ".join(f"{entry.start + o} (attempt {a})" for o, a in self.retrying[:5])
+            more = f" and {self.size - 5} more" if self.size > 5 else ""
+            return (
+                f"job {entry.job_id} batch {entry.index} item{'s' * (self.size > 1)} {tries}{more}"
+            )
         first = entry.start + self.lo
         items = f"item {first}" if self.size == 1 else f"items {first}-{first + self.size - 1}"
         return f"job {entry.job_id} batch {entry.index} {items}"
@@ -97,6 +156,7 @@ class Scheduler:
         #: how many chunks the last batch accepted was cut into
         self.last_chunks = 1
         self.in_pool: set[Chunk] = set()
+        self.retries = RetryHeap()
 
     # ----------------------------------------------------------------- intake
 
@@ -171,7 +231,7 @@ class Scheduler:
         that a batch gives as many chunks as the last one did. So a node of
         large batches holds one at a time, not one per free slot."""
         backlog = len(self.pending) + len(self.suspects)
-        if backlog >= self.processes:
+        if backlog >= self.processes or len(self.batches) >= HELD_PER_PROCESS * self.processes:
             return 0
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
         return -(-slots // max(1, self.last_chunks))
@@ -197,16 +257,63 @@ class Scheduler:
         """Remove and return the batches none of whose chunks has run or is running
         (a stopping node hands them back rather than start them)."""
         started = {id(c.batch) for c in (*self.in_pool, *self.suspects)}
-        unstarted = [b for b in self.batches.values() if not b.blobs and id(b) not in started]
+        unstarted = [
+            b
+            for b in self.batches.values()
+            if not b.blobs and not b.retried and id(b) not in started
+        ]
         gone = {id(b) for b in unstarted}
         self.pending = deque(c for c in self.pending if id(c.batch) not in gone)
         for batch in unstarted:
             del self.batches[key(batch.delivery)]
         return unstarted
 
+    def take_waiting(self, after: float) -> list[Batch]:
+        """Remove and return the batches that only wait for retries, none due
+        before ``after`` (a stopping node cannot finish them in its grace period)."""
+        busy = self._busy()
+        earliest = self.retries.earliest()
+        waiting = [
+            b
+            for b in self.batches.values()
+            if b.retrying and id(b) not in busy and earliest.get(id(b), after) >= after
+        ]
+        for batch in waiting:
+            self.retries.drop(batch)
+            del self.batches[key(batch.delivery)]
+        return waiting
+
+    def ended(self, jobs: Mapping[str, str]) -> list[Completed]:
+        """Jobs that ended (cancelled, gone: job id -> why) while items of theirs
+        wait for retries: their batches that only wait for retries are dropped,
+        to be acknowledged unrecorded (record.lua would refuse them anyway)."""
+        busy = self._busy()
+        out = []
+        for batch in list(self.batches.values()):
+            entry = batch.entry
+            if entry.job_id in jobs and batch.retrying and id(batch) not in busy:
+                dropped = self.retries.drop(batch)
+                log.info(
+                    "job %s batch %s: %s; %d items waiting to retry dropped, batch acknowledged "
+                    "unrecorded",
+                    entry.job_id,
+                    entry.field,
+                    jobs[entry.job_id],
+                    dropped,
+                    extra=batch_extra(entry.job_id, entry.field, retries_dropped=dropped),
+                )
+                out.append(Completed(batch.delivery, "", "", b"", 0, 0))
+        return out
+
+    def _busy(self) -> set[int]:
+        """ids of the batches with a chunk in the pool or waiting to go there."""
+        return {id(c.batch) for c in (*self.in_pool, *self.suspects, *self.pending)}
+
     def release(self, delivery: Delivery) -> None:
-        """The batch is recorded and acknowledged: forget it."""
-        self.batches.pop(key(delivery), None)
+        """The batch is recorded and acknowledged, or handed back: forget it."""
+        batch = self.batches.pop(key(delivery), None)
+        if batch is not None:
+            self.retries.drop(batch)
 
     # ----------------------------------------------------------------- to the pool
 
@@ -219,6 +326,23 @@ class Scheduler:
         if self.pending[0].batch.entry.options.hard_timeout and len(self.in_pool) >= self.processes:
             return None  # its clock must start when it starts: wait for a free process
         return self.pending.popleft()
+
+    def retries_due(self, now: float) -> None:
+        """Items whose retry is due go to the front of the queue, in chunks of
+        their batch's items due together."""
+        chunks = []
+        for batch, due in self.retries.pop_due(now):
+            entry = batch.entry
+            if entry.options.hard_timeout:
+                size = 1
+            else:
+                size = self.sizer.chunksize(entry.fn_ref, len(due), entry.chunksize)
+            chunks += [Chunk.of_retries(batch, due[i : i + size]) for i in range(0, len(due), size)]
+        self.pending.extendleft(reversed(chunks))
+
+    def next_retry(self) -> float | None:
+        """When the earliest retry is due (monotonic seconds)."""
+        return self.retries.next_due()
 
     def sent(self, chunk: Chunk, now: float) -> None:
         hard = chunk.batch.entry.options.hard_timeout
@@ -238,19 +362,26 @@ class Scheduler:
 
     # ----------------------------------------------------------------- from the pool
 
-    def done(self, chunk: Chunk, result: ChunkResult) -> Completed | None:
+    def done(self, chunk: Chunk, result: ChunkResult, now: float | None = None) -> Completed | None:
         self.in_pool.discard(chunk)
         self.sizer.observe(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
-        return self._store(chunk, result.blob, result.failed)
+        now = self.clock() if now is None else now
+        return self._store(chunk.batch, result.parts, result.retries, now)
 
     def error(self, chunk: Chunk, type_name: str, message: str) -> Completed | None:
         """Every item of the chunk fails with the same error (e.g. a hard timeout)."""
         self.in_pool.discard(chunk)
-        return self._store(
-            chunk,
-            self._error_blob(chunk.batch, chunk.lo, chunk.size, type_name, message),
-            chunk.size,
-        )
+        batch = chunk.batch
+        parts = [
+            Part(
+                lo,
+                hi - lo,
+                hi - lo,
+                self._error_blob(batch, lo, hi - lo, type_name, message, tries),
+            )
+            for lo, hi, tries in chunk.runs()
+        ]
+        return self._store(batch, parts, (), self.clock())
 
     def requeue(self, chunk: Chunk) -> None:
         """Run the chunk again (the pool was stopped under it for another's sake)."""
@@ -274,22 +405,25 @@ class Scheduler:
                 "%s: %s", chunk.where(), message, extra=batch_extra(entry.job_id, entry.field)
             )
             return self.error(chunk, "WorkerProcessDied", message)
-        mid = (chunk.lo + chunk.hi) // 2
-        halves = [Chunk(chunk.batch, chunk.lo, mid, True), Chunk(chunk.batch, mid, chunk.hi, True)]
-        self.suspects.extendleft(reversed(halves))
+        self.suspects.extendleft(reversed(chunk.halves()))
         return None
 
     # ----------------------------------------------------------------- batches
 
-    def _store(self, chunk: Chunk, blob: bytes, failed: int) -> Completed | None:
-        batch = chunk.batch
-        # The chunk's inputs are not needed again (its outcomes keep what a retry
-        # needs): free them now rather than with the whole batch.
-        batch.items[chunk.lo : chunk.hi] = itertools.repeat(None, chunk.size)
-        batch.blobs[chunk.lo] = blob
-        batch.failures[chunk.lo] = failed
-        batch.failed += failed
-        batch.remaining -= chunk.size
+    def _store(
+        self, batch: Batch, parts: Sequence[Part], retries: Sequence[Retry], now: float
+    ) -> Completed | None:
+        for part in parts:
+            # Settled items' inputs are not needed again (their outcomes keep what a
+            # retry round needs): free them now rather than with the whole batch.
+            batch.items[part.offset : part.offset + part.size] = itertools.repeat(None, part.size)
+            batch.blobs[part.offset] = part.blob
+            batch.failures[part.offset] = part.failed
+            batch.failed += part.failed
+            batch.remaining -= part.size
+        for retry in retries:
+            self.retries.push(now + retry.delay, batch, retry.offset, retry.attempt)
+        batch.retried += len(retries)
         return self.finish(batch) if batch.remaining == 0 else None
 
     def finish(
@@ -358,19 +492,27 @@ class Scheduler:
 
     @staticmethod
     def _error_blob(
-        batch: Batch, lo: int, count: int, type_name: str, message: str, keep_inputs: bool = True
+        batch: Batch,
+        lo: int,
+        count: int,
+        type_name: str,
+        message: str,
+        attempts: Sequence[int] = (),
+        keep_inputs: bool = True,
     ) -> bytes:
-        """Every item fails with the message; inputs are kept where known, for retries."""
+        """Every item fails with the message; inputs are kept where known, for
+        retry rounds. ``attempts``: the attempt each item made (empty: its first)."""
         kept = batch.items[lo : lo + count] if keep_inputs else []
         if len(kept) == count:
             errors = [[i, type_name, message, "", None, kept[i]] for i in range(count)]
         else:
             errors = [[i, type_name, message, "", None] for i in range(count)]
+        tries = [[i, n] for i, n in enumerate(attempts) if n > 1]
         try:
             codec = get_codec(batch.entry.codec)
         except TaskfanError:
             codec = get_codec("json")
-        return codec.dumps([[None] * count, errors, []])
+        return codec.dumps([[None] * count, errors, tries])
 
 
 def _describe(value: Any) -> str:

@@ -50,6 +50,7 @@ class Counts:
     batches: int = 0
     batches_failed: int = 0  #: batches with at least one failed item
     batches_dead: int = 0  #: batches this node moved to the dead-letter stream
+    items_retried: int = 0  #: attempts made again after an item raised (retries)
 
 
 @dataclass
@@ -88,10 +89,14 @@ class NodeStats:
 
     # ----------------------------------------------------------------- writers (main thread)
 
-    def batch(self, queue: str, fn_ref: str, ok: int, failed: int, dead: bool = False) -> None:
+    def _counts(self, queue: str, fn_ref: str) -> Counts:
         counts = self.counts.get((queue, fn_ref))
         if counts is None:
             counts = self.counts[(queue, fn_ref)] = Counts()
+        return counts
+
+    def batch(self, queue: str, fn_ref: str, ok: int, failed: int, dead: bool = False) -> None:
+        counts = self._counts(queue, fn_ref)
         counts.items_ok += ok
         counts.items_failed += failed
         counts.batches += 1
@@ -107,6 +112,10 @@ class NodeStats:
             self.batch(delivery.queue.name, fn_ref, completed.ok, completed.failed, dead)
         elif dead:  # an entry too broken to name its job
             self.batch(delivery.queue.name, "?", 0, 0, dead=True)
+
+    def retried(self, queue: str, fn_ref: str, items: int) -> None:
+        """``items`` items raised and will be tried again."""
+        self._counts(queue, fn_ref).items_retried += items
 
     def chunk(self, fn_ref: str, items: int, seconds: float) -> None:
         if items <= 0:
@@ -129,6 +138,7 @@ class NodeStats:
             total.batches += counts.batches
             total.batches_failed += counts.batches_failed
             total.batches_dead += counts.batches_dead
+            total.items_retried += counts.items_retried
         return total
 
     def rate(self) -> float:
@@ -162,6 +172,7 @@ class NodeView:
         batches: Callable[[], list[Batch]],
         pool_chunks: Callable[[], int],
         pool_restarts: Callable[[], int],
+        retrying: Callable[[], int] = lambda: 0,
     ) -> None:
         self.node_id = node_id
         self.settings = settings
@@ -170,6 +181,8 @@ class NodeView:
         self.batches = batches
         self.pool_chunks = pool_chunks
         self.pool_restarts = pool_restarts
+        #: items waiting in the node for a retry's backoff
+        self.retrying = retrying
         #: "host:port" of the metrics server, once it runs
         self.metrics_address: str | None = None
         #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
@@ -194,11 +207,13 @@ class NodeView:
             "batches_done": totals.batches,
             "batches_failed": totals.batches_failed,
             "batches_dead": totals.batches_dead,
+            "items_retried": totals.items_retried,
             "reclaims": sum(self.stats.reclaims.copy().values()),
             "pool_restarts": self.pool_restarts(),
             "rate": round(self.stats.rate(), 2),
             "in_flight": len(held),
             "busy": self.pool_chunks(),
+            "retrying": self.retrying(),
             "jobs": ",".join(jobs[:10]),
         }
         if settings.rq_queues:
