@@ -13,9 +13,10 @@ from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
 from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from worker.batches import Chunk
 from worker.child import ChunkResult, Retry, run_chunk
 from worker.redis_io import Completed, Delivery
-from worker.scheduler import HELD_PER_PROCESS, Chunk, Scheduler
+from worker.scheduler import HELD_PER_PROCESS, Scheduler
 from worker.sizing import ChunkSizer
 
 QUEUE = QueueKeys("default")

@@ -9,9 +9,10 @@ from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
 from taskfan.outcomes import ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from worker.batches import Chunk
 from worker.child import ChunkResult, run_chunk
 from worker.redis_io import Completed, Delivery
-from worker.scheduler import Chunk, Scheduler
+from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 
 QUEUE = QueueKeys("default")

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from worker.scheduler import Batch
+from worker.batches import Batch
 
 
 class RetryHeap:

@@ -1,7 +1,10 @@
 """The node's bookkeeping: batches in, chunks out, results joined per batch.
 
 No Redis, no processes, no threads: the node feeds it deliveries and chunk
-results and sends what it returns, so every rule here is tested alone.
+results and sends what it returns, so every rule here is tested alone. What a
+delivered entry must pass to become a batch is ``worker.intake``'s; what a
+finished batch records is ``worker.recorder``'s; the batches and chunks
+themselves are ``worker.batches``.
 
 Rules:
 - a batch is cut into chunks of the job's chunksize, else the node's, else one
@@ -27,17 +30,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from taskfan.codec import get_codec
-from taskfan.errors import ProtocolError, TaskfanError
 from taskfan.logs import batch_extra
-from taskfan.outcomes import encode_result
-from taskfan.protocol import BatchEntry
+from worker.batches import Batch, Chunk, key
 from worker.child import ChunkResult, Retry
 from worker.guard import Guard
+from worker.intake import Intake
 from worker.parts import Part
+from worker.recorder import Recorder
 from worker.redis_io import Completed, Delivery
 from worker.retries import RetryHeap
 from worker.sizing import ChunkSizer
@@ -46,93 +46,6 @@ log = logging.getLogger(__name__)
 
 #: batches a node holds per process, at most (reached only when many wait for retries)
 HELD_PER_PROCESS = 64
-
-
-@dataclass(eq=False)
-class Batch:
-    """A batch this node holds: its entry, its items and the chunks' results so far."""
-
-    delivery: Delivery
-    entry: BatchEntry
-    items: list[Any]
-    started: float
-    #: offset of a part's first item -> its blob (``worker.parts``: a chunk, or a run of one)
-    blobs: dict[int, bytes] = field(default_factory=dict)
-    #: offset of a part's first item -> its failed items
-    failures: dict[int, int] = field(default_factory=dict)
-    failed: int = 0
-    remaining: int = 0  #: items without their final outcome, those waiting to retry included
-    retrying: int = 0  #: items waiting for a retry (``worker.retries``)
-    retried: int = 0  #: retries so far
-    dropped: bool = False  #: given up (handed back, or its job ended): its retries are void
-
-
-@dataclass(eq=False)
-class Chunk:
-    """Items ``lo`` to ``hi - 1`` of a batch, or, for a chunk of retries, the
-    items ``retrying`` names ((offset, attempt) each; ``lo`` and ``hi`` span them)."""
-
-    batch: Batch
-    lo: int
-    hi: int
-    suspect: bool = False  #: was in a pool that broke; runs alone
-    deadline: float | None = None  #: monotonic time its hard timeout ends, once in the pool
-    retrying: tuple[tuple[int, int], ...] | None = None
-
-    @classmethod
-    def of_retries(
-        cls, batch: Batch, retrying: Sequence[tuple[int, int]], suspect: bool = False
-    ) -> Chunk:
-        return cls(batch, retrying[0][0], retrying[-1][0] + 1, suspect, retrying=tuple(retrying))
-
-    @property
-    def size(self) -> int:
-        return self.hi - self.lo if self.retrying is None else len(self.retrying)
-
-    def items(self) -> list[Any]:
-        if self.retrying is None:
-            return self.batch.items[self.lo : self.hi]
-        return [self.batch.items[offset] for offset, _ in self.retrying]
-
-    def halves(self) -> list[Chunk]:
-        """Two suspects of half the items each."""
-        if self.retrying is None:
-            mid = (self.lo + self.hi) // 2
-            return [Chunk(self.batch, self.lo, mid, True), Chunk(self.batch, mid, self.hi, True)]
-        mid = len(self.retrying) // 2
-        return [
-            Chunk.of_retries(self.batch, half, True)
-            for half in (self.retrying[:mid], self.retrying[mid:])
-        ]
-
-    def runs(self) -> list[tuple[int, int, list[int]]]:
-        """(lo, hi, attempt of each item) per run of items that follow each other."""
-        if self.retrying is None:
-            return [(self.lo, self.hi, [])]
-        runs: list[tuple[int, int, list[int]]] = []
-        for offset, attempt in self.retrying:
-            if runs and runs[-1][1] == offset:
-                lo, _, attempts = runs[-1]
-                runs[-1] = (lo, offset + 1, [*attempts, attempt])
-            else:
-                runs.append((offset, offset + 1, [attempt]))
-        return runs
-
-    def where(self) -> str:
-        entry = self.batch.entry
-        if self.retrying is not None:
-            tries = ", ".join(f"{entry.start + o} (attempt {a})" for o, a in self.retrying[:5])
-            more = f" and {self.size - 5} more" if self.size > 5 else ""
-            return (
-                f"job {entry.job_id} batch {entry.index} item{'s' * (self.size > 1)} {tries}{more}"
-            )
-        first = entry.start + self.lo
-        items = f"item {first}" if self.size == 1 else f"items {first}-{first + self.size - 1}"
-        return f"job {entry.job_id} batch {entry.index} {items}"
-
-
-def key(delivery: Delivery) -> tuple[str, bytes]:
-    return (delivery.queue.name, delivery.entry_id)
 
 
 class Scheduler:
@@ -150,6 +63,8 @@ class Scheduler:
         self.max_deliveries = max_deliveries
         #: signatures, refusals and limits (worker.guard); the default checks nothing
         self.guard = guard or Guard()
+        self.recorder = Recorder(self.guard, sizer, clock)
+        self.intake = Intake(self.guard, max_deliveries, self.recorder)
         self.batches: dict[tuple[str, bytes], Batch] = {}
         self.pending: deque[Chunk] = deque()
         self.suspects: deque[Chunk] = deque()
@@ -161,51 +76,10 @@ class Scheduler:
     # ----------------------------------------------------------------- intake
 
     def accept(self, delivery: Delivery, now: float | None = None) -> Completed | None:
-        """Take a delivered entry; returns a Completed when there is nothing to run."""
-        where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
-        extra = _named(delivery)
-        if extra:
-            where += f" (job {extra['job']} batch {extra['batch']})"
-        if delivery.fields is None:
-            return Completed(delivery, "", "", b"", 0, 0)
-        started = time.monotonic() if now is None else now
-        bad_signature = self.guard.bad_signature(delivery)
-        if bad_signature is not None:
-            return self._reject_unverified(delivery, where, bad_signature, started)
-        try:
-            entry = BatchEntry.parse(delivery.fields, where)
-        except ProtocolError as exc:
-            log.warning("%s: dead-lettered: %s", where, exc, extra=extra)
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
-        if delivery.skip:
-            log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
-            return Completed(delivery, "", "", b"", 0, 0)
-        batch = Batch(delivery, entry, [], started, remaining=entry.count)
-        refusal = self.guard.refusal(entry)
-        if refusal is not None:
-            type_name, reason = refusal
-            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
-            return self.fail_batch(batch, type_name, reason, dead=True)
-        try:
-            items = get_codec(entry.codec).loads(entry.payload)
-            if not isinstance(items, list) or len(items) != entry.count:
-                raise ProtocolError(
-                    f"payload holds {_describe(items)}, expected {entry.count} items"
-                )
-        except Exception as exc:  # a bad payload fails its items, never the node
-            reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
-            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
-            return self.fail_batch(batch, "BadBatch", reason, dead=True)
-        batch.items = items
-        if delivery.deliveries > self.max_deliveries:
-            reason = (
-                f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
-                f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
-                "cut off)"
-            )
-            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
-            return self.fail_batch(batch, "DeliveryLimit", reason, dead=True)
-        return self.admit(batch)
+        """Take a delivered entry (``worker.intake``); returns a Completed when
+        there is nothing to run."""
+        taken = self.intake.take(delivery, time.monotonic() if now is None else now)
+        return taken if isinstance(taken, Completed) else self.admit(taken)
 
     def admit(self, batch: Batch) -> Completed | None:
         """Take a batch whose entry and items are known: cut it into chunks.
@@ -214,7 +88,7 @@ class Scheduler:
         from a stream entry (the RQ source's, ``worker.rq_source``)."""
         entry = batch.entry
         if entry.count == 0:
-            return self.finish(batch)
+            return self.recorder.finish(batch)
         self.batches[key(batch.delivery)] = batch
         if entry.options.hard_timeout:
             size = 1
@@ -235,23 +109,6 @@ class Scheduler:
             return 0
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
         return -(-slots // max(1, self.last_chunks))
-
-    def _reject_unverified(
-        self, delivery: Delivery, where: str, reason: str, started: float
-    ) -> Completed:
-        """Dead-letter an unsigned or changed entry; record its items as failed,
-        unsigned, when it names a job that exists (see worker.guard)."""
-        assert delivery.fields is not None
-        message = f"{where}: {reason}"  # ``where`` names the job and batch it claims
-        try:
-            entry: BatchEntry | None = BatchEntry.parse(delivery.fields, where)
-        except ProtocolError:
-            entry = None
-        log.warning("%s: dead-lettered: %s", where, reason, extra=_named(delivery))
-        if entry is None or delivery.skip:
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=message)
-        batch = Batch(delivery, entry, [], started, remaining=entry.count)
-        return self.fail_batch(batch, "BadSignature", message, dead=True, signed=False)
 
     def take_unstarted(self) -> list[Batch]:
         """Remove and return the batches none of whose chunks has run or is running
@@ -377,7 +234,7 @@ class Scheduler:
                 lo,
                 hi - lo,
                 hi - lo,
-                self._error_blob(batch, lo, hi - lo, type_name, message, tries),
+                self.recorder.error_blob(batch, lo, hi - lo, type_name, message, tries),
             )
             for lo, hi, tries in chunk.runs()
         ]
@@ -424,111 +281,4 @@ class Scheduler:
         for retry in retries:
             self.retries.push(now + retry.delay, batch, retry.offset, retry.attempt)
         batch.retried += len(retries)
-        return self.finish(batch) if batch.remaining == 0 else None
-
-    def finish(
-        self, batch: Batch, dead_reason: str | None = None, signed: bool = True
-    ) -> Completed:
-        """The batch's result entry, kept under max_batch_bytes and signed (unless
-        ``signed`` is False: see worker.guard)."""
-        entry = batch.entry
-        result = self._encode(batch)
-        if len(result) > self.guard.limits.max_batch_bytes:
-            log.warning(
-                "job %s batch %s: its results encode to %d bytes, over max_batch_bytes; "
-                "the items of its largest chunks fail instead",
-                entry.job_id,
-                entry.field,
-                len(result),
-            )
-            batch.failed += self.guard.fit(
-                batch.blobs,
-                batch.failures,
-                entry.count,
-                len(result),
-                lambda lo, n, message: self._error_blob(
-                    batch, lo, n, "ResultTooLarge", message, keep_inputs=False
-                ),
-            )
-            result = self._encode(batch)
-        if signed:
-            result = self.guard.seal(entry, result)
-        ok = entry.count - batch.failed
-        completed = Completed(
-            batch.delivery, entry.job_id, entry.field, result, ok, batch.failed, dead_reason
-        )
-        if dead_reason is None:
-            cost = self.sizer.to_publish(entry.fn_ref, self.clock())
-            if cost is not None:
-                completed.cost = (entry.fn_ref, cost)
-        return completed
-
-    @staticmethod
-    def _encode(batch: Batch) -> bytes:
-        entry = batch.entry
-        blobs = [batch.blobs[lo] for lo in sorted(batch.blobs)]
-        return encode_result(entry.start, entry.count, batch.failed, blobs, entry.offsets)
-
-    def fail_batch(
-        self, batch: Batch, type_name: str, message: str, dead: bool, signed: bool = True
-    ) -> Completed:
-        entry = batch.entry
-        count = entry.count
-        if not self.guard.can_record_failures(count, message):
-            # Too many items to record as failed within max_batch_bytes: the entry
-            # still leaves the queue, but its job will not finish.
-            log.warning(
-                "job %s batch %s: %d items are too many to record as failed; dead-lettered only",
-                entry.job_id,
-                entry.field,
-                count,
-            )
-            return Completed(batch.delivery, "", "", b"", 0, 0, dead_reason=message)
-        batch.blobs = {0: self._error_blob(batch, 0, count, type_name, message)}
-        batch.failures = {0: count}
-        batch.failed = count
-        batch.remaining = 0
-        return self.finish(batch, dead_reason=message if dead else None, signed=signed)
-
-    @staticmethod
-    def _error_blob(
-        batch: Batch,
-        lo: int,
-        count: int,
-        type_name: str,
-        message: str,
-        attempts: Sequence[int] = (),
-        keep_inputs: bool = True,
-    ) -> bytes:
-        """Every item fails with the message; inputs are kept where known, for
-        retry rounds. ``attempts``: the attempt each item made (empty: its first)."""
-        kept = batch.items[lo : lo + count] if keep_inputs else []
-        if len(kept) == count:
-            errors = [[i, type_name, message, "", None, kept[i]] for i in range(count)]
-        else:
-            errors = [[i, type_name, message, "", None] for i in range(count)]
-        tries = [[i, n] for i, n in enumerate(attempts) if n > 1]
-        try:
-            codec = get_codec(batch.entry.codec)
-        except TaskfanError:
-            codec = get_codec("json")
-        return codec.dumps([[None] * count, errors, tries])
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, list):
-        return f"{len(value)} items"
-    return f"a {type(value).__name__}, not a list"
-
-
-def _named(delivery: Delivery) -> dict[str, Any]:
-    """The job and batch an entry names, for log lines, as far as it names them."""
-    fields = delivery.fields or {}
-    job, batch = fields.get(b"j"), fields.get(b"b")
-    if job is None:
-        return {}
-    text = batch.decode("utf-8", "replace") if batch is not None else "?"
-    if b"r" in fields:
-        text += "." + fields[b"r"].decode("utf-8", "replace")
-    # Anyone can write an entry: a name of a megabyte must not make every line one.
-    return batch_extra(job[:64].decode("utf-8", "replace"), text[:64])
+        return self.recorder.finish(batch) if batch.remaining == 0 else None

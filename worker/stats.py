@@ -30,8 +30,8 @@ from taskfan import __version__
 from taskfan.settings import Settings
 
 if TYPE_CHECKING:
+    from worker.batches import Batch
     from worker.redis_io import Completed
-    from worker.scheduler import Batch
 
 #: upper bounds (seconds) of the item duration histogram's buckets; +Inf is implied
 DURATION_BUCKETS = (

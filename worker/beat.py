@@ -1,0 +1,87 @@
+"""What a node's heartbeat thread does after each beat, besides renewing leases
+and publishing the node record (``worker.io_threads.Heartbeat``).
+
+- Samples queue depths for the metrics (``--metrics-port``), so a scrape never
+  waits on Redis.
+- Checks that the jobs of items waiting to retry (``worker.retries``) are still
+  active: one round trip per beat, only while items wait. A cancelled or
+  vanished job is posted to the main thread (``("ended", {job: why})``), which
+  lets its batches go instead of holding them until their retries are due.
+- Renews the RQ source's leases (``--rq-queue``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import TYPE_CHECKING, Any
+
+from taskfan.settings import Settings
+from worker.redis_io import NodeRedis
+from worker.retries import RetryHeap
+from worker.stats import NodeView
+
+if TYPE_CHECKING:
+    from worker.metrics import MetricsServer
+    from worker.rq_source import RqSource
+
+log = logging.getLogger(__name__)
+
+
+class BeatDuties:
+    def __init__(
+        self,
+        node_id: str,
+        settings: Settings,
+        node_redis: NodeRedis,
+        view: NodeView,
+        retries: RetryHeap,
+        events: queue.Queue[tuple[Any, ...]],
+        rq: RqSource | None,
+    ) -> None:
+        self.id = node_id
+        self.settings = settings
+        self.redis = node_redis
+        self.view = view
+        self.retries = retries
+        self.events = events
+        self._rq = rq
+        self._metrics: MetricsServer | None = None
+
+    def start_metrics(self) -> None:
+        from worker.metrics import MetricsServer
+
+        settings = self.settings
+        assert settings.metrics_port is not None
+        self._metrics = MetricsServer(self.view, settings.metrics_host, settings.metrics_port)
+        self.view.metrics_address = self._metrics.address
+        log.info(
+            "node %s: Prometheus metrics on http://%s/metrics", self.id, self.view.metrics_address
+        )
+
+    def __call__(self) -> None:
+        """After each heartbeat (heartbeat thread): the metrics' queue depths, the
+        jobs of items waiting to retry, and the RQ source's leases."""
+        self._sample_queues()
+        self._check_retrying_jobs()
+        if self._rq is not None:
+            self._rq.beat()
+
+    def _check_retrying_jobs(self) -> None:
+        """A job cancelled (or gone) while items of it wait to retry: tell the main
+        thread, which drops them rather than hold the batch until they are due.
+        One round trip per heartbeat, only while items wait."""
+        jobs = sorted(self.retries.jobs.copy())  # one C call: safe off the main thread
+        if jobs:
+            ended = self.redis.ended(jobs)
+            if ended:
+                self.events.put(("ended", ended))
+
+    def _sample_queues(self) -> None:
+        """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""
+        if self._metrics is not None:
+            self.view.queues = self.redis.queue_depths()
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()

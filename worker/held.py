@@ -1,0 +1,79 @@
+"""The stream entries a node holds, and handing them back.
+
+The main thread adds an entry when it accepts a batch and removes it once the
+batch is recorded and acknowledged, or handed back; the heartbeat thread reads
+a snapshot each beat and renews their leases (``XCLAIM ... JUSTID``). Handing
+back claims them with a large idle time, so that other nodes reclaim them at
+their next check instead of after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from taskfan.keys import QueueKeys
+from worker.io_threads import REDIS_ERRORS
+from worker.redis_io import Delivery, NodeRedis
+
+log = logging.getLogger(__name__)
+
+
+class HeldEntries:
+    def __init__(self, node_redis: NodeRedis, visibility_timeout: float) -> None:
+        self.redis = node_redis
+        self.visibility_timeout = visibility_timeout
+        self._lock = threading.Lock()
+        self._held: dict[QueueKeys, set[bytes]] = {}
+
+    def hold(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
+
+    def forget(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.get(delivery.queue, set()).discard(delivery.entry_id)
+
+    def snapshot(self) -> dict[QueueKeys, list[Any]]:
+        with self._lock:
+            return {q: sorted(ids) for q, ids in self._held.items() if ids}
+
+    def hand_back(self, held: dict[QueueKeys, list[Any]] | None = None) -> None:
+        """Make batches (all held, unless given) reclaimable by others at once."""
+        held = self.snapshot() if held is None else held
+        idle_ms = int(self.visibility_timeout * 1000) * 2
+        try:
+            self.redis.hand_back(held, idle_ms)
+            log.info("handed %d unfinished batches back", sum(map(len, held.values())))
+        except REDIS_ERRORS as exc:
+            log.warning("could not hand batches back (others reclaim them later): %s", exc)
+
+    def hand_back_late_reads(self, events: queue.Queue[tuple[Any, ...]]) -> list[Delivery]:
+        """Batches a read delivered after the loop ended go straight back (RQ's
+        batches: returned, for the RQ source to hand back)."""
+        late, late_rq = late_reads(events)
+        if late:
+            self.hand_back(late)
+        return late_rq
+
+
+def late_reads(
+    events: queue.Queue[tuple[Any, ...]],
+) -> tuple[dict[QueueKeys, list[Any]], list[Delivery]]:
+    """What reads delivered after the node's loop ended, left in its events: the
+    stream entries to hand back, and the RQ source's batches (for it to hand back)."""
+    late: dict[QueueKeys, list[Any]] = {}
+    late_rq: list[Delivery] = []
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            break
+        if event[0] == "read":
+            for delivery in event[1]:
+                late.setdefault(delivery.queue, []).append(delivery.entry_id)
+        elif event[0] == "rq-read":
+            late_rq += [batch.delivery for batch in event[1]]
+    return late, late_rq

@@ -1,0 +1,115 @@
+"""A delivered stream entry becomes a batch to run, or a Completed saying why not.
+
+In order, before anything of the entry is decoded or imported: an entry
+deleted meanwhile is acknowledged; the signature is checked on the raw fields
+(``worker.guard``); the fields are parsed (``taskfan.protocol``); a batch of a
+cancelled or vanished job is skipped; the guard's refusals apply; then the
+payload is decoded and the delivery count checked. A bad entry is dead-lettered
+with the reason, its items recorded as failed when its job is known: no entry
+can crash a node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from taskfan.codec import get_codec
+from taskfan.errors import ProtocolError
+from taskfan.logs import batch_extra
+from taskfan.protocol import BatchEntry
+from worker.batches import Batch
+from worker.guard import Guard
+from worker.recorder import Recorder
+from worker.redis_io import Completed, Delivery
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(self, guard: Guard, max_deliveries: int, recorder: Recorder) -> None:
+        self.guard = guard
+        self.max_deliveries = max_deliveries
+        self.recorder = recorder
+
+    def take(self, delivery: Delivery, started: float) -> Batch | Completed:
+        """The batch to run, or a Completed when there is nothing to run."""
+        where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
+        extra = _named(delivery)
+        if extra:
+            where += f" (job {extra['job']} batch {extra['batch']})"
+        if delivery.fields is None:
+            return Completed(delivery, "", "", b"", 0, 0)
+        bad_signature = self.guard.bad_signature(delivery)
+        if bad_signature is not None:
+            return self._reject_unverified(delivery, where, bad_signature, started)
+        try:
+            entry = BatchEntry.parse(delivery.fields, where)
+        except ProtocolError as exc:
+            log.warning("%s: dead-lettered: %s", where, exc, extra=extra)
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
+        if delivery.skip:
+            log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
+            return Completed(delivery, "", "", b"", 0, 0)
+        batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        refusal = self.guard.refusal(entry)
+        if refusal is not None:
+            type_name, reason = refusal
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
+            return self.recorder.fail_batch(batch, type_name, reason, dead=True)
+        try:
+            items = get_codec(entry.codec).loads(entry.payload)
+            if not isinstance(items, list) or len(items) != entry.count:
+                raise ProtocolError(
+                    f"payload holds {_describe(items)}, expected {entry.count} items"
+                )
+        except Exception as exc:  # a bad payload fails its items, never the node
+            reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
+            return self.recorder.fail_batch(batch, "BadBatch", reason, dead=True)
+        batch.items = items
+        if delivery.deliveries > self.max_deliveries:
+            reason = (
+                f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
+                f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
+                "cut off)"
+            )
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
+            return self.recorder.fail_batch(batch, "DeliveryLimit", reason, dead=True)
+        return batch
+
+    def _reject_unverified(
+        self, delivery: Delivery, where: str, reason: str, started: float
+    ) -> Completed:
+        """Dead-letter an unsigned or changed entry; record its items as failed,
+        unsigned, when it names a job that exists (see worker.guard)."""
+        assert delivery.fields is not None
+        message = f"{where}: {reason}"  # ``where`` names the job and batch it claims
+        try:
+            entry: BatchEntry | None = BatchEntry.parse(delivery.fields, where)
+        except ProtocolError:
+            entry = None
+        log.warning("%s: dead-lettered: %s", where, reason, extra=_named(delivery))
+        if entry is None or delivery.skip:
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=message)
+        batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        return self.recorder.fail_batch(batch, "BadSignature", message, dead=True, signed=False)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} items"
+    return f"a {type(value).__name__}, not a list"
+
+
+def _named(delivery: Delivery) -> dict[str, Any]:
+    """The job and batch an entry names, for log lines, as far as it names them."""
+    fields = delivery.fields or {}
+    job, batch = fields.get(b"j"), fields.get(b"b")
+    if job is None:
+        return {}
+    text = batch.decode("utf-8", "replace") if batch is not None else "?"
+    if b"r" in fields:
+        text += "." + fields[b"r"].decode("utf-8", "replace")
+    # Anyone can write an entry: a name of a megabyte must not make every line one.
+    return batch_extra(job[:64].decode("utf-8", "replace"), text[:64])

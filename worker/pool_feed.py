@@ -1,0 +1,155 @@
+"""The node's side of its process pool: chunks in, chunk results out.
+
+The main thread puts in the pool what the scheduler says to run (``submit``); a
+pool callback posts ``("done", chunk, future)`` to the node's events, and the
+main thread settles it (``done``): a result (its outcomes, and items to retry),
+a dead process (the pool is rebuilt and the chunk becomes a suspect), or an
+error the pool raised. ``enforce_deadlines`` kills the pool under a chunk past
+its hard timeout. Each chunk's future is kept with the pool generation it went
+to, so a broken pool's late callbacks are told apart from the new pool's.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+from taskfan.logs import batch_extra
+from taskfan.settings import Settings
+from worker.batches import Chunk
+from worker.child import ChunkResult, run_chunk
+from worker.pool import Pool
+from worker.redis_io import Completed
+from worker.scheduler import Scheduler
+from worker.stats import NodeStats
+
+if TYPE_CHECKING:
+    from worker.rq_source import RqSource
+
+log = logging.getLogger(__name__)
+
+
+class PoolFeed:
+    def __init__(
+        self,
+        settings: Settings,
+        scheduler: Scheduler,
+        stats: NodeStats,
+        events: queue.Queue[tuple[Any, ...]],
+        rq: RqSource | None,
+        complete: Callable[[Completed | None], None],
+    ) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+        self.stats = stats
+        self.events = events
+        self._rq = rq
+        #: called with what a settled chunk completed (a batch, or None)
+        self._complete = complete
+        self.pool: Pool | None = None
+        #: the future of each chunk in the pool, and the pool generation it went to
+        self._futures: dict[Chunk, tuple[Future[ChunkResult], int]] = {}
+        self._last_cause = "cause unknown"
+
+    def start(self) -> None:
+        settings = self.settings
+        self.pool = Pool(settings.processes, settings.start_method, list(settings.paths))
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts if self.pool else 0
+
+    def shutdown(self, wait: bool) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=wait)
+
+    def submit(self) -> None:
+        """Put in the pool what the scheduler says to run now."""
+        if self.pool is None:
+            return
+        self.scheduler.retries_due(time.monotonic())
+        while (chunk := self.scheduler.next_chunk()) is not None:
+            entry = chunk.batch.entry
+            rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
+            # an RQ job's own function is checked against the allowlist (rq_adapter.run_job)
+            allow = () if rq else self.settings.allow
+            try:
+                future = self.pool.submit(
+                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, chunk.items(),
+                    entry.options, allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying,
+                )  # fmt: skip
+            except BrokenProcessPool:
+                # The pool broke under chunks still in it; their callbacks rebuild it.
+                self.scheduler.unsent(chunk)
+                return
+            self.scheduler.sent(chunk, time.monotonic())
+            if rq:
+                assert self._rq is not None
+                self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
+            self._futures[chunk] = (future, self.pool.generation)
+            future.add_done_callback(self._on_done(chunk))
+
+    def _on_done(self, chunk: Chunk) -> Any:
+        """A pool callback (it runs in the pool's thread): hand the result to the loop."""
+        return lambda future: self.events.put(("done", chunk, future))
+
+    def done(self, chunk: Chunk, future: Future[ChunkResult]) -> None:
+        """A chunk's future is done (its event came back to the main thread)."""
+        assert self.pool is not None
+        current = self._futures.get(chunk)
+        if current is None or current[0] is not future:
+            return  # a stale future: the chunk was settled or sent again meanwhile
+        del self._futures[chunk]
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            if current[1] == self.pool.generation:
+                self._last_cause = self.pool.death_cause()
+                log.warning(
+                    "%s: a pool process died (%s); rebuilding the pool",
+                    chunk.where(),
+                    self._last_cause,
+                    extra=_chunk_extra(chunk),
+                )
+                self.pool.rebuild()
+            self._complete(self.scheduler.crashed(chunk, self._last_cause))
+            return
+        except Exception as exc:  # e.g. the items could not be pickled for the pool
+            log.warning("%s: failed in the pool: %r", chunk.where(), exc, extra=_chunk_extra(chunk))
+            self._complete(
+                self.scheduler.error(
+                    chunk, type(exc).__name__, f"the node could not run this item: {exc}"
+                )
+            )
+            return
+        entry = chunk.batch.entry
+        self.stats.chunk(entry.fn_ref, chunk.size, result.seconds)
+        if result.retries:
+            self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
+        self._complete(self.scheduler.done(chunk, result, time.monotonic()))
+
+    def enforce_deadlines(self) -> None:
+        """Kill the pool under a chunk past its hard timeout; rerun the others."""
+        expired = self.scheduler.expired(time.monotonic())
+        if not expired or self.pool is None:
+            return
+        for chunk in expired:
+            limit = chunk.batch.entry.options.hard_timeout
+            message = f"the item ran past its hard timeout of {limit}s and its process was killed"
+            log.warning("%s: %s", chunk.where(), message, extra=_chunk_extra(chunk))
+            del self._futures[chunk]
+            self._complete(self.scheduler.error(chunk, "HardTimeout", message))
+        # Killing the pool fails every chunk in it; the others simply run again.
+        self.pool.rebuild()
+        for chunk in list(self.scheduler.in_pool):
+            del self._futures[chunk]
+            self.scheduler.requeue(chunk)
+
+
+def _chunk_extra(chunk: Chunk) -> dict[str, Any]:
+    return batch_extra(chunk.batch.entry.job_id, chunk.batch.entry.field)
