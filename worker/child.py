@@ -141,17 +141,12 @@ def run_chunk(
     """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
-    if retrying is None:
-        offsets: Sequence[int] = range(first, first + len(items))
-        attempts: list[int] = []
-    else:
-        offsets = [offset for offset, _ in retrying]
-        attempts = [attempt for _, attempt in retrying]
     try:
         fn = _function(fn_ref, tuple(allow))
     except FunctionReferenceError as exc:
         errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
         nothing = [None] * len(items)
+        offsets, attempts = _places(first, len(items), retrying)
         return ChunkResult(
             encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes), 0.0
         )
@@ -169,9 +164,19 @@ def run_chunk(
         seconds = time.perf_counter() - started
         blob, failed = encode(values, errors, [], codec, max_result_bytes)
         return ChunkResult((Part(first, len(items), failed, blob),), seconds)
+    offsets, attempts = _places(first, len(items), retrying)
     return _run_with_options(
         fn, call_mode, items, options, codec, max_result_bytes, offsets, attempts
     )
+
+
+def _places(
+    first: int, count: int, retrying: Sequence[tuple[int, int]] | None
+) -> tuple[Sequence[int], list[int]]:
+    """Each item's offset in its batch, and the attempt it makes (empty: its first)."""
+    if retrying is None:
+        return range(first, first + count), []
+    return [offset for offset, _ in retrying], [attempt for _, attempt in retrying]
 
 
 def _run_with_options(

@@ -131,7 +131,7 @@ class PoolFeed:
         self.stats.chunk(entry.fn_ref, chunk.size, result.seconds)
         if result.retries:
             self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
-        self._complete(self.scheduler.done(chunk, result, time.monotonic()))
+        self._complete(self.scheduler.done(chunk, result))  # retries due by its clock
 
     def enforce_deadlines(self) -> None:
         """Kill the pool under a chunk past its hard timeout; rerun the others."""

@@ -220,10 +220,12 @@ class Scheduler:
     # ----------------------------------------------------------------- from the pool
 
     def done(self, chunk: Chunk, result: ChunkResult, now: float | None = None) -> Completed | None:
+        """The pool ran the chunk; its retries are due from ``now`` (default: the clock)."""
         self.in_pool.discard(chunk)
         self.sizer.observe(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
-        now = self.clock() if now is None else now
-        return self._store(chunk.batch, result.parts, result.retries, now)
+        if result.retries and now is None:
+            now = self.clock()
+        return self._store(chunk.batch, result.parts, result.retries, now or 0.0)
 
     def error(self, chunk: Chunk, type_name: str, message: str) -> Completed | None:
         """Every item of the chunk fails with the same error (e.g. a hard timeout)."""
@@ -278,7 +280,8 @@ class Scheduler:
             batch.failures[part.offset] = part.failed
             batch.failed += part.failed
             batch.remaining -= part.size
-        for retry in retries:
-            self.retries.push(now + retry.delay, batch, retry.offset, retry.attempt)
-        batch.retried += len(retries)
+        if retries:
+            for retry in retries:
+                self.retries.push(now + retry.delay, batch, retry.offset, retry.attempt)
+            batch.retried += len(retries)
         return self.recorder.finish(batch) if batch.remaining == 0 else None
