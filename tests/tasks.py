@@ -177,3 +177,15 @@ def slow_first(path: str, seconds: float) -> int:
     if calls == 1:
         spin_on(0, 0, limit=seconds)
     return calls
+
+
+def count_until(path: str, release: str, limit: float = 60.0) -> int:
+    """Count the call in the file ``path``, then wait (at most ``limit`` seconds)
+    until the file ``release`` exists; the number of calls."""
+    counter = Path(path)
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    deadline = time.monotonic() + limit
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return calls

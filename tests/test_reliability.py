@@ -264,3 +264,31 @@ def test_a_stopping_node_hands_back_what_it_has_not_started_and_what_outlives_it
     wait_until(lambda: job.progress().done == 9, timeout=30,
                message="the quick items ran elsewhere before their leases lapsed")  # fmt: skip
     assert job.cancel()  # no need to wait for the 30 s item
+
+
+def test_a_node_that_reclaims_a_batch_it_still_runs_does_not_run_it_twice(
+    start_worker: StartWorker, client: Client, r: redis.Redis, tmp_path: Path
+) -> None:
+    # A node's heartbeats can stall past the visibility timeout (a paused VM, a
+    # swapped-out process); its own XAUTOCLAIM then hands it an entry it holds.
+    leases = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "1"}
+    worker = start_worker(processes=1, env=leases)
+    counter, release = tmp_path / "calls", tmp_path / "release"
+    job = client.map(tasks.count_until, [(str(counter), str(release))], star=True)
+    wait_until(counter.exists, timeout=30, message="the item running")
+    stream = QueueKeys("default").stream
+
+    def lapsed_and_reclaimed() -> bool:
+        for pending in r.xpending_range(stream, GROUP, "-", "+", 10):
+            # the node still owns the entry, but its lease looks lapsed
+            owner = pending["consumer"]
+            assert isinstance(owner, bytes)
+            r.xclaim(stream, GROUP, owner, 0, [pending["message_id"]], idle=60_000, justid=True)
+        return "not running it twice" in worker.log()
+
+    wait_until(lapsed_and_reclaimed, timeout=30, message=lambda: worker.log())
+    release.write_text("go")
+    assert job.wait(timeout=30)
+    assert list(job.results()) == [1]
+    assert counter.read_text() == "1"  # the item ran once
+    assert worker.stop() == 0

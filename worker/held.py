@@ -32,6 +32,10 @@ class HeldEntries:
         with self._lock:
             self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
 
+    def holds(self, delivery: Delivery) -> bool:
+        with self._lock:
+            return delivery.entry_id in self._held.get(delivery.queue, ())
+
     def forget(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.get(delivery.queue, set()).discard(delivery.entry_id)

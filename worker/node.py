@@ -271,6 +271,18 @@ class Node:
             self._release(event[1])
 
     def _accept(self, delivery: Delivery) -> None:
+        if self._held.holds(delivery):
+            # Our own XAUTOCLAIM took back an entry we still run: its lease lapsed
+            # (heartbeats stalled past the visibility timeout). The claim renewed
+            # it; running it twice here would record it twice.
+            batch = self.scheduler.batches.get(key(delivery))
+            name = f"job {batch.entry.job_id} batch {batch.entry.index}" if batch else "batch"
+            log.warning(
+                "queue %s: %s (entry %s) was reclaimed by this node, which still holds it "
+                "(its heartbeats stalled past the visibility timeout); not running it twice",
+                delivery.queue.name, name, delivery.entry_id.decode(),
+            )  # fmt: skip
+            return
         if delivery.fields is not None and not delivery.skip:
             self._held.hold(delivery)
         if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
