@@ -36,7 +36,7 @@ from taskfan.cli import log_options
 from taskfan.connection import check
 from taskfan.errors import ConfigError
 from taskfan.keys import JobKeys
-from taskfan.protocol import CallMode
+from taskfan.options import CallMode
 from taskfan.refs import reference
 from taskfan.settings import Settings
 from taskfan.signing import read_secret_file

@@ -16,7 +16,8 @@ from producer.status import age, rate, render_jobs, render_nodes, table
 from taskfan.cli import log_options
 from taskfan.connection import translate_errors
 from taskfan.keys import JobKeys
-from taskfan.protocol import DEFAULT_OPTIONS, JobMeta
+from taskfan.meta import JobMeta
+from taskfan.options import DEFAULT_OPTIONS
 
 
 @click.command()

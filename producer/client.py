@@ -16,7 +16,7 @@ from taskfan.connection import RedisClient, connect, translate_errors
 from taskfan.errors import ConfigError, PickleRefused
 from taskfan.keys import QueueKeys
 from taskfan.limits import Limits
-from taskfan.protocol import CallMode, TaskOptions
+from taskfan.options import CallMode, TaskOptions
 from taskfan.refs import reference
 from taskfan.settings import DEFAULT_RESULT_TTL, Settings
 from taskfan.signing import Keyring

@@ -43,7 +43,8 @@ from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.protocol import BatchEntry, JobMeta
+from taskfan.meta import JobMeta
+from taskfan.protocol import BatchEntry
 from taskfan.signing import SIGNATURE_FIELD, Keyring
 
 #: fields dead_letter.lua adds in front of the entry's own

@@ -39,8 +39,9 @@ from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import EncodeError, LimitExceeded
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
+from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 from taskfan.pipelines import Sequenced
-from taskfan.protocol import DEFAULT_OPTIONS, BatchEntry, CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
 from taskfan.signing import META_SIGNATURE_FIELD, Keyring
 
 FLUSH_BATCHES = 16

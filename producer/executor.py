@@ -41,9 +41,10 @@ from taskfan.errors import (
 )
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
+from taskfan.options import CallMode
 from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.pipelines import Sequenced
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import BatchEntry
 from taskfan.refs import reference
 
 

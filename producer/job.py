@@ -31,8 +31,9 @@ from taskfan.connection import translate_errors
 from taskfan.errors import JobCancelled, JobNotFound, LimitExceeded, ProtocolError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
+from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
-from taskfan.protocol import BatchEntry, JobMeta, JobState
+from taskfan.protocol import BatchEntry
 
 if TYPE_CHECKING:
     from producer.client import Client

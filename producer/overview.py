@@ -16,7 +16,7 @@ from producer import peek
 from taskfan import keys
 from taskfan.connection import RedisClient
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.protocol import JobMeta, JobState
+from taskfan.meta import JobMeta, JobState
 
 #: events read per active job to measure its recent rate
 RATE_EVENTS = 64

@@ -23,6 +23,7 @@ from typing import Any
 from taskfan.connection import RedisClient
 from taskfan.errors import ProtocolError
 from taskfan.keys import JobKeys
+from taskfan.meta import JobMeta
 from taskfan.outcomes import (
     Outcome,
     ResultEntry,
@@ -30,7 +31,6 @@ from taskfan.outcomes import (
     iter_outcomes,
     merged_outcomes,
 )
-from taskfan.protocol import JobMeta
 from taskfan.signing import unverified
 
 #: result entries fetched per HMGET while looking for failures
@@ -93,7 +93,7 @@ def batch_outcomes(
 ) -> list[Outcome] | None:
     """Batch ``index``'s outcomes (its entry with its retries overlaid); None when
     the batch is not recorded yet. ``fields``: the entries, when already fetched."""
-    names = [str(index), *meta.overlays.get(index, ())]
+    names = meta.result_fields(index)
     if fields is None:
         fetched: Any = r.hmget(JobKeys(meta.id).results, names)
         fields = fetched
@@ -114,7 +114,7 @@ def failures(r: RedisClient, meta: JobMeta, limit: int) -> Iterator[Outcome]:
     key = JobKeys(meta.id).results
     for start in range(0, meta.batches, FETCH):
         indexes = range(start, min(start + FETCH, meta.batches))
-        names = [[str(i), *meta.overlays.get(i, ())] for i in indexes]
+        names = [meta.result_fields(i) for i in indexes]
         flat: list[Any] = r.hmget(key, [n for group in names for n in group])
         pos = 0
         for index, group in zip(indexes, names, strict=True):

@@ -39,7 +39,7 @@ class RecordedBatch:
     index: int
     start: int
     count: int
-    payload: bytes  #: the result entry (see taskfan/protocol.py)
+    payload: bytes  #: the result entry (see taskfan/outcomes.py)
 
 
 def _is_rejected(item: Any) -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 
 from taskfan import keys
 from taskfan.connection import RedisClient
-from taskfan.protocol import parse_cost
+from taskfan.cost import parse_cost
 
 BATCH_SECONDS = 2.0
 BATCHES_PER_NODE = 4

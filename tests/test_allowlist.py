@@ -13,8 +13,9 @@ from producer import Client
 from taskfan.codec import JSON
 from taskfan.errors import ConfigError, FunctionNotAllowed
 from taskfan.keys import QueueKeys
+from taskfan.options import CallMode
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allow_prefix, module_allowed, resolve
 from taskfan.settings import Settings
 from tests.conftest import StartWorker

@@ -10,7 +10,7 @@ import redis
 
 from producer import Client
 from taskfan.keys import QueueKeys
-from taskfan.protocol import CallMode
+from taskfan.options import CallMode
 from tests.cli_support import clean_env, invoke, outcomes, write_lines
 from tests.conftest import StartWorker
 

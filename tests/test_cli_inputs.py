@@ -17,8 +17,8 @@ from producer.outputs import ProgressBar, write_outcomes
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput
 from taskfan.keys import QueueKeys
+from taskfan.meta import JobState
 from taskfan.outcomes import Outcome, RemoteError
-from taskfan.protocol import JobState
 
 
 def items(data: bytes, fmt: str, **options: object) -> list[object]:

@@ -17,7 +17,8 @@ from producer import Client, overview
 from taskfan import keys
 from taskfan.codec import JSON
 from taskfan.keys import QueueKeys
-from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from taskfan.options import CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.cli_support import clean_env, invoke
 from tests.conftest import StartWorker

@@ -16,9 +16,12 @@ from producer import Client
 from producer.job import Job
 from taskfan.codec import JSON
 from taskfan.errors import ProtocolError, SignatureError
+from taskfan.fields import MAX_COUNT
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.meta import JobMeta
+from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes, merged_outcomes
-from taskfan.protocol import MAX_COUNT, BatchEntry, CallMode, JobMeta, TaskOptions
+from taskfan.protocol import BatchEntry
 from taskfan.signing import Keyring
 from worker.guard import Guard
 from worker.redis_io import Delivery

@@ -14,8 +14,9 @@ from taskfan.codec import JSON, PICKLE
 from taskfan.errors import ConfigError, LimitExceeded
 from taskfan.keys import QueueKeys
 from taskfan.limits import Limits, format_size, parse_size
+from taskfan.options import CallMode
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env, invoke, outcomes, write_lines

@@ -20,7 +20,8 @@ from producer import Client, overview, peek
 from producer.status import age, bar, watch_loop
 from taskfan.errors import BrokerUnavailable
 from taskfan.keys import NODES, JobKeys
-from taskfan.protocol import CallMode, JobMeta, JobState
+from taskfan.meta import JobMeta, JobState
+from taskfan.options import CallMode
 from tests import tasks
 from tests.cli_support import REPO, clean_env, clean_environ, invoke, taskfan
 from tests.conftest import StartWorker

@@ -6,8 +6,9 @@ import pytest
 
 from taskfan.codec import JSON, PICKLE
 from taskfan.errors import ProtocolError
+from taskfan.options import CallMode
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes, merged_outcomes
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import BatchEntry
 
 
 def blob(values: list[object], errors: list[list[object]], attempts: list[list[int]]) -> bytes:

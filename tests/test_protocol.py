@@ -11,8 +11,10 @@ import redis
 from taskfan.codec import JSON, PICKLE, Codec
 from taskfan.errors import ProtocolError, TaskFailed
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.meta import JobMeta, JobState
+from taskfan.options import CallMode, TaskOptions, call
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes
-from taskfan.protocol import BatchEntry, CallMode, JobMeta, JobState, TaskOptions, call
+from taskfan.protocol import BatchEntry
 from tests import tasks
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
+from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
-from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
 from worker.batches import Chunk
 from worker.child import ChunkResult, Retry, run_chunk
 from worker.redis_io import Completed, Delivery

@@ -7,8 +7,9 @@ import pickle
 
 from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
+from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, iter_outcomes
-from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
 from worker.batches import Chunk
 from worker.child import ChunkResult, run_chunk
 from worker.redis_io import Completed, Delivery

@@ -10,8 +10,8 @@ import redis
 from taskfan import scripts
 from taskfan.codec import PICKLE
 from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import encode_result
-from taskfan.protocol import JobMeta, JobState
 
 NOW = 1_700_000_000.25
 JOB = JobKeys("job1")

@@ -10,8 +10,9 @@ import pytest
 from taskfan import signing
 from taskfan.codec import JSON
 from taskfan.errors import ConfigError, SignatureError
+from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import encode_result
-from taskfan.protocol import BatchEntry, CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from taskfan.signing import Keyring
 

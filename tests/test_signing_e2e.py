@@ -14,8 +14,9 @@ from taskfan import scripts
 from taskfan.codec import JSON, PICKLE
 from taskfan.errors import SignatureError, TaskFailed, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
+from taskfan.options import CallMode
 from taskfan.outcomes import encode_result
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.protocol import BatchEntry
 from taskfan.signing import Keyring
 from tests import tasks
 from tests.cli_support import clean_env, clean_environ, invoke, outcomes, run_taskfan, write_lines

@@ -13,8 +13,9 @@ from producer import Client, sizing
 from producer.sizing import BatchPlan, Capacity, CostBoard, plan
 from taskfan import keys
 from taskfan.codec import PICKLE
+from taskfan.cost import COST_TTL, encode_cost, parse_cost
 from taskfan.keys import QueueKeys
-from taskfan.protocol import COST_TTL, BatchEntry, encode_cost, parse_cost
+from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.helpers import wait_until
 from worker.sizing import CHUNKS_PER_PROCESS, REPUBLISH_SECONDS, TARGET_SECONDS, ChunkSizer

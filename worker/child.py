@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from taskfan.codec import Codec, get_codec
 from taskfan.errors import EncodeError, FunctionReferenceError
-from taskfan.protocol import DEFAULT_OPTIONS, CallMode, TaskOptions, call
+from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
 from worker.parts import Part, encode, encode_parts

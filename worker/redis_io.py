@@ -20,9 +20,9 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient
+from taskfan.cost import COST_TTL, encode_cost
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.pipelines import Sequenced
-from taskfan.protocol import COST_TTL, encode_cost
 from worker.stream_reads import stream_reads
 
 log = logging.getLogger(__name__)

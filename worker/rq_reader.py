@@ -26,7 +26,8 @@ from typing import Any
 
 import redis
 
-from taskfan.protocol import BatchEntry, CallMode
+from taskfan.options import CallMode
+from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
 from worker.io_threads import REDIS_ERRORS, Backoff, OnDemand

@@ -21,8 +21,9 @@ import redis
 
 from taskfan.codec import get_codec
 from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.meta import JobMeta
 from taskfan.outcomes import ResultEntry, iter_outcomes
-from taskfan.protocol import BatchEntry, JobMeta
+from taskfan.protocol import BatchEntry
 
 
 @dataclass(frozen=True)

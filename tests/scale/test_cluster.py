@@ -26,7 +26,7 @@ from taskfan.cli import main
 from taskfan.codec import get_codec
 from taskfan.connection import connect
 from taskfan.keys import GROUP, JobKeys, QueueKeys
-from taskfan.protocol import CallMode
+from taskfan.options import CallMode
 from tests import tasks
 from tests.chaos.census import census, recorded_at
 from tests.cli_support import clean_env

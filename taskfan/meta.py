@@ -1,0 +1,136 @@
+"""A job's record in Redis: its meta hash (``JobMeta``) and its events stream.
+
+Meta hash (key ``JobKeys.meta``): the job's queue, function, codec, call mode,
+task options, sizes, counters and ``state`` (``JobState``); after retries,
+``retry_round`` and ``round:<n>``, the JSON list of the batches round n retries.
+The fields are listed in docs/architecture.md. ``JobMeta.parse`` raises
+ProtocolError naming the job and the field.
+
+Events stream entries (key ``JobKeys.events``): ``b=<results field>`` when a
+batch or a retry of some of its items is recorded, ``sealed=<batches>`` when the
+producer has sent every batch, ``end=<state>`` when the job reaches a final
+state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskfan.errors import ProtocolError
+from taskfan.fields import MAX_NUMBER, text, whole_numbers
+from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
+
+
+class JobState(str, enum.Enum):
+    ACTIVE = "active"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """A job's meta hash, parsed."""
+
+    id: str
+    queue: str
+    fn_ref: str
+    codec: str
+    mode: CallMode
+    state: JobState
+    sealed: bool
+    total: int
+    batches: int
+    ok: int
+    failed: int
+    batches_done: int
+    batch_size: int
+    chunksize: int
+    result_ttl: int
+    created_at: float
+    finished_at: float | None
+    options: TaskOptions = DEFAULT_OPTIONS
+    #: retry rounds opened so far (Job.retry_failed)
+    retry_round: int = 0
+    #: batch index -> the results fields of its retries ("<index>.<round>"), in round order
+    overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def status(self) -> str:
+        """A human word for where the job is: enqueuing, queued, running, finished, cancelled."""
+        if self.state is not JobState.ACTIVE:
+            return self.state.value
+        if not self.sealed:
+            return "enqueuing"
+        return "running" if self.batches_done else "queued"
+
+    def result_fields(self, index: int) -> list[str]:
+        """The results fields that hold batch ``index``'s outcomes: the batch's own
+        entry, then its retries', which overlay it in this order."""
+        return [str(index), *self.overlays.get(index, ())]
+
+    @classmethod
+    def parse(cls, job_id: str, raw: Mapping[bytes, bytes]) -> JobMeta:
+        """Parse a meta hash; raises ProtocolError naming the job and the field."""
+        where = f"job {job_id} meta"
+        fields = dict(raw)
+
+        def num(name: bytes, kind: type = int) -> Any:
+            try:
+                value = kind(fields.get(name, b"0").decode())
+            except (ValueError, OverflowError):
+                raise ProtocolError(f"{where}: field {name.decode()!r} is not a number") from None
+            if kind is float and not math.isfinite(value):
+                raise ProtocolError(f"{where}: field {name.decode()!r} is not a finite number")
+            return value
+
+        try:
+            state = JobState(text(fields, b"state", where))
+            mode = CallMode(text(fields, b"mode", where))
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: {exc}") from None
+        return cls(
+            id=job_id,
+            queue=text(fields, b"queue", where),
+            fn_ref=text(fields, b"fn", where),
+            codec=text(fields, b"codec", where),
+            mode=mode,
+            state=state,
+            sealed=fields.get(b"sealed") == b"1",
+            total=num(b"total"),
+            batches=num(b"batches"),
+            ok=num(b"ok"),
+            failed=num(b"failed"),
+            batches_done=num(b"batches_done"),
+            batch_size=num(b"batch_size"),
+            chunksize=num(b"chunksize"),
+            result_ttl=num(b"result_ttl"),
+            created_at=num(b"created_at", float),
+            finished_at=num(b"finished_at", float) if fields.get(b"finished_at") else None,
+            options=TaskOptions.decode(fields[b"options"], where)
+            if fields.get(b"options")
+            else DEFAULT_OPTIONS,
+            retry_round=num(b"retry_round"),
+            overlays=_overlays(fields, num(b"retry_round"), where),
+        )
+
+
+def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[int, tuple[str, ...]]:
+    overlays: dict[int, list[str]] = {}
+    if rounds > sum(name.startswith(b"round:") for name in fields):
+        raise ProtocolError(f"{where}: field 'retry_round' says {rounds}, more rounds than it has")
+    for round_ in range(1, rounds + 1):
+        batches = whole_numbers(fields.get(f"round:{round_}".encode(), b"[]"), MAX_NUMBER)
+        if batches is None:
+            raise ProtocolError(f"{where}: field 'round:{round_}' is not a JSON list of batches")
+        for index in batches:
+            overlays.setdefault(index, []).append(f"{index}.{round_}")
+    return {index: tuple(names) for index, names in overlays.items()}
