@@ -28,7 +28,9 @@ from redis.cluster import RedisCluster
 
 from producer.client import Client
 from producer.enqueue import JobSpec, batch_fields, index_job, new_job_id, sign_meta
-from producer.job import FETCH, Job, _Events
+from producer.events import Events, scan
+from producer.job import Job
+from producer.reader import FETCH, fetch
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
@@ -155,13 +157,13 @@ class Executor(concurrent.futures.Executor):
     def _collect(self) -> None:
         assert self._job is not None
         job = self._job
-        events = _Events(job, None)
+        events = Events(self.client.redis, job.keys, None)
         while True:
             with self._lock:
                 if self._shutdown and all(f.done() for f in self._futures.values()):
                     return
             try:
-                ready, _, _ = job._scan(events.read(), None)
+                ready, _, _ = scan(job.id, events.read(), None)
                 for start in range(0, len(ready), FETCH):
                     self._settle_batches(job, ready[start : start + FETCH], events)
             except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
@@ -173,13 +175,13 @@ class Executor(concurrent.futures.Executor):
                 self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {exc!r}"))
                 return
 
-    def _settle_batches(self, job: Job, fields: list[str], events: _Events) -> None:
+    def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:
         """Settle the futures of these batches. Each submit is a batch of its own
         (batch index = item index), so a batch that cannot be read (a bad
         signature, a broken entry) fails its own future and no other."""
         codec = self.client.codec
         try:
-            entries = job._fetch(fields, codec.name, events)
+            entries = fetch(job, fields, codec.name, events)
         except ProtocolError as exc:
             if len(fields) == 1:
                 self._fail_one(int(fields[0]), exc)

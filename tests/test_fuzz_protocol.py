@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer import Client
-from producer.job import Job
+from producer.events import scan
 from taskfan.codec import JSON
 from taskfan.errors import ProtocolError, SignatureError
 from taskfan.fields import MAX_COUNT
@@ -199,9 +198,8 @@ def test_job_meta_parses_or_names_what_is_wrong(
 @FUZZ
 @given(st.lists(st.dictionaries(st.sampled_from([b"b", b"sealed", b"end", b"x"]), values)))
 def test_events_read_or_name_what_is_wrong(events: list[dict[bytes, bytes]]) -> None:
-    job = Job(Client(redis_client=None, queue="q"), "j1")  # type: ignore[arg-type]
     try:
-        job._scan(events, None)
+        scan("j1", events, None)
     except ProtocolError as exc:
         assert str(exc).startswith("job j1: its events stream holds an entry")
 

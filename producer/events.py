@@ -1,0 +1,139 @@
+"""Waiting on a job's events stream: what ``Job`` and ``Executor`` block on.
+
+Readers block on the stream (XREAD BLOCK), never poll: each recorded batch adds
+an event (entries: ``taskfan.meta``), so results stream out as soon as their
+batch is recorded. ``Events`` blocks in slices shorter than the client's socket
+timeout until a deadline, and rides out Redis outages; ``scan`` reads what the
+events say.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any
+
+import redis
+from redis.exceptions import ClusterError, TryAgainError
+
+from taskfan.errors import JobNotFound, ProtocolError
+from taskfan.keys import JobKeys
+from taskfan.meta import JobState
+
+log = logging.getLogger(__name__)
+
+#: longest single XREAD BLOCK; a waiter with no deadline simply blocks again
+BLOCK_SLICE = 5.0
+
+
+def block_slice(redis_client: Any) -> float:
+    """The longest block that ends before the client's socket timeout (redis-py 8
+    defaults it to 5 s), or every long wait would end in a timeout error."""
+    pool = getattr(redis_client, "connection_pool", None)
+    socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    if socket_timeout:
+        return max(0.1, min(BLOCK_SLICE, socket_timeout - 1.0))
+    return BLOCK_SLICE
+
+
+class Events:
+    """Reads a job's events stream from the start, blocking until the deadline.
+
+    Each batch's event is returned once. After a dropped connection the stream
+    is read again from the start: across a failover the new master may hold
+    events older than the last one seen on the old master (replication is
+    asynchronous), which reading on from that id would skip.
+    """
+
+    def __init__(self, redis_client: Any, keys: JobKeys, timeout: float | None) -> None:
+        self.redis = redis_client
+        self.keys = keys
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.last = b"0-0"
+        #: the results fields of the batch events returned so far
+        self.seen: set[bytes] = set()
+        self._reread = False
+        self._slice = block_slice(redis_client)
+
+    def remaining(self) -> float:
+        """Seconds left to block; raises TimeoutError once the deadline passed."""
+        if self.deadline is None:
+            return self._slice
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise FuturesTimeout(f"job {self.keys.id}: timed out waiting for results")
+        return min(self._slice, left)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a Redis call, riding out outages (restarts, dropped connections,
+        failovers) with backoff until the deadline: a waiter survives them."""
+        delay = 0.1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError) as exc:
+                self._reread = True
+                log.warning(
+                    "job %s: %s failed, retrying in %.1fs: %s", self.keys.id, what, delay, exc
+                )
+                time.sleep(min(delay, self.remaining()))
+                delay = min(5.0, delay * 2)
+
+    def read(self) -> list[dict[bytes, bytes]]:
+        """The next events; raises TimeoutError once the deadline passes."""
+        while True:
+            if self._reread:
+                self.last, self._reread = b"0-0", False
+            block = self.remaining()
+            events = self.call(
+                "reading events",
+                self.redis.xread,
+                {self.keys.events: self.last},
+                count=1000,
+                block=max(1, int(block * 1000)),
+            )
+            if events:
+                entries = events[0][1]
+                self.last = entries[-1][0]
+                fresh = [fields for _, fields in entries if self._fresh(fields)]
+                if fresh:
+                    return fresh
+                continue
+            if self.deadline is None and not self.call(
+                "checking", self.redis.exists, self.keys.meta
+            ):
+                raise JobNotFound(self.keys.id)
+
+    def _fresh(self, fields: dict[bytes, bytes]) -> bool:
+        field = fields.get(b"b")
+        if field is None:
+            return True
+        if field in self.seen:
+            return False
+        self.seen.add(field)
+        return True
+
+
+def scan(
+    job_id: str, events: Iterable[dict[bytes, bytes]], batches: int | None
+) -> tuple[list[str], int | None, bool]:
+    """Recorded results fields, the job's batch count once sealed (``batches``
+    until then), and whether the job was cancelled (no further batch will come)."""
+    ready: list[str] = []
+    cancelled = False
+    for fields in events:
+        try:
+            if b"b" in fields:
+                ready.append(fields[b"b"].decode("ascii"))
+            elif b"sealed" in fields:
+                batches = int(fields[b"sealed"])
+            elif fields.get(b"end") == JobState.CANCELLED.value.encode():
+                cancelled = True
+        except ValueError:  # UnicodeDecodeError too
+            raise ProtocolError(
+                f"job {job_id}: its events stream holds an entry that is not taskfan's: "
+                f"{fields!r:.200}"
+            ) from None
+    return ready, batches, cancelled

@@ -1,0 +1,126 @@
+"""Reading a job's results back from Redis, as soon as their batches are recorded.
+
+In input order (``outcomes``, ``values``: a batch waits for every batch before
+it) or in the order batches were recorded (``as_completed``). A batch's outcomes
+are its result entry with its retries' entries overlaid (``Job.retry_failed``).
+
+With a keyring, every result entry is verified before anything in it is
+decoded: one that is unsigned, signed with an unknown key, or signed for
+another job, batch or codec raises SignatureError naming the job and batch.
+The reader cannot tell which items such an entry stands for (its start and
+count are part of what cannot be trusted), so it stops there rather than guess;
+see docs/security.md. Under ``no_pickle`` no job's results are read as pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from producer.events import Events, scan
+from taskfan import signing
+from taskfan.codec import Codec
+from taskfan.connection import translate_errors
+from taskfan.errors import JobCancelled, ProtocolError
+from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
+
+if TYPE_CHECKING:
+    from producer.job import Job
+
+#: result entries fetched per HMGET
+FETCH = 32
+
+
+def fetch(
+    job: Job, fields: list[str], codec: str, events: Events | None = None
+) -> list[ResultEntry]:
+    """Result entries of these results fields (batch indexes, or "<index>.<round>"),
+    verified with the client's keyring when it has one. With ``events``, the read
+    rides out Redis outages until their deadline."""
+    r: Any = job.client.redis
+    if events is not None:
+        raw = events.call("reading results", r.hmget, job.keys.results, fields)
+    else:
+        with translate_errors(f"reading results of job {job.id}"):
+            raw = r.hmget(job.keys.results, fields)
+    entries = []
+    for field, data in zip(fields, raw, strict=True):
+        where = f"job {job.id} batch {field}"
+        if data is None:
+            raise ProtocolError(f"{where}: result missing (expired or deleted?)")
+        data = signing.open_result(job.client.keyring, data, job.id, field, codec, where)
+        entries.append(ResultEntry.parse(data, where))
+    return entries
+
+
+def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry], Codec]]:
+    """Per batch, in order: its result entry and its retries' (overlays), once
+    all of them are recorded; with the codec to decode them."""
+    meta = job.meta()
+    codec = job.client.result_codec(job.id, meta.codec)
+    batches = meta.batches if meta.sealed else None
+    events = Events(job.client.redis, job.keys, timeout)
+    recorded: set[str] = set()
+    next_index = 0
+    cancelled = False
+    while batches is None or next_index < batches:
+        run: list[int] = []
+        while len(run) < FETCH and (batches is None or next_index + len(run) < batches):
+            if not all(f in recorded for f in meta.result_fields(next_index + len(run))):
+                break
+            run.append(next_index + len(run))
+        if not run:
+            if cancelled:
+                raise JobCancelled(job.id)
+            with translate_errors(f"waiting for results of job {job.id}"):
+                found, batches, cancelled = scan(job.id, events.read(), batches)
+            recorded.update(found)
+            continue
+        wanted = [f for index in run for f in meta.result_fields(index)]
+        entries = iter(fetch(job, wanted, codec.name, events))
+        for index in run:
+            yield [next(entries) for _ in meta.result_fields(index)], codec
+        recorded.difference_update(wanted)
+        next_index += len(run)
+
+
+def outcomes(job: Job, timeout: float | None) -> Iterator[Outcome]:
+    """Every item's outcome in input order."""
+    for entries, codec in in_order(job, timeout):
+        yield from merged_outcomes(entries, codec, f"job {job.id}")
+
+
+def values(job: Job, timeout: float | None) -> Iterator[Any]:
+    """Values in input order; raises TaskFailed at the first failed item."""
+    where = f"job {job.id}"
+    for entries, codec in in_order(job, timeout):
+        if len(entries) == 1 and entries[0].failed == 0:
+            chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
+            if sum(map(len, chunks)) == entries[0].count:
+                for chunk in chunks:  # fast path: no Outcome per item
+                    yield from chunk
+                continue
+        for outcome in merged_outcomes(entries, codec, where):
+            if outcome.error is not None:
+                raise outcome.error.to_task_failed(job.id, outcome.index)
+            yield outcome.value
+
+
+def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
+    """Outcomes in the order their batches were recorded; after a retry round, a
+    retried item comes again with its new outcome."""
+    meta = job.meta()
+    codec = job.client.result_codec(job.id, meta.codec)
+    batches = meta.batches if meta.sealed else None
+    overlays = sum(len(fields) for fields in meta.overlays.values())
+    seen = 0
+    events = Events(job.client.redis, job.keys, timeout)
+    while batches is None or seen < batches + overlays:
+        with translate_errors(f"waiting for results of job {job.id}"):
+            ready, batches, cancelled = scan(job.id, events.read(), batches)
+        for start in range(0, len(ready), FETCH):
+            for entry in fetch(job, ready[start : start + FETCH], codec.name, events):
+                yield from iter_outcomes(entry, codec, f"job {job.id}")
+        seen += len(ready)
+        if cancelled:
+            raise JobCancelled(job.id)
