@@ -9,8 +9,9 @@ from typing import Any
 import redis
 
 from producer import sizing
-from producer.enqueue import Enqueuer, JobSpec
+from producer.enqueue import Enqueuer
 from producer.job import Job
+from producer.records import JobSpec
 from taskfan.codec import Codec, get_codec
 from taskfan.connection import RedisClient, connect, translate_errors
 from taskfan.errors import ConfigError, PickleRefused

@@ -27,10 +27,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from producer.client import Client
-from producer.enqueue import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from producer.events import Events, scan
 from producer.job import Job
 from producer.reader import FETCH, fetch
+from producer.records import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from producer import reader
-from producer.enqueue import batch_fields
+from producer.records import batch_fields
 from taskfan import scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, enqueue
+from producer import Client, records
 from taskfan.codec import PICKLE
 from taskfan.errors import EncodeError
 from taskfan.keys import QueueKeys
@@ -90,7 +90,7 @@ def test_an_unencodable_item_names_the_items(r: redis.Redis) -> None:
 def test_the_queue_s_job_index_keeps_only_the_newest(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(enqueue, "JOBS_INDEXED", 3)
+    monkeypatch.setattr(records, "JOBS_INDEXED", 3)
     client = Client(r)
     jobs = [client.map(tasks.square, [i]) for i in range(5)]
     indexed: Any = r.zrange(QueueKeys("default").jobs, 0, -1)

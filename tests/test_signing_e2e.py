@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from producer import Client, Executor, deadletters, peek
-from producer.enqueue import Enqueuer, JobSpec
+from producer.enqueue import Enqueuer
+from producer.records import JobSpec
 from taskfan import scripts
 from taskfan.codec import JSON, PICKLE
 from taskfan.errors import SignatureError, TaskFailed, TaskfanError

@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from redis.crc import key_slot
 
 from producer import Client
-from producer.enqueue import Enqueuer, JobSpec
+from producer.enqueue import Enqueuer
 from producer.job import Job
+from producer.records import JobSpec
 from taskfan.cli import main
 from taskfan.codec import get_codec
 from taskfan.connection import connect

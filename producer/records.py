@@ -1,0 +1,88 @@
+"""What a producer writes for a job, besides its items' payloads.
+
+``JobSpec`` is what a job is (queue, function, codec, call mode, sizes, task
+options) and gives its meta hash (fields: ``taskfan.meta``); ``sign_meta`` and
+``batch_fields`` sign the meta hash and each batch entry when the producer has a
+keyring (``taskfan.signing``); ``index_job`` lists a new job in its queue's index.
+``producer.enqueue`` (``Client.map``), ``Executor.submit`` and retry rounds
+(``producer.retry``) write through these.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from producer import sizing
+from taskfan.codec import Codec
+from taskfan.keys import QueueKeys
+from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
+from taskfan.signing import META_SIGNATURE_FIELD, Keyring
+
+#: jobs a queue's index lists (for status and purge); older ids drop out of it
+JOBS_INDEXED = 10_000
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
+    """List the job in its queue's index, which keeps the newest JOBS_INDEXED
+    jobs: it would otherwise grow by one id per job forever (jobs expire, the
+    index does not)."""
+    pipe.zadd(queue.jobs, {job_id: now})
+    pipe.zremrangebyrank(queue.jobs, 0, -JOBS_INDEXED - 1)
+
+
+def batch_fields(entry: BatchEntry, queue: str, keyring: Keyring | None) -> dict[str, Any]:
+    """The fields to XADD for ``entry`` on ``queue``: signed when there is a keyring."""
+    fields = entry.fields()
+    return fields if keyring is None else keyring.sign_batch(queue, fields)
+
+
+def sign_meta(meta: dict[str, Any], keyring: Keyring | None) -> dict[str, Any]:
+    """A job's meta hash, with its signature when there is a keyring."""
+    if keyring is not None:
+        meta[META_SIGNATURE_FIELD.decode()] = keyring.sign_meta(meta)
+    return meta
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    queue: str
+    fn_ref: str
+    codec: Codec
+    mode: CallMode
+    batch_size: int
+    chunksize: int  #: 0: the node decides
+    result_ttl: int
+    options: TaskOptions = DEFAULT_OPTIONS
+    #: with batch_size RAMP (``producer.enqueue``), the size the ramp stops at
+    ramp_max: int = sizing.RAMP_MAX_UNKNOWN
+    #: a batch whose encoding is larger is split, and later batches are made
+    #: smaller (automatic sizes only; 0: never)
+    split_bytes: int = 0
+
+    def meta(self, job_id: str, now: float) -> dict[str, Any]:
+        return {
+            "id": job_id,
+            "queue": self.queue,
+            "fn": self.fn_ref,
+            "codec": self.codec.name,
+            "mode": self.mode.value,
+            "state": "active",
+            "sealed": 0,
+            "total": 0,
+            "batches": 0,
+            "ok": 0,
+            "failed": 0,
+            "batches_done": 0,
+            "batch_size": self.batch_size,
+            "chunksize": self.chunksize,
+            "result_ttl": self.result_ttl,
+            "created_at": repr(now),
+            "options": self.options.encode(),
+        }
