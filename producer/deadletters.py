@@ -39,11 +39,12 @@ from typing import Any
 import redis
 
 from producer import peek
+from producer.records import batch_fields
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
-from taskfan.meta import JobMeta
+from taskfan.meta import JobMeta, JobState
 from taskfan.protocol import BatchEntry
 from taskfan.signing import SIGNATURE_FIELD, Keyring
 
@@ -140,36 +141,11 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
     """
     dead = get(r, queue, dead_id)
     where = f"dead letter {dead_id} of queue {queue}"
-    if keyring is not None:
-        try:
-            keyring.verify_batch(queue, dead.fields)
-        except SignatureError as exc:
-            raise TaskfanError(
-                f"{where}: {exc}: no producer with the secret sent it; drop it"
-            ) from None
-    elif SIGNATURE_FIELD in dead.fields:
-        raise TaskfanError(
-            f"{where}: the batch is signed: requeueing it needs the secret (--secret-file, "
-            "TASKFAN_SECRET), or nodes would refuse it"
-        )
-    try:
-        entry = BatchEntry.parse(dead.fields, where)
-    except ProtocolError as exc:
-        raise TaskfanError(f"{exc}: it would be dead-lettered again; drop it instead") from None
+    entry = _trusted_entry(dead, where, keyring)
     where += f" (job {entry.job_id} batch {entry.field})"
     job = JobKeys(entry.job_id)
     with translate_errors(f"requeueing {where}"):
-        raw: Any = r.hgetall(job.meta)
-        if not raw:
-            raise TaskfanError(
-                f"{where}: the job no longer exists (expired or purged); drop the dead letter"
-            )
-        meta = JobMeta.parse(entry.job_id, raw)
-        if meta.fn_ref == "*":
-            raise TaskfanError(
-                f"{where}: the job holds Executor.submit calls, whose futures already "
-                "got their errors; it cannot run again"
-            )
+        meta = _job_meta(r, entry.job_id, where)
         recorded: Any = r.hget(job.results, entry.field)
         if recorded is None:
             # Never recorded (the job did not exist then, or recording failed): as it was.
@@ -180,27 +156,64 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
             r, job, dead_id, meta.retry_round, entry.count, entry.index
         )
         if round_ <= 0:
-            why = {
-                0: "another retry round opened meanwhile; try again",
-                -1: "the job no longer exists",
-                -2: "the job was cancelled",
-                -3: "the job is still being enqueued; try again once it is sealed",
-            }
-            raise TaskfanError(f"{where}: {why.get(round_, f'refused ({round_})')}")
+            raise TaskfanError(f"{where}: {_REFUSED.get(round_, f'refused ({round_})')}")
         offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
         again = dataclasses.replace(entry, round=round_, offsets=offsets)
-        fields = again.fields()
-        if keyring is not None:
-            fields = keyring.sign_batch(queue, fields)
-        new_id = _move(r, queue, dead_id, fields)
+        new_id = _move(r, queue, dead_id, batch_fields(again, queue, keyring))
     return Requeued(dead_id, new_id, entry.job_id, again.field, entry.count, round_)
+
+
+#: why requeue.lua refused to open a round, by its answer
+_REFUSED = {
+    0: "another retry round opened meanwhile; try again",
+    -1: "the job no longer exists",
+    -2: "the job was cancelled",
+    -3: "the job is still being enqueued; try again once it is sealed",
+}
+
+
+def _trusted_entry(dead: DeadLetter, where: str, keyring: Keyring | None) -> BatchEntry:
+    """The dead letter's batch entry, if its signature holds (with a keyring) and
+    it parses; TaskfanError saying why it cannot run again otherwise."""
+    if keyring is not None:
+        try:
+            keyring.verify_batch(dead.queue, dead.fields)
+        except SignatureError as exc:
+            raise TaskfanError(
+                f"{where}: {exc}: no producer with the secret sent it; drop it"
+            ) from None
+    elif SIGNATURE_FIELD in dead.fields:
+        raise TaskfanError(
+            f"{where}: the batch is signed: requeueing it needs the secret (--secret-file, "
+            "TASKFAN_SECRET), or nodes would refuse it"
+        )
+    try:
+        return BatchEntry.parse(dead.fields, where)
+    except ProtocolError as exc:
+        raise TaskfanError(f"{exc}: it would be dead-lettered again; drop it instead") from None
+
+
+def _job_meta(r: RedisClient, job_id: str, where: str) -> JobMeta:
+    """The meta of a job whose batch may run again."""
+    raw: Any = r.hgetall(JobKeys(job_id).meta)
+    if not raw:
+        raise TaskfanError(
+            f"{where}: the job no longer exists (expired or purged); drop the dead letter"
+        )
+    meta = JobMeta.parse(job_id, raw)
+    if meta.fn_ref == "*":
+        raise TaskfanError(
+            f"{where}: the job holds Executor.submit calls, whose futures already "
+            "got their errors; it cannot run again"
+        )
+    return meta
 
 
 def _check_still_failed(
     r: RedisClient, meta: JobMeta, entry: BatchEntry, dead: DeadLetter, where: str
 ) -> None:
     """Every item of the entry must stand failed with the dead letter's reason."""
-    if meta.state.value == "cancelled":
+    if meta.state is JobState.CANCELLED:
         raise TaskfanError(f"{where}: the job was cancelled")
     outcomes = peek.batch_outcomes(r, meta, entry.index)
     if outcomes is None:
