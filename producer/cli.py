@@ -20,6 +20,7 @@ from producer.cli_options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TIMEOUT,
+    InputFile,
     cli_errors,
     input_options,
     interruptible,
@@ -74,25 +75,17 @@ def attach(client: Client, job_id: str) -> Job:
     return client.job(job_id)
 
 
-def enqueue_file(
-    client: Client,
-    function: str,
-    input_path: str,
-    *,
-    fmt: str | None,
-    star: bool,
-    csv_types: str,
-    skip_invalid: bool,
-) -> Job:
-    """Stream a file's items into a job; a malformed line aborts it (InvalidInput)."""
+def enqueue_file(client: Client, function: str, source: InputFile) -> Job:
+    """Stream a file's items into a job; a malformed line aborts it (InvalidInput),
+    unless ``skip_invalid`` makes it a failed item."""
     fn_ref = reference(function)
-    fmt = fmt or inputs.detect_format(input_path)
-    source = "<stdin>" if input_path == inputs.STDIN else input_path
-    mode = CallMode.STAR if star or fmt == "csv" else CallMode.ONE
-    with inputs.open_input(input_path) as stream:
+    fmt = source.fmt or inputs.detect_format(source.path)
+    name = "<stdin>" if source.path == inputs.STDIN else source.path
+    mode = CallMode.STAR if source.star or fmt == "csv" else CallMode.ONE
+    with inputs.open_input(source.path) as stream:
         items = inputs.read(
-            stream, fmt, source=source, csv_types=csv_types, skip_invalid=skip_invalid,
-            max_item_bytes=client.limits.max_item_bytes,
+            stream, fmt, source=name, csv_types=source.csv_types,
+            skip_invalid=source.skip_invalid, max_item_bytes=client.limits.max_item_bytes,
         )  # fmt: skip
         return client.map(fn_ref, items, mode=mode, codec="json")
 
@@ -159,11 +152,7 @@ def write_results(
 @interruptible
 def enqueue(
     function: str,
-    input_path: str,
-    fmt: str | None,
-    star: bool,
-    csv_types: str,
-    skip_invalid: bool,
+    source: InputFile,
     queue: str | None,
     batch_size: int | None,
     chunksize: int | None,
@@ -195,10 +184,7 @@ def enqueue(
             result_ttl=result_ttl, max_item_bytes=max_item_bytes, max_batch_bytes=max_batch_bytes,
         )  # fmt: skip
         client = open_client(settings)
-        job = enqueue_file(
-            client, function, input_path,
-            fmt=fmt, star=star, csv_types=csv_types, skip_invalid=skip_invalid,
-        )  # fmt: skip
+        job = enqueue_file(client, function, source)
     if not wait:
         click.echo(job.id)
         return

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -75,7 +76,7 @@ redis_option = click.option(
     "(docs/scaling.md) [env: TASKFAN_REDIS_URL]",
 )
 
-input_options = _options(
+_input_options = _options(
     click.option(
         "--input",
         "-i",
@@ -107,6 +108,38 @@ input_options = _options(
         help="Record malformed lines as failed items (type InvalidInput) instead of stopping",
     ),
 )
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """The input options of a command: where its items come from, and how to read them."""
+
+    path: str  #: a file, or inputs.STDIN
+    fmt: str | None  #: None: from the file's extension
+    star: bool
+    csv_types: str
+    skip_invalid: bool
+
+
+def input_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--input``, ``--format``, ``--star``, ``--csv-types`` and ``--skip-invalid``,
+    given to the command as one argument ``source`` (an InputFile)."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        input_path: str,
+        fmt: str | None,
+        star: bool,
+        csv_types: str,
+        skip_invalid: bool,
+        **kwargs: Any,
+    ) -> Any:
+        source = InputFile(input_path, fmt, star, csv_types, skip_invalid)
+        return command(*args, source=source, **kwargs)
+
+    return _input_options(wrapper)
+
 
 job_options = _options(
     click.option("--queue", "-q", help="Queue to enqueue on [env: TASKFAN_QUEUE]"),

@@ -37,6 +37,7 @@ from producer.cli_options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
+    InputFile,
     cli_errors,
     input_options,
     job_options,
@@ -197,11 +198,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 @log_options("WARNING")
 def run(
     function: str,
-    input_path: str,
-    fmt: str | None,
-    star: bool,
-    csv_types: str,
-    skip_invalid: bool,
+    source: InputFile,
     queue: str | None,
     batch_size: int | None,
     chunksize: int | None,
@@ -242,10 +239,7 @@ def run(
         with cli_errors(), LocalCluster(settings, _worker_args(settings, secret_file)) as cluster:
             client = open_client(cluster.settings)
             bar = progress_bar(progress, new_job=True)
-            job = enqueue_file(
-                client, function, input_path,
-                fmt=fmt, star=star, csv_types=csv_types, skip_invalid=skip_invalid,
-            )  # fmt: skip
+            job = enqueue_file(client, function, source)
             follow(job, bar, check_alive=cluster.check_worker)
             click.echo(summary(job), err=True)
             code = write_results(job, output)
