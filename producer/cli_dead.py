@@ -12,6 +12,7 @@ import click
 from producer import deadletters
 from producer.cli import load_settings, open_client
 from producer.cli_options import EXIT_ERROR, CliError, cli_errors, redis_option, secret_option
+from producer.client import Client
 from producer.deadletters import Requeued
 from producer.status import age, table
 from taskfan.cli import log_options
@@ -34,6 +35,44 @@ def _said(result: Requeued | str) -> tuple[bool, str]:
         f"dead letter {result.dead_id}: job {result.job_id} batch {result.batch} "
         f"({result.items} items) queued again as entry {result.entry_id}, {how}"
     )
+
+
+def _check_usage(
+    queue: str, dead_ids: tuple[str, ...], requeue: bool, drop: bool, everything: bool
+) -> None:
+    try:
+        QueueKeys(queue)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if requeue and drop:
+        raise CliError("choose one of --requeue and --drop")
+    if (requeue or drop) and not (dead_ids or everything):
+        raise CliError("name the dead letters (IDs) or pass --all")
+    if dead_ids and everything:
+        raise CliError("give IDs or --all, not both")
+    if (dead_ids or everything) and not (requeue or drop):
+        raise CliError("with IDs or --all, pass --requeue or --drop")
+
+
+def _requeue(client: Client, queue: str, dead_ids: tuple[str, ...]) -> int:
+    """Requeue these dead letters (none named: every one), saying what became of
+    each; the exit code (2 when one could not be requeued)."""
+    results: list[Requeued | str] = []
+    if not dead_ids:
+        results = deadletters.requeue_all(client.redis, queue, client.keyring)
+    for dead_id in dead_ids:
+        try:
+            results.append(deadletters.requeue(client.redis, queue, dead_id, client.keyring))
+        except TaskfanError as exc:  # say it, go on with the others
+            results.append(str(exc))
+    ok = True
+    for result in results:
+        done, line = _said(result)
+        ok = ok and done
+        click.echo(line, err=True)
+    if not results:
+        click.echo(f"queue {queue}: no dead letters", err=True)
+    return 0 if ok else EXIT_ERROR
 
 
 @click.command()
@@ -77,18 +116,7 @@ def dead(
       taskfan dead default --drop --all --yes
     """
     with cli_errors():
-        try:
-            QueueKeys(queue)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-        if requeue and drop:
-            raise CliError("choose one of --requeue and --drop")
-        if (requeue or drop) and not (dead_ids or everything):
-            raise CliError("name the dead letters (IDs) or pass --all")
-        if dead_ids and everything:
-            raise CliError("give IDs or --all, not both")
-        if (dead_ids or everything) and not (requeue or drop):
-            raise CliError("with IDs or --all, pass --requeue or --drop")
+        _check_usage(queue, dead_ids, requeue, drop, everything)
         client = open_client(load_settings(redis_url, secret_file=secret_file))
         r = client.redis
         if drop:
@@ -101,23 +129,7 @@ def dead(
             click.echo(f"queue {queue}: dropped {count} dead letters", err=True)
             return
         if requeue:
-            results: list[Requeued | str] = []
-            if everything:
-                results = deadletters.requeue_all(r, queue, client.keyring)
-            else:
-                for dead_id in dead_ids:
-                    try:
-                        results.append(deadletters.requeue(r, queue, dead_id, client.keyring))
-                    except TaskfanError as exc:  # say it, go on with the others
-                        results.append(str(exc))
-            ok = True
-            for result in results:
-                done, line = _said(result)
-                ok = ok and done
-                click.echo(line, err=True)
-            if not results:
-                click.echo(f"queue {queue}: no dead letters", err=True)
-            sys.exit(0 if ok else EXIT_ERROR)
+            sys.exit(_requeue(client, queue, dead_ids))
         letters = deadletters.list_dead(r, queue, limit, job_id)
     if as_json:
         click.echo(json.dumps([d.as_dict() for d in letters], indent=2))

@@ -125,17 +125,9 @@ class Client:
         with jitter. The node holds the wait, not a pool process, which runs
         other items meanwhile.
         """
-        try:
-            options = TaskOptions(
-                timeout=timeout,
-                hard_timeout=hard_timeout,
-                retries=retries,
-                retry_on=tuple(t if isinstance(t, str) else t.__name__ for t in retry_on),
-                backoff=backoff,
-                backoff_max=backoff_max,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        options = _task_options(
+            timeout, hard_timeout, retries, retry_on, backoff=backoff, backoff_max=backoff_max
+        )
         if mode is None:
             mode = CallMode.ARGS if star else CallMode.ONE
         fn_ref = reference(fn)
@@ -194,6 +186,29 @@ class Client:
         job = Job(self, job_id)
         job.meta()  # raises JobNotFound early
         return job
+
+
+def _task_options(
+    timeout: float | None,
+    hard_timeout: float | None,
+    retries: int,
+    retry_on: Iterable[type[BaseException] | str],
+    *,
+    backoff: float,
+    backoff_max: float,
+) -> TaskOptions:
+    """``map``'s per-item options; ConfigError naming the one that is wrong."""
+    try:
+        return TaskOptions(
+            timeout=timeout,
+            hard_timeout=hard_timeout,
+            retries=retries,
+            retry_on=tuple(t if isinstance(t, str) else t.__name__ for t in retry_on),
+            backoff=backoff,
+            backoff_max=backoff_max,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _positive(name: str, value: int | None) -> int | None:

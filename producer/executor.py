@@ -121,20 +121,8 @@ class Executor(concurrent.futures.Executor):
             client = self.client
             queue = QueueKeys(client.queue)
             seq = Sequenced(client.redis)
+            job = self._job or self._open_job(seq)
             pipe: Any = seq.pipe
-            if self._job is None:
-                self._spec = JobSpec(
-                    client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
-                )
-                self._job = Job(client, new_job_id())
-                now = time.time()
-                meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)
-                pipe.hset(self._job.keys.meta, mapping=meta)
-                index_job(pipe, queue, self._job.id, now)
-                pipe.sadd(keys.QUEUES, client.queue)
-                seq.barrier(raise_on_error=True)  # the job exists before an entry names it
-                pipe = seq.pipe
-            job = self._job
             index = self._count
             entry = BatchEntry(
                 job.id, index, index, 1, fn_ref, client.codec.name, CallMode.CALL, 1, payload
@@ -153,6 +141,23 @@ class Executor(concurrent.futures.Executor):
                 )
                 self._collector.start()
         return future
+
+    def _open_job(self, seq: Sequenced) -> Job:
+        """Create the job that this executor's submit calls share (its meta, in
+        its queue's index), ahead of the first entry, which names it."""
+        client = self.client
+        self._spec = JobSpec(
+            client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
+        )
+        self._job = Job(client, new_job_id())
+        now = time.time()
+        pipe: Any = seq.pipe
+        meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)
+        pipe.hset(self._job.keys.meta, mapping=meta)
+        index_job(pipe, QueueKeys(client.queue), self._job.id, now)
+        pipe.sadd(keys.QUEUES, client.queue)
+        seq.barrier(raise_on_error=True)  # the job exists before an entry names it
+        return self._job
 
     def _collect(self) -> None:
         assert self._job is not None

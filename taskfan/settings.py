@@ -113,6 +113,24 @@ class Settings:
     rq_with_scheduler: bool = False
 
     def __post_init__(self) -> None:
+        self._check_queues()
+        self._check_values()
+        for secret in self.secrets:
+            check_secret(secret)
+        if self.no_pickle and self.codec == "pickle":
+            object.__setattr__(self, "codec", "json")  # no_pickle wins over the default codec
+        for prefix in self.allow:
+            check_allow_prefix(prefix)
+        problem = check_limits(self.max_item_bytes, self.max_batch_bytes)
+        if problem:
+            raise ConfigError(problem)
+        if self.start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(
+                f"start_method {self.start_method!r} is not available here: choose one of "
+                f"{', '.join(multiprocessing.get_all_start_methods())}"
+            )
+
+    def _check_queues(self) -> None:
         if not self.queues and not self.rq_queues:
             raise ConfigError("at least one queue is needed")
         for name in self.rq_queues:
@@ -123,6 +141,9 @@ class Settings:
                 QueueKeys(name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+
+    def _check_values(self) -> None:
+        """Numbers in range, and a known codec."""
         positive = {
             "processes": self.processes,
             "chunksize": self.chunksize,
@@ -149,20 +170,6 @@ class Settings:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(
                 f"metrics_port must be a port number (0-65535), got {self.metrics_port}"
-            )
-        for secret in self.secrets:
-            check_secret(secret)
-        if self.no_pickle and self.codec == "pickle":
-            object.__setattr__(self, "codec", "json")  # no_pickle wins over the default codec
-        for prefix in self.allow:
-            check_allow_prefix(prefix)
-        problem = check_limits(self.max_item_bytes, self.max_batch_bytes)
-        if problem:
-            raise ConfigError(problem)
-        if self.start_method not in multiprocessing.get_all_start_methods():
-            raise ConfigError(
-                f"start_method {self.start_method!r} is not available here: choose one of "
-                f"{', '.join(multiprocessing.get_all_start_methods())}"
             )
 
     @property
