@@ -16,12 +16,13 @@ docs/scaling.md quotes a run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,39 +76,40 @@ class Cost:
         return sum(self.used.calls.values())
 
 
-def measure(items: int, batch_size: int | None) -> Cost:
+@contextlib.contextmanager
+def warm_node(queue: str) -> Iterator[tuple[redis.Redis, Client]]:
+    """A redis-server of its own with one warmed-up node on ``queue``: a plain
+    client of the server (for INFO), and a producer on the queue."""
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
-        node = NodeProcess(server.url, "cost")
+        node = NodeProcess(server.url, queue)
         try:
-            client = Client.from_url(server.url, "cost")
+            client = Client.from_url(server.url, queue)
             node.wait_ready(client)
-            inputs = [(i / items, 10) for i in range(items)]
-            before = Snapshot.take(r)
-            job = client.map(task, inputs, batch_size=batch_size)
-            results = list(job.results(timeout=600))
-            used = Snapshot.take(r) - before
-            assert len(results) == items
-            meta = job.meta()
-            return Cost(items, meta.batch_size, meta.batches, used)
+            yield r, client
         finally:
             node.stop()
             r.close()
+
+
+def measure(items: int, batch_size: int | None) -> Cost:
+    with warm_node("cost") as (r, client):
+        inputs = [(i / items, 10) for i in range(items)]
+        before = Snapshot.take(r)
+        job = client.map(task, inputs, batch_size=batch_size)
+        results = list(job.results(timeout=600))
+        used = Snapshot.take(r) - before
+        assert len(results) == items
+        meta = job.meta()
+        return Cost(items, meta.batch_size, meta.batches, used)
 
 
 def idle(seconds: float) -> Snapshot:
     """What one idle node (blocked reads, reclaim checks, heartbeats) costs."""
-    with RedisServer() as server:
-        r = redis.Redis.from_url(server.url)
-        node = NodeProcess(server.url, "idle")
-        try:
-            node.wait_ready(Client.from_url(server.url, "idle"))
-            before = Snapshot.take(r)
-            time.sleep(seconds)
-            return Snapshot.take(r) - before
-        finally:
-            node.stop()
-            r.close()
+    with warm_node("idle") as (r, _):
+        before = Snapshot.take(r)
+        time.sleep(seconds)
+        return Snapshot.take(r) - before
 
 
 def redis_benchmark() -> str:

@@ -53,6 +53,19 @@ def rq_node(start_worker: StartWorker, *queues: str, **options: Any) -> WorkerPr
     return start_worker(*args, *options.pop("args", ()), queue=None, **options)
 
 
+def assert_refused(
+    redis_url: str, *args: str, says: str, env: dict[str, str] | None = None
+) -> None:
+    """An RQ node started with ``args`` exits at once, with one line that says ``says``."""
+    node = WorkerProcess(redis_url, "--rq-queue", "q", *args, queue=None, env=env)
+    try:
+        assert node.wait(timeout=60) != 0
+        assert says in node.log()
+        assert "Traceback" not in node.log()
+    finally:
+        node.close()
+
+
 def test_a_job_longer_than_its_lease_keeps_its_registry_entry(
     r: redis.Redis, start_worker: StartWorker
 ) -> None:
@@ -197,15 +210,9 @@ def test_the_queues_serializer(r: redis.Redis, start_worker: StartWorker) -> Non
 
 
 def test_a_bad_serializer_is_one_line(redis_url: str) -> None:
-    node = WorkerProcess(
-        redis_url, "--rq-queue", "q", "--rq-serializer", "no.such.Thing", queue=None
+    assert_refused(
+        redis_url, "--rq-serializer", "no.such.Thing", says="Error: RQ serializer 'no.such.Thing'"
     )
-    try:
-        assert node.wait(timeout=60) != 0
-        assert "Error: RQ serializer 'no.such.Thing'" in node.log()
-        assert "Traceback" not in node.log()
-    finally:
-        node.close()
 
 
 def test_several_queues_and_taskfan_queues_beside(
@@ -247,12 +254,5 @@ def test_rq_suspend_holds_the_node_back(r: redis.Redis, start_worker: StartWorke
 
 
 def test_a_node_with_a_secret_refuses_pickled_rq_queues(redis_url: str) -> None:
-    node = WorkerProcess(
-        redis_url, "--rq-queue", "q", queue=None, env={"TASKFAN_SECRET": "s3cret-s3cret-s3cret"}
-    )
-    try:
-        assert node.wait(timeout=60) != 0
-        assert "RQ jobs are not signed" in node.log()
-        assert "Traceback" not in node.log()
-    finally:
-        node.close()
+    env = {"TASKFAN_SECRET": "s3cret-s3cret-s3cret"}
+    assert_refused(redis_url, says="RQ jobs are not signed", env=env)
