@@ -13,10 +13,10 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
 from __future__ import annotations
 
 import logging
-import queue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskfan.settings import Settings
+from worker.io_threads import Events
 from worker.redis_io import NodeRedis
 from worker.retries import RetryHeap
 from worker.stats import NodeView
@@ -36,7 +36,7 @@ class BeatDuties:
         node_redis: NodeRedis,
         view: NodeView,
         retries: RetryHeap,
-        events: queue.Queue[tuple[Any, ...]],
+        events: Events,
         rq: RqSource | None,
     ) -> None:
         self.id = node_id

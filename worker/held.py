@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from taskfan.keys import QueueKeys
-from worker.io_threads import REDIS_ERRORS
+from worker.io_threads import REDIS_ERRORS, Events
 from worker.redis_io import Delivery, NodeRedis
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class HeldEntries:
         except REDIS_ERRORS as exc:
             log.warning("could not hand batches back (others reclaim them later): %s", exc)
 
-    def hand_back_late_reads(self, events: queue.Queue[tuple[Any, ...]]) -> list[Delivery]:
+    def hand_back_late_reads(self, events: Events) -> list[Delivery]:
         """Batches a read delivered after the loop ended go straight back (RQ's
         batches: returned, for the RQ source to hand back)."""
         late, late_rq = late_reads(events)
@@ -64,7 +64,7 @@ class HeldEntries:
 
 
 def late_reads(
-    events: queue.Queue[tuple[Any, ...]],
+    events: Events,
 ) -> tuple[dict[QueueKeys, list[Any]], list[Delivery]]:
     """What reads delivered after the node's loop ended, left in its events: the
     stream entries to hand back, and the RQ source's batches (for it to hand back)."""

@@ -45,7 +45,14 @@ REDIS_ERRORS = (
     TryAgainError,
     RedisClusterException,
 )
-Events = queue.Queue[tuple[Any, ...]]
+#: the node's event queue. A SimpleQueue: its put() may run in a signal handler
+#: (``Node.stop``) while the main thread waits in get(); a Queue's lock would
+#: deadlock there.
+Events = queue.SimpleQueue[tuple[Any, ...]]
+
+
+def new_events() -> Events:
+    return queue.SimpleQueue()
 
 
 class Backoff:

@@ -60,7 +60,7 @@ from worker.beat import BeatDuties
 from worker.demand import Demand
 from worker.guard import Guard
 from worker.held import HeldEntries
-from worker.io_threads import Heartbeat, Reader, Writer
+from worker.io_threads import Events, Heartbeat, Reader, Writer, new_events
 from worker.pool_feed import PoolFeed
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
 from worker.scheduler import Scheduler
@@ -95,7 +95,7 @@ class Node:
         self.scheduler = Scheduler(
             settings.processes, sizer, settings.max_deliveries, guard=self.guard
         )
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.events: Events = new_events()
         self.started_at = time.time()
         #: what the node has done, and is doing: the node record and the metrics read it
         self.stats = NodeStats()

@@ -12,7 +12,6 @@ to, so a broken pool's late callbacks are told apart from the new pool's.
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -23,6 +22,7 @@ from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.batches import Chunk
 from worker.child import ChunkResult, run_chunk
+from worker.io_threads import Events
 from worker.pool import Pool
 from worker.redis_io import Completed
 from worker.scheduler import Scheduler
@@ -40,7 +40,7 @@ class PoolFeed:
         settings: Settings,
         scheduler: Scheduler,
         stats: NodeStats,
-        events: queue.Queue[tuple[Any, ...]],
+        events: Events,
         rq: RqSource | None,
         complete: Callable[[Completed | None], None],
     ) -> None:

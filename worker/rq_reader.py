@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import queue
 import time
 from typing import Any
 
@@ -30,14 +29,13 @@ from taskfan.options import CallMode
 from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Backoff, OnDemand
+from worker.io_threads import REDIS_ERRORS, Backoff, Events, OnDemand
 from worker.redis_io import Delivery
 from worker.rq_writer import RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch
 from worker.sizing import ChunkSizer
 
 log = logging.getLogger(__name__)
-Events = queue.Queue[tuple[Any, ...]]
 
 #: seconds of work an RQ batch aims at, once the jobs' cost is measured ...
 BATCH_SECONDS = 0.25

@@ -28,7 +28,6 @@ AbandonedJobError, or retries them when they have retries left.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ import redis
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS
+from worker.io_threads import REDIS_ERRORS, Events
 from worker.redis_io import Delivery
 from worker.rq_reader import RqReader
 from worker.rq_writer import RqBooks, RqWriter
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
     from worker.stats import NodeStats
 
 log = logging.getLogger(__name__)
-Events = queue.Queue[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)

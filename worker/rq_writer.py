@@ -33,11 +33,10 @@ from typing import Any
 import redis
 
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Backoff
+from worker.io_threads import REDIS_ERRORS, Backoff, Events
 from worker.redis_io import Delivery
 
 log = logging.getLogger(__name__)
-Events = queue.Queue[tuple[Any, ...]]
 
 
 @dataclass(eq=False)
