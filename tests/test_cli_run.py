@@ -170,39 +170,44 @@ def some_batches_done(client: redis.Redis) -> bool:
     return bool(ids) and int(client.hget(JobKeys(ids[0]).meta, "batches_done") or 0) > 0
 
 
-def test_ctrl_c_mid_job_leaves_no_process_behind(
-    slow_input: Path, popen: list[subprocess.Popen[str]]
-) -> None:
+def busy_embedded_run(
+    popen: list[subprocess.Popen[str]], slow_input: Path
+) -> tuple[subprocess.Popen[str], int, set[int]]:
+    """A ``taskfan run`` on the embedded server, a batch done: the process, the
+    server's port, and the processes it started."""
     proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
     port = int(read_until(proc, EMBEDDED).group(1))
     with redis.Redis(port=port) as client:
         wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
     started = descendants(proc.pid)  # redis-server, the worker, its forkserver and pool
     assert len(running(started)) >= 3, started
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 130
-    assert "interrupted (job " in (proc.stderr.read() if proc.stderr else "")
+    return proc, port, started
+
+
+def all_ended(started: set[int], port: int) -> None:
     wait_until(
         lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
     )
     assert port_is_closed(port)
+
+
+def test_ctrl_c_mid_job_leaves_no_process_behind(
+    slow_input: Path, popen: list[subprocess.Popen[str]]
+) -> None:
+    proc, port, started = busy_embedded_run(popen, slow_input)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert "interrupted (job " in (proc.stderr.read() if proc.stderr else "")
+    all_ended(started, port)
 
 
 def test_a_sigkilled_run_takes_its_worker_and_embedded_server_with_it(
     slow_input: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
-    proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
-    port = int(read_until(proc, EMBEDDED).group(1))
-    with redis.Redis(port=port) as client:
-        wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
-    started = descendants(proc.pid)  # redis-server, the worker, its forkserver and pool
-    assert len(running(started)) >= 3, started
+    proc, port, started = busy_embedded_run(popen, slow_input)
     proc.kill()  # no chance to stop anything itself
     proc.wait(10)
-    wait_until(
-        lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
-    )
-    assert port_is_closed(port)
+    all_ended(started, port)
 
 
 def test_sigterm_with_a_configured_redis_keeps_the_job_for_other_nodes(
