@@ -1,12 +1,15 @@
 """The RQ adapter piece by piece: the pool side (``run_job``, no Redis) and each
-script against a real Redis (dequeue, start, refresh, release, stuck-job recovery)."""
+script against a real Redis (dequeue, start, refresh, release, stuck-job recovery),
+and the package's boundary: nothing outside it imports rq."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import pickle
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,3 +315,28 @@ def test_the_allowlist_applies_to_the_rq_jobs_own_function(r: redis.Redis) -> No
     assert "'rq.job.get_current_job' is not allowed" in outcome.payload
     method = run_allowed(r, queue.enqueue(rq_tasks.Adder(1).add, 2), ("myapp",))
     assert method.payload is not None and "tests.rq_tasks.Adder.add" in method.payload
+
+
+# --------------------------------------------------------------------------- the boundary
+
+
+def test_nothing_outside_the_adapter_package_imports_rq() -> None:
+    """The issue's rule: every touch of RQ's internals is in worker/rq_adapter/."""
+    root = Path(__file__).resolve().parent.parent
+    adapter = root / "worker" / "rq_adapter"
+    offenders = []
+    for package in ("taskfan", "producer", "worker"):
+        for path in sorted((root / package).rglob("*.py")):
+            if adapter in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                else:
+                    continue
+                if any(name == "rq" or name.startswith("rq.") for name in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+    assert any(adapter.glob("*.py")), "the adapter package moved: update this test"

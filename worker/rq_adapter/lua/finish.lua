@@ -5,7 +5,7 @@
 -- when none of RQ's other branches applies (result_ttl or failure_ttl 0, retries
 -- left, a Retry returned, repeats, a job hash that lacks a field RQ 2.x's Job.to_dict
 -- always writes); those go through RQ's own code
--- (worker/rq_adapter.py). Preceded by _keys.lua (per-job keys, and A).
+-- (worker/rq_adapter/rq_worker.py). Preceded by _keys.lua (per-job keys, and A).
 --
 -- KEYS[1]  rq:wip:QUEUE          StartedJobRegistry
 -- KEYS[2]  rq:finished:QUEUE     FinishedJobRegistry: job id -> expiry

@@ -1,6 +1,6 @@
 -- _keys.lua: put in front of start.lua, finish.lua and refresh.lua. RQ's keys of
 -- one job, built around its id from the affixes the adapter derives from RQ's own
--- code and passes first (worker/rq_adapter.py: _JOB_AFFIXES, ARGV[1..12]). Per-job
+-- code and passes first (worker/rq_adapter/keys.py: JOB_AFFIXES, ARGV[1..12]). Per-job
 -- keys travel that way, not in KEYS, so that a job costs two arguments instead of
 -- six keys: RQ's keys are not cluster-safe in any case (RQ does not support Redis
 -- Cluster), and these scripts run thousands of jobs per second.

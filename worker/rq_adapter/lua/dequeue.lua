@@ -2,7 +2,7 @@
 -- the queue's intermediate list, as RQ 2.x's Queue.lmove does for one
 -- (LMOVE LEFT RIGHT), and read the fields of each job's hash the node needs.
 -- A node that dies before it starts them leaves them in the intermediate list,
--- where maintenance (worker/rq_adapter.py: recover_stuck) finds them. Preceded by
+-- where maintenance (worker/rq_adapter/maintenance.py: recover_stuck) finds them. Preceded by
 -- _keys.lua (per-job keys, and A).
 --
 -- KEYS[1]    rq:queue:NAME                 the queue (a list of job ids)

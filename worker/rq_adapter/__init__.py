@@ -1,0 +1,100 @@
+"""Every touch of RQ's internals, in one package: RQ 2.12.0 exactly (pinned).
+
+A taskfan node drains RQ queues in batches (``worker.rq_source``) and must leave
+RQ's records exactly as RQ's own worker would: job hashes, ``Result`` streams,
+executions, the started/finished/failed/scheduled registries, the worker's hash.
+This package knows RQ's key names, field formats and code paths; the rest of
+taskfan talks to it in plain terms (job ids, outcomes, leases) through the names
+below, and nothing outside it imports ``rq`` or writes an RQ key. The Lua scripts
+in ``lua/`` belong to it: each mirrors one step of RQ's worker for many jobs per
+call, which is what makes a node tens of times faster than RQ's own.
+
+Its modules, in the order a job meets them::
+
+  checks        the RQ pin, Redis 6.2+, the node's trust settings vs the serializer
+  keys          RQ's key names (the only place the adapter builds them)
+  jobs          RqJob (a dequeued job), describe (supported or not), Outcome
+  intermediate  dequeue.lua: queue -> intermediate list, + the job's fields;
+                keep_held, release.lua (back to the queue's head), drop, suspended
+  execute       run_job, in the pool processes: one job as RQ's perform_job runs it
+  record        start.lua, refresh.lua (leases), finish.lua (the common outcomes)
+  rq_worker     RqWorker: the node in RQ's worker registry, and the outcomes
+                recorded by RQ's own SimpleWorker code
+  maintenance   recover_stuck, RQ's registry cleanup, RQ's scheduler duty
+  scripts       loads lua/*.lua;  clock: RQ's time formats
+
+Two paths record an outcome:
+
+- the common case (a job that succeeded and keeps its result, or failed with no
+  retries left) goes through ``finish.lua``, many jobs per call;
+- every other case (``result_ttl=0``, ``failure_ttl=0``, retries left, a
+  ``Retry`` returned, a job hash not written by RQ 2.x, a cold stop) goes
+  through RQ's own ``SimpleWorker`` methods on a worker object named like the
+  node, so it is RQ's code that writes.
+
+``tests/test_rq_contract.py`` runs the same jobs through RQ's ``SimpleWorker``
+and through a node and compares what each leaves in Redis. Upgrading RQ means:
+change the pin, rerun those tests, adapt this package.
+"""
+
+from worker.rq_adapter.checks import PINNED, check_server, check_trust, check_version, serializer
+from worker.rq_adapter.clock import now_text
+from worker.rq_adapter.execute import RUN_JOB, run_job
+from worker.rq_adapter.intermediate import (
+    dequeue,
+    dequeue_blocking,
+    drop,
+    keep_held,
+    release,
+    suspended,
+)
+from worker.rq_adapter.jobs import (
+    CHILD_FIELDS,
+    FAILED,
+    FETCHED,
+    OK,
+    RETRY,
+    Outcome,
+    RqJob,
+    describe,
+)
+from worker.rq_adapter.keys import QueueKeys, worker_key
+from worker.rq_adapter.maintenance import Scheduler, clean, recover_stuck
+from worker.rq_adapter.record import finish, refresh, start
+from worker.rq_adapter.rq_worker import RqWorker
+from worker.rq_adapter.scripts import SCRIPT_JOBS
+
+__all__ = [
+    "CHILD_FIELDS",
+    "FAILED",
+    "FETCHED",
+    "OK",
+    "PINNED",
+    "RETRY",
+    "RUN_JOB",
+    "SCRIPT_JOBS",
+    "Outcome",
+    "QueueKeys",
+    "RqJob",
+    "RqWorker",
+    "Scheduler",
+    "check_server",
+    "check_trust",
+    "check_version",
+    "clean",
+    "dequeue",
+    "dequeue_blocking",
+    "describe",
+    "drop",
+    "finish",
+    "keep_held",
+    "now_text",
+    "recover_stuck",
+    "refresh",
+    "release",
+    "run_job",
+    "serializer",
+    "start",
+    "suspended",
+    "worker_key",
+]

@@ -1,0 +1,92 @@
+"""Jobs between an RQ queue and their start: taken from the queue into its
+intermediate list with their hash fields (``dequeue``, dequeue.lua), held there
+while they wait in the node (``keep_held``), given back to the queue's head
+(``release``, release.lua) or dropped when their hash is gone (``drop``); and
+``rq suspend`` (``suspended``), which holds dequeues back.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from worker.rq_adapter.jobs import FETCHED
+from worker.rq_adapter.keys import JOB_AFFIXES, SUSPENDED, QueueKeys
+from worker.rq_adapter.scripts import DEQUEUE, RELEASE, SCRIPT_JOBS, run
+
+_LENGTH = struct.Struct(">i")
+
+
+def dequeue(
+    client: redis.Redis, keys: QueueKeys, count: int, moved: Sequence[str] = ()
+) -> list[tuple[str, tuple[bytes | None, ...] | None]]:
+    """Move up to ``count`` job ids from the queue to its intermediate list; returns
+    them (after ``moved``, ids moved already) with the FETCHED fields of their hash,
+    or None for a job whose hash is gone (its id left the intermediate list)."""
+    found: list[tuple[str, tuple[bytes | None, ...] | None]] = []
+    while True:
+        step = min(count, SCRIPT_JOBS)
+        args: list[Any] = [*JOB_AFFIXES, step, len(moved), *moved, *FETCHED]
+        reply = run(client, DEQUEUE, [keys.queue, keys.intermediate], args)
+        found += [
+            (reply[i].decode(), _unpack(reply[i + 1]) if reply[i + 1] else None)
+            for i in range(0, len(reply), 2)
+        ]
+        count -= step
+        if count <= 0 or len(reply) // 2 < step + len(moved):
+            return found  # done, or the queue ran dry
+        moved = ()
+
+
+def _unpack(blob: bytes) -> tuple[bytes | None, ...]:
+    """dequeue.lua's packing: (4-byte length, bytes)*, length -1 for a missing field."""
+    out: list[bytes | None] = []
+    at, end = 0, len(blob)
+    while at < end:
+        (length,) = _LENGTH.unpack_from(blob, at)
+        at += 4
+        if length < 0:
+            out.append(None)
+        else:
+            out.append(blob[at : at + length])
+            at += length
+    return tuple(out)
+
+
+def dequeue_blocking(client: redis.Redis, keys: QueueKeys, timeout: float) -> str | None:
+    """Wait up to ``timeout`` seconds for one job id (BLMOVE, as RQ's Queue.lmove);
+    ``dequeue(..., moved=[it])`` then reads its fields."""
+    seconds: Any = timeout  # redis-py's hint says int; Redis takes fractions
+    found: Any = client.blmove(keys.queue, keys.intermediate, seconds, "LEFT", "RIGHT")
+    return found.decode() if found is not None else None
+
+
+def suspended(client: redis.Redis) -> bool:
+    """``rq suspend`` is in force: RQ's workers take no new jobs, and neither do we."""
+    return bool(client.exists(SUSPENDED))
+
+
+def drop(client: redis.Redis, keys: QueueKeys, ids: Iterable[str]) -> None:
+    """Take ids of jobs that no longer exist out of the intermediate list."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.lrem(keys.intermediate, 1, job_id)
+    pipe.execute()
+
+
+def keep_held(client: redis.Redis, keys: QueueKeys, ids: Sequence[str]) -> None:
+    """The lease of dequeued jobs not started yet: clear the markers that RQ's
+    intermediate-list cleanup (and ``recover_stuck``) set on jobs they see there."""
+    for at in range(0, len(ids), 1000):
+        client.delete(*(keys.first_seen(i) for i in ids[at : at + 1000]))
+
+
+def release(client: redis.Redis, keys: QueueKeys, ids: Sequence[str]) -> int:
+    """Put dequeued, never started jobs back at the head of their queue, in order."""
+    if not ids:
+        return 0
+    script_keys = [keys.queue, keys.intermediate, *(keys.first_seen(i) for i in ids)]
+    return int(run(client, RELEASE, script_keys, list(ids)))

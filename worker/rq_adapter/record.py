@@ -1,0 +1,113 @@
+"""Jobs from their start to their outcome, many per script call: started
+(``start``, start.lua: the Execution, the started registry, status "started"),
+their leases renewed (``refresh``, refresh.lua), and the common outcomes recorded
+(``finish``, finish.lua: the Result, the finished or failed registry, status,
+TTLs). The outcomes finish.lua leaves to RQ's own code go to ``rq_worker``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from base64 import b64encode
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.utils import current_timestamp
+
+from worker.rq_adapter.clock import now_text, working_seconds
+from worker.rq_adapter.jobs import OK, Outcome, RqJob
+from worker.rq_adapter.keys import JOB_AFFIXES, QueueKeys, worker_key
+from worker.rq_adapter.scripts import FINISH, REFRESH, SCRIPT_JOBS, START, run
+
+
+def start(
+    client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
+) -> list[int]:
+    """Mark jobs started (start.lua); returns its code per job."""
+    if len(jobs) > SCRIPT_JOBS:
+        return [
+            code
+            for at in range(0, len(jobs), SCRIPT_JOBS)
+            for code in start(client, worker, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
+        ]
+    args: list[Any] = [
+        *JOB_AFFIXES,
+        worker,
+        repr(now),
+        now_text(now),
+        lease,
+        int(now) + lease,
+        int(now) + lease + 60,
+    ]
+    for job in jobs:
+        args += [job.id, job.execution_id]
+    script_keys = [keys.started, keys.intermediate, worker_key(worker)]
+    return [int(c) for c in run(client, START, script_keys, args)]
+
+
+def refresh(
+    client: redis.Redis, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
+) -> list[int]:
+    """Renew the started-registry leases of running jobs (refresh.lua)."""
+    if len(jobs) > SCRIPT_JOBS:
+        return [
+            code
+            for at in range(0, len(jobs), SCRIPT_JOBS)
+            for code in refresh(client, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
+        ]
+    args: list[Any] = [
+        *JOB_AFFIXES,
+        repr(now),
+        now_text(now),
+        lease,
+        int(now) + lease,
+        int(now) + lease + 60,
+    ]
+    for job in jobs:
+        args += [job.id, job.execution_id]
+    return [int(c) for c in run(client, REFRESH, [keys.started], args)]
+
+
+def finish(
+    client: redis.Redis,
+    worker: str,
+    keys: QueueKeys,
+    done: Sequence[tuple[RqJob, Outcome]],
+    now: float,
+) -> tuple[list[int], list[str]]:
+    """Record jobs for which ``RqJob.fast`` holds (finish.lua): returns a code per
+    job (1 recorded, 0 its execution left the started registry) and the ids of
+    recorded jobs that have dependents."""
+    if len(done) > SCRIPT_JOBS:
+        codes, dependents = [], []
+        for at in range(0, len(done), SCRIPT_JOBS):
+            more = finish(client, worker, keys, done[at : at + SCRIPT_JOBS], now)
+            codes += more[0]
+            dependents += more[1]
+        return codes, dependents
+    seconds = ",".join(repr(working_seconds(outcome.started, outcome.ended)) for _, outcome in done)
+    args: list[Any] = [*JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, seconds]
+    for job, outcome in done:
+        assert job.started is not None
+        if outcome.kind == OK:
+            kind, payload, ttl = "s", outcome.payload or "", str(job.result_ttl)
+        else:
+            text = (outcome.payload or "").encode()
+            kind, payload = "f", b64encode(zlib.compress(text)).decode()
+            ttl = "" if job.failure_ttl is None else str(job.failure_ttl)
+        args += [
+            kind,
+            job.id,
+            job.execution_id,
+            now_text(outcome.started),
+            now_text(outcome.ended),
+            repr(job.started),
+            repr(outcome.ended),
+            payload,
+            ttl,
+        ]
+    script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
+    codes, dependents = run(client, FINISH, script_keys, args)
+    return [int(c) for c in codes], [d.decode() for d in dependents]
