@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import base64
 import pickle
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 import rq
-from rq import Callback, Queue, Retry
+from rq import Callback, Queue, Retry, get_current_job
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -100,6 +101,28 @@ def test_a_returned_retry_travels_as_plain_data(r: redis.Redis) -> None:
 def test_get_current_job_is_the_running_job(r: redis.Redis) -> None:
     job = Queue(QUEUE, connection=r).enqueue(rq_tasks.whoami, meta={"k": 1})
     assert value(run(r, job)) == [job.id, QUEUE, []]
+
+
+def test_each_job_is_the_current_one_while_it_runs_and_none_after(r: redis.Redis) -> None:
+    queue = Queue(QUEUE, connection=r)
+    first, second = (queue.enqueue(rq_tasks.whoami) for _ in range(2))
+    assert value(run(r, first))[0] == first.id
+    assert get_current_job() is None
+    assert value(run(r, second))[0] == second.id
+    assert get_current_job() is None
+
+
+def test_the_timeout_holds_after_a_taskfan_chunk_set_its_own_handler(r: redis.Redis) -> None:
+    """A node serving taskfan queues too runs their chunks' soft timeouts in the same
+    pool processes, with a SIGALRM handler of their own."""
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    try:
+        job = Queue(QUEUE, connection=r).enqueue(rq_tasks.busy, 30, job_timeout=1)
+        outcome = run(r, job)
+        assert outcome.kind == rqa.FAILED and outcome.payload is not None
+        assert "JobTimeoutException: Task exceeded maximum timeout value" in outcome.payload
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_job_that_writes_to_redis_through_rq_fails_clearly(r: redis.Redis) -> None:

@@ -15,8 +15,11 @@ These are the tests to rerun when the rq pin in pyproject.toml moves.
 
 from __future__ import annotations
 
+import base64
+import pickle
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +35,7 @@ from tests.conftest import TestRedis
 from tests.helpers import wait_until
 from tests.rq_support import counts, db_url, run_rq_worker, snapshot
 from tests.workers import WorkerProcess
+from worker import rq_adapter as rqa
 
 QUEUE = "contract"
 RQ_DB, TASKFAN_DB = 1, 2
@@ -219,3 +223,83 @@ def test_what_the_jobs_left(runs: tuple[redis.Redis, redis.Redis]) -> None:
     assert job("returns-retry-max").latest_result().type == Result.Type.MAX_RETRIES_EXCEEDED  # type: ignore[union-attr]
     assert job("child").return_value() == 14
     assert client.llen(Queue(QUEUE, connection=client).intermediate_queue_key) == 0
+
+
+# --------------------------------------------------------------------------- finish.lua, batched
+
+#: jobs finish.lua records, enqueued alike on both sides: (job id, function, argument,
+#: enqueue options); the parent's dependent "waiter" is enqueued too, and waits
+BATCH: list[tuple[str, Any, Any, dict[str, Any]]] = [
+    ("b-ok", rq_tasks.double, 1, {}),
+    ("b-ok-keep", rq_tasks.double, 2, {"result_ttl": -1}),
+    ("b-ok-100", rq_tasks.double, 3, {"result_ttl": 100}),
+    ("b-none", rq_tasks.echo, None, {}),
+    ("b-parent", rq_tasks.double, 4, {}),
+    ("b-fail", rq_tasks.boom, 1, {}),
+    ("b-fail-100", rq_tasks.boom, 2, {"failure_ttl": 100}),
+    ("b-fail-keep", rq_tasks.boom, 3, {"failure_ttl": -1}),
+    ("b-lapsed", rq_tasks.double, 5, {}),  # its lease lapses: neither side records it
+]
+
+
+def _started_batch(client: redis.Redis, worker: rqa.RqWorker) -> list[rqa.RqJob]:
+    """BATCH enqueued, dequeued and started (start.lua) under ``worker``."""
+    queue = Queue(QUEUE, connection=client)
+    for job_id, func, arg, options in BATCH:
+        queue.enqueue(func, arg, job_id=job_id, **options)
+    queue.enqueue(rq_tasks.double, 6, job_id="b-waiter", depends_on="b-parent")
+    keys = rqa.QueueKeys(QUEUE)
+    found = rqa.dequeue(client, keys, len(BATCH))
+    jobs = [rqa.describe(QUEUE, job_id, fields) for job_id, fields in found if fields]
+    now = time.time()
+    assert rqa.start(client, worker.name, keys, jobs, lease=60, now=now) == [1] * len(jobs)
+    for job in jobs:
+        job.started = now
+    client.zrem(keys.started, jobs[-1].member)  # b-lapsed: RQ's cleanup took it
+    return jobs
+
+
+def _outcome(job: rqa.RqJob) -> rqa.Outcome:
+    started = time.time()
+    if job.id.startswith("b-fail"):
+        text = f"Traceback (most recent call last):\n  ...\nValueError: bad {job.id}\n"
+        return rqa.Outcome(rqa.FAILED, text, started, started + 0.001)
+    value = None if job.id == "b-none" else len(job.id)
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # RQ's serializer
+    payload = None if value is None else base64.b64encode(data).decode()
+    return rqa.Outcome(rqa.OK, payload, started, started + 0.001)
+
+
+def test_finish_lua_for_many_jobs_in_one_call_leaves_what_rqs_code_leaves(
+    redis_server: TestRedis,
+) -> None:
+    """One finish.lua call for a batch (with a job listed twice, and one whose lease
+    lapsed) against RQ's own handle_job_success / handle_job_failure, job by job."""
+    snapshots = []
+    for db, batched in ((3, True), (4, False)):
+        client = redis.Redis.from_url(db_url(redis_server.url, db))
+        client.flushdb()
+        worker = rqa.RqWorker(client, "batch-side", [QUEUE], None, 60)
+        worker.register()
+        jobs = _started_batch(client, worker)
+        done = [(job, _outcome(job)) for job in jobs]
+        assert all(job.fast(outcome.kind) for job, outcome in done)
+        if batched:
+            keys = rqa.QueueKeys(QUEUE)
+            codes, dependents = rqa.finish(client, worker.name, keys, [*done, done[0]], time.time())
+            assert codes == [1] * (len(done) - 1) + [0, 0]
+            assert dependents == ["b-parent"]
+            worker.enqueue_dependents(QUEUE, dependents)
+        else:
+            recorded = [worker.record(job, outcome) for job, outcome in done]
+            assert recorded == [True] * (len(done) - 1) + [False]
+        worker.idle()
+        snapshots.append(snapshot(client, ["batch-side"]))
+        client.flushdb()
+        client.close()
+    ours, theirs = snapshots
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert ours[key] == theirs[key], key
+    assert "rq:job:b-lapsed" in ours and "rq:results:b-lapsed" not in ours
+    assert ours["rq:queue:contract"][1] == ["b-waiter"]

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import zlib
+from _signal import getsignal as _raw_getsignal  # type: ignore[import-not-found]
 from base64 import b64encode
 from collections.abc import Sequence
 from typing import Any
@@ -78,8 +79,15 @@ class _CurrentJob(Job):
 
 _serializers: dict[str | None, Serializer] = {}
 _functions: dict[str, Any] = {}
+#: a job hash's timeout field -> its seconds, as RQ reads it
+_timeouts: dict[Any, int] = {}
 #: the timeout of the running job, for the SIGALRM handler
 _timeout: int = 0
+
+
+def _parse_timeout(field: Any) -> int:
+    seconds = _timeouts[field] = parse_timeout(field) or Queue.DEFAULT_TIMEOUT
+    return seconds
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -147,17 +155,22 @@ def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
         ser = _serializers.get(serializer_name)
         if ser is None:
             ser = _serializers[serializer_name] = resolve_serializer(serializer_name)
-        _timeout = parse_timeout(values[1]) or Queue.DEFAULT_TIMEOUT
-        if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # a taskfan chunk set its own
+        _timeout = _timeouts.get(values[1]) or _parse_timeout(values[1])
+        # a taskfan chunk may have set its own handler. (_signal's getsignal: signal's
+        # converts to an enum, raising and catching a ValueError for a function.)
+        if _raw_getsignal(signal.SIGALRM) is not _on_alarm:
             signal.signal(signal.SIGALRM, _on_alarm)
-        _job_stack.push(_CurrentJob(job_id, values, ser))
+        # get_current_job() reads the top of RQ's _job_stack. The list push returns
+        # is popped directly: LocalStack.pop would release it when it empties, and
+        # each job would build it anew.
+        stack = _job_stack.push(_CurrentJob(job_id, values, ser))
         started = time.time()
         signal.alarm(_timeout)
         try:
             value = _execute(values[0], ser, allow)
         finally:
             signal.alarm(0)
-            _job_stack.pop()
+            stack.pop()
         ended = time.time()
     except BaseException:  # as RQ: whatever the job raised, SystemExit included
         ended = time.time()

@@ -17,7 +17,8 @@ from worker.rq_adapter.jobs import FETCHED
 from worker.rq_adapter.keys import JOB_AFFIXES, SUSPENDED, QueueKeys
 from worker.rq_adapter.scripts import DEQUEUE, RELEASE, SCRIPT_JOBS, run
 
-_LENGTH = struct.Struct(">i")
+#: the lengths that open each job in dequeue.lua's reply: its id's, then its fields'
+_LENGTHS = struct.Struct(f">{1 + len(FETCHED)}i")
 
 
 def dequeue(
@@ -30,30 +31,37 @@ def dequeue(
     while True:
         step = min(count, SCRIPT_JOBS)
         args: list[Any] = [*JOB_AFFIXES, step, len(moved), *moved, *FETCHED]
-        reply = run(client, DEQUEUE, [keys.queue, keys.intermediate], args)
-        found += [
-            (reply[i].decode(), _unpack(reply[i + 1]) if reply[i + 1] else None)
-            for i in range(0, len(reply), 2)
-        ]
+        got = _unpack(run(client, DEQUEUE, [keys.queue, keys.intermediate], args))
+        found += got
         count -= step
-        if count <= 0 or len(reply) // 2 < step + len(moved):
+        if count <= 0 or len(got) < step + len(moved):
             return found  # done, or the queue ran dry
         moved = ()
 
 
-def _unpack(blob: bytes) -> tuple[bytes | None, ...]:
-    """dequeue.lua's packing: (4-byte length, bytes)*, length -1 for a missing field."""
-    out: list[bytes | None] = []
+def _unpack(blob: bytes) -> list[tuple[str, tuple[bytes | None, ...] | None]]:
+    """dequeue.lua's reply: per job, the lengths of its id and of each field (-1:
+    missing), then the id and the fields present; a job without data is gone."""
+    out: list[tuple[str, tuple[bytes | None, ...] | None]] = []
+    unpack_from, head = _LENGTHS.unpack_from, _LENGTHS.size
     at, end = 0, len(blob)
     while at < end:
-        (length,) = _LENGTH.unpack_from(blob, at)
-        at += 4
-        if length < 0:
-            out.append(None)
-        else:
-            out.append(blob[at : at + length])
-            at += length
-    return tuple(out)
+        id_length, *lengths = unpack_from(blob, at)
+        at += head
+        job_id = blob[at : at + id_length].decode()
+        at += id_length
+        if lengths[0] < 0:
+            out.append((job_id, None))
+            continue
+        fields: list[bytes | None] = []
+        for length in lengths:
+            if length < 0:
+                fields.append(None)
+            else:
+                fields.append(blob[at : at + length])
+                at += length
+        out.append((job_id, tuple(fields)))
+    return out
 
 
 def dequeue_blocking(client: redis.Redis, keys: QueueKeys, timeout: float) -> str | None:

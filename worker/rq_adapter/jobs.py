@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from rq.defaults import DEFAULT_RESULT_TTL
 
@@ -31,13 +32,22 @@ _INDEX = {name: i for i, name in enumerate(FETCHED)}
 #: the fetched fields RQ 2.x's Job.to_dict always writes (the others it always
 #: writes, the node writes itself: status, started_at, ended_at, last_heartbeat,
 #: worker_name)
-_ALWAYS = (
+_ALWAYS = itemgetter(*(_INDEX[name] for name in (
     b"data", b"created_at", b"group_id", b"success_callback_name", b"failure_callback_name",
     b"stopped_callback_name",
-)  # fmt: skip
+)))  # fmt: skip
+#: the fetched fields that mean taskfan does not run the job, when set
+_UNSUPPORTED = (
+    (b"success_callback_name", "a callback (on_success={})"),
+    (b"failure_callback_name", "a callback (on_failure={})"),
+    (b"stopped_callback_name", "a callback (on_stopped={})"),
+    (b"webhooks", "webhooks"),
+    (b"repeats_left", "repeats (Repeat)"),
+)
+_UNSUPPORTED_AT = itemgetter(*(_INDEX[name] for name, _ in _UNSUPPORTED))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RqJob:
     """One dequeued RQ job, as the node tracks it."""
 
@@ -76,7 +86,7 @@ class RqJob:
         data = self.fields[0]
         if not data or not data.startswith(b"x"):
             return False  # RQ's worker would write it back zlib-compressed (0x78...)
-        if any(self.get(name) is None for name in _ALWAYS):
+        if None in _ALWAYS(self.fields):
             return False  # RQ's worker would add the fields its Job.to_dict always writes
         if kind == OK:
             return self.result_ttl > 0 or self.result_ttl == -1
@@ -94,30 +104,22 @@ def describe(queue: str, job_id: str, fields: Sequence[bytes | None]) -> RqJob:
     """An RqJob from its hash's FETCHED fields, with the reason taskfan will not run
     it, if any."""
     job = RqJob(job_id, queue, tuple(fields))
-    reasons = []
-    for name, option in (
-        (b"success_callback_name", "on_success"),
-        (b"failure_callback_name", "on_failure"),
-        (b"stopped_callback_name", "on_stopped"),
-    ):
-        value = job.get(name)
-        if value:
-            reasons.append(f"a callback ({option}={value.decode(errors='replace')})")
-    if job.get(b"webhooks"):
-        reasons.append("webhooks")
-    if job.get(b"repeats_left"):
-        reasons.append("repeats (Repeat)")
-    if reasons:
-        job.unsupported = (
-            f"taskfan.UnsupportedRQJob: taskfan does not run RQ jobs with {' and '.join(reasons)} "
-            f"(job {job_id}, queue {queue}): run this queue with RQ's own `rq worker`, or "
-            "enqueue the job without them. See taskfan's docs/rq.md."
-        )
+    if not any(_UNSUPPORTED_AT(job.fields)):
+        return job
+    reasons = [
+        text.format(value.decode(errors="replace"))
+        for (_, text), value in zip(_UNSUPPORTED, _UNSUPPORTED_AT(job.fields), strict=True)
+        if value
+    ]
+    job.unsupported = (
+        f"taskfan.UnsupportedRQJob: taskfan does not run RQ jobs with {' and '.join(reasons)} "
+        f"(job {job_id}, queue {queue}): run this queue with RQ's own `rq worker`, or "
+        "enqueue the job without them. See taskfan's docs/rq.md."
+    )
     return job
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What ``run_job`` returned for a job (or what the node says about it)."""
 
     kind: str

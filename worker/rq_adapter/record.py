@@ -7,6 +7,7 @@ TTLs). The outcomes finish.lua leaves to RQ's own code go to ``rq_worker``.
 
 from __future__ import annotations
 
+import json
 import zlib
 from base64 import b64encode
 from collections.abc import Sequence
@@ -21,11 +22,24 @@ from worker.rq_adapter.jobs import OK, Outcome, RqJob
 from worker.rq_adapter.keys import JOB_AFFIXES, QueueKeys, worker_key
 from worker.rq_adapter.scripts import FINISH, REFRESH, SCRIPT_JOBS, START, run
 
+#: start.lua's and refresh.lua's codes, as ``start`` and ``refresh`` return them
+_CODES = {"1": 1, "0": 0, "g": -1, "c": -2}
+
+
+def _pairs(jobs: Sequence[RqJob]) -> str:
+    """Jobs as the scripts take them: one JSON array of job id, execution id, ..."""
+    return json.dumps([part for job in jobs for part in (job.id, job.execution_id)])
+
+
+def _codes(reply: bytes) -> list[int]:
+    return [_CODES[c] for c in reply.decode()]
+
 
 def start(
     client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
-    """Mark jobs started (start.lua); returns its code per job."""
+    """Mark jobs started (start.lua); returns a code per job: 1 started, 0 no
+    longer dequeued, -1 its hash is gone, -2 canceled."""
     if len(jobs) > SCRIPT_JOBS:
         return [
             code
@@ -40,17 +54,17 @@ def start(
         lease,
         int(now) + lease,
         int(now) + lease + 60,
+        _pairs(jobs),
     ]
-    for job in jobs:
-        args += [job.id, job.execution_id]
     script_keys = [keys.started, keys.intermediate, worker_key(worker)]
-    return [int(c) for c in run(client, START, script_keys, args)]
+    return _codes(run(client, START, script_keys, args))
 
 
 def refresh(
     client: redis.Redis, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
-    """Renew the started-registry leases of running jobs (refresh.lua)."""
+    """Renew the started-registry leases of running jobs (refresh.lua): a code per
+    job, 1 renewed, 0 gone from the started registry."""
     if len(jobs) > SCRIPT_JOBS:
         return [
             code
@@ -64,10 +78,9 @@ def refresh(
         lease,
         int(now) + lease,
         int(now) + lease + 60,
+        _pairs(jobs),
     ]
-    for job in jobs:
-        args += [job.id, job.execution_id]
-    return [int(c) for c in run(client, REFRESH, [keys.started], args)]
+    return _codes(run(client, REFRESH, [keys.started], args))
 
 
 def finish(
@@ -87,8 +100,7 @@ def finish(
             codes += more[0]
             dependents += more[1]
         return codes, dependents
-    seconds = ",".join(repr(working_seconds(outcome.started, outcome.ended)) for _, outcome in done)
-    args: list[Any] = [*JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, seconds]
+    fields: list[str] = []
     for job, outcome in done:
         assert job.started is not None
         if outcome.kind == OK:
@@ -97,7 +109,7 @@ def finish(
             text = (outcome.payload or "").encode()
             kind, payload = "f", b64encode(zlib.compress(text)).decode()
             ttl = "" if job.failure_ttl is None else str(job.failure_ttl)
-        args += [
+        fields += (
             kind,
             job.id,
             job.execution_id,
@@ -107,7 +119,9 @@ def finish(
             repr(outcome.ended),
             payload,
             ttl,
-        ]
+            repr(working_seconds(outcome.started, outcome.ended)),
+        )
+    args = [*JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, json.dumps(fields)]
     script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
     codes, dependents = run(client, FINISH, script_keys, args)
-    return [int(c) for c in codes], [d.decode() for d in dependents]
+    return [int(c) for c in codes.decode()], [d.decode() for d in dependents]

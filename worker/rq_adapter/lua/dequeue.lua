@@ -1,21 +1,23 @@
 -- dequeue.lua: take up to N job ids from the head of an RQ queue, moving each to
 -- the queue's intermediate list, as RQ 2.x's Queue.lmove does for one
--- (LMOVE LEFT RIGHT), and read the fields of each job's hash the node needs.
+-- (LMOVE LEFT RIGHT; here one LRANGE, LTRIM and RPUSH for all of them, which
+-- leaves the same lists), and read the fields of each job's hash the node needs.
 -- A node that dies before it starts them leaves them in the intermediate list,
--- where maintenance (worker/rq_adapter/maintenance.py: recover_stuck) finds them. Preceded by
--- _keys.lua (per-job keys, and A).
+-- where maintenance (worker/rq_adapter/maintenance.py: recover_stuck) finds them.
+-- Preceded by _keys.lua (per-job keys, and A).
 --
 -- KEYS[1]    rq:queue:NAME                 the queue (a list of job ids)
 -- KEYS[2]    rq:queue:NAME:intermediate    where dequeued, not yet started jobs wait
 -- ARGV[A]    N, the most ids to move
 -- ARGV[A+1]  how many ids follow that were moved already (by a BLMOVE), to read too
--- then       those ids, then the names of the hash fields to read
+-- then       those ids, then the names of the hash fields to read (F of them)
 -- Reads per job: rq:job:ID.
 --
--- Returns {id, fields, id, fields, ...}: per job its id and its fields packed as
--- (4-byte big-endian signed length, bytes)* with length -1 for a missing field; or
--- "" when the job's hash is gone (deleted, or expired after its `ttl`): then its id
--- also leaves the intermediate list, as RQ's own cleanup would take it out.
+-- Returns one string: per job, (1 + F) 4-byte big-endian signed lengths (the
+-- id's, then each field's, -1 for a missing field), then the id and the fields
+-- present. A job whose hash is gone (deleted, or expired after its `ttl`) has
+-- its first field (data) missing and no others; its id also leaves the
+-- intermediate list, as RQ's own cleanup would take it out.
 local moved_before = tonumber(ARGV[A + 1])
 local names = {}
 for i = A + 2 + moved_before, #ARGV do
@@ -25,30 +27,40 @@ local ids = {}
 for i = A + 2, A + 1 + moved_before do
     ids[#ids + 1] = ARGV[i]
 end
-for _ = 1, tonumber(ARGV[A]) do
-    local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-    if not id then
-        break
+local want = tonumber(ARGV[A])
+if want > 0 then
+    local taken = redis.call('LRANGE', KEYS[1], 0, want - 1)
+    if #taken > 0 then
+        redis.call('LTRIM', KEYS[1], #taken, -1)
+        redis.call('RPUSH', KEYS[2], unpack(taken))
+        for _, id in ipairs(taken) do
+            ids[#ids + 1] = id
+        end
     end
-    ids[#ids + 1] = id
+end
+local header = '>i4' .. string.rep('i4', #names)
+local gone = {}
+for i = 1, #names do
+    gone[i] = -1
 end
 local out = {}
 for _, id in ipairs(ids) do
     local values = redis.call('HMGET', job_key(id), unpack(names))
-    local packed = {}
     if values[1] then
+        local lengths = {}
         for i = 1, #names do
             local v = values[i]
-            if v then
-                packed[i] = struct.pack('>i4', #v) .. v
-            else
-                packed[i] = struct.pack('>i4', -1)
-            end
+            lengths[i] = v and #v or -1
+        end
+        out[#out + 1] = struct.pack(header, #id, unpack(lengths))
+        out[#out + 1] = id
+        for i = 1, #names do
+            out[#out + 1] = values[i] or ''
         end
     else
         redis.call('LREM', KEYS[2], 1, id)
+        out[#out + 1] = struct.pack(header, #id, unpack(gone))
+        out[#out + 1] = id
     end
-    out[#out + 1] = id
-    out[#out + 1] = table.concat(packed)
 end
-return out
+return table.concat(out)
