@@ -52,12 +52,26 @@ class Approx:
         return f"~{self.value:.0f}"
 
 
+class _SimpleWorker(SimpleWorker):
+    """RQ's SimpleWorker, its pub/sub thread polling every 0.1 s instead of 60: at
+    the end of a burst RQ stops that thread, and redis-py's stop() waits for the
+    poll under way, which sometimes held a test for a minute (long enough for the
+    dead worker's hash to expire before a snapshot)."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=0.1, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+
 def run_rq_worker(url: str, queues: Sequence[str], name: str = "rq-worker") -> None:
     """RQ's SimpleWorker in this process, in burst mode (its signal handlers undone after)."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     connection = redis.Redis.from_url(url)
     try:
-        worker = SimpleWorker(list(queues), connection=connection, name=name)
+        worker = _SimpleWorker(list(queues), connection=connection, name=name)
         worker.work(burst=True)
     finally:
         for signum, handler in handlers.items():
