@@ -238,6 +238,8 @@ BATCH: list[tuple[str, Any, Any, dict[str, Any]]] = [
     ("b-fail", rq_tasks.boom, 1, {}),
     ("b-fail-100", rq_tasks.boom, 2, {"failure_ttl": 100}),
     ("b-fail-keep", rq_tasks.boom, 3, {"failure_ttl": -1}),
+    ("b-ttl-keep", rq_tasks.double, 7, {"ttl": 300, "result_ttl": -1}),  # persisted at start
+    ("b-ttl-fail-keep", rq_tasks.boom, 4, {"ttl": 300, "failure_ttl": -1}),
     ("b-lapsed", rq_tasks.double, 5, {}),  # its lease lapses: neither side records it
 ]
 
@@ -248,6 +250,9 @@ def _started_batch(client: redis.Redis, worker: rqa.RqWorker) -> list[rqa.RqJob]
     for job_id, func, arg, options in BATCH:
         queue.enqueue(func, arg, job_id=job_id, **options)
     queue.enqueue(rq_tasks.double, 6, job_id="b-waiter", depends_on="b-parent")
+    # b-ok ran before, elsewhere: an execution of it outlives this one in its registry
+    client.zadd("rq:executions:b-ok", {"0" * 32: time.time() + 5000})
+    client.expire("rq:executions:b-ok", 5000)
     keys = rqa.QueueKeys(QUEUE)
     found = rqa.dequeue(client, keys, len(BATCH))
     jobs = [rqa.describe(QUEUE, job_id, fields) for job_id, fields in found if fields]

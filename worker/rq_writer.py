@@ -123,8 +123,16 @@ class RqWriter:
                 log.warning("RQ job %s (queue %s) failed: %s", job.id, job.queue, job.unsupported)
 
     def _forget(self, op: tuple[Any, ...]) -> None:
-        """An op that cannot be applied: let the node go on without it."""
+        """An op that cannot be applied: let the node go on without it. A batch's
+        jobs leave the books (no more lease renewals or held markers): RQ's cleanup
+        and the node's maintenance take them from there."""
         if op[0] == "finish":
+            with self.books.lock:
+                batch = self.books.batches.pop(op[1].entry_id, None)
+                if batch is not None:
+                    for job in batch.jobs:
+                        self.books.running.pop(job.member, None)
+                        self.books.held[batch.queue].discard(job.id)
             self.events.put(("rq-written", op[1], 0, 0))
 
     def _start(self, name: str, jobs: list[rqa.RqJob]) -> None:
@@ -160,10 +168,12 @@ class RqWriter:
         return out
 
     def _finish(self, delivery: Delivery, blobs: dict[int, bytes]) -> tuple[int, int]:
-        with self.books.lock:
-            batch = self.books.batches.pop(delivery.entry_id)
+        with self.books.lock:  # it leaves the books once recorded: a retry finds it
+            batch = self.books.batches[delivery.entry_id]
         outcomes = self._outcomes(batch, blobs)
         ok, failed = self._record(batch, outcomes)
+        with self.books.lock:
+            self.books.batches.pop(delivery.entry_id, None)
         log.info(
             "RQ queue %s batch %s: %d jobs, %d failed",
             batch.queue,
