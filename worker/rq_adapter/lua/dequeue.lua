@@ -39,28 +39,30 @@ if want > 0 then
     end
 end
 local header = '>i4' .. string.rep('i4', #names)
-local gone = {}
+local lengths, gone = {}, {}
 for i = 1, #names do
     gone[i] = -1
 end
-local out = {}
+local out, n = {}, 0
 for _, id in ipairs(ids) do
     local values = redis.call('HMGET', job_key(id), unpack(names))
     if values[1] then
-        local lengths = {}
         for i = 1, #names do
             local v = values[i]
             lengths[i] = v and #v or -1
         end
-        out[#out + 1] = struct.pack(header, #id, unpack(lengths))
-        out[#out + 1] = id
+        out[n + 1] = struct.pack(header, #id, unpack(lengths))
+        out[n + 2] = id
+        n = n + 2
         for i = 1, #names do
-            out[#out + 1] = values[i] or ''
+            n = n + 1
+            out[n] = values[i] or ''
         end
     else
         redis.call('LREM', KEYS[2], 1, id)
-        out[#out + 1] = struct.pack(header, #id, unpack(gone))
-        out[#out + 1] = id
+        out[n + 1] = struct.pack(header, #id, unpack(gone))
+        out[n + 2] = id
+        n = n + 2
     end
 end
 return table.concat(out)
