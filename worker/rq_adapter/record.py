@@ -35,29 +35,28 @@ def _codes(reply: bytes) -> list[int]:
     return [_CODES[c] for c in reply.decode()]
 
 
+def _lease(now: float, lease: int) -> list[Any]:
+    """start.lua's and refresh.lua's lease arguments: now (as a float and as RQ's
+    text), the lease, and when the started-registry entry and the Execution expire."""
+    return [repr(now), now_text(now), lease, int(now) + lease, int(now) + lease + 60]
+
+
+def _slices(jobs: Sequence[RqJob]) -> list[Sequence[RqJob]]:
+    """The jobs cut to at most SCRIPT_JOBS per script call."""
+    return [jobs[at : at + SCRIPT_JOBS] for at in range(0, len(jobs), SCRIPT_JOBS)]
+
+
 def start(
     client: redis.Redis, worker: str, keys: QueueKeys, jobs: Sequence[RqJob], lease: int, now: float
 ) -> list[int]:
     """Mark jobs started (start.lua); returns a code per job: 1 started, 0 no
     longer dequeued, -1 its hash is gone, -2 canceled."""
-    if len(jobs) > SCRIPT_JOBS:
-        return [
-            code
-            for at in range(0, len(jobs), SCRIPT_JOBS)
-            for code in start(client, worker, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
-        ]
-    args: list[Any] = [
-        *JOB_AFFIXES,
-        worker,
-        repr(now),
-        now_text(now),
-        lease,
-        int(now) + lease,
-        int(now) + lease + 60,
-        _pairs(jobs),
-    ]
     script_keys = [keys.started, keys.intermediate, worker_key(worker)]
-    return _codes(run(client, START, script_keys, args))
+    codes: list[int] = []
+    for part in _slices(jobs):
+        args: list[Any] = [*JOB_AFFIXES, worker, *_lease(now, lease), _pairs(part)]
+        codes += _codes(run(client, START, script_keys, args))
+    return codes
 
 
 def refresh(
@@ -65,22 +64,11 @@ def refresh(
 ) -> list[int]:
     """Renew the started-registry leases of running jobs (refresh.lua): a code per
     job, 1 renewed, 0 gone from the started registry."""
-    if len(jobs) > SCRIPT_JOBS:
-        return [
-            code
-            for at in range(0, len(jobs), SCRIPT_JOBS)
-            for code in refresh(client, keys, jobs[at : at + SCRIPT_JOBS], lease, now)
-        ]
-    args: list[Any] = [
-        *JOB_AFFIXES,
-        repr(now),
-        now_text(now),
-        lease,
-        int(now) + lease,
-        int(now) + lease + 60,
-        _pairs(jobs),
-    ]
-    return _codes(run(client, REFRESH, [keys.started], args))
+    codes: list[int] = []
+    for part in _slices(jobs):
+        args: list[Any] = [*JOB_AFFIXES, *_lease(now, lease), _pairs(part)]
+        codes += _codes(run(client, REFRESH, [keys.started], args))
+    return codes
 
 
 def finish(
