@@ -152,18 +152,17 @@ class LocalCluster:
             proc.wait()
 
 
-def check_importable(function: str) -> None:
-    """The local worker imports from the working directory: fail early on a typo."""
+def check_importable(function: str, paths: tuple[str, ...] = (".",)) -> None:
+    """The local worker imports from ``paths`` (``--path``, default the working
+    directory): fail early on a typo, from the same folders."""
     ref = reference(function)
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
+    added = [p for p in (os.path.abspath(p) for p in paths) if p not in sys.path]
+    sys.path[:0] = added
     try:
         resolve(ref)
     finally:
-        if added:
-            sys.path.remove(cwd)
+        for path in added:
+            sys.path.remove(path)
 
 
 def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]:
@@ -172,6 +171,8 @@ def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]
     args = ["--log-level", level, "--log-format", fmt]
     args += ["--max-item-bytes", str(settings.max_item_bytes)]
     args += ["--max-batch-bytes", str(settings.max_batch_bytes)]
+    for path in settings.paths:
+        args += ["--path", os.path.abspath(path)]
     if secret_file:
         args += ["--secret-file", os.path.abspath(secret_file)]
     return tuple(args)
@@ -191,6 +192,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     type=int,
     help="Processes of the local worker (default: CPU count) [env: TASKFAN_PROCESSES]",
 )
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    help="Folder to import task modules from, for the check and the local worker; repeat "
+    "for several (default: .) [env: TASKFAN_PATH]",
+)
 @output_options
 @limit_options
 @secret_option
@@ -204,6 +212,7 @@ def run(
     chunksize: int | None,
     result_ttl: int | None,
     processes: int | None,
+    paths: tuple[str, ...],
     output: str,
     progress: bool | None,
     max_item_bytes: int | None,
@@ -227,10 +236,10 @@ def run(
         settings = load_settings(
             redis_url, queue, secret_file, batch_size=batch_size, chunksize=chunksize,
             result_ttl=result_ttl, processes=processes, max_item_bytes=max_item_bytes,
-            max_batch_bytes=max_batch_bytes,
+            max_batch_bytes=max_batch_bytes, paths=paths or None,
         )  # fmt: skip
         try:
-            check_importable(function)
+            check_importable(function, settings.paths)
         except FunctionReferenceError as exc:
             raise CliError(f"{exc}") from None
     code = EXIT_OK

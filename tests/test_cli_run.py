@@ -127,6 +127,29 @@ def test_run_refuses_a_function_it_cannot_import() -> None:
     )
 
 
+def task_folder(tmp_path: Path) -> Path:
+    """A folder outside the repository holding a task module, ``far_tasks``."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "far_tasks.py").write_text("def triple(x):\n    return 3 * x\n")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_run_imports_task_modules_from_path(tmp_path: Path, how: str) -> None:
+    """The message of a failed import says "pass --path": ``run`` takes it, and
+    TASKFAN_PATH, for its own check and for its local worker."""
+    folder = task_folder(tmp_path)
+    path = write_lines(tmp_path / "in.jsonl", ["1", "2"])
+    args = ["run", "far_tasks:triple", "-i", str(path), "-p", "1"]
+    if how == "option":
+        done = run_taskfan(*args, "--path", str(folder))
+    else:
+        done = run_taskfan(*args, env=clean_environ(TASKFAN_PATH=str(folder)))
+    assert done.returncode == 0, done.stderr
+    assert [o["result"] for o in outcomes(done.stdout)] == [3, 6]
+
+
 @pytest.fixture
 def slow_input(tmp_path: Path) -> Path:
     return write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
