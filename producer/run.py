@@ -47,7 +47,7 @@ from producer.cli_options import (
     secret_option,
 )
 from taskfan.cli import LOGGING_META, log_options
-from taskfan.connection import redact
+from taskfan.connection import check, connect, redact
 from taskfan.errors import FunctionReferenceError
 from taskfan.lifeline import tied
 from taskfan.refs import reference, resolve
@@ -99,7 +99,14 @@ class LocalCluster:
             )
             self.settings = self.settings.replace(redis_url=self.server.url)
         else:
-            click.echo(f"using Redis at {redact(self.settings.redis_url)}", err=True)
+            # One PING first: a wrong URL is one line, before any worker starts.
+            url = self.settings.redis_url
+            probe = connect(url, block_seconds=self.settings.block_seconds)
+            try:
+                check(probe, url)
+            finally:
+                probe.close()
+            click.echo(f"using Redis at {redact(url)}", err=True)
         command = [
             sys.executable, "-m", "taskfan", "worker",
             "--redis-url", self.url,

@@ -14,13 +14,16 @@ from typing import Any, TypeAlias
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import ClusterError, InvalidResponse, RedisClusterException
 from redis.sentinel import Sentinel
 
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.urls import CLUSTER, SENTINEL, RedisTarget, parse, redact
 
 __all__ = ["RedisClient", "check", "connect", "is_cluster", "redact", "translate_errors"]
+
+#: what we say of a server that answers, but not in Redis's protocol
+NOT_REDIS = "the server does not answer as Redis does (is that address a Redis server's?)"
 
 #: what ``connect`` returns: one server (or Sentinel's master), or a cluster
 RedisClient: TypeAlias = redis.Redis | RedisCluster
@@ -92,6 +95,8 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:
         raise BrokerUnavailable(f"{what}: Redis refused the credentials: {exc}") from exc
+    except InvalidResponse as exc:  # e.g. "HTTP/1.1 400 Bad Request" from a web server
+        raise BrokerUnavailable(f"{what}: {NOT_REDIS}: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BrokerUnavailable(f"{what}: Redis is unreachable: {exc}") from exc
     except (ClusterError, RedisClusterException) as exc:
@@ -104,5 +109,16 @@ def translate_errors(what: str) -> Iterator[None]:
 
 def check(client: RedisClient, url: str) -> None:
     """Ping once; raise BrokerUnavailable naming the URL when that fails."""
-    with translate_errors(f"connecting to {redact(url)}"):
-        client.ping()
+    what = f"connecting to {redact(url)}"
+    with translate_errors(what):
+        try:
+            client.ping()
+        except redis.ConnectionError as exc:
+            # Redis answers a first PING (with an error, at worst): a server that
+            # hangs up without a word speaks another protocol (HTTP, or TLS).
+            if "closed by server" in str(exc):
+                raise BrokerUnavailable(
+                    f"{what}: the server closed the connection without answering a PING "
+                    "(is that address a Redis server's? one that wants TLS needs rediss://)"
+                ) from exc
+            raise
