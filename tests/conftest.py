@@ -14,6 +14,7 @@ runs twice: on the server, then on the cluster (``redis_url`` is then a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,30 @@ def redis_server() -> Iterator[TestRedis]:
         return
     with RedisServer() as server:
         yield TestRedis(server.url, owned=True, server=server)
+
+
+class VolatileRedis:
+    """A redis-server of one test's own that keeps nothing across a restart
+    (``--save '' --appendonly no``): ``outage(seconds)`` SIGKILLs it, leaves it
+    down that long, and starts it again, empty, on the same port."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def outage(self, seconds: float) -> None:
+        self.server.kill()
+        time.sleep(seconds)  # the outage itself, not a synchronisation
+        self.server.restart()
+
+
+@pytest.fixture
+def volatile_redis() -> Iterator[VolatileRedis]:
+    with RedisServer(appendonly=False) as server:
+        yield VolatileRedis(server)
 
 
 @pytest.fixture(scope="session")

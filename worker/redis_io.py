@@ -3,6 +3,15 @@
 Reads batches (XREADGROUP, XAUTOCLAIM for batches whose lease lapsed), records
 finished batches (record.lua per batch, then XACK + XDEL, one pipeline for many
 batches), refreshes leases, hands batches back, and publishes the node record.
+
+A Redis restarted without persistence (or flushed, or a queue purged) comes
+back with no queue stream, no consumer group and no scripts. Every command that
+names the group answers ``NOGROUP`` then, and whichever path meets it first
+(read, reclaim, lease refresh, hand back, acknowledgement) creates the groups
+again and loads the scripts (``_regroup``): the batches the group held are gone
+with it, so there is nothing to reclaim, refresh or acknowledge, and the node
+goes on serving new jobs without a restart. NOSCRIPT is handled where scripts
+run (``write``).
 """
 
 from __future__ import annotations
@@ -98,18 +107,25 @@ class NodeRedis:
             self.client.sadd(keys.QUEUES, queue.name)
         scripts.load_all(self.client)
 
+    def _regroup(self, exc: Exception) -> None:
+        """The stream or its group vanished (a purge, a FLUSHALL, a Redis restarted
+        without persistence), maybe while we were blocked on it: create them again."""
+        log.warning(
+            "queue stream or consumer group missing (Redis restarted empty, flushed, or "
+            "the queue purged); creating it again: %s",
+            exc,
+        )
+        self.prepare()
+
     def read(self, count: int, block_ms: int) -> list[Delivery]:
         """New batches for this node, waiting up to ``block_ms`` for one."""
         streams = [q.stream for q in self.queues]
         try:
             reply = self._reads.read(streams, self.node_id, count, block_ms)
         except ResponseError as exc:
-            # The stream or its group vanished (a purge, a FLUSHALL, a restarted
-            # Redis without persistence), maybe while we were blocked on it.
-            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+            if not _lost_group(exc):
                 raise
-            log.warning("queue stream or consumer group missing (purged?); creating it again")
-            self.prepare()
+            self._regroup(exc)
             return []
         out: list[Delivery] = []
         for stream, entries in reply:
@@ -172,9 +188,15 @@ class NodeRedis:
         """Batches other nodes held past their lease (crashed or cut off nodes)."""
         out: list[Delivery] = []
         for queue in self.queues:
-            reply: Any = self.client.xautoclaim(
-                queue.stream, GROUP, self.node_id, min_idle_ms, "0-0", count=count
-            )
+            try:
+                reply: Any = self.client.xautoclaim(
+                    queue.stream, GROUP, self.node_id, min_idle_ms, "0-0", count=count
+                )
+            except ResponseError as exc:
+                if not _lost_group(exc):
+                    raise
+                self._regroup(exc)  # a new group holds nothing to reclaim
+                return self._check_jobs(out)
             claimed = reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             counts = self._delivery_counts(queue, [entry_id for entry_id, _ in claimed])
@@ -196,7 +218,9 @@ class NodeRedis:
         for entry_id in ids:
             pipe.xpending_range(queue.stream, GROUP, min=entry_id, max=entry_id, count=1)
         counts: dict[bytes, int] = {}
-        for reply in pipe.execute():
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):  # the group vanished meanwhile: count 1
+                continue
             for item in reply:
                 counts[item["message_id"]] = int(item["times_delivered"])
         return counts
@@ -245,12 +269,18 @@ class NodeRedis:
             scripts.load_all(self.client)  # the server restarted or was flushed
         self._outcome(recorded, results[: len(recorded)])
         at = len(recorded)
+        lost: Exception | None = None
         for c, span in zip(acking, spans, strict=True):
             errors = [r for r in results[at : at + span] if isinstance(r, Exception)]
             at += span
+            # A lost group took the entry with it: nothing is left to acknowledge.
+            lost = next((e for e in errors if _lost_group(e)), lost)
+            errors = [e for e in errors if not _lost_group(e)]
             c.acked = not errors
             for error in errors:
                 log.error("job %s batch %s: acknowledging failed: %s", c.job_id, c.field, error)
+        if lost is not None:
+            self._regroup(lost)
         for fn_ref, result in zip(costs, results[at:], strict=True):
             if isinstance(result, Exception):
                 log.warning("publishing the cost of %s failed: %s", fn_ref, result)
@@ -282,19 +312,26 @@ class NodeRedis:
 
     def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
         """Renew the leases of the batches this node holds (resets their idle time)."""
-        pipe = self.client.pipeline(transaction=False)
-        for queue, ids in entries.items():
-            if ids:
-                pipe.xclaim(queue.stream, GROUP, self.node_id, 0, ids, justid=True)
-        pipe.execute()
+        self._claim(entries, None)
 
     def hand_back(self, entries: dict[QueueKeys, list[Any]], idle_ms: int) -> None:
         """Make batches this node will not finish reclaimable by others at once."""
+        self._claim(entries, idle_ms)
+
+    def _claim(self, entries: dict[QueueKeys, list[Any]], idle_ms: int | None) -> None:
+        """XCLAIM ... JUSTID the entries to this node again, with idle time ``idle_ms``
+        (None: zero). A queue whose group was lost holds none of them any more."""
         pipe = self.client.pipeline(transaction=False)
         for queue, ids in entries.items():
             if ids:
                 pipe.xclaim(queue.stream, GROUP, self.node_id, 0, ids, idle=idle_ms, justid=True)
-        pipe.execute()
+        errors = [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
+        lost = [e for e in errors if _lost_group(e)]
+        others = [e for e in errors if not _lost_group(e)]
+        if lost:
+            self._regroup(lost[0])
+        if others:
+            raise others[0]
 
     def publish(self, record: dict[str, Any], ttl: float) -> None:
         """Write the node record and heartbeat; the record expires if the node dies."""
@@ -317,9 +354,14 @@ class NodeRedis:
         pipe.zrem(keys.NODES, self.node_id)
         pipe.execute(raise_on_error=False)
         for queue in self.queues:
-            left = self.client.xpending_range(
-                queue.stream, GROUP, min="-", max="+", count=1, consumername=self.node_id
-            )
+            try:
+                left = self.client.xpending_range(
+                    queue.stream, GROUP, min="-", max="+", count=1, consumername=self.node_id
+                )
+            except ResponseError as exc:
+                if not _lost_group(exc):
+                    raise
+                continue  # no group, no consumer left to remove
             if not left:
                 self.client.xgroup_delconsumer(queue.stream, GROUP, self.node_id)
 
@@ -342,6 +384,12 @@ class NodeRedis:
                 dead if isinstance(dead, int) else 0,
             )
         return out
+
+
+def _lost_group(exc: Exception) -> bool:
+    """Redis says the queue stream or its consumer group does not exist (NOGROUP),
+    or that it vanished under a blocked read (UNBLOCKED)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def _job_key(job_id: bytes | None) -> str | None:

@@ -1,0 +1,76 @@
+"""A running node after Redis restarts without persistence (issue 14, item 1).
+
+The server comes back empty: no queue streams, no consumer group, no scripts,
+no node record. Nodes must serve new jobs within seconds, without a restart,
+and stop complaining once they have healed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from producer import Client
+from taskfan import keys
+from taskfan.keys import GROUP, QueueKeys
+from tests import tasks
+from tests.conftest import VolatileRedis
+from tests.helpers import wait_until
+from tests.workers import WorkerProcess
+
+ENV = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
+#: seconds from Redis answering again to a new job's results, at most
+RECOVERY = 8.0
+
+
+def _node_ids(r: redis.Redis) -> list[bytes]:
+    found: Any = r.zrange(keys.NODES, 0, -1)
+    return list(found)
+
+
+def _pending(r: redis.Redis) -> int:
+    reply: Any = r.xpending(QueueKeys("default").stream, GROUP)
+    return int(reply["pending"])
+
+
+def _beats(r: redis.Redis, node_id: bytes) -> float:
+    """The node's last heartbeat, as its record says (0 while it has none)."""
+    value: Any = r.hget(keys.node(node_id.decode()), "heartbeat_at")
+    return float(value or 0)
+
+
+@pytest.mark.parametrize("outage", [1.0, 10.0])
+def test_a_node_serves_new_jobs_after_redis_restarts_empty(
+    volatile_redis: VolatileRedis, outage: float
+) -> None:
+    url = volatile_redis.url
+    node = WorkerProcess(url, processes=1, env=ENV)
+    r = redis.Redis.from_url(url)
+    try:
+        client = Client.from_url(url)
+        assert list(client.map(tasks.square, range(4)).results(timeout=60)) == [0, 1, 4, 9]
+        # A batch in flight across the outage too: its lease refresh meets no group.
+        client.map(tasks.sleep, [outage + 1.0])
+        wait_until(lambda: _pending(r), timeout=30, message="the node holds the long batch")
+        volatile_redis.outage(outage)
+        back = time.monotonic()
+        values = list(client.map(tasks.square, range(5, 9)).results(timeout=RECOVERY + 7))
+        served = time.monotonic() - back
+        assert values == [25, 36, 49, 64]
+        assert served < RECOVERY, node.log()
+        # The node record is back, and the node has healed: three more beats, no errors.
+        (node_id,) = wait_until(lambda: _node_ids(r), timeout=10, message="the node record")
+        healed_at = len(node.log())
+        first = wait_until(lambda: _beats(r, node_id), timeout=10, message="a heartbeat")
+        wait_until(lambda: _beats(r, node_id) > first + 1.0, timeout=10,
+                   message="three more heartbeats")  # fmt: skip
+        after = node.log()[healed_at:]
+        assert "Traceback" not in node.log(), node.log()
+        assert "failed" not in after, after
+        assert node.proc.poll() is None
+    finally:
+        node.close()
+        r.close()
