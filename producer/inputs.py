@@ -16,6 +16,13 @@ With ``max_item_bytes``, an item whose JSON encoding is larger is malformed
 too (``file:line: the item encodes to ...``). Only lines long enough to come
 near the limit are encoded to measure them, so the check costs nothing on
 ordinary files.
+
+Lines are read with a cap (``max_line_bytes``, by default ``max_item_bytes``):
+a longer line is malformed (``file:line: line longer than N bytes``) and is
+never held whole. Its first N bytes are read, the rest is skipped a piece at a
+time, so a small .gz file that decompresses to gigabytes of one line costs
+megabytes, not gigabytes. A CSV record that spans lines (a quoted field with
+line breaks) is capped the same way as a whole.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from producer.input_lines import Lines, text_lines, too_long
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput, TaskfanError
 from taskfan.limits import format_size
@@ -80,17 +88,24 @@ def read(
     csv_types: str = "str",
     skip_invalid: bool = False,
     max_item_bytes: int | None = None,
+    max_line_bytes: int | None = None,
 ) -> Iterator[Any]:
-    """The items of ``stream`` in ``fmt``; ``source`` names it in errors."""
+    """The items of ``stream`` in ``fmt``; ``source`` names it in errors.
+
+    ``max_line_bytes`` (default: ``max_item_bytes``; None: no cap) bounds what
+    one line costs to read when ``stream`` has ``readline`` (a file, stdin).
+    """
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     size = _SizeCheck(source, max_item_bytes)
+    cap = max_item_bytes if max_line_bytes is None else max_line_bytes
+    lines = text_lines(stream, source, cap)
     if fmt == "csv":
         if csv_types not in CSV_TYPES:
             raise InvalidInput(f"unknown csv types {csv_types!r}: one of {', '.join(CSV_TYPES)}")
-        records = _csv(stream, source, csv_types == "auto", size)
+        records = _csv(lines, source, csv_types == "auto", size, cap)
     else:
-        records = (_jsonl if fmt == "jsonl" else _lines)(stream, source, size)
+        records = (_jsonl if fmt == "jsonl" else _lines)(lines, size)
     for record in records:
         if isinstance(record, InvalidInput):
             if not skip_invalid:
@@ -98,18 +113,6 @@ def read(
             yield Rejected(str(record))
         else:
             yield record
-
-
-def _text_lines(stream: Iterable[bytes], source: str) -> Iterator[tuple[int, str | InvalidInput]]:
-    """(line number, text without its line break), or the error for a line that
-    is not UTF-8."""
-    for number, raw in enumerate(stream, 1):
-        try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            yield number, InvalidInput(f"not UTF-8 text ({exc.reason})", source=source, line=number)
-            continue
-        yield number, text.rstrip("\r\n")
 
 
 class _SizeCheck:
@@ -152,8 +155,9 @@ def _finite(text: str) -> float:
     return value
 
 
-def _jsonl(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[Any]:
-    for number, text in _text_lines(stream, source):
+def _jsonl(lines: Lines, size: _SizeCheck) -> Iterator[Any]:
+    source = size.source
+    for number, text in lines:
         if isinstance(text, InvalidInput):
             yield text
         elif text.strip():
@@ -172,8 +176,8 @@ def _jsonl(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[A
                 yield InvalidInput(f"not valid JSON: {exc}", source=source, line=number)
 
 
-def _lines(stream: Iterable[bytes], source: str, size: _SizeCheck) -> Iterator[Any]:
-    for number, text in _text_lines(stream, source):
+def _lines(lines: Lines, size: _SizeCheck) -> Iterator[Any]:
+    for number, text in lines:
         yield text if isinstance(text, InvalidInput) else size(text, len(text), 1, number)
 
 
@@ -200,28 +204,58 @@ def parse_cell(text: str) -> Any:
     return _BOOLS.get(text.lower(), text)
 
 
-def _csv(stream: Iterable[bytes], source: str, auto: bool, size: _SizeCheck) -> Iterator[Any]:
-    bad: dict[int, InvalidInput] = {}  # lines that are not UTF-8, by number
+class _RecordTooLong(Exception):
+    """A CSV record spans more lines than the cap allows (raised through csv.reader)."""
 
-    def texts() -> Iterator[str]:
-        for number, text in _text_lines(stream, source):
-            if isinstance(text, InvalidInput):
-                bad[number] = text
-                text = ""
-            yield text + "\n"
 
-    reader = csv.reader(texts(), strict=True)
+class _CsvLines:
+    """The lines csv.reader parses: bad lines (kept in ``bad``) read as blank, and a
+    record that grows past ``cap`` characters raises _RecordTooLong."""
+
+    def __init__(self, lines: Lines, cap: int | None) -> None:
+        self.lines = lines
+        self.cap = cap
+        self.bad: dict[int, InvalidInput] = {}  # lines that are malformed, by number
+        self.number = 0  # the last line handed out
+        self.record_chars = 0  # characters of the record being parsed so far
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        self.number, text = next(self.lines)
+        if isinstance(text, InvalidInput):
+            self.bad[self.number] = text
+            text = ""
+        self.record_chars += len(text) + 1
+        if self.cap is not None and self.record_chars > self.cap:
+            raise _RecordTooLong  # csv.reader starts afresh at the next line
+        return text + "\n"
+
+
+def _csv(lines: Lines, source: str, auto: bool, size: _SizeCheck, cap: int | None) -> Iterator[Any]:
+    texts = _CsvLines(lines, cap)
+    bad = texts.bad
+    reader = csv.reader(texts, strict=True)
     header: list[str] | None = None
     while True:
-        first = reader.line_num + 1
+        first = texts.number + 1
+        texts.record_chars = 0
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            yield InvalidInput(f"not valid CSV: {exc}", source=source, line=reader.line_num)
+        except _RecordTooLong:
+            bad.clear()
+            yield InvalidInput(
+                too_long("a record of several lines", cap), source=source, line=first
+            )
             continue
-        broken = [bad.pop(n) for n in range(first, reader.line_num + 1) if n in bad]
+        except csv.Error as exc:
+            bad.clear()
+            yield InvalidInput(f"not valid CSV: {exc}", source=source, line=texts.number)
+            continue
+        broken = [bad.pop(n) for n in range(first, texts.number + 1) if n in bad]
         if broken:
             yield broken[0]
         elif not row:

@@ -86,11 +86,13 @@ def test_a_batch_over_the_limit_is_split(
 def test_the_cli_names_the_line_of_an_item_over_the_limit(
     redis_url: str, r: redis.Redis, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    path = write_lines(tmp_path / "in.jsonl", ['"ok"', "", '"' + "z" * 3000 + '"', '"fine"'])
+    # 1601 bytes of line (under the cap on lines), 3.5 KiB once encoded (1e5 -> 100000.0)
+    big = "[" + ",".join(["1e5"] * 400) + "]"
+    path = write_lines(tmp_path / "in.jsonl", ['"ok"', "", big, '"fine"'])
     args = ["enqueue", "tests.tasks:identity", "-i", str(path), "--redis-url", redis_url]
     refused = invoke(*args, "--max-item-bytes", "2k")
     assert refused.exit_code == 2
-    assert f"{path}:3: the item encodes to 2.9 KiB, over max_item_bytes (2 KiB" in refused.stderr
+    assert f"{path}:3: the item encodes to 3.5 KiB, over max_item_bytes (2 KiB" in refused.stderr
     assert r.keys("*{j:*") == []
     start_worker()
     skipped = invoke(*args, "--max-item-bytes", "2k", "--skip-invalid", "--wait")

@@ -1,0 +1,131 @@
+"""Input "bombs": a line far longer than an item may be (a small .gz file of one
+huge line, a CSV field with no line break) fails at that line with exit 2 and
+``file:line: line longer than N bytes``, without reading it into memory."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from producer.inputs import read
+from producer.rejects import Rejected
+from taskfan.errors import InvalidInput
+from tests.cli_support import REPO, clean_environ, taskfan
+
+MiB = 1024 * 1024
+#: what a line of the bombs decompresses to
+BOMB_BYTES = 1024 * MiB
+#: what the CLI may hold while it reads one (the interpreter and its imports
+#: take about 60 MiB; reading the line whole would take over a GiB)
+MAX_RSS = 250 * MiB
+
+
+def items(data: bytes, fmt: str, **options: object) -> list[object]:
+    return list(read(io.BytesIO(data), fmt, source="in.x", **options))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "lines", "csv"])
+def test_a_line_over_the_cap_is_named_and_skipping_goes_on(fmt: str) -> None:
+    head = b"a\n" if fmt == "csv" else b""
+    long_line = b'"' + b"x" * 30 + b'"'
+    data = head + b'"ok"\n' + long_line + b'\n"fits: 10"\r\n'
+    line = 3 if fmt == "csv" else 2
+    with pytest.raises(InvalidInput) as info:
+        items(data, fmt, max_line_bytes=12)
+    assert str(info.value).startswith(f"in.x:{line}: line longer than 12 bytes")
+    got = items(data, fmt, max_line_bytes=12, skip_invalid=True)
+    assert len(got) == 3 and isinstance(got[1], Rejected)
+    assert got[1].reason.startswith(f"in.x:{line}: line longer than 12 bytes")
+    assert got[2] in ("fits: 10", '"fits: 10"', {"a": "fits: 10"})
+
+
+def test_the_cap_is_the_item_limit_by_default_and_counts_no_line_break() -> None:
+    exactly = b"y" * 16
+    assert items(exactly + b"\r\n" + exactly, "lines", max_item_bytes=18) == ["y" * 16] * 2
+    with pytest.raises(InvalidInput, match=r"^in\.x:2: line longer than 15 bytes"):
+        items(b"1\n" + exactly + b"\n", "lines", max_item_bytes=15)
+    # no limit, no cap
+    assert items(b"z" * 100_000, "lines") == ["z" * 100_000]
+
+
+def test_a_csv_record_of_many_short_lines_is_capped_as_a_whole() -> None:
+    data = b'a,b\n1,2\n3,"' + b"\n" * 50 + b'"\n'
+    with pytest.raises(InvalidInput, match=r"^in\.x:3: a record of several lines longer than 40"):
+        items(data, "csv", max_line_bytes=40)
+    # What follows a record cut off inside a quoted field is read afresh from the
+    # next line on (it cannot be told apart from the field's own lines).
+    got = items(data, "csv", max_line_bytes=40, skip_invalid=True)
+    assert got[0] == {"a": "1", "b": "2"}
+    assert isinstance(got[1], Rejected)
+    assert got[1].reason.startswith("in.x:3: a record of several lines longer than 40 bytes")
+
+
+def gzip_bomb(path: Path, line: bytes) -> None:
+    """A .gz file of ``line`` followed by BOMB_BYTES of "x" and no line break,
+    made of identical gzip members (a reader reads them as one stream)."""
+    member = gzip.compress(b"x" * (16 * MiB), compresslevel=9)
+    with path.open("wb") as out:
+        out.write(gzip.compress(line))
+        for _ in range(BOMB_BYTES // (16 * MiB)):
+            out.write(member)
+        out.write(gzip.compress(b"\n2\n"))
+    assert path.stat().st_size < 2 * MiB
+
+
+def run_measured(args: list[str], err_path: Path, timeout: float = 120) -> tuple[int, str, int]:
+    """Run ``taskfan ARGS``: its exit code, stderr, and peak resident memory in bytes
+    (from wait4, which reports this child's own usage)."""
+    with err_path.open("w+b") as err:
+        child = subprocess.Popen(
+            taskfan(*args), cwd=REPO, env=clean_environ(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        while pid == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid == 0:
+            child.kill()
+            child.wait()
+            pytest.fail(f"taskfan {' '.join(args)} still ran after {timeout}s")
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, err_path.read_text(), usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "at"),
+    [("bomb.jsonl.gz", b"1\n", 2), ("bomb.txt.gz", b"one\n", 2), ("bomb.csv.gz", b"a\n1\n", 3)],
+)
+def test_a_gzip_bomb_fails_at_its_line_with_little_memory(
+    redis_url: str, tmp_path: Path, name: str, line: bytes, at: int
+) -> None:
+    path = tmp_path / name
+    gzip_bomb(path, line)
+    code, err, rss = run_measured(
+        ["enqueue", "tests.tasks:identity", "-i", str(path), "--max-item-bytes", "1M",
+         "--redis-url", redis_url],
+        tmp_path / "stderr",
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.startswith(f"Error: {path}:{at}: line longer than 1048576 bytes"), err
+    assert rss < MAX_RSS, f"peak {rss // MiB} MiB"
+
+
+def test_taskfan_run_stops_at_the_bomb_and_stops_its_worker(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.txt.gz"
+    gzip_bomb(path, b"one\n")
+    code, err, rss = run_measured(
+        ["run", "tests.tasks:identity", "-i", str(path), "--max-item-bytes", "1M",
+         "--redis-url", redis_url, "--processes", "1"],
+        tmp_path / "stderr",
+    )  # fmt: skip
+    assert code == 2, err
+    assert f"Error: {path}:2: line longer than 1048576 bytes" in err
+    assert rss < MAX_RSS, f"peak {rss // MiB} MiB"
