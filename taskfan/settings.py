@@ -109,6 +109,8 @@ class Settings:
     rq_queues: tuple[str, ...] = ()
     #: RQ serializer of those queues: "pickle" (RQ's default), "json" or "module.Name"
     rq_serializer: str | None = None
+    #: the operator says that serializer never unpickles (a secret or no_pickle allows it)
+    rq_serializer_trusted: bool = False
     #: also move due jobs of RQ's scheduled registries to their queues (rq --with-scheduler)
     rq_with_scheduler: bool = False
 
@@ -133,6 +135,11 @@ class Settings:
     def _check_queues(self) -> None:
         if not self.queues and not self.rq_queues:
             raise ConfigError("at least one queue is needed")
+        if self.rq_serializer is not None and not self.rq_serializer.strip():
+            raise ConfigError(
+                "rq_serializer is empty: name a serializer (json, pickle or module.Name), "
+                "or leave it out for RQ's default (pickle)"
+            )
         for name in self.rq_queues:
             if not name or any(c.isspace() for c in name):
                 raise ConfigError(f"invalid RQ queue name {name!r}: use a name without whitespace")
@@ -242,6 +249,7 @@ ENV.update(
         "TASKFAN_RQ_QUEUE": ("rq_queues", _split),
         "TASKFAN_RQ_SERIALIZER": ("rq_serializer", str),
         "TASKFAN_RQ_WITH_SCHEDULER": ("rq_with_scheduler", _flag),
+        "TASKFAN_RQ_SERIALIZER_TRUSTED": ("rq_serializer_trusted", _flag),
     }
 )
 #: variables whose value is never shown in a message

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import pickle
 import time
 from typing import Any
 
@@ -93,3 +96,22 @@ def fail_once(path: str) -> str:
             pass
         raise RuntimeError("first attempt fails")
     return "second attempt"
+
+
+class PlainJson:
+    """A serializer that never unpickles, under a name that is not RQ's."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return json.loads(data)
+
+
+class Renamed:
+    """RQ's pickle serializer under another name: it unpickles all the same."""
+
+    dumps = staticmethod(functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL))
+    loads = staticmethod(pickle.loads)

@@ -116,7 +116,16 @@ from worker.node import Node
 @click.option(
     "--rq-serializer",
     help="Serializer of the RQ queues: pickle (RQ's default), json, or module.Name, as "
-    "for `rq worker --serializer` [env: TASKFAN_RQ_SERIALIZER]",
+    "for `rq worker --serializer`. With a secret or --no-pickle only json, or one "
+    "marked --rq-serializer-trusted [env: TASKFAN_RQ_SERIALIZER]",
+)
+@click.option(
+    "--rq-serializer-trusted",
+    is_flag=True,
+    default=None,
+    help="Say that --rq-serializer never unpickles: lets a node with a secret or "
+    "--no-pickle drain queues of a serializer other than json "
+    "[env: TASKFAN_RQ_SERIALIZER_TRUSTED]",
 )
 @click.option(
     "--rq-with-scheduler",

@@ -88,7 +88,12 @@ class RqSource:
         self.keys = {name: rqa.QueueKeys(name) for name in self.names}
         self.refs = {name: RqQueueRef(name) for name in self.names}
         self.serializer_name = settings.rq_serializer
-        rqa.check_trust(settings.rq_serializer, bool(settings.secrets), settings.no_pickle)
+        rqa.check_trust(
+            settings.rq_serializer,
+            bool(settings.secrets),
+            settings.no_pickle,
+            trusted=settings.rq_serializer_trusted,
+        )
         ttl = max(60, int(3 * settings.heartbeat_interval))
         self.worker = rqa.RqWorker(self.client, node_id, self.names, self.serializer_name, ttl)
         self.lease = max(1, round(settings.visibility_timeout))

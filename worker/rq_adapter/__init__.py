@@ -37,7 +37,14 @@ and through a node and compares what each leaves in Redis. Upgrading RQ means:
 change the pin, rerun those tests, adapt this package.
 """
 
-from worker.rq_adapter.checks import PINNED, check_server, check_trust, check_version, serializer
+from worker.rq_adapter.checks import (
+    PINNED,
+    check_server,
+    check_trust,
+    check_version,
+    serializer,
+    unpickles,
+)
 from worker.rq_adapter.clock import now_text
 from worker.rq_adapter.execute import RUN_JOB, run_job
 from worker.rq_adapter.intermediate import (
@@ -96,5 +103,6 @@ __all__ = [
     "serializer",
     "start",
     "suspended",
+    "unpickles",
     "worker_key",
 ]

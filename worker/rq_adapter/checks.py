@@ -4,9 +4,11 @@ against the queues' serializer; and that serializer, resolved as RQ does."""
 
 from __future__ import annotations
 
+import pickle
+
 import redis
 import rq
-from rq.serializers import Serializer, resolve_serializer
+from rq.serializers import DefaultSerializer, JSONSerializer, Serializer, resolve_serializer
 
 from taskfan.errors import ConfigError
 
@@ -21,26 +23,58 @@ def check_version() -> None:
         )
 
 
-def check_trust(serializer_name: str | None, signed: bool, no_pickle: bool) -> None:
+def check_trust(
+    serializer_name: str | None, signed: bool, no_pickle: bool, trusted: bool = False
+) -> None:
     """Refuse RQ queues whose jobs a node's security settings say not to run.
 
     RQ jobs carry no signature, and with RQ's default serializer their data is a
     pickle, which runs code as it loads: a node that runs only signed batches
     (a secret) or refuses pickle (--no-pickle) would let anyone who can write to
-    Redis run code through them. It may drain RQ queues whose serializer is not
-    pickle (e.g. json); --allow then limits the functions their jobs may call.
+    Redis run code through them. Such a node resolves the serializer, as RQ
+    does, and judges it by what it is, not by its name: RQ's JSONSerializer
+    passes, anything that unpickles is refused, and any other serializer only
+    when the operator marks it as not unpickling (``trusted``,
+    --rq-serializer-trusted). --allow then limits the functions jobs may call.
     """
-    if serializer_name not in (None, "pickle", "rq.serializers.DefaultSerializer"):
-        return
-    if signed or no_pickle:
-        why = "runs only signed batches (a secret)" if signed else "refuses pickle (--no-pickle)"
+    if serializer_name is not None and not serializer_name.strip():
         raise ConfigError(
-            f"this node {why}, but RQ jobs are not signed and the RQ queues use RQ's "
-            "pickle serializer, whose data runs code as it loads: anyone who can write to "
-            "Redis could run code through them. Drain queues enqueued with RQ's "
-            "JSONSerializer (--rq-serializer json, with --allow), or drain these on a node "
-            "without a secret or --no-pickle (docs/rq.md#security)"
+            "--rq-serializer is empty: name a serializer (json, pickle or module.Name), "
+            "or leave it out for RQ's default (pickle)"
         )
+    if not (signed or no_pickle):
+        return
+    resolved = serializer(serializer_name)
+    if resolved is JSONSerializer:
+        return
+    why = "runs only signed batches (a secret)" if signed else "refuses pickle (--no-pickle)"
+    if unpickles(resolved):
+        raise ConfigError(
+            f"this node {why}, but RQ jobs are not signed and the RQ serializer "
+            f"{serializer_name or 'pickle'!r} is RQ's pickle serializer, whose data runs code "
+            "as it loads: anyone who can write to Redis could run code through it. Drain "
+            "queues enqueued with RQ's JSONSerializer (--rq-serializer json, with --allow), "
+            "or drain these on a node without a secret or --no-pickle (docs/rq.md#security)"
+        )
+    if not trusted:
+        raise ConfigError(
+            f"this node {why}, but RQ jobs are not signed and the RQ serializer "
+            f"{serializer_name!r} is not RQ's JSONSerializer: taskfan cannot tell whether it "
+            "runs code as it loads. If it never unpickles (nor runs code otherwise), say so "
+            "with --rq-serializer-trusted (TASKFAN_RQ_SERIALIZER_TRUSTED=1) (docs/rq.md#security)"
+        )
+
+
+def unpickles(resolved: Serializer) -> bool:
+    """Whether a resolved serializer is (or derives from) RQ's pickle serializer,
+    or loads with pickle's own functions, whatever its name."""
+    if isinstance(resolved, type) and issubclass(resolved, DefaultSerializer):
+        return True
+    loads = getattr(resolved, "loads", None)
+    loads = getattr(loads, "func", loads)  # a functools.partial of pickle.loads
+    if loads in (pickle.loads, getattr(pickle, "_loads", None)):
+        return True
+    return isinstance(loads, type) and issubclass(loads, pickle.Unpickler)
 
 
 def serializer(name: str | None) -> Serializer:
