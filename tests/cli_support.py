@@ -45,10 +45,31 @@ def taskfan(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskfan", *args]
 
 
+#: runs argv[1:] with SIGINT at its default disposition (execv keeps the pid)
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def sigint_default(command: list[str]) -> list[str]:
+    """``command`` for a child a test sends SIGINT (Ctrl-C) to.
+
+    A test suite started in the background (``cmd &`` in a script, nohup) runs
+    with SIGINT ignored, and children inherit that (``restore_signals`` covers
+    SIGPIPE and SIGXFSZ only, and ``preexec_fn`` is unsafe with threads): the
+    child would never see the test's Ctrl-C. A small launcher resets it, then
+    execs the command in its own process, so the pid is the command's.
+    """
+    return [sys.executable, "-c", _SIGINT_DEFAULT, *command]
+
+
 def run_taskfan(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run ``taskfan ARGS`` as a subprocess in the repository root."""
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)  # never the terminal's
     return subprocess.run(
         taskfan(*args), cwd=REPO, env=env or clean_environ(), capture_output=True,
         text=True, timeout=timeout, **kwargs,

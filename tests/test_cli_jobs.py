@@ -15,7 +15,15 @@ from producer import Client
 from taskfan import keys
 from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
-from tests.cli_support import REPO, clean_env, clean_environ, invoke, outcomes, taskfan
+from tests.cli_support import (
+    REPO,
+    clean_env,
+    clean_environ,
+    invoke,
+    outcomes,
+    sigint_default,
+    taskfan,
+)
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 
@@ -142,7 +150,8 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(
 ) -> None:
     job = json_client.map(tasks.square, range(3))
     proc = subprocess.Popen(
-        taskfan("wait", job.id), cwd=REPO, env=clean_environ(TASKFAN_REDIS_URL=redis_url),
+        sigint_default(taskfan("wait", job.id)), cwd=REPO,
+        env=clean_environ(TASKFAN_REDIS_URL=redis_url), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.cli_support import (
     outcomes,
     run_taskfan,
     running,
+    sigint_default,
     taskfan,
     write_lines,
 )
@@ -169,8 +171,9 @@ def start_run(
     popen: list[subprocess.Popen[str]], *args: str, env: dict[str, str]
 ) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args),
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        sigint_default(taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args)),
+        cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     popen.append(proc)
     return proc
@@ -212,6 +215,31 @@ def all_ended(started: set[int], port: int) -> None:
         lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
     )
     assert port_is_closed(port)
+
+
+#: runs argv[1:] with SIGINT ignored, as a script's `cmd &` or nohup starts it
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def test_children_that_get_ctrl_c_have_the_default_handler_however_started() -> None:
+    """The Ctrl-C tests pass when the suite itself runs with SIGINT ignored."""
+    probe = [
+        sys.executable, "-c",
+        "import signal; h = signal.getsignal(signal.SIGINT); print(getattr(h, 'name', h))",
+    ]  # fmt: skip
+
+    def handler_of(command: list[str]) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", IGNORING_SIGINT, *command],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    assert handler_of(probe) == "SIG_IGN"  # what a child inherits
+    assert handler_of(sigint_default(probe)) == "<built-in function default_int_handler>"
 
 
 def test_ctrl_c_mid_job_leaves_no_process_behind(

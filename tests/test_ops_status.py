@@ -23,7 +23,7 @@ from taskfan.keys import NODES, JobKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.options import CallMode
 from tests import tasks
-from tests.cli_support import REPO, clean_env, clean_environ, invoke, taskfan
+from tests.cli_support import REPO, clean_env, clean_environ, invoke, sigint_default, taskfan
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 
@@ -178,8 +178,8 @@ def test_jobs_filters_by_state_and_status_watch_redraws(
     assert bad.exit_code == 2 and "'lost' is not one of" in bad.stderr
 
     proc = subprocess.Popen(
-        taskfan("status", "--watch", "--interval", "0.2"), cwd=REPO,
-        env=clean_environ(TASKFAN_REDIS_URL=redis_url),
+        sigint_default(taskfan("status", "--watch", "--interval", "0.2")), cwd=REPO,
+        env=clean_environ(TASKFAN_REDIS_URL=redis_url), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
