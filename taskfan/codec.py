@@ -13,6 +13,7 @@ import json
 import pickle
 from typing import Any, Protocol
 
+from taskfan.boundary import brief, reraise_interrupt
 from taskfan.errors import ConfigError, EncodeError
 
 
@@ -33,8 +34,9 @@ class PickleCodec:
     def dumps(self, value: Any) -> bytes:
         try:
             return pickle.dumps(value, protocol=5)
-        except Exception as exc:  # pickle raises many types: PicklingError, TypeError, ...
-            raise EncodeError(f"cannot pickle {type(value).__name__}: {exc}") from exc
+        except BaseException as exc:  # PicklingError, TypeError, or what a __reduce__ raised
+            reraise_interrupt(exc)
+            raise EncodeError(f"cannot pickle {type(value).__name__}: {brief(exc)}") from exc
 
     def loads(self, data: bytes) -> Any:
         return pickle.loads(data)
@@ -50,8 +52,11 @@ class JsonCodec:
     def dumps(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value).encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise EncodeError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+        except BaseException as exc:  # TypeError, ..., or what a dict subclass's items() raised
+            reraise_interrupt(exc)
+            raise EncodeError(
+                f"cannot encode {type(value).__name__} as JSON: {brief(exc)}"
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskfan.boundary import brief, reraise_interrupt
 from taskfan.codec import Codec
 from taskfan.errors import ProtocolError, TaskFailed
 
@@ -127,8 +128,9 @@ class Outcome:
 def _decode(blob: bytes, codec: Codec, where: str) -> list[Any]:
     try:
         decoded = codec.loads(blob)
-    except Exception as exc:  # a codec raises many types on bad bytes
-        raise ProtocolError(f"{where}: cannot decode a chunk of results: {exc}") from exc
+    except BaseException as exc:  # bad bytes, or what a value's own code raised
+        reraise_interrupt(exc)
+        raise ProtocolError(f"{where}: cannot decode a chunk of results: {brief(exc)}") from exc
     if (
         not isinstance(decoded, (list, tuple))
         or len(decoded) < 2

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from taskfan.boundary import message, reraise_interrupt, type_name
 from taskfan.errors import ConfigError, FunctionNotAllowed, FunctionReferenceError
 
 
@@ -149,9 +150,10 @@ def resolve(ref: str, allow: Sequence[str] = ()) -> Callable[..., Any]:
             f"cannot import module {module_name!r} for {ref!r}: {exc} (is the module on "
             "the worker's path? start the worker where it can import it, or pass --path)"
         ) from exc
-    except Exception as exc:  # the module's own code raised, or the name is not importable
+    except BaseException as exc:  # the module's own code ran: sys.exit() at import, ...
+        reraise_interrupt(exc)
         raise FunctionReferenceError(
-            f"cannot import module {module_name!r} for {ref!r}: {type(exc).__name__}: {exc}"
+            f"cannot import module {module_name!r} for {ref!r}: {type_name(exc)}: {message(exc)}"
         ) from exc
     for part in qualname.split("."):
         try:
@@ -160,6 +162,12 @@ def resolve(ref: str, allow: Sequence[str] = ()) -> Callable[..., Any]:
             raise FunctionReferenceError(
                 f"module {module_name!r} has no attribute {qualname!r} (from {ref!r})"
             ) from None
+        except BaseException as exc:  # a module's __getattr__ or a descriptor ran
+            reraise_interrupt(exc)
+            raise FunctionReferenceError(
+                f"looking up {qualname!r} in module {module_name!r} raised "
+                f"{type_name(exc)}: {message(exc)}"
+            ) from exc
     if not callable(obj):
         raise FunctionReferenceError(f"{ref!r} names {type(obj).__name__}, not a function")
     if allow:

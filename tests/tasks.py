@@ -189,3 +189,175 @@ def count_until(path: str, release: str, limit: float = 60.0) -> int:
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return calls
+
+
+# ------------------------------------------------------------- hostile tasks
+# Tasks that misbehave the ways a user's code can: raise what is not an
+# Exception, raise exceptions that cannot be printed or read back, return values
+# that cannot be pickled, unpickled, or imported where they are read. ``hostile``
+# runs one of them by its input; HOSTILE says how each must end.
+
+
+class CustomBaseError(BaseException):
+    """A BaseException of a task's own, not an Exception."""
+
+
+class BadStrError(Exception):
+    """An exception that cannot be printed: its __str__ raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("BadStrError.__str__ raised")
+
+
+class BadReprError(Exception):
+    """An exception whose __repr__ raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("BadReprError.__repr__ raised")
+
+
+class ExitingStrError(Exception):
+    """An exception whose __str__ raises SystemExit."""
+
+    def __str__(self) -> str:
+        raise SystemExit("ExitingStrError.__str__ exits")
+
+
+class TwoArgError(Exception):
+    """Pickles (its args are one message), cannot be unpickled: __init__ takes two."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+
+
+def _refuse_rebuild(x: Any) -> Any:
+    raise ValueError(f"RebuildRaises({x!r}) refuses to be unpickled")
+
+
+class RebuildRaises:
+    """A value that pickles, and whose unpickling raises."""
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_rebuild, (self.x,))
+
+
+class RebuildsWrongly:
+    """A value whose __reduce__ rebuilds it wrongly: without the argument __init__ needs."""
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RebuildsWrongly, ())
+
+
+class PickleExits:
+    """A value whose pickling raises SystemExit (inside the pool process)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise SystemExit("PickleExits.__reduce__ exits")
+
+
+#: the module ``node_only`` writes and imports: only the node's processes have it
+NODE_ONLY_MODULE = "taskfan_node_only_types"
+
+
+def node_only(kind: str) -> Any:
+    """A value ("value") or an exception ("error") of a class from a module that
+    only the node's process can import: a reader elsewhere cannot unpickle it."""
+    import importlib
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"taskfan-node-only-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    source = folder / f"{NODE_ONLY_MODULE}.py"
+    text = (
+        "class NodeOnlyValue:\n    def __init__(self, x):\n        self.x = x\n\n"
+        "class NodeOnlyError(Exception):\n    pass\n"
+    )
+    if not source.exists() or source.read_text() != text:
+        tmp = folder / f".{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(source)
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    module = importlib.import_module(NODE_ONLY_MODULE)
+    if kind == "error":
+        raise module.NodeOnlyError("raised with a class only the node can import")
+    return module.NodeOnlyValue(kind)
+
+
+#: inputs of ``hostile``; any other input x returns x * x
+SYS_EXIT = -101  #: sys.exit(3)
+SYSTEM_EXIT = -102  #: raise SystemExit("...")
+KEYBOARD_INTERRUPT = -103
+GENERATOR_EXIT = -104
+CUSTOM_BASE = -105  #: raise CustomBaseError
+PICKLE_EXITS = -106  #: returns a value whose pickling raises SystemExit
+BAD_STR = -107  #: raises BadStrError
+BAD_REPR = -108  #: raises BadReprError
+EXITING_STR = -109  #: raises ExitingStrError
+TWO_ARG_ERROR = -110  #: raises TwoArgError (cannot be unpickled)
+REBUILD_RAISES = -111  #: returns RebuildRaises (cannot be unpickled)
+REBUILDS_WRONGLY = -112  #: returns RebuildsWrongly (cannot be unpickled)
+NODE_ONLY_VALUE = -113  #: returns a value of a class the reader cannot import
+NODE_ONLY_ERROR = -114  #: raises an exception of a class the reader cannot import
+
+#: how each hostile input ends, as the reader sees it: the type name of its
+#: error (each fails; a good item's value is x * x). Under the json codec the
+#: values that only pickle fails (REBUILD_RAISES, ...) fail with EncodeError.
+HOSTILE: dict[int, str] = {
+    SYS_EXIT: "SystemExit",
+    SYSTEM_EXIT: "SystemExit",
+    KEYBOARD_INTERRUPT: "KeyboardInterrupt",
+    GENERATOR_EXIT: "GeneratorExit",
+    CUSTOM_BASE: "CustomBaseError",
+    PICKLE_EXITS: "EncodeError",
+    BAD_STR: "BadStrError",
+    BAD_REPR: "BadReprError",
+    EXITING_STR: "ExitingStrError",
+    TWO_ARG_ERROR: "TwoArgError",
+    REBUILD_RAISES: "UnreadableResult",
+    REBUILDS_WRONGLY: "UnreadableResult",
+    NODE_ONLY_VALUE: "UnreadableResult",
+    NODE_ONLY_ERROR: "NodeOnlyError",
+}
+
+
+def hostile(x: int) -> Any:
+    """x * x, except the HOSTILE inputs, which misbehave as their names say."""
+    import sys
+
+    if x == SYS_EXIT:
+        sys.exit(3)
+    if x == SYSTEM_EXIT:
+        raise SystemExit("the task called SystemExit")
+    if x == KEYBOARD_INTERRUPT:
+        raise KeyboardInterrupt
+    if x == GENERATOR_EXIT:
+        raise GeneratorExit("the task raised GeneratorExit")
+    if x == CUSTOM_BASE:
+        raise CustomBaseError("a BaseException of the task's own")
+    if x == PICKLE_EXITS:
+        return PickleExits()
+    if x == BAD_STR:
+        raise BadStrError("unprintable")
+    if x == BAD_REPR:
+        raise BadReprError("no repr")
+    if x == EXITING_STR:
+        raise ExitingStrError("exits when printed")
+    if x == TWO_ARG_ERROR:
+        raise TwoArgError(7, "two arguments")
+    if x == REBUILD_RAISES:
+        return RebuildRaises(x)
+    if x == REBUILDS_WRONGLY:
+        return RebuildsWrongly(x)
+    if x == NODE_ONLY_VALUE:
+        return node_only("value")
+    if x == NODE_ONLY_ERROR:
+        node_only("error")
+    return x * x

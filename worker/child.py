@@ -23,12 +23,11 @@ import random
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from taskfan.boundary import describe
 from taskfan.codec import Codec, get_codec
-from taskfan.errors import EncodeError, FunctionReferenceError
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
@@ -45,10 +44,21 @@ class Retry(NamedTuple):
     delay: float
 
 
+class Escaped(NamedTuple):
+    """An item that raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt, ...): recorded as its failure like any other, and named to
+    the node, which logs it (it would have ended a process that let it through)."""
+
+    offset: int  #: in the batch
+    type: str
+    message: str
+
+
 class ChunkResult(NamedTuple):
     parts: tuple[Part, ...]  #: the outcomes of the items settled, in batch order
     seconds: float  #: time spent calling the function
     retries: tuple[Retry, ...] = ()  #: the items not settled yet
+    escaped: tuple[Escaped, ...] = ()  #: items that raised a BaseException, not an Exception
 
     @property
     def failed(self) -> int:
@@ -78,21 +88,32 @@ def _function(ref: str, allow: tuple[str, ...]) -> Callable[..., Any]:
 
 
 def _error(offset: int, exc: BaseException, codec: Codec, item: Any) -> list[Any]:
-    """An error entry; it keeps the item's input, so that the item can be retried."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    carried: BaseException | None = None
-    if codec.carries_exceptions:
-        try:
-            codec.dumps(exc)
-            carried = exc.with_traceback(None)
-        except EncodeError:
-            carried = None
-    return [offset, type(exc).__qualname__, str(exc), tb, carried, item]
+    """An error entry; it keeps the item's input, so that the item can be retried.
+
+    The exception itself travels only when it survives a round trip through the
+    codec here (an exception whose ``__init__`` takes two arguments pickles, and
+    cannot be unpickled); its type, message and traceback always travel as text.
+    """
+    failure = describe(exc)
+    return [offset, failure.type, failure.message, failure.traceback, _carried(exc, codec), item]
+
+
+def _carried(exc: BaseException, codec: Codec) -> BaseException | None:
+    if not codec.carries_exceptions:
+        return None
+    try:
+        exc = exc.with_traceback(None)
+        back = codec.loads(codec.dumps(exc))
+    except BaseException:  # its pickling or unpickling ran its own code
+        return None
+    return exc if type(back) is type(exc) else None
 
 
 def _retryable(exc: BaseException, options: TaskOptions) -> bool:
+    """Whether ``retry_on`` lets ``exc`` be retried: any Exception when it is empty;
+    a BaseException that is not one (SystemExit, ...) only when it names it."""
     if not options.retry_on:
-        return True
+        return isinstance(exc, Exception)
     names = {cls.__name__ for cls in type(exc).__mro__}
     names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
     return any(name in names for name in options.retry_on)
@@ -143,7 +164,7 @@ def run_chunk(
     call_mode = CallMode(mode)
     try:
         fn = _function(fn_ref, tuple(allow))
-    except FunctionReferenceError as exc:
+    except BaseException as exc:  # FunctionReferenceError, or what the module raised at import
         errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
         nothing = [None] * len(items)
         offsets, attempts = _places(first, len(items), retrying)
@@ -154,16 +175,19 @@ def run_chunk(
         started = time.perf_counter()
         values: list[Any] = []
         errors = []
+        escaped: list[Escaped] = []
         append = values.append
         for offset, item in enumerate(items):
             try:
                 append(call(fn, call_mode, item))
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a task fails its item, no more
                 append(None)
                 errors.append(_error(offset, exc, codec, item))
+                if not isinstance(exc, Exception):
+                    escaped.append(Escaped(first + offset, errors[-1][1], errors[-1][2]))
         seconds = time.perf_counter() - started
         blob, failed = encode(values, errors, [], codec, max_result_bytes)
-        return ChunkResult((Part(first, len(items), failed, blob),), seconds)
+        return ChunkResult((Part(first, len(items), failed, blob),), seconds, (), tuple(escaped))
     offsets, attempts = _places(first, len(items), retrying)
     return _run_with_options(
         fn, call_mode, items, options, codec, max_result_bytes, offsets, attempts
@@ -202,18 +226,21 @@ def _run_with_options(
     errors: list[list[Any]] = []
     settled: list[int] = []
     retries: list[Retry] = []
+    escaped: list[Escaped] = []
     delays: dict[int, float] = {}
     for i, item in enumerate(items):
         attempt = attempts[i] if attempts else 1
         try:
             value = _call_once(fn, call_mode, item, options)
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in a task fails its item, no more
             if attempt <= options.retries and _retryable(exc, options):
                 if attempt not in delays:
                     delays[attempt] = backoff_delay(attempt, options)
                 retries.append(Retry(offsets[i], attempt + 1, delays[attempt]))
                 continue
             errors.append(_error(len(values), exc, codec, item))
+            if not isinstance(exc, Exception):
+                escaped.append(Escaped(offsets[i], errors[-1][1], errors[-1][2]))
             value = None
         values.append(value)
         settled.append(i)
@@ -222,4 +249,4 @@ def _run_with_options(
         values, errors, [offsets[i] for i in settled],
         [attempts[i] if attempts else 1 for i in settled], codec, max_result_bytes,
     )  # fmt: skip
-    return ChunkResult(parts, seconds, tuple(retries))
+    return ChunkResult(parts, seconds, tuple(retries), tuple(escaped))

@@ -63,7 +63,9 @@ class Intake:
                 raise ProtocolError(
                     f"payload holds {_describe(items)}, expected {entry.count} items"
                 )
-        except Exception as exc:  # a bad payload fails its items, never the node
+        except (
+            BaseException
+        ) as exc:  # a bad payload (its unpickling runs its code) fails its items, never the node
             reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "BadBatch", reason, dead=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from taskfan.boundary import brief
 from taskfan.codec import Codec
 from taskfan.errors import EncodeError
 from taskfan.limits import format_size
@@ -76,7 +77,7 @@ def encode(
 ) -> tuple[bytes, int]:
     """The blob of [values, errors, attempts], and how many items failed in it."""
     try:
-        blob = codec.dumps([values, errors, attempts])
+        blob = _dumps(codec, [values, errors, attempts])
     except EncodeError:
         blob = _encode_each(values, errors, attempts, codec)  # appends to errors
     if max_result_bytes is not None and len(blob) > max_result_bytes:
@@ -84,22 +85,51 @@ def encode(
     return blob, len(errors)
 
 
+def _dumps(codec: Codec, value: Any) -> bytes:
+    """The codec's encoding; EncodeError for whatever encoding the value raised
+    (its ``__reduce__`` is the user's code: SystemExit, KeyboardInterrupt, ...)."""
+    try:
+        return codec.dumps(value)
+    except EncodeError:
+        raise
+    except BaseException as exc:  # the codec lets KeyboardInterrupt through; here it is data
+        raise EncodeError(f"cannot encode {type(value).__name__}: {brief(exc)}") from exc
+
+
 def _encode_each(
     values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec
 ) -> bytes:
-    """Encode item by item, turning each value the codec can't carry into an error."""
+    """Encode item by item, turning each value the codec can't carry into an error,
+    and keeping of each error only what the codec can carry."""
     failed = {error[0] for error in errors}
+    for error in errors:
+        _encodable_error(error, codec)
     for offset, value in enumerate(values):
         if offset in failed:
             continue
         try:
-            codec.dumps(value)
+            _dumps(codec, value)
         except EncodeError as exc:
             values[offset] = None
             message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
             errors.append([offset, "EncodeError", message, "", None])
     errors.sort(key=lambda error: error[0])
-    return codec.dumps([values, errors, attempts])
+    return _dumps(codec, [values, errors, attempts])
+
+
+def _encodable_error(error: list[Any], codec: Codec) -> None:
+    """Drop from an error entry what the codec cannot carry: the exception object
+    (checked in the child already), then the kept input (the item can then no
+    longer be retried)."""
+    for drop in (4, 5):
+        try:
+            _dumps(codec, error)
+            return
+        except EncodeError:
+            if drop == 4:
+                error[4] = None
+            else:
+                del error[5:]
 
 
 def _limit_each(
@@ -111,7 +141,7 @@ def _limit_each(
     for offset, value in enumerate(values):
         if offset in failed:
             continue
-        size = len(codec.dumps(value))
+        size = len(_dumps(codec, value))
         if size > limit:
             values[offset] = None
             message = (
@@ -121,15 +151,15 @@ def _limit_each(
             )
             errors.append([offset, "ResultTooLarge", message, "", None])
     for error in errors:
-        if len(codec.dumps(error)) <= limit:
+        if len(_dumps(codec, error)) <= limit:
             continue
         error[4] = None
         error[2] = _truncate(error[2])
         error[3] = _truncate(error[3])
-        if len(codec.dumps(error)) > limit:
+        if len(_dumps(codec, error)) > limit:
             del error[5:]  # the kept input: the item can no longer be retried
     errors.sort(key=lambda error: error[0])
-    return codec.dumps([values, errors, attempts])
+    return _dumps(codec, [values, errors, attempts])
 
 
 def _truncate(text: str) -> str:

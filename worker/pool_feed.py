@@ -18,10 +18,11 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
+from taskfan.boundary import describe
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.batches import Chunk
-from worker.child import ChunkResult, run_chunk
+from worker.child import ChunkResult, Escaped, run_chunk
 from worker.io_threads import Events
 from worker.pool import Pool
 from worker.redis_io import Completed
@@ -119,15 +120,24 @@ class PoolFeed:
                 self.pool.rebuild()
             self._complete(self.scheduler.crashed(chunk, self._last_cause))
             return
-        except Exception as exc:  # e.g. the items could not be pickled for the pool
-            log.warning("%s: failed in the pool: %r", chunk.where(), exc, extra=_chunk_extra(chunk))
+        except BaseException as exc:  # e.g. an item's pickling for the pool raised SystemExit
+            failure = describe(exc)
+            log.warning(
+                "%s: failed in the pool: %s: %s",
+                chunk.where(),
+                failure.type,
+                failure.message,
+                extra=_chunk_extra(chunk),
+            )
             self._complete(
                 self.scheduler.error(
-                    chunk, type(exc).__name__, f"the node could not run this item: {exc}"
+                    chunk, failure.type, f"the node could not run this item: {failure.message}"
                 )
             )
             return
         entry = chunk.batch.entry
+        if result.escaped:
+            _log_escaped(chunk, result.escaped)
         self.stats.chunk(entry.fn_ref, chunk.size, result.seconds)
         if result.retries:
             self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
@@ -153,3 +163,22 @@ class PoolFeed:
 
 def _chunk_extra(chunk: Chunk) -> dict[str, Any]:
     return batch_extra(chunk.batch.entry.job_id, chunk.batch.entry.field)
+
+
+def _log_escaped(chunk: Chunk, escaped: tuple[Escaped, ...]) -> None:
+    """One line per chunk whose items raised a BaseException that is not an
+    Exception (a task calling sys.exit(), ...): recorded as their failures."""
+    first = escaped[0]
+    entry = chunk.batch.entry
+    index = entry.start + (entry.offsets[first.offset] if entry.offsets else first.offset)
+    more = f" (and {len(escaped) - 1} more items of this chunk)" if len(escaped) > 1 else ""
+    log.warning(
+        "job %s batch %s item %d: the task raised %s (%s), which fails the item only%s",
+        entry.job_id,
+        entry.field,
+        index,
+        first.type,
+        first.message[:200],
+        more,
+        extra=_chunk_extra(chunk),
+    )

@@ -10,6 +10,7 @@ import redis
 import rq
 from rq.serializers import DefaultSerializer, JSONSerializer, Serializer, resolve_serializer
 
+from taskfan.boundary import brief, reraise_interrupt
 from taskfan.errors import ConfigError
 
 PINNED = "2.12.0"
@@ -80,8 +81,9 @@ def unpickles(resolved: Serializer) -> bool:
 def serializer(name: str | None) -> Serializer:
     try:
         return resolve_serializer(name)
-    except Exception as exc:
-        raise ConfigError(f"RQ serializer {name!r}: {exc}") from None
+    except BaseException as exc:  # importing a serializer's module runs its code
+        reraise_interrupt(exc)
+        raise ConfigError(f"RQ serializer {name!r}: {brief(exc)}") from None
 
 
 def check_server(client: redis.Redis) -> None:

@@ -103,7 +103,7 @@ def _execute(data: bytes, ser: Serializer, allow: tuple[str, ...]) -> Any:
         data = zlib.decompress(data)
     try:
         func_name, instance, args, kwargs = ser.loads(data)
-    except Exception as exc:
+    except BaseException as exc:  # the job's data ran its own code while it loaded
         raise DeserializationError() from exc
     if func_name is None:
         raise ValueError("Cannot execute job: function is None")
@@ -186,6 +186,6 @@ def _payload(value: Any, ser: Serializer) -> str | None:
         return None
     try:
         data = ser.dumps(value)
-    except Exception:
+    except BaseException:  # as RQ (Exception there), and what a __reduce__ may raise
         data = ser.dumps(UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)
     return b64encode(data).decode()

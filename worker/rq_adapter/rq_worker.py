@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
 
+from taskfan.boundary import describe
 from taskfan.errors import ConfigError
 from worker.rq_adapter.checks import serializer
 from worker.rq_adapter.clock import dt
@@ -132,13 +133,20 @@ class RqWorker:
         worker.execution = execution
         registry = queue.started_job_registry
         try:
-            if outcome.kind == OK:
+            unreadable = None
+            if outcome.kind == OK and outcome.payload is not None:
+                try:
+                    rq_job._result = self.serializer.loads(b64decode(outcome.payload))
+                except BaseException as exc:  # the value's own code ran: whatever it raised
+                    failure = describe(exc)
+                    unreadable = (
+                        f"the job's return value cannot be read back by the node: "
+                        f"{failure.type}: {failure.message}\n{failure.traceback}"
+                    )
+            if outcome.kind == OK and unreadable is None:
                 rq_job._status = JobStatus.FINISHED
-                rq_job._result = (
-                    None
-                    if outcome.payload is None
-                    else self.serializer.loads(b64decode(outcome.payload))
-                )
+                if outcome.payload is None:
+                    rq_job._result = None
                 worker.handle_job_success(rq_job, queue, registry)
             elif outcome.kind == RETRY:
                 assert outcome.retry is not None
@@ -148,7 +156,8 @@ class RqWorker:
                 worker.handle_job_retry(rq_job, queue, retry, registry, execution)
             else:
                 rq_job._status = JobStatus.FAILED
-                worker.handle_job_failure(rq_job, queue, registry, outcome.payload or "")
+                text = unreadable or outcome.payload or ""
+                worker.handle_job_failure(rq_job, queue, registry, text)
         finally:
             worker.execution = None
         return True
