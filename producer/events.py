@@ -3,8 +3,10 @@
 Readers block on the stream (XREAD BLOCK), never poll: each recorded batch adds
 an event (entries: ``taskfan.meta``), so results stream out as soon as their
 batch is recorded. ``Events`` blocks in slices shorter than the client's socket
-timeout until a deadline, and rides out Redis outages; ``scan`` reads what the
-events say.
+timeout until a deadline, and rides out Redis outages; after each slice that
+brings no event it checks that the job still exists, so a job whose keys vanish
+(FLUSHDB, expiry, purge) raises JobNotFound within one slice (at most 5 s),
+whatever the deadline. ``scan`` reads what the events say.
 """
 
 from __future__ import annotations
@@ -101,9 +103,10 @@ class Events:
                 if fresh:
                     return fresh
                 continue
-            if self.deadline is None and not self.call(
-                "checking", self.redis.exists, self.keys.meta
-            ):
+            # A slice with no event: is the job still there? Its keys may have
+            # gone (FLUSHDB, expiry, purge), and with them every event to come:
+            # waiters learn it within a slice, deadline or not.
+            if not self.call("checking", self.redis.exists, self.keys.meta):
                 raise JobNotFound(self.keys.id)
 
     def _fresh(self, fields: dict[bytes, bytes]) -> bool:

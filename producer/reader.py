@@ -21,7 +21,7 @@ from producer.events import Events, scan
 from taskfan import signing
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
-from taskfan.errors import JobCancelled, ProtocolError
+from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
 from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ def fetch(
     else:
         with translate_errors(f"reading results of job {job.id}"):
             raw = r.hmget(job.keys.results, fields)
+    if None in raw and not _exists(job, events):  # the job's keys went meanwhile
+        raise JobNotFound(job.id)
     entries = []
     for field, data in zip(fields, raw, strict=True):
         where = f"job {job.id} batch {field}"
@@ -51,6 +53,14 @@ def fetch(
         data = signing.open_result(job.client.keyring, data, job.id, field, codec, where)
         entries.append(ResultEntry.parse(data, where))
     return entries
+
+
+def _exists(job: Job, events: Events | None) -> bool:
+    r: Any = job.client.redis
+    if events is not None:
+        return bool(events.call("checking", r.exists, job.keys.meta))
+    with translate_errors(f"reading job {job.id}"):
+        return bool(r.exists(job.keys.meta))
 
 
 def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry], Codec]]:
