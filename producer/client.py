@@ -12,6 +12,7 @@ from producer import sizing
 from producer.enqueue import Enqueuer
 from producer.job import Job
 from producer.records import JobSpec
+from taskfan.bounds import MAX_COUNT, MAX_RESULT_TTL, count_problem
 from taskfan.codec import Codec, get_codec
 from taskfan.connection import RedisClient, connect, translate_errors
 from taskfan.errors import ConfigError, PickleRefused
@@ -62,9 +63,7 @@ class Client:
         self.limits = Limits.of(max_item_bytes, max_batch_bytes)
         self.batch_size = _positive("batch_size", batch_size)
         self.chunksize = _positive("chunksize", chunksize)
-        if result_ttl < 0:
-            raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {result_ttl}")
-        self.result_ttl = result_ttl
+        self.result_ttl = _result_ttl(result_ttl)
         self._costs = sizing.CostBoard(redis_client)
 
     @classmethod
@@ -140,7 +139,7 @@ class Client:
             mode=mode,
             batch_size=plan.size,
             chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
-            result_ttl=self.result_ttl if result_ttl is None else result_ttl,
+            result_ttl=self.result_ttl if result_ttl is None else _result_ttl(result_ttl),
             options=options,
             ramp_max=plan.ramp_max,
             split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
@@ -212,6 +211,15 @@ def _task_options(
 
 
 def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+    """A count of items (batch_size, chunksize): None, or 1 to ``MAX_COUNT``."""
+    if value is not None and (problem := count_problem(name, value, 1, MAX_COUNT)):
+        raise ConfigError(problem)
+    return value
+
+
+def _result_ttl(value: int) -> int:
+    """Seconds a finished job is kept (0: for ever); it reaches Redis's EXPIRE."""
+    problem = count_problem("result_ttl", value, 0, MAX_RESULT_TTL)
+    if problem:
+        raise ConfigError(f"{problem} (0 keeps the job for ever)")
     return value

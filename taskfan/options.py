@@ -10,10 +10,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from taskfan.bounds import (
+    MAX_BACKOFF,
+    MAX_NAME,
+    MAX_RETRIES,
+    MAX_RETRY_ON,
+    MAX_TIMEOUT,
+    count_problem,
+    seconds_problem,
+    shown,
+)
 from taskfan.errors import ProtocolError
 
 
@@ -58,20 +67,32 @@ class TaskOptions:
     backoff_max: float = 10.0
 
     def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _problem(self) -> str | None:
+        """What is out of bounds (``taskfan.bounds``), naming the option and its
+        value; or None. Each of these reaches a timer, a deadline or the retry
+        heap of a node."""
         for name in ("timeout", "hard_timeout"):
             value = getattr(self, name)
-            if value is not None and not (_number(value) and 0 < value < math.inf):
-                raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ValueError(f"retries must be a whole number of at least 0, got {self.retries!r}")
+            if value is not None and (problem := seconds_problem(name, value, MAX_TIMEOUT, False)):
+                return problem
+        problem = count_problem("retries", self.retries, 0, MAX_RETRIES)
         for name in ("backoff", "backoff_max"):
-            value = getattr(self, name)
-            if not (_number(value) and 0 <= value < math.inf):
-                raise ValueError(f"{name} must not be negative: a number of seconds, got {value!r}")
-        if not isinstance(self.retry_on, tuple) or not all(
-            isinstance(name, str) for name in self.retry_on
-        ):
-            raise ValueError(f"retry_on must be exception type names, got {self.retry_on!r}")
+            problem = problem or seconds_problem(name, getattr(self, name), MAX_BACKOFF)
+        if problem:
+            return problem
+        names = self.retry_on
+        if not isinstance(names, tuple) or not all(isinstance(name, str) for name in names):
+            return f"retry_on must be exception type names, got {shown(names)}"
+        if len(names) > MAX_RETRY_ON or any(not 0 < len(n) <= MAX_NAME for n in names):
+            return (
+                f"retry_on must be at most {MAX_RETRY_ON} exception type names of 1 to "
+                f"{MAX_NAME} characters, got {shown(names)}"
+            )
+        return None
 
     @property
     def is_default(self) -> bool:
@@ -95,10 +116,6 @@ class TaskOptions:
         except (ValueError, TypeError, RecursionError) as exc:
             shown = text[:200] if isinstance(text, (str, bytes)) else text
             raise ProtocolError(f"{where}: bad task options {shown!r}: {exc}") from None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 DEFAULT_OPTIONS = TaskOptions()

@@ -14,6 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskfan.bounds import (
+    MAX_BLOCK,
+    MAX_COUNT,
+    MAX_LEASE,
+    MAX_PROCESSES,
+    MAX_RESULT_TTL,
+    count_problem,
+    seconds_problem,
+)
 from taskfan.codec import CODECS
 from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
@@ -151,24 +160,31 @@ class Settings:
 
     def _check_values(self) -> None:
         """Numbers in range, and a known codec."""
-        positive = {
-            "processes": self.processes,
-            "chunksize": self.chunksize,
-            "batch_size": self.batch_size,
-            "max_deliveries": self.max_deliveries,
+        # Each reaches a wait, a deadline or an allocation: bounded (taskfan.bounds).
+        counts = {
+            "processes": (self.processes, MAX_PROCESSES),
+            "chunksize": (self.chunksize, MAX_COUNT),
+            "batch_size": (self.batch_size, MAX_COUNT),
+            "max_deliveries": (self.max_deliveries, MAX_COUNT),
         }
-        for name, value in positive.items():
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if self.result_ttl < 0:
-            raise ConfigError(f"result_ttl must be 0 (keep forever) or more, got {self.result_ttl}")
+        problems = [
+            count_problem(name, value, 1, most)
+            for name, (value, most) in counts.items()
+            if value is not None
+        ]
+        problems.append(count_problem("result_ttl", self.result_ttl, 0, MAX_RESULT_TTL))
+        problems.append(seconds_problem("grace_period", self.grace_period, MAX_LEASE))
+        for name, most in (
+            ("visibility_timeout", MAX_LEASE),
+            ("heartbeat_interval", MAX_LEASE),
+            ("block_seconds", MAX_BLOCK),
+        ):
+            problems.append(seconds_problem(name, getattr(self, name), most, zero=False))
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ConfigError(problem)
         if self.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.grace_period < 0:
-            raise ConfigError(f"grace_period must be 0 or more, got {self.grace_period}")
-        for name in ("visibility_timeout", "heartbeat_interval", "block_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be more than 0, got {getattr(self, name)}")
         if self.heartbeat_interval * 2 > self.visibility_timeout:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half the "

@@ -94,11 +94,11 @@ def test_batch_parse_errors_name_the_entry_and_field(
 
 
 def test_task_options_validate() -> None:
-    with pytest.raises(ValueError, match="timeout must be more than 0"):
+    with pytest.raises(ValueError, match="timeout must be a number of seconds more than 0"):
         TaskOptions(timeout=0)
     with pytest.raises(ValueError, match="retries must be a whole number"):
         TaskOptions(retries=-1)
-    with pytest.raises(ValueError, match="must not be negative"):
+    with pytest.raises(ValueError, match="backoff must be a number of seconds from 0"):
         TaskOptions(backoff=-1)
     assert TaskOptions().is_default and not TaskOptions(hard_timeout=3).is_default
 

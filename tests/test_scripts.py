@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from taskfan import scripts
+from taskfan.bounds import MAX_RESULT_TTL
 from taskfan.codec import PICKLE
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.meta import JobMeta, JobState
@@ -18,7 +19,7 @@ JOB = JobKeys("job1")
 
 
 def create_job(
-    client: redis.Redis, *, batches: int = 2, sealed: bool = True, ttl: int = 60
+    client: redis.Redis, *, batches: int = 2, sealed: bool = True, ttl: int | str = 60
 ) -> None:
     """The meta hash a producer writes, with nothing recorded yet."""
     client.hset(
@@ -92,6 +93,29 @@ def test_the_last_batch_of_a_sealed_job_finishes_it(any_redis: redis.Redis, ttl:
         assert all(0 < t <= ttl for t in ttls), ttls
     else:
         assert ttls == [-1, -1, -1]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [
+        *[(ttl, MAX_RESULT_TTL) for ttl in ("1e20", "inf", str(10**30))],
+        ("12.7", 12),
+        *[(ttl, -1) for ttl in ("nan", "-5", "soon")],
+    ],
+)
+def test_a_meta_with_an_absurd_result_ttl_still_ends_its_job(
+    any_redis: redis.Redis, ttl: str, expected: int
+) -> None:
+    """Anyone can write a meta hash: EXPIRE with 1e20 would stop the script half-way."""
+    create_job(any_redis, batches=1, ttl=ttl)
+    assert record(any_redis, 0) == scripts.RECORDED
+    assert meta_state(any_redis) == b"finished"
+    ttls = [any_redis.ttl(key) for key in JOB.all()]
+    assert all(expected - 5 <= t <= expected for t in ttls), ttls
+
+
+def meta_state(client: redis.Redis) -> Any:
+    return client.hget(JOB.meta, "state")
 
 
 def test_an_unsealed_job_stays_active_with_every_batch_so_far_recorded(

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from taskfan.boundary import describe
+from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.codec import Codec, get_codec
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
@@ -121,8 +122,9 @@ def _retryable(exc: BaseException, options: TaskOptions) -> bool:
 
 def backoff_delay(attempt: int, options: TaskOptions) -> float:
     """Seconds to wait before attempt ``attempt + 1``: exponential, full jitter."""
-    ceiling = min(options.backoff_max, options.backoff * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    # The exponent is capped: 2 ** 10**6 would not fit a float (OverflowError).
+    ceiling = min(options.backoff_max, options.backoff * 2.0 ** min(attempt - 1, 64))
+    return capped(random.uniform(ceiling / 2, ceiling), MAX_BACKOFF)
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -132,7 +134,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 def _call_once(fn: Callable[..., Any], mode: CallMode, item: Any, options: TaskOptions) -> Any:
     """One attempt, under the soft timeout when the job has one."""
     if options.timeout:
-        signal.setitimer(signal.ITIMER_REAL, options.timeout)
+        signal.setitimer(signal.ITIMER_REAL, capped(options.timeout, MAX_TIMEOUT))
     try:
         return call(fn, mode, item)
     finally:

@@ -46,8 +46,7 @@ class Intake:
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:
-            log.warning("%s: dead-lettered: %s", where, exc, extra=extra)
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
+            return self._reject_malformed(delivery, where, exc, started)
         if delivery.skip:
             log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
             return Completed(delivery, "", "", b"", 0, 0)
@@ -79,6 +78,26 @@ class Intake:
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "DeliveryLimit", reason, dead=True)
         return batch
+
+    def _reject_malformed(
+        self, delivery: Delivery, where: str, exc: ProtocolError, started: float
+    ) -> Completed:
+        """Dead-letter an entry that does not parse. When only its task options
+        are wrong (out of bounds, ``taskfan.bounds``), the rest names its job and
+        batch: its items are recorded as failed (``BadOptions``), so its job ends."""
+        assert delivery.fields is not None
+        log.warning("%s: dead-lettered: %s", where, exc, extra=_named(delivery))
+        entry: BatchEntry | None = None
+        if b"o" in delivery.fields and not delivery.skip:
+            without = {k: v for k, v in delivery.fields.items() if k != b"o"}
+            try:
+                entry = BatchEntry.parse(without, where)
+            except ProtocolError:
+                entry = None
+        if entry is None:
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
+        batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        return self.recorder.fail_batch(batch, "BadOptions", str(exc), dead=True)
 
     def _reject_unverified(
         self, delivery: Delivery, where: str, reason: str, started: float

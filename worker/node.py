@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.exceptions import RedisClusterException
 
+from taskfan.bounds import MAX_LOOP_WAIT, capped
 from taskfan.connection import RedisClient
 from taskfan.errors import ConfigError, TaskfanError
 from taskfan.logs import batch_extra
@@ -296,7 +297,10 @@ class Node:
             for d in (scheduler.next_deadline(), scheduler.next_retry(), self._stop_by)
             if d is not None
         ]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        if not deadlines:
+            return None  # an event wakes it
+        # Capped (taskfan.bounds): no deadline a value made can overflow the wait.
+        return capped(min(deadlines) - time.monotonic(), MAX_LOOP_WAIT)
 
     def _complete_maybe(self, completed: Completed | None) -> None:
         if completed is not None:

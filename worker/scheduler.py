@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.logs import batch_extra
 from worker.batches import Batch, Chunk, key
 from worker.child import ChunkResult, Retry
@@ -203,7 +204,7 @@ class Scheduler:
 
     def sent(self, chunk: Chunk, now: float) -> None:
         hard = chunk.batch.entry.options.hard_timeout
-        chunk.deadline = now + hard if hard else None
+        chunk.deadline = now + capped(hard, MAX_TIMEOUT) if hard else None
         self.in_pool.add(chunk)
 
     def unsent(self, chunk: Chunk) -> None:
@@ -282,6 +283,7 @@ class Scheduler:
             batch.remaining -= part.size
         if retries:
             for retry in retries:
-                self.retries.push(now + retry.delay, batch, retry.offset, retry.attempt)
+                delay = capped(retry.delay, MAX_BACKOFF)
+                self.retries.push(now + delay, batch, retry.offset, retry.attempt)
             batch.retried += len(retries)
         return self.recorder.finish(batch) if batch.remaining == 0 else None
