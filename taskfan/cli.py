@@ -7,12 +7,14 @@ never import each other.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -40,8 +42,44 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def reader_gone() -> NoReturn:
+    """Exit 0 without a word: whoever read stdout stopped early (``| head``).
+
+    Standard tools end quietly there; click would exit 1, which reads as "some
+    items failed". What is still buffered goes to /dev/null, so the final flush
+    at exit cannot fail again.
+    """
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no real fd (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(EXIT_OK)
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported when first used."""
+    """A group whose commands are imported when first used; a closed stdout
+    (``taskfan results J | head``) ends any of them quietly with exit 0."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:  # --help is written while the arguments are parsed
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            reader_gone()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:  # fail here, not at exit, when what is buffered has no reader
+                sys.stdout.flush()
+        except BrokenPipeError:
+            reader_gone()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
