@@ -21,6 +21,7 @@ from producer.cli_options import (
     EXIT_OK,
     EXIT_TIMEOUT,
     InputFile,
+    allow_pickle_option,
     cli_errors,
     input_options,
     interruptible,
@@ -57,11 +58,14 @@ def load_settings(
     )
 
 
-def open_client(settings: Settings) -> Client:
-    """A json-codec client for the configured Redis, checked with one PING."""
+def open_client(settings: Settings, *, allow_pickle: bool = False) -> Client:
+    """A json-codec client for the configured Redis, checked with one PING.
+
+    It reads pickle results only with ``allow_pickle`` (``--allow-pickle``):
+    the CLI never runs code from Redis unless told to."""
     if settings.redis_url is None:
         raise ConfigError("no Redis configured: pass --redis-url or set TASKFAN_REDIS_URL")
-    client = Client.from_settings(settings.replace(codec="json"))
+    client = Client.from_settings(settings.replace(codec="json"), allow_pickle=allow_pickle)
     check(client.redis, settings.redis_url)
     return client
 
@@ -245,6 +249,7 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
     type=float,
     help="Give up waiting for unfinished batches after this many seconds (exit 3)",
 )
+@allow_pickle_option
 @secret_option
 @redis_option
 @log_options("WARNING")
@@ -254,20 +259,23 @@ def results(
     output: str,
     failed_only: bool,
     timeout: float | None,
+    allow_pickle: bool,
     secret_file: str | None,
     redis_url: str | None,
 ) -> None:
     """Write the outcomes of JOB as JSONL, one line per item in input order.
 
     Outcomes stream out as their batches finish. Exit 0 when every item
-    succeeded, 1 when some failed.
+    succeeded, 1 when some failed. Results of pickle jobs are read only with
+    --allow-pickle (unpickling runs code).
 
     \b
     Example:
       taskfan results "$JOB" --failed-only -o failed.jsonl
     """
     with cli_errors():
-        client = open_client(load_settings(redis_url, secret_file=secret_file))
+        settings = load_settings(redis_url, secret_file=secret_file)
+        client = open_client(settings, allow_pickle=allow_pickle)
         job = attach(client, job_id)
         try:
             code = write_results(job, output, failed_only=failed_only, timeout=timeout)

@@ -6,7 +6,7 @@ import click
 
 from producer.admin import purge as purge_queue
 from producer.cli import attach, load_settings, open_client
-from producer.cli_options import cli_errors, redis_option, secret_option
+from producer.cli_options import allow_pickle_option, cli_errors, redis_option, secret_option
 from taskfan.cli import log_options
 
 
@@ -36,21 +36,24 @@ def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
 
 @click.command()
 @click.argument("job_id", metavar="JOB")
+@allow_pickle_option
 @secret_option
 @redis_option
 @log_options("WARNING")
-def retry(job_id: str, secret_file: str | None, redis_url: str | None) -> None:
+def retry(job_id: str, allow_pickle: bool, secret_file: str | None, redis_url: str | None) -> None:
     """Run the failed items of a finished JOB again, in place.
 
     Their new outcomes replace the failures; `taskfan wait JOB` then waits for
-    them and `taskfan results JOB` shows the merged outcomes.
+    them and `taskfan results JOB` shows the merged outcomes. A pickle job's
+    failures are read only with --allow-pickle.
 
     \b
     Example:
       taskfan retry "$JOB" && taskfan wait "$JOB" --progress
     """
     with cli_errors():
-        client = open_client(load_settings(redis_url, secret_file=secret_file))
+        settings = load_settings(redis_url, secret_file=secret_file)
+        client = open_client(settings, allow_pickle=allow_pickle)
         job = attach(client, job_id)
         count = job.retry_failed()
         click.echo(f"job {job_id}: {count} failed items queued again", err=True)

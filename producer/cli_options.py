@@ -70,6 +70,13 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
+allow_pickle_option = click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Read results of jobs enqueued with the pickle codec (unpickling runs code: "
+    "only from a Redis you trust)",
+)
+
 redis_option = click.option(
     "--redis-url",
     help="Redis URL: redis[s]://, redis[s]+cluster://, redis[s]+sentinel:// "

@@ -15,7 +15,7 @@ from producer.records import JobSpec
 from taskfan.bounds import MAX_COUNT, MAX_RESULT_TTL, count_problem
 from taskfan.codec import Codec, get_codec
 from taskfan.connection import RedisClient, connect, translate_errors
-from taskfan.errors import ConfigError, PickleRefused
+from taskfan.errors import ConfigError, PickleRefused, ProtocolError
 from taskfan.keys import QueueKeys
 from taskfan.limits import Limits
 from taskfan.options import CallMode, TaskOptions
@@ -33,8 +33,12 @@ class Client:
     Security (docs/security.md): ``secret`` (a shared secret, or a list of them:
     the first signs, any verifies) signs every batch and accepts only results
     nodes signed with it. ``no_pickle=True`` uses the json codec and refuses to
-    read any job's results as pickle. ``max_item_bytes`` and ``max_batch_bytes``
-    limit what one item and one batch may encode to (LimitExceeded at enqueue).
+    read any job's results as pickle. A job is read with the codec it was
+    enqueued with (``Job.codec``), never with one its meta in Redis names alone:
+    a job reattached with ``job(id)`` is read as pickle only when the client
+    allows pickle (``allow_pickle``: by default, when its codec is pickle).
+    ``max_item_bytes`` and ``max_batch_bytes`` limit what one item and one batch
+    may encode to (LimitExceeded at enqueue).
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Client:
         result_ttl: int = DEFAULT_RESULT_TTL,
         secret: Keyring | str | bytes | Sequence[str | bytes] | None = None,
         no_pickle: bool = False,
+        allow_pickle: bool | None = None,
         max_item_bytes: int | None = None,
         max_batch_bytes: int | None = None,
     ) -> None:
@@ -59,6 +64,14 @@ class Client:
         self.queue = queue
         self.no_pickle = no_pickle
         self.codec = self._codec(codec, "json" if no_pickle else "pickle")
+        if no_pickle and allow_pickle:
+            raise ConfigError("allow_pickle and no_pickle contradict each other: choose one")
+        #: whether a job reattached without its codec may be read as pickle
+        self.allow_pickle = (
+            False
+            if no_pickle
+            else (self.codec.name == "pickle" if allow_pickle is None else allow_pickle)
+        )
         self.keyring = Keyring.of(secret)
         self.limits = Limits.of(max_item_bytes, max_batch_bytes)
         self.batch_size = _positive("batch_size", batch_size)
@@ -71,7 +84,7 @@ class Client:
         return cls(connect(url), queue, **options)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Client:
+    def from_settings(cls, settings: Settings, *, allow_pickle: bool | None = None) -> Client:
         if settings.redis_url is None:
             raise ConfigError("no Redis configured: pass a URL or set TASKFAN_REDIS_URL")
         return cls(
@@ -83,6 +96,7 @@ class Client:
             result_ttl=settings.result_ttl,
             secret=settings.secrets or None,
             no_pickle=settings.no_pickle,
+            allow_pickle=allow_pickle,
             max_item_bytes=settings.max_item_bytes,
             max_batch_bytes=settings.max_batch_bytes,
         )
@@ -145,7 +159,7 @@ class Client:
             split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
         )
         enqueuer = Enqueuer(self.redis, spec, keyring=self.keyring, limits=self.limits)
-        return Job(self, enqueuer.run(iterable))
+        return Job(self, enqueuer.run(iterable), codec=spec.codec.name)
 
     def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:
         """Automatic batch sizes, from the function's published cost and the
@@ -171,18 +185,44 @@ class Client:
             raise ConfigError("codec 'pickle' was asked for, but this client has no_pickle set")
         return codec
 
-    def result_codec(self, job_id: str, name: str) -> Codec:
-        """The codec to read a job's results with; PickleRefused under no_pickle."""
+    def result_codec(self, job_id: str, name: str, expected: str | None = None) -> Codec:
+        """The codec to read a job's results with, ``name`` being what its meta says.
+
+        ``expected`` is the codec the job was enqueued with, when this handle
+        knows it: a meta that says otherwise was changed in Redis (ProtocolError).
+        Without it, the meta is believed only for json, and for pickle when the
+        client allows pickle; under no_pickle nothing is read as pickle
+        (PickleRefused).
+        """
         if self.no_pickle and name == "pickle":
             raise PickleRefused(
                 f"job {job_id} uses the pickle codec, and this client refuses pickle "
                 "(no_pickle, TASKFAN_NO_PICKLE): read it with a client that trusts its Redis"
             )
+        if expected is not None and name != expected:
+            raise ProtocolError(
+                f"job {job_id}: its meta in Redis says codec {name!r}, but the job was "
+                f"enqueued with {expected!r}: refusing to read it (was the meta changed?)"
+            )
+        if expected is None and name == "pickle" and not self.allow_pickle:
+            raise PickleRefused(
+                f"job {job_id}: its meta in Redis says codec 'pickle', and this client reads "
+                "pickle, which can run code, only from jobs it knows were enqueued so: pass "
+                "client.job(id, codec='pickle') or Client(allow_pickle=True) if you trust that "
+                "Redis (in the CLI: --allow-pickle)"
+            )
         return get_codec(name)
 
-    def job(self, job_id: str) -> Job:
-        """Reattach to a job by id (from this or any other process)."""
-        job = Job(self, job_id)
+    def job(self, job_id: str, codec: str | None = None) -> Job:
+        """Reattach to a job by id (from this or any other process).
+
+        ``codec`` is the codec the job was enqueued with, when known: its results
+        are then read only with it. Without it, results are read with the codec
+        the job's meta names, pickle only when the client allows pickle.
+        """
+        if codec is not None:
+            codec = self._codec(codec, codec).name
+        job = Job(self, job_id, codec=codec)
         job.meta()  # raises JobNotFound early
         return job
 

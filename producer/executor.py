@@ -149,7 +149,7 @@ class Executor(concurrent.futures.Executor):
         self._spec = JobSpec(
             client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
         )
-        self._job = Job(client, new_job_id())
+        self._job = Job(client, new_job_id(), codec=client.codec.name)
         now = time.time()
         pipe: Any = seq.pipe
         meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)

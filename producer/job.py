@@ -1,8 +1,9 @@
 """A job on the cluster: a handle to follow it, wait for it, cancel or retry it,
 and read its results.
 
-The handle holds no state beyond the job's id: everything is read from Redis,
-so any process can reattach with ``Client.job(id)``. Waits block on the job's
+The handle holds no state beyond the job's id and the codec it was enqueued
+with (when known): everything else is read from Redis, so any process can
+reattach with ``Client.job(id)``. Waits block on the job's
 events stream (``producer.events``); results are read by ``producer.reader``,
 retries are sent by ``producer.retry``.
 """
@@ -38,9 +39,12 @@ class Progress(NamedTuple):
 class Job:
     """A handle on a job: reattach from any process with ``Client.job(id)``."""
 
-    def __init__(self, client: Client, job_id: str) -> None:
+    def __init__(self, client: Client, job_id: str, codec: str | None = None) -> None:
         self.client = client
         self.id = job_id
+        #: the codec the job was enqueued with; None when reattached without it.
+        #: Results are read with it, whatever the meta in Redis says.
+        self.codec = codec
         self.keys = JobKeys(job_id)
         self._redis: Any = client.redis
 

@@ -9,7 +9,9 @@ decoded: one that is unsigned, signed with an unknown key, or signed for
 another job, batch or codec raises SignatureError naming the job and batch.
 The reader cannot tell which items such an entry stands for (its start and
 count are part of what cannot be trusted), so it stops there rather than guess;
-see docs/security.md. Under ``no_pickle`` no job's results are read as pickle.
+see docs/security.md. The codec is the one the job handle was enqueued with,
+never the meta's alone (``Client.result_codec``); under ``no_pickle`` no job's
+results are read as pickle.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
     """Per batch, in order: its result entry and its retries' (overlays), once
     all of them are recorded; with the codec to decode them."""
     meta = job.meta()
-    codec = job.client.result_codec(job.id, meta.codec)
+    codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
     events = Events(job.client.redis, job.keys, timeout)
     recorded: set[str] = set()
@@ -120,7 +122,7 @@ def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     """Outcomes in the order their batches were recorded; after a retry round, a
     retried item comes again with its new outcome."""
     meta = job.meta()
-    codec = job.client.result_codec(job.id, meta.codec)
+    codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
     overlays = sum(len(fields) for fields in meta.overlays.values())
     seen = 0

@@ -45,7 +45,7 @@ def retry_failed(job: Job, raw_meta: dict[bytes, bytes]) -> int:
         raise TaskfanError(f"job {job.id} is {meta.status}: only a finished job can be retried")
     if meta.fn_ref == "*":
         raise TaskfanError(f"job {job.id} holds Executor.submit calls, which cannot be retried")
-    codec = job.client.result_codec(job.id, meta.codec)
+    codec = job.client.result_codec(job.id, meta.codec, job.codec)
     plans = _plans(meta, codec, (entries for entries, _ in reader.in_order(job, None)))
     if not plans:
         return 0
@@ -79,7 +79,7 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
                     start=start,
                     count=len(kept),
                     fn_ref=meta.fn_ref,
-                    codec=meta.codec,
+                    codec=codec.name,
                     mode=meta.mode,
                     chunksize=meta.chunksize,
                     payload=codec.dumps([_input_of(o) for o in kept]),

@@ -361,3 +361,18 @@ def hostile(x: int) -> Any:
     if x == NODE_ONLY_ERROR:
         node_only("error")
     return x * x
+
+
+class _Mark:
+    """Unpickling this creates the file ``path``: the mark of code run by a pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def mark_when_unpickled(path: str) -> Any:
+    """A result whose unpickling (by a reader) creates the file ``path``."""
+    return _Mark(path)

@@ -52,6 +52,8 @@ def test_retry_a_finished_job(
     assert job.wait(timeout=60) and job.progress().failed == 1
     runner = CliRunner()
     done = runner.invoke(main, ["retry", job.id, "--redis-url", redis_url])
+    assert done.exit_code == 2 and "--allow-pickle" in done.output  # a pickle job
+    done = runner.invoke(main, ["retry", job.id, "--allow-pickle", "--redis-url", redis_url])
     assert done.exit_code == 0, done.output
     assert "1 failed items queued again" in done.output
     assert job.wait(timeout=60) and job.progress() == (2, 0, 2)
