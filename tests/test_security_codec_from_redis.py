@@ -11,6 +11,7 @@ marker file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,15 @@ def test_a_job_handle_reads_with_the_codec_it_was_enqueued_with(
     marker = tmp_path / "unpickled"
     job = poisoned(r, redis_url, marker)
     assert job.codec == "json"
-    for read in (job.results, job.outcomes, job.as_completed, job.retry_failed):
+    reads: list[Callable[[], object]] = [
+        lambda: list(job.results()),
+        lambda: list(job.outcomes()),
+        lambda: list(job.as_completed()),
+        job.retry_failed,
+    ]
+    for read in reads:
         with pytest.raises(ProtocolError, match="meta in Redis says codec 'pickle', but the"):
-            list(read())  # type: ignore[operator]
+            read()
     careful = Client.from_url(redis_url, codec="json")
     with pytest.raises(PickleRefused, match="says codec 'pickle'"):
         list(careful.job(job.id).results())
