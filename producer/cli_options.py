@@ -3,7 +3,7 @@
 Exit codes (every command of ``producer.cli``, ``producer.status`` and
 ``producer.run``): 0 every item succeeded, 1 some items failed, 2 an error (bad
 usage or input, unusable settings, Redis unreachable, job not found), 3 timed
-out, 4 the job was cancelled, 130 interrupted.
+out, 4 the job was cancelled or abandoned, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -20,7 +20,12 @@ from taskfan.keys import QueueKeys
 from taskfan.limits import Limits
 from taskfan.options import CallMode, TaskOptions
 from taskfan.refs import reference
-from taskfan.settings import DEFAULT_RESULT_TTL, Settings
+from taskfan.settings import (
+    DEFAULT_ENQUEUE_LEASE,
+    DEFAULT_RESULT_TTL,
+    ENQUEUE_LEASE_BOUNDS,
+    Settings,
+)
 from taskfan.signing import Keyring
 
 
@@ -55,6 +60,7 @@ class Client:
         allow_pickle: bool | None = None,
         max_item_bytes: int | None = None,
         max_batch_bytes: int | None = None,
+        enqueue_lease: float = DEFAULT_ENQUEUE_LEASE,
     ) -> None:
         try:
             QueueKeys(queue)
@@ -77,6 +83,13 @@ class Client:
         self.batch_size = _positive("batch_size", batch_size)
         self.chunksize = _positive("chunksize", chunksize)
         self.result_ttl = _result_ttl(result_ttl)
+        low, high = ENQUEUE_LEASE_BOUNDS
+        if not low <= enqueue_lease <= high:
+            raise ConfigError(
+                f"enqueue_lease must be between {low:g} and {high:g} seconds, got {enqueue_lease}"
+            )
+        #: seconds a job being enqueued outlives this producer (producer.lease)
+        self.enqueue_lease = float(enqueue_lease)
         self._costs = sizing.CostBoard(redis_client)
 
     @classmethod
@@ -99,6 +112,7 @@ class Client:
             allow_pickle=allow_pickle,
             max_item_bytes=settings.max_item_bytes,
             max_batch_bytes=settings.max_batch_bytes,
+            enqueue_lease=settings.enqueue_lease,
         )
 
     @classmethod
@@ -158,7 +172,9 @@ class Client:
             ramp_max=plan.ramp_max,
             split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
         )
-        enqueuer = Enqueuer(self.redis, spec, keyring=self.keyring, limits=self.limits)
+        enqueuer = Enqueuer(
+            self.redis, spec, keyring=self.keyring, limits=self.limits, lease=self.enqueue_lease
+        )
         return Job(self, enqueuer.run(iterable), codec=spec.codec.name)
 
     def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:

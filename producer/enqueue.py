@@ -31,14 +31,16 @@ from typing import Any
 import redis
 
 from producer import rejects
+from producer.lease import LeaseKeeper, lease_field
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
-from taskfan.errors import EncodeError, LimitExceeded
+from taskfan.errors import EncodeError, JobAbandoned, LimitExceeded
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
+from taskfan.settings import DEFAULT_ENQUEUE_LEASE
 from taskfan.signing import Keyring
 
 FLUSH_BATCHES = 16
@@ -71,8 +73,12 @@ class Enqueuer:
         *,
         keyring: Keyring | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        lease: float = DEFAULT_ENQUEUE_LEASE,
     ) -> None:
         self.client = client
+        #: seconds the job outlives this producer while unsealed (producer.lease)
+        self.lease = lease
+        self._keeper: LeaseKeeper | None = None
         self.spec = spec
         self.keyring = keyring
         self.limits = limits
@@ -90,9 +96,14 @@ class Enqueuer:
         try:
             with translate_errors(f"enqueueing job {self.job_id} on queue {self.spec.queue}"):
                 self._run(items)
+        except JobAbandoned:
+            raise  # ended by others meanwhile: its keys already have their TTL
         except BaseException:
             self.abort()
             raise
+        finally:
+            if self._keeper is not None:
+                self._keeper.stop()
         return self.job_id
 
     def _run(self, items: Iterable[Any]) -> None:
@@ -111,7 +122,9 @@ class Enqueuer:
             return
         if pending:
             self._flush(pending, seal=False)
-        scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
+        code = scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
+        if code == scripts.JOB_ABANDONED:
+            raise JobAbandoned(self.job_id)
 
     def _entries(self, items: list[Any]) -> list[BatchEntry]:
         """One entry, or several when the encoding passes ``split_bytes`` (automatic
@@ -209,6 +222,8 @@ class Enqueuer:
                 meta.update(sealed=1, total=self.total, batches=self.batches)
                 if not entries:
                     meta.update(state="finished", finished_at=repr(now))
+            else:
+                meta.update(lease_field(self.lease))  # unsealed: lives while we do
             pipe.hset(self.job.meta, mapping=meta)
             if seal and not entries and self.spec.result_ttl:
                 pipe.expire(self.job.meta, self.spec.result_ttl)
@@ -221,6 +236,8 @@ class Enqueuer:
             seq.barrier(raise_on_error=True)
             pipe = seq.pipe
         elif entries:
+            assert self._keeper is not None
+            self._keeper.check()
             added = sum(e.count for e in entries)
             pipe.hincrby(self.job.meta, "total", added)
             pipe.hincrby(self.job.meta, "batches", len(entries))
@@ -236,6 +253,8 @@ class Enqueuer:
             pipe.xadd(self.queue.stream, batch_fields(entry, self.spec.queue, self.keyring))
         replies = seq.execute()
         self._sent_ids.extend(replies[len(replies) - len(queued) :])
+        if not seal and self._keeper is None:  # the meta exists now (one server: only now)
+            self._keeper = LeaseKeeper(self.client, self.job, self.lease).start()
 
     def abort(self) -> None:
         """Delete whatever this enqueue already sent."""

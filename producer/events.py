@@ -26,6 +26,9 @@ from taskfan.meta import JobState
 
 log = logging.getLogger(__name__)
 
+#: end states after which no further batch will come
+_STOPPED = {JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode()}
+
 #: longest single XREAD BLOCK; a waiter with no deadline simply blocks again
 BLOCK_SLICE = 5.0
 
@@ -121,19 +124,20 @@ class Events:
 
 def scan(
     job_id: str, events: Iterable[dict[bytes, bytes]], batches: int | None
-) -> tuple[list[str], int | None, bool]:
+) -> tuple[list[str], int | None, str | None]:
     """Recorded results fields, the job's batch count once sealed (``batches``
-    until then), and whether the job was cancelled (no further batch will come)."""
+    until then), and the state that stopped the job, if it was cancelled or
+    abandoned (no further batch will come): ``errors.job_ended`` gives its error."""
     ready: list[str] = []
-    cancelled = False
+    cancelled: str | None = None
     for fields in events:
         try:
             if b"b" in fields:
                 ready.append(fields[b"b"].decode("ascii"))
             elif b"sealed" in fields:
                 batches = int(fields[b"sealed"])
-            elif fields.get(b"end") == JobState.CANCELLED.value.encode():
-                cancelled = True
+            elif fields.get(b"end") in _STOPPED:
+                cancelled = fields[b"end"].decode()
         except ValueError:  # UnicodeDecodeError too
             raise ProtocolError(
                 f"job {job_id}: its events stream holds an entry that is not taskfan's: "

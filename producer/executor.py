@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from redis.cluster import RedisCluster
 from producer.client import Client
 from producer.events import Events, scan
 from producer.job import Job
+from producer.lease import LeaseKeeper, lease_field
 from producer.reader import FETCH, fetch
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, sign_meta
 from taskfan import keys, scripts
@@ -40,6 +42,7 @@ from taskfan.errors import (
     ProtocolError,
     TaskFailed,
     TaskfanError,
+    job_ended,
 )
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
@@ -100,6 +103,8 @@ class Executor(concurrent.futures.Executor):
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
         self._collector: threading.Thread | None = None
         self._spec: JobSpec | None = None
+        #: renews the shared job's enqueue lease while this executor lives
+        self._keeper: LeaseKeeper | None = None
 
     # ----------------------------------------------------------------- submit
 
@@ -121,6 +126,8 @@ class Executor(concurrent.futures.Executor):
             client = self.client
             queue = QueueKeys(client.queue)
             seq = Sequenced(client.redis)
+            if self._keeper is not None:
+                self._keeper.check()  # JobAbandoned: this process froze past the lease
             job = self._job or self._open_job(seq)
             pipe: Any = seq.pipe
             index = self._count
@@ -132,6 +139,10 @@ class Executor(concurrent.futures.Executor):
             pipe.xadd(queue.stream, batch_fields(entry, client.queue, client.keyring))
             with translate_errors(f"submitting to job {job.id}"):
                 seq.execute()
+            if self._keeper is None:  # the job's meta exists now
+                keeper = LeaseKeeper(client.redis, job.keys, client.enqueue_lease).start()
+                self._keeper = keeper
+                weakref.finalize(self, keeper.stop)  # an executor dropped without shutdown()
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._futures[index] = future
             self._count += 1
@@ -153,6 +164,7 @@ class Executor(concurrent.futures.Executor):
         now = time.time()
         pipe: Any = seq.pipe
         meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)
+        meta.update(lease_field(client.enqueue_lease))  # unsealed while this executor lives
         pipe.hset(self._job.keys.meta, mapping=meta)
         index_job(pipe, QueueKeys(client.queue), self._job.id, now)
         pipe.sadd(keys.QUEUES, client.queue)
@@ -168,9 +180,12 @@ class Executor(concurrent.futures.Executor):
                 if self._shutdown and all(f.done() for f in self._futures.values()):
                     return
             try:
-                ready, _, _ = scan(job.id, events.read(), None)
+                ready, _, stopped = scan(job.id, events.read(), None)
                 for start in range(0, len(ready), FETCH):
                     self._settle_batches(job, ready[start : start + FETCH], events)
+                if stopped:  # cancelled, or abandoned: no further result will come
+                    self._fail_all(job_ended(job.id, stopped))
+                    return
             except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
                 time.sleep(0.5)  # Redis is away: try again; futures stay pending
             except (JobNotFound, TaskfanError) as exc:
@@ -282,6 +297,8 @@ class Executor(concurrent.futures.Executor):
         if job is not None and not already:
             with translate_errors(f"sealing job {job.id}"):
                 scripts.seal_job(self.client.redis, JobKeys(job.id), count, count, time.time())
+            if self._keeper is not None:
+                self._keeper.stop()
         if wait and self._collector is not None:
             self._collector.join()
 

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from producer import reader, retry
+from producer import lease, reader, retry
 from producer.events import Events
 from taskfan import scripts
 from taskfan.connection import translate_errors
-from taskfan.errors import JobCancelled, JobNotFound
+from taskfan.errors import JobNotFound, job_ended
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome
@@ -27,7 +27,7 @@ from taskfan.outcomes import Outcome
 if TYPE_CHECKING:
     from producer.client import Client
 
-_CANCELLED = JobState.CANCELLED.value.encode()
+_STOPPED = (JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode())
 
 
 class Progress(NamedTuple):
@@ -52,7 +52,11 @@ class Job:
         return f"<Job {self.id}>"
 
     def meta(self) -> JobMeta:
-        return JobMeta.parse(self.id, self._raw_meta())
+        """The job's meta; a job whose enqueue lease lapsed is ended as abandoned
+        first (``producer.lease``)."""
+        meta = JobMeta.parse(self.id, self._raw_meta())
+        with translate_errors(f"reading job {self.id}"):
+            return lease.settle(self._redis, meta, lambda: JobMeta.parse(self.id, self._raw_meta()))
 
     def _raw_meta(self) -> dict[bytes, bytes]:
         with translate_errors(f"reading job {self.id}"):
@@ -63,7 +67,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        """enqueuing, queued, running, finished or cancelled."""
+        """enqueuing, queued, running, finished, cancelled or abandoned."""
         return self.meta().status
 
     def progress(self) -> Progress:
@@ -75,7 +79,8 @@ class Job:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every item has an outcome; False if ``timeout`` passed first.
 
-        Raises JobCancelled if the job is (or gets) cancelled.
+        Raises JobCancelled if the job is (or gets) cancelled, JobAbandoned (a
+        JobCancelled) if its producer died before sending every batch.
         """
         events = Events(self._redis, self.keys, timeout)
         with translate_errors(f"waiting for job {self.id}"):
@@ -89,13 +94,15 @@ class Job:
                 return True
             if last:
                 events.last = last[0][0]
-            if state == _CANCELLED:
-                raise JobCancelled(self.id)
+            if state in _STOPPED:
+                raise job_ended(self.id, state.decode())
+            if state == b"active":
+                self.meta()  # ends it first when its enqueue lease lapsed
             try:
                 while True:
                     for fields in events.read():
-                        if fields.get(b"end") == _CANCELLED:
-                            raise JobCancelled(self.id)
+                        if fields.get(b"end") in _STOPPED:
+                            raise job_ended(self.id, fields[b"end"].decode())
                         if b"end" in fields:
                             return True
             except FuturesTimeout:

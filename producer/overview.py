@@ -1,7 +1,9 @@
 """What the cluster looks like: queues, jobs (with their rate and ETA), nodes, failures.
 
 The data behind ``taskfan status``, ``jobs``, ``nodes`` and the dashboard; each
-renders it its own way. Read-only, except for pruning: job ids whose meta hash
+renders it its own way. Read-only, except for pruning and ending: a job whose
+producer's enqueue lease lapsed ends ``abandoned`` when it is read
+(``producer.lease``); job ids whose meta hash
 is gone (expired after their result TTL, or purged) leave their queue's
 ``jobs`` index, and nodes whose record expired (they stopped beating) leave the
 ``nodes`` index, as they are found.
@@ -9,10 +11,11 @@ is gone (expired after their result TTL, or purged) leave their queue's
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-from producer import peek
+from producer import lease, peek
 from taskfan import keys
 from taskfan.connection import RedisClient
 from taskfan.keys import JobKeys, QueueKeys
@@ -22,7 +25,9 @@ from taskfan.meta import JobMeta, JobState
 RATE_EVENTS = 64
 #: job status words ``taskfan jobs --state`` accepts; "active" is any unfinished status,
 #: "failed" a finished job with failed items
-STATES = ("active", "enqueuing", "queued", "running", "finished", "failed", "cancelled")
+STATES = (
+    "active", "enqueuing", "queued", "running", "finished", "failed", "cancelled", "abandoned",
+)  # fmt: skip
 
 
 def text(value: Any) -> str:
@@ -124,12 +129,18 @@ def recent_jobs(r: RedisClient, queue: str, limit: int) -> list[JobMeta]:
     metas, gone = [], []
     for job_id, raw in zip(ids, pipe.execute(), strict=True):
         if raw:
-            metas.append(JobMeta.parse(job_id, raw))
+            meta = JobMeta.parse(job_id, raw)
+            metas.append(lease.settle(r, meta, functools.partial(_reread, r, meta)))
         else:
             gone.append(job_id)
     if gone:
         r.zrem(index, *gone)
     return metas
+
+
+def _reread(r: RedisClient, meta: JobMeta) -> JobMeta:
+    raw: Any = r.hgetall(JobKeys(meta.id).meta)
+    return JobMeta.parse(meta.id, raw) if raw else meta
 
 
 def matches(meta: JobMeta, states: tuple[str, ...]) -> bool:

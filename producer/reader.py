@@ -23,7 +23,7 @@ from producer.events import Events, scan
 from taskfan import signing
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
-from taskfan.errors import JobCancelled, JobNotFound, ProtocolError
+from taskfan.errors import JobNotFound, ProtocolError, job_ended
 from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
     events = Events(job.client.redis, job.keys, timeout)
     recorded: set[str] = set()
     next_index = 0
-    cancelled = False
+    cancelled: str | None = None
     while batches is None or next_index < batches:
         run: list[int] = []
         while len(run) < FETCH and (batches is None or next_index + len(run) < batches):
@@ -83,7 +83,7 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
             run.append(next_index + len(run))
         if not run:
             if cancelled:
-                raise JobCancelled(job.id)
+                raise job_ended(job.id, cancelled)
             with translate_errors(f"waiting for results of job {job.id}"):
                 found, batches, cancelled = scan(job.id, events.read(), batches)
             recorded.update(found)
@@ -135,4 +135,4 @@ def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
                 yield from iter_outcomes(entry, codec, f"job {job.id}")
         seen += len(ready)
         if cancelled:
-            raise JobCancelled(job.id)
+            raise job_ended(job.id, cancelled)

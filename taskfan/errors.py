@@ -73,6 +73,28 @@ class JobCancelled(TaskfanError):
         super().__init__(f"job {job_id} was cancelled")
 
 
+class JobAbandoned(JobCancelled):
+    """The job's producer stopped renewing its enqueue lease before it sent every
+    batch (it was killed, or froze): the job ended ``abandoned``, the rest of its
+    batches are skipped. A JobCancelled, so code that handles a cancelled job
+    handles this one too."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        TaskfanError.__init__(
+            self,
+            f"job {job_id} was abandoned: its producer stopped renewing its enqueue lease "
+            "before sending every batch (killed or frozen mid-enqueue); its remaining "
+            "batches are skipped",
+        )
+
+
+def job_ended(job_id: str, state: str) -> JobCancelled:
+    """The error for a job that ended without finishing (``state``: cancelled or
+    abandoned)."""
+    return JobAbandoned(job_id) if state == "abandoned" else JobCancelled(job_id)
+
+
 class TaskFailed(TaskfanError):
     """An item raised an exception on a worker node.
 

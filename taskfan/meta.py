@@ -10,6 +10,9 @@ Events stream entries (key ``JobKeys.events``): ``b=<results field>`` when a
 batch or a retry of some of its items is recorded, ``sealed=<batches>`` when the
 producer has sent every batch, ``end=<state>`` when the job reaches a final
 state.
+
+While a producer enqueues (not sealed), ``lease_until`` says until when its
+lease runs (lua/lease.lua); once it lapses the job ends ``abandoned``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +34,9 @@ class JobState(str, enum.Enum):
     ACTIVE = "active"
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    #: its producer stopped renewing the enqueue lease before sealing it (killed
+    #: mid-enqueue): nodes skip its remaining batches (lua/abandon.lua)
+    ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,19 @@ class JobMeta:
     retry_round: int = 0
     #: batch index -> the results fields of its retries ("<index>.<round>"), in round order
     overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    #: while enqueuing, until when (the server's clock) its producer's lease runs
+    lease_until: float | None = None
+
+    @property
+    def lease_lapsed(self) -> bool:
+        """An unsealed job whose enqueue lease has passed, by this machine's clock
+        (abandon.lua decides by the server's)."""
+        return (
+            self.state is JobState.ACTIVE
+            and not self.sealed
+            and self.lease_until is not None
+            and self.lease_until < time.time()
+        )
 
     @property
     def done(self) -> int:
@@ -65,7 +85,8 @@ class JobMeta:
 
     @property
     def status(self) -> str:
-        """A human word for where the job is: enqueuing, queued, running, finished, cancelled."""
+        """A human word for where the job is: enqueuing, queued, running, finished,
+        cancelled, abandoned."""
         if self.state is not JobState.ACTIVE:
             return self.state.value
         if not self.sealed:
@@ -120,6 +141,7 @@ class JobMeta:
             else DEFAULT_OPTIONS,
             retry_round=num(b"retry_round"),
             overlays=_overlays(fields, num(b"retry_round"), where),
+            lease_until=num(b"lease_until", float) if fields.get(b"lease_until") else None,
         )
 
 

@@ -43,14 +43,18 @@ _CANCEL = _load("cancel", "_end_job")
 _RETRY = _load("retry")
 _DEAD_LETTER = _load("dead_letter")
 _REQUEUE = _load("requeue")
+_LEASE = _load("lease")
+_ABANDON = _load("abandon", "_end_job")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
+#: what seal.lua and lease.lua answer for a job whose enqueue lease lapsed
+JOB_ABANDONED = -2
 
 
 def load_all(client: Any) -> None:
     """Load every script into the server (every primary of a cluster), so
     pipelines can call them by SHA."""
-    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE):
+    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _LEASE, _ABANDON):
         client.script_load(script.script)
 
 
@@ -78,6 +82,20 @@ def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) ->
 def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
     """Cancel an active job; see lua/cancel.lua for the return codes."""
     return _run(_CANCEL, client, list(job.all()), [repr(now)])
+
+
+def renew_lease(client: Any, job: JobKeys, seconds: float) -> Any:
+    """Renew the enqueue lease of an unsealed job for ``seconds`` (server clock);
+    see lua/lease.lua for the return codes (JOB_ABANDONED: too late)."""
+    return _run(_LEASE, client, [job.meta], [repr(float(seconds))])
+
+
+def abandon_if_lapsed(client: Any, job: JobKeys) -> str:
+    """End the job as abandoned when its enqueue lease lapsed (idempotent); its
+    state afterwards: enqueuing, active, finished, cancelled, abandoned or gone
+    (lua/abandon.lua)."""
+    reply = _run(_ABANDON, client, list(job.all()), [])
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def open_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:

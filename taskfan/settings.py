@@ -31,6 +31,11 @@ from taskfan.refs import check_allow_prefix
 from taskfan.signing import check_secret, read_secret_file
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+#: seconds an unsealed job lives without its producer renewing its enqueue lease
+DEFAULT_ENQUEUE_LEASE = 60.0
+#: bounds of enqueue_lease: renewed every third of it, and a lease of days would
+#: leave a dead producer's job open that long
+ENQUEUE_LEASE_BOUNDS = (1.0, 86_400.0)
 
 
 def default_start_method() -> str:
@@ -80,6 +85,9 @@ class Settings:
     batch_size: int | None = None
     #: seconds a finished job's results are kept
     result_ttl: int = DEFAULT_RESULT_TTL
+    #: seconds a job being enqueued outlives its producer: renewed while the
+    #: producer lives, then the job ends "abandoned"
+    enqueue_lease: float = DEFAULT_ENQUEUE_LEASE
     #: codec of the producer: "pickle" or "json"
     codec: str = "pickle"
     #: seconds a batch may sit unrefreshed in a node's hands before others reclaim it
@@ -185,6 +193,12 @@ class Settings:
             raise ConfigError(problem)
         if self.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        low, high = ENQUEUE_LEASE_BOUNDS
+        if not low <= self.enqueue_lease <= high:
+            raise ConfigError(
+                f"enqueue_lease must be between {low:g} and {high:g} seconds, "
+                f"got {self.enqueue_lease}"
+            )
         if self.heartbeat_interval * 2 > self.visibility_timeout:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half the "
@@ -244,6 +258,7 @@ ENV.update(
         "TASKFAN_CHUNKSIZE": ("chunksize", int),
         "TASKFAN_BATCH_SIZE": ("batch_size", int),
         "TASKFAN_RESULT_TTL": ("result_ttl", int),
+        "TASKFAN_ENQUEUE_LEASE": ("enqueue_lease", float),
         "TASKFAN_CODEC": ("codec", str),
         "TASKFAN_VISIBILITY_TIMEOUT": ("visibility_timeout", float),
         "TASKFAN_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),

@@ -25,7 +25,7 @@ def test_an_active_job_is_checked_once_a_second_not_once_a_read(r: redis.Redis) 
     r.hset(JobKeys(job.id).meta, "state", "cancelled")
     # within ACTIVE_FOR the job still counts as active: no state read
     assert [d.skip for d in node.read(2, 0)] == [None, None]
-    assert r.info("commandstats")["cmdstat_hget"]["calls"] == 1
+    assert r.info("commandstats")["cmdstat_hmget"]["calls"] == 1
     now[0] += NodeRedis.ACTIVE_FOR
     assert [d.skip for d in node.read(2, 0)] == ["the job was cancelled"] * 2
 

@@ -7,6 +7,10 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
   active: one round trip per beat, only while items wait. A cancelled or
   vanished job is posted to the main thread (``("ended", {job: why})``), which
   lets its batches go instead of holding them until their retries are due.
+- Ends as ``abandoned`` the jobs it saw still enqueuing whose producer stopped
+  renewing their enqueue lease (killed mid-enqueue; lua/abandon.lua): one
+  script call per such job per beat. Their batches waiting to retry are let go
+  like a cancelled job's, and the reader skips the rest.
 - Renews the RQ source's leases (``--rq-queue``).
 """
 
@@ -63,6 +67,7 @@ class BeatDuties:
         """After each heartbeat (heartbeat thread): the metrics' queue depths, the
         jobs of items waiting to retry, and the RQ source's leases."""
         self._sample_queues()
+        self._abandon_lapsed()
         self._check_retrying_jobs()
         if self._rq is not None:
             self._rq.beat()
@@ -76,6 +81,19 @@ class BeatDuties:
             ended = self.redis.ended(jobs)
             if ended:
                 self.events.put(("ended", ended))
+
+    def _abandon_lapsed(self) -> None:
+        """Jobs whose producer died mid-enqueue end ``abandoned``; say so once."""
+        abandoned = self.redis.abandon_lapsed()
+        for job_id in abandoned:
+            log.warning(
+                "job %s: abandoned: its producer stopped renewing its enqueue lease before "
+                "sending every batch; its remaining batches are skipped, its keys expire",
+                job_id,
+                extra={"job": job_id},
+            )
+        if abandoned:
+            self.events.put(("ended", abandoned))
 
     def _sample_queues(self) -> None:
         """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""

@@ -286,6 +286,8 @@ class Node:
             return
         if delivery.fields is not None and not delivery.skip:
             self._held.hold(delivery)
+        if delivery.skip:
+            self.stats.skip(delivery.queue.name)
         if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
             self.stats.reclaimed(delivery.queue.name)
         self._complete_maybe(self.scheduler.accept(delivery))

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class NodeRedis:
         self.clock = clock
         #: job id -> until when it counts as active (``clock`` time)
         self._active: dict[bytes, float] = {}
+        #: jobs seen active and unsealed: the heartbeat ends them as abandoned
+        #: when their producer's enqueue lease lapses (``abandon_lapsed``)
+        self._enqueuing: set[str] = set()
+        self._enqueuing_lock = threading.Lock()
         self.queues = [QueueKeys(name) for name in queues]
         self.node_id = node_id
         self._by_stream = {q.stream.encode(): q for q in self.queues}
@@ -158,30 +163,56 @@ class NodeRedis:
             if not d.fields or not _job_key(d.fields.get(b"j")):
                 out.append(d)  # parsing will dead-letter it
                 continue
-            state = states.get(d.fields[b"j"])
-            if state is None:
-                d = dataclasses.replace(d, skip="the job no longer exists")
-            elif state == b"cancelled":
-                d = dataclasses.replace(d, skip="the job was cancelled")
-            out.append(d)
+            why = _SKIP.get(states.get(d.fields[b"j"]))
+            out.append(d if why is None else dataclasses.replace(d, skip=why))
         return out
 
     def _states(self, job_ids: Sequence[bytes]) -> dict[bytes, Any]:
-        """Each job's state (None: the job no longer exists), one round trip."""
+        """Each job's state (None: the job no longer exists), one round trip.
+        Jobs still enqueuing are remembered for ``abandon_lapsed``."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(_job_key(job_id) or "", "state")
-        return dict(zip(job_ids, pipe.execute(raise_on_error=False), strict=True))
+            pipe.hmget(_job_key(job_id) or "", "state", "sealed")
+        replies = pipe.execute(raise_on_error=False)
+        states: dict[bytes, Any] = {}
+        for job_id, reply in zip(job_ids, replies, strict=True):
+            if isinstance(reply, Exception):
+                states[job_id] = reply
+                continue
+            state, sealed = reply
+            states[job_id] = state
+            if state == b"active" and sealed != b"1":
+                with self._enqueuing_lock:
+                    self._enqueuing.add(job_id.decode())
+        return states
 
     def ended(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """The jobs of ``job_ids`` that are no longer active: job id -> why."""
+        """The jobs of ``job_ids`` that are no longer active (cancelled, abandoned,
+        gone): job id -> why."""
         states = self._states([job_id.encode() for job_id in job_ids])
         out = {}
         for job_id, state in states.items():
-            if state is None:
-                out[job_id.decode()] = "the job no longer exists"
-            elif state == b"cancelled":
-                out[job_id.decode()] = "the job was cancelled"
+            why = _SKIP.get(state)
+            if why is not None:
+                out[job_id.decode()] = why
+        return out
+
+    def abandon_lapsed(self) -> dict[str, str]:
+        """End as abandoned the jobs seen enqueuing whose producer's lease lapsed
+        (lua/abandon.lua; idempotent, so every node may try); forget those no
+        longer enqueuing. Returns the jobs abandoned now or before: job id -> why.
+        One script call per job still enqueuing, once per heartbeat."""
+        with self._enqueuing_lock:
+            jobs = sorted(self._enqueuing)
+        out: dict[str, str] = {}
+        for job_id in jobs:
+            state = scripts.abandon_if_lapsed(self.client, JobKeys(job_id))
+            if state == "enqueuing":
+                continue
+            with self._enqueuing_lock:
+                self._enqueuing.discard(job_id)
+            if state == "abandoned":
+                out[job_id] = ABANDONED
         return out
 
     def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:
@@ -390,6 +421,15 @@ def _lost_group(exc: Exception) -> bool:
     """Redis says the queue stream or its consumer group does not exist (NOGROUP),
     or that it vanished under a blocked read (UNBLOCKED)."""
     return isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
+
+
+ABANDONED = "the job was abandoned (its producer died mid-enqueue)"
+#: job state read from Redis -> why a batch of that job is skipped
+_SKIP: dict[Any, str] = {
+    None: "the job no longer exists",
+    b"cancelled": "the job was cancelled",
+    b"abandoned": ABANDONED,
+}
 
 
 def _job_key(job_id: bytes | None) -> str | None:

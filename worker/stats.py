@@ -85,6 +85,9 @@ class NodeStats:
         self.durations: dict[str, Durations] = {}
         #: queue -> batches this node took over from others whose lease lapsed
         self.reclaims: dict[str, int] = {}
+        #: queue -> batches acknowledged without running: their job was cancelled,
+        #: abandoned or gone
+        self.skipped: dict[str, int] = {}
         self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
 
     # ----------------------------------------------------------------- writers (main thread)
@@ -127,6 +130,9 @@ class NodeStats:
 
     def reclaimed(self, queue: str) -> None:
         self.reclaims[queue] = self.reclaims.get(queue, 0) + 1
+
+    def skip(self, queue: str) -> None:
+        self.skipped[queue] = self.skipped.get(queue, 0) + 1
 
     # ----------------------------------------------------------------- readers
 
@@ -209,6 +215,7 @@ class NodeView:
             "batches_dead": totals.batches_dead,
             "items_retried": totals.items_retried,
             "reclaims": sum(self.stats.reclaims.copy().values()),
+            "batches_skipped": sum(self.stats.skipped.copy().values()),
             "pool_restarts": self.pool_restarts(),
             "rate": round(self.stats.rate(), 2),
             "in_flight": len(held),

@@ -12,13 +12,14 @@
 --
 -- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
 -- nothing changes), -1 when the job does not exist (aborted, purged or expired:
--- nothing is written, so no orphan keys appear), -2 when the job was cancelled.
+-- nothing is written, so no orphan keys appear), -2 when the job was cancelled
+-- or abandoned (its producer died mid-enqueue: abandon.lua).
 -- end_job comes from _end_job.lua, loaded in front of this file.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return -1
 end
-if state == 'cancelled' then
+if state == 'cancelled' or state == 'abandoned' then
   return -2
 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then

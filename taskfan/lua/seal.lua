@@ -8,10 +8,15 @@
 -- ARGV[2]  number of batches
 -- ARGV[3]  now, in seconds since the epoch
 --
--- Returns 1 when sealed, 2 when sealed and finished, -1 when the job does not exist.
+-- Returns 1 when sealed, 2 when sealed and finished, -1 when the job does not
+-- exist, -2 when it was abandoned (its enqueue lease lapsed, abandon.lua): the
+-- producer learns that nobody will run the rest.
 -- end_job comes from _end_job.lua, loaded in front of this file.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
+end
+if redis.call('HGET', KEYS[1], 'state') == 'abandoned' then
+  return -2
 end
 redis.call('HSET', KEYS[1], 'sealed', '1', 'total', ARGV[1], 'batches', ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'sealed', ARGV[2])
