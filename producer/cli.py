@@ -33,10 +33,11 @@ from producer.cli_options import (
 )
 from producer.client import Client
 from producer.job import Job
+from producer.local_check import check_if_importable
 from producer.outputs import ProgressBar, open_output, write_outcomes
 from taskfan.cli import log_options
 from taskfan.connection import check
-from taskfan.errors import ConfigError
+from taskfan.errors import ConfigError, FunctionReferenceError
 from taskfan.keys import JobKeys
 from taskfan.options import CallMode
 from taskfan.refs import reference
@@ -146,6 +147,11 @@ def write_results(
 @click.argument("function", metavar="MODULE:FUNC")
 @input_options
 @job_options
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Enqueue without checking, where MODULE imports here, that it has FUNC",
+)
 @click.option("--wait", is_flag=True, help="Wait for the job, then write its outcomes")
 @output_options
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
@@ -161,6 +167,7 @@ def enqueue(
     batch_size: int | None,
     chunksize: int | None,
     result_ttl: int | None,
+    no_check: bool,
     wait: bool,
     output: str,
     progress: bool | None,
@@ -187,6 +194,11 @@ def enqueue(
             redis_url, queue, secret_file, batch_size=batch_size, chunksize=chunksize,
             result_ttl=result_ttl, max_item_bytes=max_item_bytes, max_batch_bytes=max_batch_bytes,
         )  # fmt: skip
+        if not no_check:
+            try:
+                check_if_importable(function, settings.paths)
+            except FunctionReferenceError as exc:
+                raise ConfigError(f"{exc}; --no-check enqueues it anyway") from None
         client = open_client(settings)
         job = enqueue_file(client, function, source)
     if not wait:

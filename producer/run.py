@@ -46,11 +46,11 @@ from producer.cli_options import (
     redis_option,
     secret_option,
 )
+from producer.local_check import check_importable
 from taskfan.cli import LOGGING_META, log_options
 from taskfan.connection import check, connect, redact
 from taskfan.errors import FunctionReferenceError
 from taskfan.lifeline import tied
-from taskfan.refs import reference, resolve
 from taskfan.server import RedisServer
 from taskfan.settings import Settings
 
@@ -157,19 +157,6 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def check_importable(function: str, paths: tuple[str, ...] = (".",)) -> None:
-    """The local worker imports from ``paths`` (``--path``, default the working
-    directory): fail early on a typo, from the same folders."""
-    ref = reference(function)
-    added = [p for p in (os.path.abspath(p) for p in paths) if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        resolve(ref)
-    finally:
-        for path in added:
-            sys.path.remove(path)
 
 
 def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]:

@@ -169,3 +169,36 @@ def test_wait_timeout_exits_3(redis_url: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 3, result.output
     assert "timed out after 0.3s" in result.stderr
+
+
+def test_a_misspelled_function_is_refused_before_anything_is_enqueued(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [str(i) for i in range(1000)])
+    result = invoke("enqueue", "tests.tasks:sqaure", "-i", str(path), "--redis-url", redis_url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: module 'tests.tasks' has no attribute 'sqaure' (from 'tests.tasks:sqaure'); "
+        "--no-check enqueues it anyway\n"
+    )
+    assert r.zcard(QueueKeys("default").jobs) == 0
+    assert not r.keys("taskfan:{j:*")
+    checked = invoke("enqueue", "tests.tasks:sqaure", "-i", str(path), "--no-check",
+                     "--redis-url", redis_url)  # fmt: skip
+    assert checked.exit_code == 0, checked.stderr
+    assert r.zcard(QueueKeys("default").jobs) == 1
+
+
+def test_a_function_the_producer_cannot_import_is_left_to_the_nodes(
+    redis_url: str, r: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only nodes need the task package: a module the producer lacks, or whose
+    import fails here (a dependency only nodes have), is not a reason to refuse."""
+    (tmp_path / "needs_gpu.py").write_text("raise ImportError('no CUDA here')\n")
+    monkeypatch.chdir(tmp_path)
+    path = write_lines(tmp_path / "in.jsonl", ["1"])
+    for ref in ("only_on_nodes.tasks:fn", "needs_gpu:fn"):
+        result = invoke("enqueue", ref, "-i", str(path), "--redis-url", redis_url)
+        assert result.exit_code == 0, result.stderr
+    assert r.zcard(QueueKeys("default").jobs) == 2
