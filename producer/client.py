@@ -25,6 +25,7 @@ from taskfan.settings import (
     DEFAULT_RESULT_TTL,
     ENQUEUE_LEASE_BOUNDS,
     Settings,
+    secrets_from_env,
 )
 from taskfan.signing import Keyring
 
@@ -37,8 +38,11 @@ class Client:
 
     Security (docs/security.md): ``secret`` (a shared secret, or a list of them:
     the first signs, any verifies) signs every batch and accepts only results
-    nodes signed with it. ``no_pickle=True`` uses the json codec and refuses to
-    read any job's results as pickle. A job is read with the codec it was
+    nodes signed with it. Without ``secret=``, the client reads
+    ``TASKFAN_SECRET`` or ``TASKFAN_SECRET_FILE`` as nodes and the CLI do
+    (``secret=()`` signs nothing whatever the environment says).
+    ``no_pickle=True`` uses the json codec and refuses to read any job's
+    results as pickle. A job is read with the codec it was
     enqueued with (``Job.codec``), never with one its meta in Redis names alone:
     a job reattached with ``job(id)`` is read as pickle only when the client
     allows pickle (``allow_pickle``: by default, when its codec is pickle).
@@ -78,6 +82,8 @@ class Client:
             if no_pickle
             else (self.codec.name == "pickle" if allow_pickle is None else allow_pickle)
         )
+        if secret is None:  # as the nodes and the CLI given the same environment
+            secret = secrets_from_env(os.environ)
         self.keyring = Keyring.of(secret)
         self.limits = Limits.of(max_item_bytes, max_batch_bytes)
         self.batch_size = _positive("batch_size", batch_size)
@@ -107,7 +113,7 @@ class Client:
             batch_size=settings.batch_size,
             chunksize=settings.chunksize,
             result_ttl=settings.result_ttl,
-            secret=settings.secrets or None,
+            secret=settings.secrets,
             no_pickle=settings.no_pickle,
             allow_pickle=allow_pickle,
             max_item_bytes=settings.max_item_bytes,

@@ -259,6 +259,7 @@ def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
             "rate": _float(record.get("rate")) or 0.0,
             "jobs": record["jobs"].split(",") if record.get("jobs") else [],
             "metrics": record.get("metrics"),
+            **posture(record),
         }
         for name in _NODE_INTS:
             node[name] = _int(record.get(name))
@@ -266,6 +267,39 @@ def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
     if dead:
         r.zrem(keys.NODES, *dead)
     return out
+
+
+def posture(record: dict[str, str]) -> dict[str, Any]:
+    """What a node accepts, from its record: ``signed`` (the key id it signs
+    with; None: unsigned batches accepted), ``pickle`` ("accepted", "refused";
+    None from a node too old to say) and ``allow`` (its allowlist; []: any
+    function), with ``open`` true when it runs unsigned pickle batches, and
+    ``accepts``, all of it in a few words."""
+    signed = (record.get("signed") or "")[:16] or None
+    pickle = record.get("pickle") if record.get("pickle") in ("accepted", "refused") else None
+    found: dict[str, Any] = {
+        "signed": signed,
+        "pickle": pickle,
+        "allow": _names(record.get("allow")),
+        "open": signed is None and pickle == "accepted",
+    }
+    found["accepts"] = accepts(found)
+    return found
+
+
+def accepts(node: dict[str, Any]) -> str:
+    """A node's security posture in a few words: ``signed 1a2b3c4d, no pickle,
+    allow myapp``; ``OPEN (unsigned, pickle)`` for one that runs anything."""
+    if node.get("pickle") is None and node.get("signed") is None:
+        return "?"  # a node too old to say
+    if node.get("open"):
+        parts = ["OPEN (unsigned, pickle)"]
+    else:
+        parts = [f"signed {node['signed']}" if node.get("signed") else "unsigned"]
+        parts.append("no pickle" if node.get("pickle") == "refused" else "pickle")
+    allow = node.get("allow") or []
+    parts.append(f"allow {','.join(allow)}" if allow else "any function")
+    return ", ".join(parts)
 
 
 def _int(value: str | None) -> int:

@@ -89,13 +89,13 @@ def served(node: dict[str, Any]) -> str:
 
 def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
     rows = [["ID", "HOST", "PROCESSES", "BUSY", "IN FLIGHT", "RATE", "OK", "FAILED",
-             "RESTARTS", "HEARTBEAT", "UP", "QUEUES"]]  # fmt: skip
+             "RESTARTS", "HEARTBEAT", "UP", "ACCEPTS", "QUEUES"]]  # fmt: skip
     for n in nodes:
         up = now - n["started_at"] if n["started_at"] else None
         rows.append(
             [n["id"], n["host"], n["processes"], n["busy"], n["in_flight"], rate(n["rate"]),
              n["items_done"], n["items_failed"], n["pool_restarts"],
-             age(n["seconds_since_heartbeat"]) + " ago", age(up), served(n)]
+             age(n["seconds_since_heartbeat"]) + " ago", age(up), n["accepts"], served(n)]
         )  # fmt: skip
     return table(rows) if nodes else ["  (none)"]
 

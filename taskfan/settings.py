@@ -69,6 +69,24 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def secrets_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets ``TASKFAN_SECRET`` or ``TASKFAN_SECRET_FILE`` give, as the CLI
+    and nodes read them; () when neither is set. Read when called, never at import:
+    the Python API calls it when no ``secret=`` is passed."""
+    secret, secret_file = environ.get("TASKFAN_SECRET"), environ.get("TASKFAN_SECRET_FILE")
+    if secret and secret_file:
+        raise ConfigError("set TASKFAN_SECRET or TASKFAN_SECRET_FILE, not both")
+    try:
+        if secret:
+            return _secrets(secret)
+        if secret_file:
+            return read_secret_file(secret_file)
+    except ConfigError as exc:
+        var = "TASKFAN_SECRET=***" if secret else f"TASKFAN_SECRET_FILE={secret_file!r}"
+        raise ConfigError(f"environment variable {var}: {exc}") from None
+    return ()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a producer or a worker node can be told."""

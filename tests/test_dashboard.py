@@ -164,6 +164,7 @@ def test_the_page_in_headless_chromium(
     assert f'data-job="{job.id}" data-progress="0.5"' in html, html[-3000:]
     assert '<span class="pct">50%</span>' in html
     assert 'data-node="dash-node"' in html
+    assert '<span class="open-node"' in html and "OPEN (unsigned, pickle)" in html
     assert f'data-failure="{job.id}:7"' in html and "bad 7" in html
     assert 'id="mode">read-only<' in html
     assert 'data-updated=""' not in html  # rendered at least once

@@ -24,6 +24,7 @@ Then ``seal`` signs each result entry, and ``fit`` keeps it under
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -79,15 +80,40 @@ class Guard:
         ]
         return "; ".join(parts)
 
-    def warnings(self) -> list[str]:
-        """Settings that leave a door open while seeming to close it."""
-        if self.keyring is None and not self.no_pickle and self.allow:
+    def posture(self) -> dict[str, str]:
+        """What this node accepts, for its record (``taskfan nodes``, ``status --json``,
+        the dashboard): the key id it signs with ("" unsigned), whether it accepts
+        pickle, and its allowlist (a JSON list; [] for any function)."""
+        return {
+            "signed": self.keyring.key_ids[0] if self.keyring is not None else "",
+            "pickle": "refused" if self.no_pickle else "accepted",
+            "allow": json.dumps(list(self.allow)),
+        }
+
+    def warnings(self, redis_url: str | None = None) -> list[str]:
+        """Doors this node leaves open, each with its risk and its fix.
+
+        A node that runs unsigned pickle batches runs whatever anyone who can
+        write to its Redis sends: it says so at start, unless its Redis is a
+        unix socket (``taskfan run``'s embedded server, in a private folder).
+        """
+        if self.keyring is not None or self.no_pickle:
+            return []
+        if self.allow:
             return [
                 "--allow limits the functions batches name, but pickle batches are accepted "
                 "unsigned, and unpickling alone can import and run anything: add --no-pickle "
                 "or a secret (docs/security.md)"
             ]
-        return []
+        if redis_url is not None and redis_url.lower().startswith("unix://"):
+            return []
+        return [
+            "this node is open: it runs unsigned pickle batches, so anyone who can write to "
+            "its Redis can run any code here (unpickling runs code). Give producers and nodes "
+            "a shared secret (TASKFAN_SECRET, --secret-file), or refuse pickle with "
+            "--no-pickle (TASKFAN_NO_PICKLE=1) and name your task modules with --allow "
+            "(docs/security.md#production-checklist)"
+        ]
 
     def bad_signature(self, delivery: Delivery) -> str | None:
         """Why the entry's signature does not hold, or None (or no secret)."""

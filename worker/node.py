@@ -106,6 +106,7 @@ class Node:
             pool_chunks=lambda: len(self.scheduler.in_pool),
             pool_restarts=lambda: self._feed.restarts,
             retrying=lambda: self.scheduler.retries.pending,
+            posture=self.guard.posture(),
         )  # fmt: skip
         self._stop = threading.Event()
         self._cold = False
@@ -180,7 +181,7 @@ class Node:
             settings.chunksize or "auto",
         )
         log.info("node %s: %s", self.id, self.guard.describe())
-        for warning in self.guard.warnings():
+        for warning in self.guard.warnings(settings.redis_url):
             log.warning("node %s: %s", self.id, warning)
         threads = [
             ("reader", self._reader.run),

@@ -179,6 +179,7 @@ class NodeView:
         pool_chunks: Callable[[], int],
         pool_restarts: Callable[[], int],
         retrying: Callable[[], int] = lambda: 0,
+        posture: dict[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.settings = settings
@@ -189,6 +190,8 @@ class NodeView:
         self.pool_restarts = pool_restarts
         #: items waiting in the node for a retry's backoff
         self.retrying = retrying
+        #: what the node accepts (``Guard.posture``): signed, pickle, allow
+        self.posture = dict(posture or {})
         #: "host:port" of the metrics server, once it runs
         self.metrics_address: str | None = None
         #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
@@ -223,6 +226,7 @@ class NodeView:
             "retrying": self.retrying(),
             "jobs": ",".join(jobs[:10]),
         }
+        record.update(self.posture)
         if settings.rq_queues:
             record["rq_queues"] = json.dumps(settings.rq_queues)
         if self.metrics_address is not None:
