@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from typing import Any
 
@@ -12,7 +11,7 @@ import click
 from producer import deadletters, overview, peek
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, redis_option
-from producer.status import age, rate, render_jobs, render_nodes, table
+from producer.status import age, batches_text, rate, render_jobs, render_nodes, table, when
 from taskfan.cli import log_options
 from taskfan.connection import translate_errors
 from taskfan.keys import JobKeys
@@ -102,7 +101,8 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
         "codec": meta.codec,
         "mode": meta.mode.value,
         "ok": meta.ok,
-        "batch_size": meta.batch_size,
+        "batch_size": meta.batch_size,  # 0: automatic, ramp_max then says up to what
+        "ramp_max": meta.ramp_max or None,
         "chunksize": meta.chunksize or "auto",
         "result_ttl": meta.result_ttl,
         "retry_rounds": meta.retry_round,
@@ -125,10 +125,20 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
     }
 
 
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def batch_size_text(data: dict[str, Any]) -> str:
+    """``50 items``, or for automatic sizes the ramp and what it came to."""
+    if data["batch_size"]:
+        return f"{data['batch_size']} items"
+    text = "automatic: 1, 2, 4, ..."
+    if data["ramp_max"]:
+        text += f" up to {data['ramp_max']} items"
+    if data["total"] and data["batches"]:
+        text += f"; {data['total'] / data['batches']:.4g} items a batch on average"
+    return text
 
 
 def render_inspect(data: dict[str, Any]) -> str:
@@ -144,14 +154,13 @@ def render_inspect(data: dict[str, Any]) -> str:
         ["status", data["status"]],
         ["items", f"{data['done']}/{total if total is not None else '?'} done: "
                   f"{data['ok']} ok, {data['failed']} failed"],
-        ["batches", f"{data['batches_done']}/{data['batches'] or '?'} recorded, "
-                    f"{data['retry_rounds']} retry rounds"],
+        ["batches", batches_text(data) + f", {plural(data['retry_rounds'], 'retry round')}"],
         ["rate", rate(data["rate"]) + (f", ETA {age(eta)}" if eta is not None else "")],
-        ["created", _when(data["created_at"])],
-        ["finished", _when(data["finished_at"]) + f" (after {age(data['seconds'])})"
+        ["created", when(data["created_at"])],
+        ["finished", when(data["finished_at"]) + f" (after {age(data['seconds'])})"
                      if data["finished_at"] else "-"],
         ["codec, mode", f"{data['codec']}, {data['mode']}"],
-        ["batch size", data["batch_size"]],
+        ["batch size", batch_size_text(data)],
         ["chunksize", data["chunksize"]],
         ["result ttl", f"{data['result_ttl']}s" if data["result_ttl"] else "kept"],
         ["options", options or "defaults"],

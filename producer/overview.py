@@ -98,6 +98,7 @@ def job_status(meta: JobMeta, now: float, events: list[Any] | None = None) -> di
         "eta_seconds": eta,
         "batches_done": meta.batches_done,
         "batches": meta.batches if meta.sealed else None,
+        "retry_batches": meta.retry_batches,  # recorded too: batches_done counts them
         "created_at": meta.created_at,
         "finished_at": meta.finished_at,
         "seconds": round(end - meta.created_at, 3),

@@ -81,6 +81,7 @@ class JobSpec:
             "failed": 0,
             "batches_done": 0,
             "batch_size": self.batch_size,
+            **({"ramp_max": self.ramp_max} if self.batch_size == 0 else {}),
             "chunksize": self.chunksize,
             "result_ttl": self.result_ttl,
             "created_at": repr(now),

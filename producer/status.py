@@ -6,6 +6,7 @@ job ids and dead nodes from their indexes); this module draws it as tables.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import time
@@ -108,8 +109,40 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_job(job: dict[str, Any]) -> str:
-    return "\n".join(table([[name, value] for name, value in job.items()]))
+def when(stamp: float | None) -> str:
+    """An epoch as this machine's local time, to the second."""
+    if stamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+
+
+def batches_text(job: dict[str, Any]) -> str:
+    """``16/16 recorded (7 of them retries)``: retries and requeued dead letters are
+    batches to record too, so they count on both sides."""
+    extra = job.get("retry_batches") or 0
+    expected = "?" if job["batches"] is None else job["batches"] + extra
+    text = f"{job['batches_done']}/{expected} recorded"
+    return text + (f" ({extra} of them retries)" if extra else "")
+
+
+def render_job(job: dict[str, Any], now: float) -> str:
+    """One job for people: a bar, items, rate, times; ``--json`` keeps the numbers."""
+    total = "?" if job["total"] is None else job["total"]
+    eta = job["eta_seconds"]
+    finished = job["finished_at"]
+    rows = [
+        ["job", job["id"]],
+        ["function", job["function"]],
+        ["queue", job["queue"]],
+        ["status", job["status"]],
+        ["progress", bar(job["progress"]) if job["progress"] is not None else "-"],
+        ["items", f"{job['done']}/{total} done, {job['failed']} failed"],
+        ["rate", rate(job["rate"]) + (f", ETA {age(eta)}" if eta is not None else "")],
+        ["batches", batches_text(job)],
+        ["created", f"{when(job['created_at'])} ({age(now - job['created_at'])} ago)"],
+        ["finished", f"{when(finished)} (after {age(job['seconds'])})" if finished else "-"],
+    ]  # fmt: skip
+    return "\n".join(table(rows))
 
 
 def watch_loop(draw: Callable[[], str], interval: float, mode: str) -> None:
@@ -184,8 +217,9 @@ def status(
         if job_id is not None:
             with translate_errors("reading the status"):
                 meta = attach(client, job_id).meta()
-                data = overview.job_status(meta, overview.server_time(r))
-            click.echo(json.dumps(data, indent=2) if as_json else render_job(data))
+                now = overview.server_time(r)
+                data = overview.job_status(meta, now)
+            click.echo(json.dumps(data, indent=2) if as_json else render_job(data, now))
             sys.exit(0)
         if watch:
             mode = "json" if as_json else "clear" if sys.stdout.isatty() else "text"

@@ -63,6 +63,11 @@ class JobMeta:
     options: TaskOptions = DEFAULT_OPTIONS
     #: retry rounds opened so far (Job.retry_failed)
     retry_round: int = 0
+    #: batches added after the job's own: retries and requeued dead letters
+    retry_batches: int = 0
+    #: with automatic sizes (batch_size 0), the largest batch the ramp 1, 2, 4, ...
+    #: grows to; 0: not recorded (a fixed size, or a job from an older release)
+    ramp_max: int = 0
     #: batch index -> the results fields of its retries ("<index>.<round>"), in round order
     overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     #: while enqueuing, until when (the server's clock) its producer's lease runs
@@ -140,6 +145,8 @@ class JobMeta:
             if fields.get(b"options")
             else DEFAULT_OPTIONS,
             retry_round=num(b"retry_round"),
+            retry_batches=num(b"retry_batches"),
+            ramp_max=num(b"ramp_max"),
             overlays=_overlays(fields, num(b"retry_round"), where),
             lease_until=num(b"lease_until", float) if fields.get(b"lease_until") else None,
         )
