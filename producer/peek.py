@@ -82,6 +82,9 @@ class SafeCodec:
     def dumps(self, value: Any) -> bytes:
         raise NotImplementedError("SafeCodec only reads")
 
+    def dumps_portable(self, value: Any) -> tuple[bytes, bool]:
+        raise NotImplementedError("SafeCodec only reads")
+
     def loads(self, data: bytes) -> Any:
         if self.name == "json":
             return json.loads(data)

@@ -108,8 +108,9 @@ def values(job: Job, timeout: float | None) -> Iterator[Any]:
     for entries, codec in in_order(job, timeout):
         if len(entries) == 1 and entries[0].failed == 0:
             chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
-            if sum(map(len, chunks)) == entries[0].count:
-                for chunk in chunks:  # fast path: no Outcome per item
+            whole = [chunk for chunk in chunks if chunk is not None]
+            if len(whole) == len(chunks) and sum(map(len, whole)) == entries[0].count:
+                for chunk in whole:  # fast path: no Outcome per item
                     yield from chunk
                 continue
         for outcome in merged_outcomes(entries, codec, where):

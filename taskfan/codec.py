@@ -9,8 +9,10 @@ use it for jobs enqueued from the shell and wherever pickle is not allowed.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import types
 from typing import Any, Protocol
 
 from taskfan.boundary import brief, reraise_interrupt
@@ -23,6 +25,13 @@ class Codec(Protocol):
     carries_exceptions: bool
 
     def dumps(self, value: Any) -> bytes: ...
+
+    def dumps_portable(self, value: Any) -> tuple[bytes, bool]:
+        """The encoding, and whether any reader can decode it: True when it names
+        no class or function outside the standard types and taskfan's own, so
+        that decoding it runs no code of the user's and imports nothing a
+        reader may lack."""
+        ...
 
     def loads(self, data: bytes) -> Any: ...
 
@@ -38,8 +47,50 @@ class PickleCodec:
             reraise_interrupt(exc)
             raise EncodeError(f"cannot pickle {type(value).__name__}: {brief(exc)}") from exc
 
+    def dumps_portable(self, value: Any) -> tuple[bytes, bool]:
+        buffer = io.BytesIO()
+        pickler = _PortablePickler(buffer, protocol=5)
+        try:
+            pickler.dump(value)
+        except BaseException as exc:  # as in dumps
+            reraise_interrupt(exc)
+            raise EncodeError(f"cannot pickle {type(value).__name__}: {brief(exc)}") from exc
+        return buffer.getvalue(), pickler.portable
+
     def loads(self, data: bytes) -> Any:
         return pickle.loads(data)
+
+
+#: modules whose classes and functions every reader can import, and whose
+#: objects unpickle without running a user's code (taskfan's own errors included)
+PORTABLE_MODULES = frozenset(
+    {"builtins", "collections", "datetime", "decimal", "fractions", "uuid"}
+)
+
+
+def _portable_module(module: Any) -> bool:
+    return isinstance(module, str) and (
+        module in PORTABLE_MODULES or module == "taskfan" or module.startswith("taskfan.")
+    )
+
+
+class _PortablePickler(pickle.Pickler):
+    """A pickler that notes whether what it pickled names anything a reader may
+    not have. The C pickler calls ``reducer_override`` only for objects that are
+    not of the built-in types (int, float, str, bytes, list, tuple, dict, set,
+    None, bool): plain data costs nothing extra."""
+
+    portable = True
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self.portable:
+            named = (
+                obj
+                if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType))
+                else type(obj)
+            )
+            self.portable = _portable_module(getattr(named, "__module__", None))
+        return NotImplemented
 
 
 class JsonCodec:
@@ -57,6 +108,9 @@ class JsonCodec:
             raise EncodeError(
                 f"cannot encode {type(value).__name__} as JSON: {brief(exc)}"
             ) from exc
+
+    def dumps_portable(self, value: Any) -> tuple[bytes, bool]:
+        return self.dumps(value), True  # JSON values are plain data
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

@@ -19,6 +19,16 @@ input...]`` per failed item, ``offset`` counted within the blob, ``exception``
 the exception object where the codec carries one (pickle), else None, and an
 optional last element the item's input, kept so the item can be retried;
 ``attempts`` lists ``[offset, attempts]`` for items that ran more than once.
+
+A blob that names a class or function a reader may lack (anything but standard
+types and taskfan's own; pickle only) is encoded item by item instead, as
+``[None, errors, attempts, pieces]``: ``pieces[i]`` is ``[type name, encoding]``
+of item i's value (None where it failed), and each error's exception and input
+are encodings of their own. A piece that does not decode here (its class cannot
+be imported, rebuilding it raises) makes that item an ``UnreadableResult``, and
+an exception that does not decode leaves its error's text: one item never makes
+its neighbours unreadable. Readers from before this layout refuse such a blob
+with ProtocolError; older blobs read as they always did.
 """
 
 from __future__ import annotations
@@ -28,11 +38,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskfan.boundary import brief, reraise_interrupt
+from taskfan.boundary import brief, describe, reraise_interrupt
 from taskfan.codec import Codec
 from taskfan.errors import ProtocolError, TaskFailed
 
 _WHOLE, _PART = b"TFR1", b"TFR2"
+#: the error type of an item whose result the reader cannot decode
+UNREADABLE = "UnreadableResult"
 _HEAD = struct.Struct("<QIII")
 _U32 = struct.Struct("<I")
 
@@ -134,16 +146,22 @@ def _decode(blob: bytes, codec: Codec, where: str) -> list[Any]:
     if (
         not isinstance(decoded, (list, tuple))
         or len(decoded) < 2
-        or not isinstance(decoded[0], (list, tuple))
         or not isinstance(decoded[1], (list, tuple))
+        or not (
+            isinstance(decoded[0], (list, tuple))
+            or (decoded[0] is None and len(decoded) >= 4 and isinstance(decoded[3], (list, tuple)))
+        )
     ):
         raise ProtocolError(f"{where}: a chunk of results is not [values, errors, attempts]")
     return decoded if isinstance(decoded, list) else list(decoded)
 
 
-def chunk_values(blob: bytes, codec: Codec, where: str) -> list[Any]:
-    """The values of a chunk whose items all succeeded (the readers' fast path)."""
+def chunk_values(blob: bytes, codec: Codec, where: str) -> list[Any] | None:
+    """The values of a chunk whose items all succeeded (the readers' fast path);
+    None for a chunk encoded item by item, which ``iter_outcomes`` reads."""
     values = _decode(blob, codec, where)[0]
+    if values is None:
+        return None
     return values if isinstance(values, list) else list(values)
 
 
@@ -151,11 +169,12 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _chunk(
+def decode_chunk(
     blob: bytes, codec: Codec, where: str
 ) -> tuple[list[Any], dict[int, RemoteError], dict[int, int]]:
     """A chunk's values, errors by offset and attempts by offset, checked."""
     values, errors, *rest = _decode(blob, codec, where)
+    pieced = values is None
     attempts: dict[int, int] = {}
     for pair in rest[0] if rest and isinstance(rest[0], (list, tuple)) else ():
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(map(_is_count, pair)):
@@ -173,9 +192,57 @@ def _chunk(
                 f"{where}: a chunk's error is not [offset, type, message, traceback, ...]"
             )
         offset, type_name, message, tb, exc_obj, *kept = error
+        if pieced:  # the exception and the input were encoded on their own
+            exc_obj = _piece(exc_obj, codec)[1]
+            loaded, value = _piece(kept[0] if kept else None, codec)
+            kept = [value] if loaded else []
         exc_obj = exc_obj if isinstance(exc_obj, BaseException) else None
         failed[offset] = RemoteError(type_name, message, tb, exc_obj, tuple(kept[:1]) or None)
+    if pieced:
+        values = _values(rest[1], codec, failed, where)
     return values, failed, attempts
+
+
+def _piece(data: Any, codec: Codec) -> tuple[bool, Any]:
+    """(True, the value) of a piece that decodes here, else (False, None)."""
+    if not isinstance(data, bytes):
+        return False, None
+    try:
+        return True, codec.loads(data)
+    except BaseException as exc:  # its class is not importable here, or rebuilding it raised
+        reraise_interrupt(exc)
+        return False, None
+
+
+def _values(
+    pieces: Sequence[Any], codec: Codec, failed: dict[int, RemoteError], where: str
+) -> list[Any]:
+    """The values of a chunk encoded item by item; one that cannot be decoded here
+    becomes its item's UnreadableResult (added to ``failed``)."""
+    values: list[Any] = []
+    for offset, piece in enumerate(pieces):
+        if piece is None or offset in failed:
+            values.append(None)
+            continue
+        if (
+            not isinstance(piece, (list, tuple))
+            or len(piece) != 2
+            or not isinstance(piece[0], str)
+            or not isinstance(piece[1], bytes)
+        ):
+            raise ProtocolError(f"{where}: a chunk's value is not [type name, encoding]")
+        try:
+            values.append(codec.loads(piece[1]))
+        except BaseException as exc:  # its class is not importable here, or rebuilding it raised
+            reraise_interrupt(exc)
+            values.append(None)
+            failure = describe(exc)
+            text = (
+                f"the item's result, a {piece[0]}, cannot be decoded here: "
+                f"{failure.type}: {failure.message}"
+            )
+            failed[offset] = RemoteError(UNREADABLE, text, failure.traceback)
+    return values
 
 
 def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outcome]:
@@ -187,7 +254,7 @@ def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outc
     position = 0
     offsets = entry.offsets
     for blob in entry.blobs:
-        values, failed, attempts = _chunk(blob, codec, where)
+        values, failed, attempts = decode_chunk(blob, codec, where)
         for offset, value in enumerate(values):
             if offsets is not None and position >= len(offsets):
                 position += 1

@@ -9,7 +9,10 @@ decoding them.
 
 A value the codec cannot carry becomes that item's ``EncodeError``, a result
 over ``max_item_bytes`` its ``ResultTooLarge``, and an error over it is cut
-down, so one item never breaks its chunk.
+down, so one item never breaks its chunk. A chunk that names a class or function
+a reader may not be able to import (anything outside the standard types and
+taskfan's own: ``Codec.dumps_portable``) is encoded item by item, so that one
+value a reader cannot decode never breaks its chunk's decoding either.
 """
 
 from __future__ import annotations
@@ -75,21 +78,27 @@ def encode(
     codec: Codec,
     max_result_bytes: int | None,
 ) -> tuple[bytes, int]:
-    """The blob of [values, errors, attempts], and how many items failed in it."""
+    """The blob of the outcomes, and how many items failed in it.
+
+    The fast path: ``[values, errors, attempts]`` in one piece, when it encodes,
+    fits, and is portable (any reader can decode it). Otherwise item by item
+    (``_encode_each``).
+    """
     try:
-        blob = _dumps(codec, [values, errors, attempts])
+        blob, portable = _dumps(codec, [values, errors, attempts])
     except EncodeError:
-        blob = _encode_each(values, errors, attempts, codec)  # appends to errors
-    if max_result_bytes is not None and len(blob) > max_result_bytes:
-        blob = _limit_each(values, errors, attempts, codec, max_result_bytes)
+        blob, portable = b"", False
+    if portable and (max_result_bytes is None or len(blob) <= max_result_bytes):
+        return blob, len(errors)
+    blob = _encode_each(values, errors, attempts, codec, max_result_bytes)  # appends to errors
     return blob, len(errors)
 
 
-def _dumps(codec: Codec, value: Any) -> bytes:
-    """The codec's encoding; EncodeError for whatever encoding the value raised
-    (its ``__reduce__`` is the user's code: SystemExit, KeyboardInterrupt, ...)."""
+def _dumps(codec: Codec, value: Any) -> tuple[bytes, bool]:
+    """The codec's encoding and whether it is portable; EncodeError for whatever
+    encoding the value raised (its ``__reduce__`` is the user's code)."""
     try:
-        return codec.dumps(value)
+        return codec.dumps_portable(value)
     except EncodeError:
         raise
     except BaseException as exc:  # the codec lets KeyboardInterrupt through; here it is data
@@ -97,69 +106,104 @@ def _dumps(codec: Codec, value: Any) -> bytes:
 
 
 def _encode_each(
-    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec
+    values: list[Any],
+    errors: list[list[Any]],
+    attempts: list[list[int]],
+    codec: Codec,
+    limit: int | None,
 ) -> bytes:
-    """Encode item by item, turning each value the codec can't carry into an error,
-    and keeping of each error only what the codec can carry."""
+    """Encode item by item: a value the codec can't carry becomes its item's
+    EncodeError, one over ``limit`` its ResultTooLarge, and each error keeps what
+    the codec can carry within ``limit``.
+
+    When every piece is portable the blob is ``[values, errors, attempts]`` as on
+    the fast path. Otherwise it is ``[None, errors, attempts, pieces]``: each
+    value encoded on its own (``pieces[i]``: its type's name and its encoding,
+    None for a failed item), and each error's exception and input encoded on
+    their own too, so that a reader that cannot decode one of them (its class
+    is not importable there, or rebuilding it raises) loses that item only.
+    """
+    pieces: list[list[Any] | None] = [None] * len(values)
+    portable = True
     failed = {error[0] for error in errors}
-    for error in errors:
-        _encodable_error(error, codec)
     for offset, value in enumerate(values):
         if offset in failed:
             continue
         try:
-            _dumps(codec, value)
+            piece, plain = _dumps(codec, value)
         except EncodeError as exc:
-            values[offset] = None
             message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
             errors.append([offset, "EncodeError", message, "", None])
+            values[offset] = None
+            continue
+        if limit is not None and len(piece) > limit:
+            errors.append(
+                [offset, "ResultTooLarge", _too_large(len(piece), codec, limit), "", None]
+            )
+            values[offset] = None
+            continue
+        pieces[offset] = [_type_name(value), piece]
+        portable = portable and plain
     errors.sort(key=lambda error: error[0])
-    return _dumps(codec, [values, errors, attempts])
+    kept = [_error_pieces(error, codec) for error in errors]
+    if portable and all(plain for _, plain in kept):
+        for error in errors:
+            _fit(error, codec, limit)
+        return _dumps(codec, [values, errors, attempts])[0]
+    errors = [pieced for pieced, _ in kept]
+    for error in errors:
+        _fit(error, codec, limit)
+    return _dumps(codec, [None, errors, attempts, pieces])[0]
 
 
-def _encodable_error(error: list[Any], codec: Codec) -> None:
-    """Drop from an error entry what the codec cannot carry: the exception object
-    (checked in the child already), then the kept input (the item can then no
-    longer be retried)."""
-    for drop in (4, 5):
+def _error_pieces(error: list[Any], codec: Codec) -> tuple[list[Any], bool]:
+    """The error with its exception and input each encoded on their own (None
+    where the codec cannot carry one: the input then is no longer kept), and
+    whether both are portable. Drops from ``error`` itself what cannot be encoded."""
+    pieced = error[:4]
+    portable = True
+    for slot in (4, 5):
+        if slot >= len(error) or (slot == 4 and error[4] is None):
+            pieced.append(None)
+            continue
         try:
-            _dumps(codec, error)
-            return
+            piece, plain = _dumps(codec, error[slot])
         except EncodeError:
-            if drop == 4:
+            piece, plain = None, True
+            if slot == 4:
                 error[4] = None
             else:
                 del error[5:]
+        pieced.append(piece)
+        portable = portable and plain
+    if pieced[5] is None:
+        del pieced[5:]
+    return pieced, portable
 
 
-def _limit_each(
-    values: list[Any], errors: list[list[Any]], attempts: list[list[int]], codec: Codec, limit: int
-) -> bytes:
-    """Turn each result over ``limit`` bytes into a ResultTooLarge error, and shrink
-    each error over it (no exception object, then shorter texts, then no input)."""
-    failed = {error[0] for error in errors}
-    for offset, value in enumerate(values):
-        if offset in failed:
-            continue
-        size = len(_dumps(codec, value))
-        if size > limit:
-            values[offset] = None
-            message = (
-                f"the result encodes to {format_size(size)} with the {codec.name} codec, over "
-                f"the node's max_item_bytes ({format_size(limit)}): return large data by "
-                "reference (write it somewhere, return its path or URL)"
-            )
-            errors.append([offset, "ResultTooLarge", message, "", None])
-    for error in errors:
-        if len(_dumps(codec, error)) <= limit:
-            continue
-        error[4] = None
-        error[2] = _truncate(error[2])
-        error[3] = _truncate(error[3])
-        if len(_dumps(codec, error)) > limit:
-            del error[5:]  # the kept input: the item can no longer be retried
-    errors.sort(key=lambda error: error[0])
-    return _dumps(codec, [values, errors, attempts])
+def _fit(error: list[Any], codec: Codec, limit: int | None) -> None:
+    """Shrink an error over ``limit`` bytes: no exception object, then shorter
+    texts, then no input (the item can then no longer be retried)."""
+    if limit is None or len(_dumps(codec, error)[0]) <= limit:
+        return
+    error[4] = None
+    error[2] = _truncate(error[2])
+    error[3] = _truncate(error[3])
+    if len(_dumps(codec, error)[0]) > limit:
+        del error[5:]
+
+
+def _too_large(size: int, codec: Codec, limit: int) -> str:
+    return (
+        f"the result encodes to {format_size(size)} with the {codec.name} codec, over "
+        f"the node's max_item_bytes ({format_size(limit)}): return large data by "
+        "reference (write it somewhere, return its path or URL)"
+    )
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"
 
 
 def _truncate(text: str) -> str:

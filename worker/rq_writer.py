@@ -22,7 +22,6 @@ RQ's cleanup and the node's maintenance.
 from __future__ import annotations
 
 import logging
-import pickle
 import queue
 import threading
 import time
@@ -32,6 +31,8 @@ from typing import Any
 
 import redis
 
+from taskfan.codec import PICKLE
+from taskfan.outcomes import decode_chunk
 from worker import rq_adapter as rqa
 from worker.io_threads import REDIS_ERRORS, Backoff, Events
 from worker.redis_io import Delivery
@@ -157,14 +158,14 @@ class RqWriter:
         """Each job's outcome, by index in the batch, from the chunks' result blobs."""
         out: dict[int, rqa.Outcome] = {}
         for lo, blob in blobs.items():
-            values, errors, _ = pickle.loads(blob)
+            values, errors, _ = decode_chunk(blob, PICKLE, f"RQ batch {batch.queue}")
             for offset, value in enumerate(values):
-                if value is not None:
+                if value is not None and offset not in errors:
                     out[lo + offset] = rqa.Outcome(*value)
-            for error in errors:  # the node's: a pool process died, or could not run it
-                offset, type_name, message = error[0], error[1], error[2]
+            for offset, error in errors.items():  # the node's: a process died, or could not run it
                 now = time.time()
-                out[lo + offset] = rqa.Outcome(rqa.FAILED, f"{type_name}: {message}", now, now)
+                text = f"{error.type}: {error.message}"
+                out[lo + offset] = rqa.Outcome(rqa.FAILED, text, now, now)
         return out
 
     def _finish(self, delivery: Delivery, blobs: dict[int, bytes]) -> tuple[int, int]:
