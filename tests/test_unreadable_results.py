@@ -129,7 +129,8 @@ def test_cli_results_from_a_shell_that_cannot_import_the_task(
     probe = [sys.executable, "-c", "import tests.tasks"]
     assert subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True).returncode != 0
     done = subprocess.run(
-        [sys.executable, "-m", "taskfan", "results", job.id, "--redis-url", redis_url],
+        [sys.executable, "-m", "taskfan", "results", job.id, "--redis-url", redis_url,
+         "--allow-pickle"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
