@@ -34,7 +34,7 @@ from taskfan.errors import ProtocolError
 from taskfan.fields import MAX_COUNT, text, whole_number, whole_numbers
 from taskfan.keys import JobKeys
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
-from taskfan.refs import well_formed
+from taskfan.refs import MAX_REF_LENGTH, well_formed
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ def _fn_ref(fields: Mapping[bytes, bytes], where: str) -> str:
     fn_ref = text(fields, b"f", where)
     if not well_formed(fn_ref):
         raise ProtocolError(
-            f"{where}: field 'f' is not a function reference 'module:function': {fn_ref[:200]!r}"
+            f"{where}: field 'f' is not a function reference 'module:function' of at most "
+            f"{MAX_REF_LENGTH} characters: {fn_ref[:200]!r}"
         )
     return fn_ref
 

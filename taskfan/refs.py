@@ -53,6 +53,7 @@ def reference(fn: Callable[..., Any] | str) -> str:
             raise FunctionReferenceError(
                 f"function reference {fn!r} must look like 'package.module:function'"
             )
+        _check_length(fn)
         return fn
     if not callable(fn):
         raise FunctionReferenceError(f"{fn!r} is not callable")
@@ -69,7 +70,7 @@ def reference(fn: Callable[..., Any] | str) -> str:
             "import: define it at the top level of a module and pass that function"
         )
     if module == "__main__":
-        return f"{_main_module_name()}:{qualname}"
+        return _check_length(f"{_main_module_name()}:{qualname}")
     try:
         found = resolve(f"{module}:{qualname}")
     except FunctionReferenceError as exc:
@@ -82,7 +83,21 @@ def reference(fn: Callable[..., Any] | str) -> str:
             f"{module}:{qualname} does not lead back to {fn!r} (is the name rebound or "
             "the function decorated without functools.wraps?)"
         )
-    return f"{module}:{qualname}"
+    return _check_length(f"{module}:{qualname}")
+
+
+def _check_length(ref: str) -> str:
+    if len(ref) > MAX_REF_LENGTH:
+        raise FunctionReferenceError(
+            f"function reference {ref[:80]!r}... is {len(ref)} characters long, longer than "
+            f"{MAX_REF_LENGTH}: nodes refuse it"
+        )
+    return ref
+
+
+#: longest function reference: a reference is a label of nodes' metrics and a
+#: part of every entry, and Python names are rarely longer than a few dozen characters
+MAX_REF_LENGTH = 256
 
 
 def _dotted(name: str) -> bool:
@@ -90,7 +105,10 @@ def _dotted(name: str) -> bool:
 
 
 def well_formed(ref: str) -> bool:
-    """Whether ``ref`` is ``dotted.module:dotted.qualname`` (identifiers only)."""
+    """Whether ``ref`` is ``dotted.module:dotted.qualname`` (identifiers only), at
+    most MAX_REF_LENGTH characters long."""
+    if len(ref) > MAX_REF_LENGTH:
+        return False
     module_name, sep, qualname = ref.partition(":")
     return bool(sep) and _dotted(module_name) and _dotted(qualname)
 

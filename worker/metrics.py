@@ -6,6 +6,9 @@ Prometheus scrapes. Queue depths come from Redis, sampled by the heartbeat
 thread every heartbeat (the scrape itself never waits on Redis). Each node has a
 registry of its own, so several nodes can live in one process (tests do).
 
+Function labels are bounded (``worker.stats.MAX_FUNCTIONS``, then ``(other)``;
+dead-lettered batches under ``(refused)``): entries are untrusted.
+
 Metrics (counters end in ``_total``):
 
 - ``taskfan_items_processed_total{queue,function}``: items recorded, succeeded or failed

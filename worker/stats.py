@@ -12,6 +12,13 @@ chunk's time (``worker.child.ChunkResult.seconds``) and every item of the chunk
 counts once at the chunk's average. A chunk aims at about 50 ms, so the
 histogram shows each function's typical item cost, not the spread inside a
 chunk. That costs the node one bisect per chunk and the children nothing.
+
+Function names come from batch entries, which anyone who can write to Redis
+can add: counters and durations track at most ``MAX_FUNCTIONS`` functions (the
+first seen), the rest together under ``OTHER``, and a batch that was
+dead-lettered (refused, unverified or malformed: nothing of it ran) counts
+under ``REFUSED`` whatever function it names. So forged entries cannot grow a
+node's memory or its metrics page (docs/security.md).
 """
 
 from __future__ import annotations
@@ -39,6 +46,12 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 #: seconds of history the rate is measured over
 RATE_WINDOW = 60.0
+#: functions tracked one by one; any further function counts under OTHER
+MAX_FUNCTIONS = 100
+#: the function label of the functions past MAX_FUNCTIONS
+OTHER = "(other)"
+#: the function label of dead-lettered batches (refused, unverified, malformed)
+REFUSED = "(refused)"
 
 
 @dataclass
@@ -89,10 +102,22 @@ class NodeStats:
         #: abandoned or gone
         self.skipped: dict[str, int] = {}
         self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
+        #: the functions tracked one by one (at most MAX_FUNCTIONS)
+        self._functions: set[str] = set()
 
     # ----------------------------------------------------------------- writers (main thread)
 
+    def _label(self, fn_ref: str) -> str:
+        """``fn_ref`` while fewer than MAX_FUNCTIONS functions are tracked, else OTHER."""
+        if fn_ref in self._functions:
+            return fn_ref
+        if len(self._functions) >= MAX_FUNCTIONS:
+            return OTHER
+        self._functions.add(fn_ref)
+        return fn_ref
+
     def _counts(self, queue: str, fn_ref: str) -> Counts:
+        fn_ref = fn_ref if fn_ref == REFUSED else self._label(fn_ref)
         counts = self.counts.get((queue, fn_ref))
         if counts is None:
             counts = self.counts[(queue, fn_ref)] = Counts()
@@ -110,11 +135,11 @@ class NodeStats:
         """A batch the node is about to record (or dead-letter)."""
         delivery = completed.delivery
         dead = completed.dead_reason is not None
-        if completed.job_id:
+        if dead:  # nothing of it ran, and what it names is untrusted
+            self.batch(delivery.queue.name, REFUSED, completed.ok, completed.failed, dead)
+        elif completed.job_id:
             fn_ref = (delivery.fields or {}).get(b"f", b"?").decode("utf-8", "replace")
-            self.batch(delivery.queue.name, fn_ref, completed.ok, completed.failed, dead)
-        elif dead:  # an entry too broken to name its job
-            self.batch(delivery.queue.name, "?", 0, 0, dead=True)
+            self.batch(delivery.queue.name, fn_ref, completed.ok, completed.failed)
 
     def retried(self, queue: str, fn_ref: str, items: int) -> None:
         """``items`` items raised and will be tried again."""
@@ -123,6 +148,7 @@ class NodeStats:
     def chunk(self, fn_ref: str, items: int, seconds: float) -> None:
         if items <= 0:
             return
+        fn_ref = self._label(fn_ref)
         durations = self.durations.get(fn_ref)
         if durations is None:
             durations = self.durations[fn_ref] = Durations()
