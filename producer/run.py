@@ -1,8 +1,10 @@
 """``taskfan run``: the all-in-one main job on this machine.
 
 Uses the configured Redis, or with none starts an embedded ``redis-server``
-(``taskfan.server``) for the run; starts a local worker node as a ``taskfan
-worker`` subprocess (producer/ never imports worker/); enqueues the file, shows
+(``taskfan.server``) for the run, on a unix socket in a private folder (no TCP
+port, so no other user can reach it); starts a local worker node as a ``taskfan
+worker --no-pickle`` subprocess (producer/ never imports worker/), told the
+Redis URL through its environment, never its command line; enqueues the file, shows
 progress, writes the outcomes, and stops what it started, in that order:
 
 - job done: SIGTERM to the worker (nothing is in flight, it exits at once);
@@ -91,10 +93,11 @@ class LocalCluster:
 
     def start(self) -> None:
         if self.settings.redis_url is None:
-            self.server = RedisServer(tied=True).start()
+            # No TCP port: a unix socket in a folder only this user can enter.
+            self.server = RedisServer(tied=True, unix_socket=True).start()
             click.echo(
                 f"no Redis configured: using an embedded redis-server {self.server.version} "
-                f"on 127.0.0.1:{self.server.port}",
+                f"on the unix socket {self.server.socket} (a private folder, no TCP port)",
                 err=True,
             )
             self.settings = self.settings.replace(redis_url=self.server.url)
@@ -107,9 +110,11 @@ class LocalCluster:
             finally:
                 probe.close()
             click.echo(f"using Redis at {redact(url)}", err=True)
+        # The URL (and any password in it) goes in the environment: every user
+        # can read a command line in /proc. The worker refuses pickle: the CLI
+        # enqueues json, and pickle from Redis runs code.
         command = [
-            sys.executable, "-m", "taskfan", "worker",
-            "--redis-url", self.url,
+            sys.executable, "-m", "taskfan", "worker", "--no-pickle",
             "--processes", str(self.settings.processes),
             "--name", f"run-{os.getpid()}",
             *[arg for queue in self.settings.queues for arg in ("--queue", queue)],
@@ -118,7 +123,7 @@ class LocalCluster:
         # The worker's stdout (a task's print calls) goes to our stderr: stdout
         # may be carrying the outcomes. It stays in our process group, so a
         # Ctrl-C in a terminal reaches it too.
-        env = {**os.environ, "TASKFAN_BURST": "0"}
+        env = {**os.environ, "TASKFAN_BURST": "0", "TASKFAN_REDIS_URL": self.url}
         # Should we be SIGKILLed, the worker is told too: SIGTERM hands its batches
         # back to a configured Redis; with the embedded one there is nothing to keep.
         command = tied(command, signal.SIGKILL if self.server else signal.SIGTERM)
@@ -217,7 +222,8 @@ def run(
     """Run MODULE:FUNC over a file on this machine, start to finish.
 
     Uses the configured Redis (--redis-url, TASKFAN_REDIS_URL) or, with none,
-    an embedded redis-server just for this run; starts a local worker node,
+    an embedded redis-server just for this run (a unix socket only this user
+    can reach); starts a local worker node that refuses pickle,
     enqueues, shows progress, writes the outcomes as JSONL, and stops everything
     it started, also on Ctrl-C. Exit 0: all succeeded, 1: some failed.
 

@@ -4,6 +4,12 @@
 temporary directory, without snapshots (``--save ""``), append-only file optional.
 ``restart()`` keeps port and directory: with ``appendonly=True`` the data survives.
 
+With ``unix_socket=True`` (``taskfan run``) it opens no TCP port at all
+(``port 0``): it listens on a unix socket in its temporary directory, which
+only our user can enter (0700), so no other user of the machine can reach it.
+A ``password`` goes to the server in a config file in that directory (0600),
+never on its command line, which every user can read in ``/proc``.
+
 The server dies with us. It stays in our session and process group
 (``start_new_session=False``), so a Ctrl-C in a terminal reaches it too, and
 ``start`` registers an atexit hook that stops it. With ``tied=True`` (``taskfan
@@ -29,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -102,6 +109,17 @@ def _wheel_binary(package: str, relative: str) -> str | None:
     return None
 
 
+def _private_dir(short: bool) -> Path:
+    """A new folder only we can enter (0700). For a unix socket, its path must fit
+    in ``sun_path`` (108 bytes): a long $TMPDIR falls back to /tmp."""
+    folder = Path(tempfile.mkdtemp(prefix="taskfan-redis-"))
+    if short and len(str(folder / "redis.sock")) > 100 and os.path.isdir("/tmp"):
+        folder.rmdir()
+        folder = Path(tempfile.mkdtemp(prefix="taskfan-redis-", dir="/tmp"))
+    folder.chmod(0o700)
+    return folder
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -114,12 +132,15 @@ class RedisServer:
     def __init__(
         self, *, appendonly: bool = False, extra_args: Sequence[str] = (),
         binary: str | None = None, startup_timeout: float = 10.0,
-        password: str | None = None, tied: bool = False,
+        password: str | None = None, tied: bool = False, unix_socket: bool = False,
     ) -> None:  # fmt: skip
+        if password and unix_socket:
+            raise ConfigError("a unix socket in a private folder needs no password: choose one")
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
         self.password = password
-        self.extra_args = tuple(extra_args) + (("--requirepass", password) if password else ())
+        self.unix_socket = unix_socket
+        self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.tied = tied
         self.port, self.version = 0, ""
@@ -128,8 +149,16 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.unix_socket:
+            return f"unix://{self.socket}?db=0"
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def socket(self) -> Path:
+        """The unix socket (``unix_socket=True``)."""
+        assert self.dir is not None, "redis-server was never started"
+        return self.dir / "redis.sock"
 
     @property
     def pid(self) -> int | None:
@@ -151,9 +180,14 @@ class RedisServer:
         """Start on a free port; try new ports when another process takes ours first."""
         if self._proc is not None and self._proc.poll() is None:
             return self
-        self.dir = self.dir or Path(tempfile.mkdtemp(prefix="taskfan-redis-"))
+        self.dir = self.dir or _private_dir(short=self.unix_socket)
         atexit.register(self.stop)
         try:
+            if self.unix_socket:
+                if not self._launch():
+                    raise BrokerUnavailable(f"redis-server could not listen on {self.socket}")
+                log.info("redis-server %s pid %d at %s", self.version, self.pid, self.url)
+                return self
             for _ in range(_PORT_ATTEMPTS):
                 self.port = _free_port()
                 if self._launch():
@@ -195,8 +229,19 @@ class RedisServer:
     def _launch(self) -> bool:
         """Run redis-server on ``self.port``; False when that port was taken meanwhile."""
         assert self.dir is not None
-        command = [
-            self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir),
+        command = [self.binary]
+        if self.password:  # in a file only we can read: a command line is public
+            conf = self.dir / "secret.conf"
+            conf.touch(0o600)
+            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            conf.write_text(f'requirepass "{quoted}"\n')
+            command.append(str(conf))
+        if self.unix_socket:
+            where = ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+        else:
+            where = ["--port", str(self.port), "--bind", HOST]
+        command += [
+            *where, "--dir", str(self.dir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no", "--logfile", str(self.logfile), *self.extra_args,
         ]  # fmt: skip
@@ -210,8 +255,13 @@ class RedisServer:
                 raise ConfigError(f"cannot run redis-server {self.binary!r}: {exc}") from exc
         self._proc = proc
         deadline = time.monotonic() + self.startup_timeout
+        where_to: dict[str, Any] = (
+            {"unix_socket_path": str(self.socket)}
+            if self.unix_socket
+            else {"host": HOST, "port": self.port}
+        )
         with redis.Redis(  # no retries: this loop is the retry
-            host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1,
+            **where_to, socket_timeout=1, socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0), password=self.password,
         ) as client:  # fmt: skip
             while time.monotonic() < deadline:

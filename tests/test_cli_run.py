@@ -34,7 +34,7 @@ from tests.cli_support import (
 from tests.helpers import wait_until
 
 EMBEDDED = re.compile(
-    r"no Redis configured: using an embedded redis-server \S+ on 127\.0\.0\.1:(\d+)"
+    r"no Redis configured: using an embedded redis-server \S+ on the unix socket (\S+) "
 )
 
 
@@ -43,10 +43,15 @@ def job_ids(client: redis.Redis) -> list[str]:
     return [i.decode() for i in ids]
 
 
-def port_is_closed(port: int) -> bool:
-    try:  # no retries: redis-py's default backoff would spend seconds on a closed port
+def embedded(socket: str) -> redis.Redis:
+    """A client of a run's embedded server, at its unix socket."""
+    return redis.Redis(unix_socket_path=socket)
+
+
+def server_is_gone(socket: str) -> bool:
+    try:  # no retries: redis-py's default backoff would spend seconds on a closed socket
         with redis.Redis(
-            port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+            unix_socket_path=socket, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
         ) as client:
             client.ping()
     except redis.ConnectionError:
@@ -84,7 +89,7 @@ def test_run_with_no_redis_embeds_one_and_stops_it(tmp_path: Path) -> None:
     assert got == [
         {"index": i, "ok": True, "result": collatz_steps(n)} for i, n in enumerate(numbers)
     ]
-    assert port_is_closed(int(match.group(1)))
+    assert server_is_gone(match.group(1))
     assert not run_workers_alive(_pid_of(done))
 
 
@@ -198,23 +203,23 @@ def some_batches_done(client: redis.Redis) -> bool:
 
 def busy_embedded_run(
     popen: list[subprocess.Popen[str]], slow_input: Path
-) -> tuple[subprocess.Popen[str], int, set[int]]:
+) -> tuple[subprocess.Popen[str], str, set[int]]:
     """A ``taskfan run`` on the embedded server, a batch done: the process, the
-    server's port, and the processes it started."""
+    server's socket, and the processes it started."""
     proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
-    port = int(read_until(proc, EMBEDDED).group(1))
-    with redis.Redis(port=port) as client:
+    socket = read_until(proc, EMBEDDED).group(1)
+    with embedded(socket) as client:
         wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
     started = descendants(proc.pid)  # redis-server, the worker, its forkserver and pool
     assert len(running(started)) >= 3, started
-    return proc, port, started
+    return proc, socket, started
 
 
-def all_ended(started: set[int], port: int) -> None:
+def all_ended(started: set[int], socket: str) -> None:
     wait_until(
         lambda: not running(started), timeout=15, message=lambda: f"{running(started)} to end"
     )
-    assert port_is_closed(port)
+    assert server_is_gone(socket)
 
 
 #: runs argv[1:] with SIGINT ignored, as a script's `cmd &` or nohup starts it
@@ -245,20 +250,20 @@ def test_children_that_get_ctrl_c_have_the_default_handler_however_started() -> 
 def test_ctrl_c_mid_job_leaves_no_process_behind(
     slow_input: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
-    proc, port, started = busy_embedded_run(popen, slow_input)
+    proc, socket, started = busy_embedded_run(popen, slow_input)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 130
     assert "interrupted (job " in (proc.stderr.read() if proc.stderr else "")
-    all_ended(started, port)
+    all_ended(started, socket)
 
 
 def test_a_sigkilled_run_takes_its_worker_and_embedded_server_with_it(
     slow_input: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
-    proc, port, started = busy_embedded_run(popen, slow_input)
+    proc, socket, started = busy_embedded_run(popen, slow_input)
     proc.kill()  # no chance to stop anything itself
     proc.wait(10)
-    all_ended(started, port)
+    all_ended(started, socket)
 
 
 def test_sigterm_with_a_configured_redis_keeps_the_job_for_other_nodes(
@@ -283,9 +288,9 @@ def test_a_worker_that_dies_ends_the_run_with_an_error(
     slow_input: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
     proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
-    port = int(read_until(proc, EMBEDDED).group(1))
+    socket = read_until(proc, EMBEDDED).group(1)
     worker_pid = int(read_until(proc, re.compile(r"taskfan worker run-(\d+) on")).group(1))
-    with redis.Redis(port=port) as client:
+    with embedded(socket) as client:
         wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
     (worker,) = run_workers_alive(worker_pid)
     started = descendants(proc.pid)

@@ -1,0 +1,135 @@
+"""Threat: ``taskfan run`` opening a door to other users of the machine
+(docs/security.md).
+
+Its embedded server listens on no TCP port, only on a unix socket in a folder
+only its user can enter; its local worker refuses pickle; and the password of
+a configured Redis URL never shows on the command line of a process it starts
+(worker, lifeline wrapper, embedded server): every user can read those in /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from taskfan import keys
+from taskfan.keys import JobKeys, QueueKeys
+from taskfan.server import RedisServer
+from tests.cli_support import (
+    REPO,
+    clean_environ,
+    descendants,
+    sigint_default,
+    taskfan,
+    write_lines,
+)
+from tests.helpers import wait_until
+
+EMBEDDED = re.compile(r"using an embedded redis-server \S+ on the unix socket (\S+) ")
+PASSWORD = "run-exposure-pw-5b1f0c"
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_run(
+    started: list[subprocess.Popen[str]], tmp_path: Path, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """A ``taskfan run`` that takes a while: 200 items of 50 ms on one process."""
+    items = write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
+    command = taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", "-i", str(items))
+    proc = subprocess.Popen(
+        sigint_default(command), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started.append(proc)
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        match = pattern.search(line)
+        if match:
+            return match
+    raise AssertionError("never printed " + pattern.pattern + ":\n" + "".join(seen))
+
+
+def some_batches_done(client: redis.Redis) -> bool:
+    ids: list[bytes] = client.zrange(QueueKeys("default").jobs, 0, -1)  # type: ignore[assignment]
+    return bool(ids) and int(client.hget(JobKeys(ids[0].decode()).meta, "batches_done") or 0) > 0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def listening_tcp(pid: int) -> list[str]:
+    """TCP sockets in LISTEN state that process ``pid`` holds (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(f"{table} {fields[1]}")
+    return found
+
+
+def test_the_embedded_server_listens_on_no_port_and_the_worker_refuses_pickle(
+    run: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    proc = start_run(run, tmp_path, clean_environ())
+    socket = read_until(proc, EMBEDDED).group(1)
+    with redis.Redis(unix_socket_path=socket) as client:
+        wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
+        assert client.config_get("port") == {"port": "0"}
+        assert client.config_get("unixsocketperm") == {"unixsocketperm": "700"}
+        server_pid = int(client.info("server")["process_id"])
+        folder = Path(socket).parent
+        mode = os.stat(folder)
+        assert stat.S_IMODE(mode.st_mode) == 0o700 and mode.st_uid == os.getuid()
+        assert listening_tcp(server_pid) == []
+        node = f"run-{proc.pid}"
+        assert client.hget(keys.node(node), "pickle") == b"refused"
+    workers = [pid for pid in descendants(proc.pid) if " worker " in cmdline(pid)]
+    assert workers and all("--no-pickle" in cmdline(pid) for pid in workers)
+
+
+def test_no_child_shows_the_password_of_a_configured_redis(
+    run: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    with RedisServer(password=PASSWORD) as server:
+        assert PASSWORD in server.url and PASSWORD not in cmdline(server.pid or 0)
+        proc = start_run(run, tmp_path, clean_environ(TASKFAN_REDIS_URL=server.url))
+        with redis.Redis.from_url(server.url) as client:
+            wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
+        children = descendants(proc.pid)
+        assert len(children) >= 3  # the lifeline wrapper execs into the worker, its pool
+        shown = {pid: cmdline(pid) for pid in children}
+        assert any(" worker " in line for line in shown.values()), shown
+        assert not [line for line in shown.values() if PASSWORD in line], shown
+        assert PASSWORD not in cmdline(proc.pid)
