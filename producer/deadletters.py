@@ -7,16 +7,19 @@ its items as failed with the dead letter's reason (``record.lua``: the job's
 
 Requeueing undoes that without erasing anything: recorded results never
 change (readers may be reading them), so the batch runs again as a **retry
-round** of its job, like ``Job.retry_failed`` but for this one batch:
+round** of its job, like ``Job.retry_failed`` but for this one batch, in the
+same three steps (``taskfan/lua/_rounds.lua``):
 
 1. check that each item of the entry still stands failed with the dead letter's
    reason (a retry may have run them again since; a node may have recorded the
    batch before it was dead-lettered: then there is nothing to run again);
-2. ``requeue.lua`` (job slot, atomic): open the round, once per dead letter
-   (idempotent), only if no other round opened since the check; the items stop
-   counting as failed, the job becomes active again, its keys lose their expiry;
+2. ``requeue.lua`` (job slot): prepare the round, only if no other round opened
+   since the check; the job is left as it was;
 3. one MULTI in the queue slot: the entry goes back on the queue stream with the
-   round's fields and leaves the dead-letter stream.
+   round's fields and leaves the dead-letter stream;
+4. ``open_round.lua`` (job slot, idempotent): the items stop counting as
+   failed, the job becomes active again, its keys lose their expiry. The node
+   that records the entry opens the round too, if step 4 never ran.
 
 With a keyring, the dead letter's own signature must hold (anyone can write to
 the dead-letter stream: requeueing must not sign what they wrote), and the
@@ -25,8 +28,10 @@ would refuse its unsigned round).
 
 Nodes record the round into ``<batch>.<round>``, which overlays the failures;
 ``failed``, ``batches_done`` and the job's state come out as if the batch had
-run normally. A requeue cut short between steps 2 and 3 leaves the dead letter
-in place, and running it again completes it (step 2 returns the same round).
+run normally. A requeue cut short before step 3 leaves the job and the dead
+letter as they were (run it again); cut short after it, the round opens when a
+node records the entry. Once the round is open, requeue.lua answers the same
+round for that dead letter again.
 """
 
 from __future__ import annotations
@@ -152,7 +157,7 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
             new_id = _move(r, queue, dead_id, dead.fields)
             return Requeued(dead_id, new_id, entry.job_id, entry.field, entry.count, 0)
         _check_still_failed(r, meta, entry, dead, where)
-        round_ = scripts.open_requeue_round(
+        round_ = scripts.prepare_requeue_round(
             r, job, dead_id, meta.retry_round, entry.count, entry.index
         )
         if round_ <= 0:
@@ -160,6 +165,12 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
         offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
         again = dataclasses.replace(entry, round=round_, offsets=offsets)
         new_id = _move(r, queue, dead_id, batch_fields(again, queue, keyring))
+        opened = scripts.open_round(r, job, round_)
+        if opened <= 0:
+            raise TaskfanError(
+                f"{where}: {_REFUSED.get(opened, f'refused ({opened})')}; the entry "
+                "went back to the queue, and nodes will drop its results"
+            )
     return Requeued(dead_id, new_id, entry.job_id, again.field, entry.count, round_)
 
 

@@ -1,12 +1,21 @@
 """``Job.retry_failed``: run a finished job's failed items again, in place.
 
-A retry round gets a number from ``retry.lua`` (``scripts.open_retry_round``),
-which makes the job active again; then one batch entry per batch that has
-failed items goes on the queue, holding only those items' inputs (kept in the
-result entries for this) and their offsets in the batch. Nodes record each
-into ``<batch>.<round>``, which readers overlay on the batch's outcomes
-(``producer.reader``). Items whose input was never decoded (a batch that could
-not be read) cannot run again and stay failed.
+A retry round holds one batch entry per batch that has failed items, with only
+those items' inputs (kept in the result entries for this) and their offsets in
+the batch. Nodes record each into ``<batch>.<round>``, which readers overlay on
+the batch's outcomes (``producer.reader``). Items whose input was never decoded
+(a batch that could not be read) cannot run again and stay failed.
+
+The round's entries go to the queue slot and the job's counters live in the
+job slot, and no script spans both, so a round opens in three steps
+(taskfan/lua/_rounds.lua): ``retry.lua`` prepares it (the job stays finished,
+its failures counted); one MULTI queues all its entries; ``open_round.lua``
+opens it (the items stop counting as failed, the job is active again). The
+first node that records one of its entries opens it too, if the producer has
+not. A crash or a Redis error between any two steps leaves the job as it was
+(and retriable again) or, once the entries are queued, fully in its new round;
+never active with no entries coming. A round superseded by another one opened
+meanwhile is void: nodes drop its results.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from producer.records import batch_fields
 from taskfan import scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
-from taskfan.errors import LimitExceeded, TaskfanError
+from taskfan.errors import JobNotFound, LimitExceeded, TaskfanError
 from taskfan.keys import QueueKeys
 from taskfan.limits import format_size
 from taskfan.meta import JobMeta, JobState
@@ -93,20 +102,32 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
 
 
 def _send(job: Job, meta: JobMeta, plans: list[BatchEntry]) -> None:
-    """Open the round, then queue its entries (signed when there is a keyring)."""
+    """Prepare the round, queue its entries (signed when there is a keyring) in
+    one MULTI, then open it (see the module's docstring)."""
     r: Any = job.client.redis
     with translate_errors(f"retrying job {job.id}"):
         batches = json.dumps([p.index for p in plans])
         items = sum(p.count for p in plans)
-        round_ = scripts.open_retry_round(r, job.keys, items, len(plans), batches)
-        if round_ <= 0:
-            raise TaskfanError(f"job {job.id} changed meanwhile: it is {job.status}")
+        round_ = scripts.prepare_retry_round(r, job.keys, items, len(plans), batches)
+        _check_round(job, round_)
         stream = QueueKeys(meta.queue).stream
-        pipe = r.pipeline(transaction=False)
+        pipe = r.pipeline(transaction=True)  # every entry of the round, or none
         for plan in plans:
             entry = dataclasses.replace(plan, round=round_)
             pipe.xadd(stream, batch_fields(entry, meta.queue, job.client.keyring))
         pipe.execute()
+        _check_round(job, scripts.open_round(r, job.keys, round_))
+
+
+def _check_round(job: Job, answer: int) -> None:
+    """What prepare_retry_round or open_round answered, when it is not a round."""
+    if answer == scripts.JOB_GONE:
+        raise JobNotFound(job.id)
+    if answer <= 0:
+        raise TaskfanError(
+            f"job {job.id} changed meanwhile (another retry round opened, or it is no "
+            "longer finished): this retry was not sent"
+        )
 
 
 def _input_of(outcome: Outcome) -> Any:

@@ -30,11 +30,13 @@ import click
 CONNECTION = ("ping", "select")
 #: what a cluster client needs to find the nodes and the keys of a command
 CLUSTER = ("cluster|slots", "cluster|shards", "command")
-#: commands the Lua scripts call (record.lua and dead_letter.lua for workers;
-#: seal, cancel, retry, requeue and record, for rejected inputs, for producers)
-WORKER_LUA = ("hget", "hmget", "hset", "hsetnx", "hincrby", "expire", "xadd", "xack", "xdel")
+#: commands the Lua scripts call (record.lua, which may open a retry round, and
+#: dead_letter.lua for workers; seal, cancel, retry, requeue, open_round and
+#: record, for rejected inputs, for producers)
+WORKER_LUA = ("hget", "hmget", "hset", "hsetnx", "hincrby", "expire", "xadd", "xack", "xdel",
+              "hexists", "hkeys", "hdel", "persist")  # fmt: skip
 PRODUCER_LUA = ("exists", "hget", "hmget", "hset", "hsetnx", "hincrby", "hdel", "expire",
-                "persist", "xadd")  # fmt: skip
+                "persist", "xadd", "hexists", "hkeys")  # fmt: skip
 
 ROLES: dict[str, tuple[str, ...]] = {
     "worker": (

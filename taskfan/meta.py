@@ -61,7 +61,8 @@ class JobMeta:
     created_at: float
     finished_at: float | None
     options: TaskOptions = DEFAULT_OPTIONS
-    #: retry rounds opened so far (Job.retry_failed)
+    #: the last retry round opened (Job.retry_failed, requeued dead letters); 0: none.
+    #: Numbers may skip one prepared but never opened (taskfan/lua/_rounds.lua)
     retry_round: int = 0
     #: batches added after the job's own: retries and requeued dead letters
     retry_batches: int = 0
@@ -153,11 +154,20 @@ class JobMeta:
 
 
 def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[int, tuple[str, ...]]:
+    """Batch index -> its retries' results fields, from the ``round:<n>`` fields.
+
+    Round numbers may skip: a round prepared and never opened (its producer
+    crashed, or another round superseded it) leaves a gap. ``retry_round`` is
+    the last round opened, which must be there.
+    """
     overlays: dict[int, list[str]] = {}
-    if rounds > sum(name.startswith(b"round:") for name in fields):
-        raise ProtocolError(f"{where}: field 'retry_round' says {rounds}, more rounds than it has")
-    for round_ in range(1, rounds + 1):
-        batches = whole_numbers(fields.get(f"round:{round_}".encode(), b"[]"), MAX_NUMBER)
+    opened = sorted(
+        int(name[6:]) for name in fields if name.startswith(b"round:") and name[6:].isdigit()
+    )
+    if rounds and rounds not in opened:
+        raise ProtocolError(f"{where}: field 'retry_round' says {rounds}, a round it does not have")
+    for round_ in (n for n in opened if n <= rounds):
+        batches = whole_numbers(fields[f"round:{round_}".encode()], MAX_NUMBER)
         if batches is None:
             raise ProtocolError(f"{where}: field 'round:{round_}' is not a JSON list of batches")
         for index in batches:

@@ -37,16 +37,17 @@ def _load(name: str, *prelude: str) -> Script:
     return Script(None, text)  # type: ignore[arg-type]
 
 
-_RECORD = _load("record", "_end_job")
+_RECORD = _load("record", "_end_job", "_rounds")
 _SEAL = _load("seal", "_end_job")
 _CANCEL = _load("cancel", "_end_job")
-_RETRY = _load("retry")
+_RETRY = _load("retry", "_rounds")
 _DEAD_LETTER = _load("dead_letter")
-_REQUEUE = _load("requeue")
+_REQUEUE = _load("requeue", "_rounds")
+_OPEN_ROUND = _load("open_round", "_rounds")
 _LEASE = _load("lease")
 _ABANDON = _load("abandon", "_end_job")
 
-RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED = 1, 0, -1, -2
+RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED, ROUND_VOID = 1, 0, -1, -2, -3
 #: what seal.lua and lease.lua answer for a job whose enqueue lease lapsed
 JOB_ABANDONED = -2
 
@@ -54,7 +55,9 @@ JOB_ABANDONED = -2
 def load_all(client: Any) -> None:
     """Load every script into the server (every primary of a cluster), so
     pipelines can call them by SHA."""
-    for script in (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _LEASE, _ABANDON):
+    for script in (
+        _RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON
+    ):  # fmt: skip
         client.script_load(script.script)
 
 
@@ -98,17 +101,24 @@ def abandon_if_lapsed(client: Any, job: JobKeys) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def open_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:
-    """Reopen a finished job for a retry round; see lua/retry.lua."""
+def prepare_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:
+    """Prepare a retry round of a finished job, which stays as it was until the
+    round opens (``open_round``); see lua/_rounds.lua and lua/retry.lua."""
     return _run(_RETRY, client, list(job.all()), [items, entries, batches])
 
 
-def open_requeue_round(
+def prepare_requeue_round(
     client: Any, job: JobKeys, dead_id: str, seen_round: int, items: int, index: int
 ) -> Any:
-    """Open (once per dead letter) the retry round that runs a dead-lettered batch
-    again; see lua/requeue.lua for the return codes."""
+    """Prepare the retry round that runs a dead-lettered batch again (once per
+    dead letter: its round once open); see lua/requeue.lua for the return codes."""
     return _run(_REQUEUE, client, list(job.all()), [dead_id, seen_round, items, index])
+
+
+def open_round(client: Any, job: JobKeys, round_: int) -> Any:
+    """Open a prepared retry round, once its entries are queued (idempotent);
+    see lua/open_round.lua for the return codes."""
+    return _run(_OPEN_ROUND, client, list(job.all()), [round_])
 
 
 def dead_letter(

@@ -160,20 +160,26 @@ def test_usage_errors_say_what_is_missing(redis_url: str) -> None:
 
 
 def test_the_requeue_round_opens_once_per_dead_letter(client: Client, r: redis.Redis) -> None:
-    """requeue.lua: idempotent per dead letter, compare-and-set on the retry round."""
+    """requeue.lua prepares (compare-and-set on the retry round), open_round.lua
+    opens (idempotent); a dead letter's round once open is answered again."""
     job = client.map(tasks.square, [1, 2, 3], batch_size=3)  # born sealed, nothing recorded
     keys = JobKeys(job.id)
     r.hset(keys.meta, "failed", 3)
-    assert scripts.open_requeue_round(r, keys, "5-0", 1, 3, 0) == 0  # a round opened since
-    assert scripts.open_requeue_round(r, keys, "5-0", 0, 3, 0) == 1
-    assert scripts.open_requeue_round(r, keys, "5-0", 0, 3, 0) == 1  # again: the same round
+    assert scripts.prepare_requeue_round(r, keys, "5-0", 1, 3, 0) == 0  # a round opened since
+    assert scripts.prepare_requeue_round(r, keys, "5-0", 0, 3, 0) == 1
+    assert (job.meta().failed, job.meta().retry_round) == (3, 0)  # prepared: nothing changed
+    assert scripts.open_round(r, keys, 1) == 1
+    assert scripts.open_round(r, keys, 1) == 1  # again: the same round, nothing changes
+    assert scripts.prepare_requeue_round(r, keys, "5-0", 0, 3, 0) == 1  # open: the same round
     meta = job.meta()
     assert (meta.failed, meta.retry_round, meta.overlays) == (0, 1, {0: ("0.1",)})
     assert r.hget(keys.meta, "retry_batches") == b"1"
-    assert scripts.open_requeue_round(r, keys, "6-0", 1, 3, 0) == 2  # another dead letter
-    assert scripts.open_requeue_round(r, JobKeys("nosuchjob"), "5-0", 0, 3, 0) == -1
+    assert scripts.prepare_requeue_round(r, keys, "6-0", 1, 3, 0) == 2  # another dead letter
+    assert scripts.prepare_requeue_round(r, JobKeys("nosuchjob"), "5-0", 0, 3, 0) == -1
+    assert scripts.open_round(r, JobKeys("nosuchjob"), 1) == -1
     job.cancel()
-    assert scripts.open_requeue_round(r, keys, "7-0", 2, 3, 0) == -2
+    assert scripts.prepare_requeue_round(r, keys, "7-0", 2, 3, 0) == -2
+    assert scripts.open_round(r, keys, 2) == 0  # void: the job was cancelled
 
 
 def test_requeue_while_the_job_still_runs(

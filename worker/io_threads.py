@@ -153,6 +153,14 @@ class Reader(OnDemand):
             self.events.put(("read", found))
 
 
+#: why record.lua refused a batch's results, by its answer
+_DROPPED = {
+    scripts.JOB_GONE: "the job no longer exists",
+    scripts.JOB_CANCELLED: "the job was cancelled",
+    scripts.ROUND_VOID: "its retry round never opened (another round superseded it)",
+}
+
+
 class Writer:
     """Records finished batches, many per pipeline; retries until it can."""
 
@@ -174,11 +182,10 @@ class Writer:
         while (done := self._next_group()) is not None:
             self._write(done)
             for completed in done:
-                if completed.code in (scripts.JOB_GONE, scripts.JOB_CANCELLED):
-                    gone = completed.code == scripts.JOB_GONE
-                    why = "no longer exists" if gone else "was cancelled"
+                why = _DROPPED.get(completed.code) if completed.code is not None else None
+                if why is not None:
                     log.warning(
-                        "job %s batch %s: the job %s; results dropped",
+                        "job %s batch %s: %s; results dropped",
                         completed.job_id,
                         completed.field,
                         why,

@@ -13,14 +13,26 @@
 -- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
 -- nothing changes), -1 when the job does not exist (aborted, purged or expired:
 -- nothing is written, so no orphan keys appear), -2 when the job was cancelled
--- or abandoned (its producer died mid-enqueue: abandon.lua).
--- end_job comes from _end_job.lua, loaded in front of this file.
+-- or abandoned (its producer died mid-enqueue: abandon.lua), -3 when the field
+-- belongs to a retry round that can never open (void: another round opened
+-- since it was prepared; see _rounds.lua).
+-- end_job and open_round come from _end_job.lua and _rounds.lua, loaded in
+-- front of this file.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return -1
 end
 if state == 'cancelled' or state == 'abandoned' then
   return -2
+end
+-- A retry round's entry ("<index>.<round>") opens its round if the producer has
+-- not yet (it crashed, or is slower than us); a void round's results are dropped.
+local round = tonumber(string.match(ARGV[1], '%.(%d+)$'))
+if round then
+  if open_round(round) == 0 then
+    return -3
+  end
+  state = redis.call('HGET', KEYS[1], 'state')
 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return 0

@@ -1,26 +1,26 @@
--- requeue.lua: open a retry round on a job for one dead-lettered batch, so that
--- its entry can run again (taskfan dead QUEUE ID --requeue). The caller then
--- puts the entry back on the queue stream with fields r (the round) and x (its
--- items' offsets); nodes record it into "<index>.<round>", which overlays the
--- failures the dead letter left, and the job finishes again once it is recorded.
+-- requeue.lua: prepare the retry round that runs one dead-lettered batch again
+-- (taskfan dead QUEUE ID --requeue; the protocol is in _rounds.lua). The job is
+-- left as it was; the caller then moves the entry back to the queue stream with
+-- fields r (the round) and x (its items' offsets), in one MULTI, and opens the
+-- round (open_round.lua), or the node that records the entry does.
 --
--- Idempotent per dead letter: the round is remembered in the field
--- "dead:<dead-letter id>", and a second call returns it without changing anything
--- (a requeue cut short between this script and the queue write can be rerun).
+-- Once the round is open, the field "dead:<dead-letter id>" remembers it, and
+-- a second call returns it without preparing anything.
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
--- KEYS[2]  taskfan:{j:ID}:results  results hash (its expiry is removed)
--- KEYS[3]  taskfan:{j:ID}:events   events stream (its expiry is removed)
+-- KEYS[2]  taskfan:{j:ID}:results  results hash
+-- KEYS[3]  taskfan:{j:ID}:events   events stream
 -- ARGV[1]  id of the dead letter
 -- ARGV[2]  retry_round the caller saw when it checked the items (compare-and-set:
 --          a round opened meanwhile, by `taskfan retry` or another requeue, may
 --          have run the same items again)
--- ARGV[3]  items to run again (they stop counting as failed)
+-- ARGV[3]  items to run again (they stop counting as failed once it opens)
 -- ARGV[4]  the batch index
 --
 -- Returns the round's number (1, 2, ...), 0 when the job changed meanwhile
 -- (another round opened), -1 when the job does not exist, -2 when it was
 -- cancelled, -3 when it is still being enqueued (not sealed).
+-- reserve_round comes from _rounds.lua, loaded in front of this file.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return -1
@@ -35,19 +35,12 @@ end
 if redis.call('HGET', KEYS[1], 'sealed') ~= '1' then
   return -3
 end
-if (tonumber(redis.call('HGET', KEYS[1], 'retry_round')) or 0) ~= tonumber(ARGV[2]) then
+local base = tonumber(redis.call('HGET', KEYS[1], 'retry_round')) or 0
+if base ~= tonumber(ARGV[2]) then
   return 0
 end
-local round = redis.call('HINCRBY', KEYS[1], 'retry_round', 1)
-redis.call('HINCRBY', KEYS[1], 'failed', -tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[1], 'retry_batches', 1)
-redis.call('HSET', KEYS[1], 'round:' .. round, '[' .. ARGV[4] .. ']', 'dead:' .. ARGV[1], round)
-if state == 'finished' then
-  redis.call('HSET', KEYS[1], 'state', 'active')
-  redis.call('HDEL', KEYS[1], 'finished_at')
-  for i = 1, 3 do
-    redis.call('PERSIST', KEYS[i])
-  end
-end
-redis.call('XADD', KEYS[3], '*', 'retry', round)
+local round = reserve_round()
+local prep = {items = tonumber(ARGV[3]), entries = 1, batches = '[' .. ARGV[4] .. ']',
+              base = base, finished = false, dead = ARGV[1]}
+redis.call('HSET', KEYS[1], 'prep:' .. round, cjson.encode(prep))
 return round

@@ -1,30 +1,28 @@
--- retry.lua: open a retry round on a finished job. The producer then queues
--- the round's entries (fields r and x), which nodes record into the fields
--- "<index>.<round>"; the job finishes again once they are all recorded.
+-- retry.lua: prepare a retry round of a finished job's failed items
+-- (Job.retry_failed; the protocol is in _rounds.lua). The job is left as it
+-- was; the producer then queues the round's entries (fields r and x) in one
+-- MULTI and opens the round (open_round.lua), or the first node that records
+-- one of them does.
 --
 -- KEYS[1]  taskfan:{j:ID}:meta     job meta hash
--- KEYS[2]  taskfan:{j:ID}:results  results hash (its expiry is removed)
--- KEYS[3]  taskfan:{j:ID}:events   events stream (its expiry is removed)
--- ARGV[1]  items to run again (they stop counting as failed)
+-- KEYS[2]  taskfan:{j:ID}:results  results hash
+-- KEYS[3]  taskfan:{j:ID}:events   events stream
+-- ARGV[1]  items to run again (they stop counting as failed once it opens)
 -- ARGV[2]  entries the round queues
 -- ARGV[3]  JSON list of the batch indexes the round retries
 --
 -- Returns the round's number (1, 2, ...), 0 when the job is not finished (still
 -- running, or cancelled), -1 when it does not exist.
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then
+-- reserve_round comes from _rounds.lua, loaded in front of this file.
+local meta = redis.call('HMGET', KEYS[1], 'state', 'retry_round')
+if not meta[1] then
   return -1
 end
-if state ~= 'finished' then
+if meta[1] ~= 'finished' then
   return 0
 end
-local round = redis.call('HINCRBY', KEYS[1], 'retry_round', 1)
-redis.call('HINCRBY', KEYS[1], 'failed', -tonumber(ARGV[1]))
-redis.call('HINCRBY', KEYS[1], 'retry_batches', ARGV[2])
-redis.call('HSET', KEYS[1], 'state', 'active', 'round:' .. round, ARGV[3])
-redis.call('HDEL', KEYS[1], 'finished_at')
-for i = 1, 3 do
-  redis.call('PERSIST', KEYS[i])
-end
-redis.call('XADD', KEYS[3], '*', 'retry', round)
+local round = reserve_round()
+local prep = {items = tonumber(ARGV[1]), entries = tonumber(ARGV[2]), batches = ARGV[3],
+              base = tonumber(meta[2]) or 0, finished = true}
+redis.call('HSET', KEYS[1], 'prep:' .. round, cjson.encode(prep))
 return round

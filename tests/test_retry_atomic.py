@@ -1,0 +1,125 @@
+"""``retry_failed`` and dead-letter requeues are atomic (issue 14, item 3).
+
+A retry is cut at each of its Redis round trips in turn: by a ConnectionError
+before the round trip (nothing done), after it (done, reply lost), and by a
+SIGKILL of the process doing it. Whatever the cut, the job must settle either
+as it was (finished, its failures counted, retriable again) or fully in its new
+round, never "running" for ever with its failures uncounted; and a retry
+started afterwards must work.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from producer import Client
+from producer.job import Job
+from taskfan.errors import TaskfanError
+from taskfan.keys import QueueKeys
+from tests import tasks
+from tests.conftest import StartWorker
+from tests.faults import Fault, faulty_client
+from tests.helpers import wait_until
+from tests.workers import REPO
+
+STREAM = QueueKeys("default").stream
+ITEMS = 4
+FAILING = {1, 2}  #: items that fail their first call
+
+
+def _finished_job(client: Client, folder: Path) -> Job:
+    folder.mkdir()
+    items = [(str(folder / f"c{i}"), 1 if i in FAILING else 0) for i in range(ITEMS)]
+    job = client.map(tasks.fail_times, items, star=True, batch_size=2)
+    assert job.wait(timeout=60)
+    assert job.progress() == (ITEMS, len(FAILING), ITEMS)
+    return job
+
+
+def _settled(r: redis.Redis, job: Job) -> bool:
+    """Nothing of the job left on the queue, and the job finished."""
+    entries: Any = r.xrange(STREAM)
+    mine = [e for _, e in entries if e.get(b"j") == job.id.encode()]
+    return not mine and job.status == "finished"
+
+
+def _check_whole(r: redis.Redis, job: Job, where: str) -> int:
+    """The job's counters agree with its outcomes, and its keys expire; returns
+    how many items stand failed."""
+    wait_until(lambda: _settled(r, job), timeout=20,
+               message=lambda: f"{where}: the job settles (it is {job.status})")  # fmt: skip
+    raw: Any = r.hgetall(job.keys.meta)
+    meta = job.meta()
+    outcomes = list(job.outcomes())
+    failed = sum(not o.ok for o in outcomes)
+    assert [o.index for o in outcomes] == list(range(ITEMS)), where
+    assert (meta.ok, meta.failed) == (ITEMS - failed, failed), where
+    expected = meta.batches + int(raw.get(b"retry_batches", 0))
+    assert meta.batches_done == expected, where
+    for key in job.keys.all():
+        assert r.ttl(key) > 0, f"{where}: {key} does not expire"
+    return failed
+
+
+def _finish(r: redis.Redis, client: Client, job: Job, where: str) -> None:
+    """Retriable again if need be; in the end every item succeeded."""
+    if _check_whole(r, job, where):
+        assert client.job(job.id).retry_failed() == len(FAILING), where
+        assert job.wait(timeout=60), where
+        assert _check_whole(r, job, where) == 0, where
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_retry_cut_at_any_round_trip_leaves_the_job_whole(
+    start_worker: StartWorker, redis_url: str, r: redis.Redis, tmp_path: Path, mode: str
+) -> None:
+    start_worker(processes=1)
+    client = Client.from_url(redis_url)
+    at = 1
+    while True:
+        job = _finished_job(client, tmp_path / f"cut{at}")
+        fault = Fault(at, mode)
+        try:
+            Client(faulty_client(redis_url, fault)).job(job.id).retry_failed()
+        except (ConnectionError, TaskfanError):
+            assert fault.fired
+        _finish(r, client, job, f"fault {mode} round trip {at}")
+        if not fault.fired:
+            break  # the retry needs fewer round trips: every one was cut
+        at += 1
+    assert at > 3, at
+
+
+def test_a_retry_killed_at_any_round_trip_leaves_the_job_whole(
+    start_worker: StartWorker, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    start_worker(processes=1)
+    client = Client.from_url(redis_url)
+    at = 1
+    while True:
+        job = _finished_job(client, tmp_path / f"kill{at}")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults", redis_url, job.id, str(at)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            child.kill()
+            child.wait()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        _finish(r, client, job, f"SIGKILL after round trip {at}")
+        if line.startswith("done"):
+            break
+        assert line.startswith("paused"), line
+        at += 1
+    assert at > 3, at
