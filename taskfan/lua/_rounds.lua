@@ -47,7 +47,7 @@ local function open_round(n)
   local prep = cjson.decode(raw)
   local meta = redis.call('HMGET', KEYS[1], 'state', 'retry_round')
   local state = meta[1]
-  local fits = (tonumber(meta[2]) or 0) == prep.base and state ~= 'cancelled'
+  local fits = (tonumber(meta[2]) or 0) == prep.base and (state == 'active' or state == 'finished')
   if prep.finished and state ~= 'finished' then
     fits = false
   end
