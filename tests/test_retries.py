@@ -185,13 +185,15 @@ def test_a_job_that_ended_drops_the_batches_that_only_wait_for_retries(tmp_path:
     (waiting,) = drain(s, now=0.0)
     s.done(waiting, run(waiting), now=0.0)
     s.accept(delivery(1, flaky(tmp_path / "b", [1, 0]), TEN_SECONDS, chunksize=1))
-    running, _ = drain(s, now=0.0)
+    running, out = drain(s, now=0.0)
     s.done(running, run(running), now=0.0)  # batch 1 waits for a retry, and has a chunk out
     assert s.retries.jobs == {"job1": 2}
     (completed,) = s.ended({"job1": "the job was cancelled"})
     assert completed.delivery.entry_id == b"1-0"
     assert completed.job_id == "" and completed.dead_reason is None  # acknowledged, unrecorded
-    assert s.retries.jobs == {"job1": 1}  # batch 1's turn comes once its chunk is back
+    assert s.retries.jobs == {}  # batch 1's retry is dropped too; its chunk out is not run again
+    late = s.done(out, run(out), now=0.0)  # batch 1's turn comes once its chunk is back
+    assert late is not None and late.delivery.entry_id == b"1-1" and late.job_id == ""
 
 
 def test_a_released_batch_s_retries_are_void_and_held_batches_are_bounded(

@@ -84,7 +84,7 @@ def test_a_one_process_node_works_on_while_an_item_waits_out_its_backoff(
     # Cancelled: the node drops the waiting item and acknowledges the batch, unrecorded.
     assert stuck.cancel()
     wait_until(lambda: not held(r), timeout=20, message="the cancelled batch acknowledged")
-    assert "the job was cancelled; 1 items waiting to retry dropped" in worker.log()
+    assert "the job was cancelled; 0 items not run, 1 waiting to retry dropped" in worker.log()
     wait_until(lambda: node_record(r).get("retrying") == "0", timeout=10,
                message="nothing waiting to retry")  # fmt: skip
     assert calls(bad) == 1

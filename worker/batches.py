@@ -32,6 +32,8 @@ class Batch:
     retrying: int = 0  #: items waiting for a retry (``worker.retries``)
     retried: int = 0  #: retries so far
     dropped: bool = False  #: given up (handed back, or its job ended): its retries are void
+    retries_dropped: int = 0  #: items waiting to retry that were dropped when its job ended
+    let_go: bool = False  #: its job ended: acknowledged unrecorded, nothing more of it runs
 
 
 @dataclass(eq=False)

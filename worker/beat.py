@@ -3,14 +3,15 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
 
 - Samples queue depths for the metrics (``--metrics-port``), so a scrape never
   waits on Redis.
-- Checks that the jobs of items waiting to retry (``worker.retries``) are still
-  active: one round trip per beat, only while items wait. A cancelled or
-  vanished job is posted to the main thread (``("ended", {job: why})``), which
-  lets its batches go instead of holding them until their retries are due.
+- Checks that the jobs of the batches the node holds (``worker.liveness``) are
+  still active: one round trip per beat, only while it holds batches. A
+  cancelled or vanished job is posted to the main thread (``("ended", {job:
+  why})``), which hands no more chunks of it to the pool and lets its batches go
+  instead of running them or holding them until their retries are due.
 - Ends as ``abandoned`` the jobs it saw still enqueuing whose producer stopped
   renewing their enqueue lease (killed mid-enqueue; lua/abandon.lua): one
-  script call per such job per beat. Their batches waiting to retry are let go
-  like a cancelled job's, and the reader skips the rest.
+  script call per such job per beat. Their batches held are let go like a
+  cancelled job's, and the reader skips the rest.
 - Renews the RQ source's leases (``--rq-queue``).
 """
 
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from taskfan.settings import Settings
 from worker.io_threads import Events
+from worker.liveness import Liveness
 from worker.redis_io import NodeRedis
-from worker.retries import RetryHeap
 from worker.stats import NodeView
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class BeatDuties:
         settings: Settings,
         node_redis: NodeRedis,
         view: NodeView,
-        retries: RetryHeap,
+        liveness: Liveness,
         events: Events,
         rq: RqSource | None,
     ) -> None:
@@ -47,7 +48,7 @@ class BeatDuties:
         self.settings = settings
         self.redis = node_redis
         self.view = view
-        self.retries = retries
+        self.liveness = liveness
         self.events = events
         self._rq = rq
         self._metrics: MetricsServer | None = None
@@ -65,18 +66,19 @@ class BeatDuties:
 
     def __call__(self) -> None:
         """After each heartbeat (heartbeat thread): the metrics' queue depths, the
-        jobs of items waiting to retry, and the RQ source's leases."""
+        jobs of the batches held, and the RQ source's leases."""
         self._sample_queues()
         self._abandon_lapsed()
-        self._check_retrying_jobs()
+        self._check_held_jobs()
         if self._rq is not None:
             self._rq.beat()
 
-    def _check_retrying_jobs(self) -> None:
-        """A job cancelled (or gone) while items of it wait to retry: tell the main
-        thread, which drops them rather than hold the batch until they are due.
-        One round trip per heartbeat, only while items wait."""
-        jobs = sorted(self.retries.jobs.copy())  # one C call: safe off the main thread
+    def _check_held_jobs(self) -> None:
+        """A job cancelled (or gone) while the node holds batches of it: tell the
+        main thread, which runs nothing more of them (a batch fetched just before
+        the cancel included) and drops their items waiting to retry. One round
+        trip per heartbeat, only while batches are held."""
+        jobs = sorted(self.liveness.jobs.copy())  # one C call: safe off the main thread
         if jobs:
             ended = self.redis.ended(jobs)
             if ended:

@@ -15,7 +15,7 @@ How batches move through a node::
                     +--------------+           |                | <----- | by due time |
                     | heartbeat    | --ended-> +----------------+  due   +-------------+
                     | thread       |  lease refresh (XCLAIM JUSTID), node record; are
-                    +--------------+  the jobs of items waiting to retry still active?
+                    +--------------+  the jobs of the batches held still active?
 
 All state lives in the main thread; the other threads talk to it only through
 the ``events`` queue, so nothing needs a lock but the held entry ids that the
@@ -127,7 +127,7 @@ class Node:
         self._demand = Demand(settings, self.scheduler, self._reader, self._rq)
         self._writer = Writer(self.redis, self.events)
         self._beat = BeatDuties(
-            self.id, settings, self.redis, self.view, self.scheduler.retries, self.events, self._rq
+            self.id, settings, self.redis, self.view, self.scheduler.liveness, self.events, self._rq
         )
         self._heartbeat = Heartbeat(
             self.redis, settings.heartbeat_interval, self._held.snapshot, self.view.record,

@@ -158,7 +158,7 @@ class PoolFeed:
         self.pool.rebuild()
         for chunk in list(self.scheduler.in_pool):
             del self._futures[chunk]
-            self.scheduler.requeue(chunk)
+            self._complete(self.scheduler.requeue(chunk))
 
 
 def _chunk_extra(chunk: Chunk) -> dict[str, Any]:

@@ -143,8 +143,10 @@ class NodeRedis:
 
         One round trip per read, but none for jobs found active in the last
         ``ACTIVE_FOR`` seconds: a job of many batches, or a stream of submits,
-        costs one check a second. A batch of a job cancelled meanwhile runs
-        anyway, and record.lua drops its results.
+        costs one check a second. A batch of a job cancelled meanwhile is held
+        until the heartbeat finds the job ended (``worker.liveness``): nothing
+        more of it runs from then on, and record.lua drops the results of what
+        ran before.
         """
         now = self.clock()
         job_ids = {d.fields[b"j"] for d in deliveries if d.fields and _job_key(d.fields.get(b"j"))}

@@ -37,6 +37,7 @@ from worker.batches import Batch, Chunk, key
 from worker.child import ChunkResult, Retry
 from worker.guard import Guard
 from worker.intake import Intake
+from worker.liveness import Liveness
 from worker.parts import Part
 from worker.recorder import Recorder
 from worker.redis_io import Completed, Delivery
@@ -73,6 +74,8 @@ class Scheduler:
         self.last_chunks = 1
         self.in_pool: set[Chunk] = set()
         self.retries = RetryHeap()
+        #: the jobs of the stream batches held, and those of them found ended
+        self.liveness = Liveness()
 
     # ----------------------------------------------------------------- intake
 
@@ -80,7 +83,12 @@ class Scheduler:
         """Take a delivered entry (``worker.intake``); returns a Completed when
         there is nothing to run."""
         taken = self.intake.take(delivery, time.monotonic() if now is None else now)
-        return taken if isinstance(taken, Completed) else self.admit(taken)
+        if isinstance(taken, Completed):
+            return taken
+        completed = self.admit(taken)
+        if completed is None:
+            self.liveness.hold(taken)  # held: its job's liveness is checked from now on
+        return completed
 
     def admit(self, batch: Batch) -> Completed | None:
         """Take a batch whose entry and items are known: cut it into chunks.
@@ -118,7 +126,7 @@ class Scheduler:
         unstarted = [
             b
             for b in self.batches.values()
-            if not b.blobs and not b.retried and id(b) not in started
+            if not b.blobs and not b.retried and not b.let_go and id(b) not in started
         ]
         gone = {id(b) for b in unstarted}
         self.pending = deque(c for c in self.pending if id(c.batch) not in gone)
@@ -142,26 +150,47 @@ class Scheduler:
         return waiting
 
     def ended(self, jobs: Mapping[str, str]) -> list[Completed]:
-        """Jobs that ended (cancelled, gone: job id -> why) while items of theirs
-        wait for retries: their batches that only wait for retries are dropped,
-        to be acknowledged unrecorded (record.lua would refuse them anyway)."""
-        busy = self._busy()
+        """Jobs found ended (cancelled, gone: job id -> why; ``worker.liveness``).
+        No chunk of theirs goes to the pool from now on: their chunks waiting for
+        it and their items waiting to retry are dropped, and each of their
+        batches is let go (acknowledged unrecorded; record.lua would refuse it)
+        once no chunk of it is in the pool."""
+        if not self.liveness.end(jobs):
+            return []
+        live = self.liveness.why_ended
+        self.pending = deque(c for c in self.pending if live(c.batch) is None)
+        self.suspects = deque(c for c in self.suspects if live(c.batch) is None)
+        running = {id(c.batch) for c in self.in_pool}
         out = []
         for batch in list(self.batches.values()):
-            entry = batch.entry
-            if entry.job_id in jobs and batch.retrying and id(batch) not in busy:
+            why = live(batch)
+            if why is not None and not batch.let_go:
                 dropped = self.retries.drop(batch)
-                log.info(
-                    "job %s batch %s: %s; %d items waiting to retry dropped, batch acknowledged "
-                    "unrecorded",
-                    entry.job_id,
-                    entry.field,
-                    jobs[entry.job_id],
-                    dropped,
-                    extra=batch_extra(entry.job_id, entry.field, retries_dropped=dropped),
-                )
-                out.append(Completed(batch.delivery, "", "", b"", 0, 0))
+                batch.retries_dropped += dropped
+                if id(batch) not in running:
+                    out.append(self._let_go(batch, why))
         return out
+
+    def _let_go(self, batch: Batch, why: str) -> Completed:
+        """Acknowledge a batch of an ended job unrecorded (once)."""
+        batch.let_go = True
+        entry = batch.entry
+        left = batch.remaining - batch.retries_dropped
+        log.info(
+            "job %s batch %s: %s; %d items not run, %d waiting to retry dropped, batch "
+            "acknowledged unrecorded",
+            entry.job_id, entry.field, why, left, batch.retries_dropped,
+            extra=batch_extra(entry.job_id, entry.field, retries_dropped=batch.retries_dropped),
+        )  # fmt: skip
+        return Completed(batch.delivery, "", "", b"", 0, 0)
+
+    def _if_ended(self, batch: Batch) -> Completed | None:
+        """A chunk of the batch left the pool: let the batch go if its job ended
+        and no other chunk of it is still there."""
+        why = self.liveness.why_ended(batch)
+        if why is None or batch.let_go or any(c.batch is batch for c in self.in_pool):
+            return None
+        return self._let_go(batch, why)
 
     def _busy(self) -> set[int]:
         """ids of the batches with a chunk in the pool or waiting to go there."""
@@ -172,11 +201,19 @@ class Scheduler:
         batch = self.batches.pop(key(delivery), None)
         if batch is not None:
             self.retries.drop(batch)
+            self.liveness.release(batch)
 
     # ----------------------------------------------------------------- to the pool
 
     def next_chunk(self) -> Chunk | None:
-        """The chunk to put in the pool now, if any."""
+        """The chunk to put in the pool now, if any: never one of a job found
+        ended (``worker.liveness``; ``ended`` lets its batch go)."""
+        while (chunk := self._next_chunk()) is not None:
+            if self.liveness.why_ended(chunk.batch) is None:
+                return chunk
+        return None
+
+    def _next_chunk(self) -> Chunk | None:
         if self.suspects:
             return self.suspects.popleft() if not self.in_pool else None
         if not self.pending or len(self.in_pool) >= 2 * self.processes:
@@ -243,16 +280,22 @@ class Scheduler:
         ]
         return self._store(batch, parts, (), self.clock())
 
-    def requeue(self, chunk: Chunk) -> None:
-        """Run the chunk again (the pool was stopped under it for another's sake)."""
+    def requeue(self, chunk: Chunk) -> Completed | None:
+        """Run the chunk again (the pool was stopped under it for another's sake),
+        unless its job ended meanwhile."""
         self.in_pool.discard(chunk)
         chunk.deadline = None
+        if self.liveness.why_ended(chunk.batch) is not None:
+            return self._if_ended(chunk.batch)
         (self.suspects if chunk.suspect else self.pending).appendleft(chunk)
+        return None
 
     def crashed(self, chunk: Chunk, cause: str) -> Completed | None:
         """The chunk was in a pool whose process died."""
         self.in_pool.discard(chunk)
         chunk.deadline = None
+        if self.liveness.why_ended(chunk.batch) is not None:
+            return self._if_ended(chunk.batch)
         if not chunk.suspect:
             chunk.suspect = True
             self.suspects.append(chunk)
@@ -273,6 +316,8 @@ class Scheduler:
     def _store(
         self, batch: Batch, parts: Sequence[Part], retries: Sequence[Retry], now: float
     ) -> Completed | None:
+        if self.liveness.why_ended(batch) is not None:
+            return self._if_ended(batch)
         for part in parts:
             # Settled items' inputs are not needed again (their outcomes keep what a
             # retry round needs): free them now rather than with the whole batch.
