@@ -24,6 +24,7 @@ def test_a_fetched_batch_of_an_ended_job_hands_no_more_chunks_to_the_pool() -> N
     completed = s.done(second, run(second))
     assert completed is not None and completed.job_id == ""  # acknowledged, unrecorded
     assert completed.delivery.entry_id == b"1-0" and completed.dead_reason is None
+    assert completed.skipped  # counted as batches_skipped by the node
     assert s.ended(CANCELLED) == []  # the next heartbeat says it again: let go once
     s.release(completed.delivery)
     assert (s.liveness.jobs, s.liveness.ended, s.batches) == ({}, {}, {})

@@ -66,6 +66,8 @@ class Completed:
     code: int | None = None
     #: (function reference, seconds per item) to publish for producers' batch sizing
     cost: tuple[str, float] | None = None
+    #: let go unrecorded after it was fetched: its job ended (``worker.liveness``)
+    skipped: bool = False
     #: set by write() once the entry is acknowledged (or dead-lettered): a group
     #: written again after an out-of-memory refusal skips it
     acked: bool = False

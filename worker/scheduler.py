@@ -182,7 +182,7 @@ class Scheduler:
             entry.job_id, entry.field, why, left, batch.retries_dropped,
             extra=batch_extra(entry.job_id, entry.field, retries_dropped=batch.retries_dropped),
         )  # fmt: skip
-        return Completed(batch.delivery, "", "", b"", 0, 0)
+        return Completed(batch.delivery, "", "", b"", 0, 0, skipped=True)
 
     def _if_ended(self, batch: Batch) -> Completed | None:
         """A chunk of the batch left the pool: let the batch go if its job ended

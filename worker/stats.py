@@ -140,6 +140,8 @@ class NodeStats:
         elif completed.job_id:
             fn_ref = (delivery.fields or {}).get(b"f", b"?").decode("utf-8", "replace")
             self.batch(delivery.queue.name, fn_ref, completed.ok, completed.failed)
+        elif completed.skipped:  # fetched, then let go: its job ended meanwhile
+            self.skip(delivery.queue.name)
 
     def retried(self, queue: str, fn_ref: str, items: int) -> None:
         """``items`` items raised and will be tried again."""
