@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client
+from producer import Client, deadletters
 from producer.job import Job
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
@@ -121,5 +121,44 @@ def test_a_retry_killed_at_any_round_trip_leaves_the_job_whole(
         if line.startswith("done"):
             break
         assert line.startswith("paused"), line
+        at += 1
+    assert at > 3, at
+
+
+def _dead_letter_of(r: redis.Redis, job: Job) -> str | None:
+    found = [d for d in deadletters.list_dead(r, "default") if d.job_id == job.id]
+    return found[0].id if found else None
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_requeue_cut_at_any_round_trip_leaves_the_job_whole(
+    start_worker: StartWorker, redis_url: str, r: redis.Redis, mode: str
+) -> None:
+    # The node refuses the function: each requeue of its dead letter is dead-lettered
+    # again, its items failed again, and the next cut can requeue that one.
+    start_worker("--allow", "tests.marker_task", processes=1)
+    client = Client.from_url(redis_url)
+    job = client.map(tasks.identity, [1, 2, 3], batch_size=3)
+    assert job.wait(timeout=60)
+    at = 1
+    while True:
+        where = f"requeue cut {mode} round trip {at}"
+        dead_id = wait_until(lambda: _dead_letter_of(r, job) or "", timeout=20, message=where)
+        fault = Fault(at, mode)
+        try:
+            deadletters.requeue(faulty_client(redis_url, fault), "default", dead_id)
+        except (redis.ConnectionError, TaskfanError):
+            assert fault.fired, where
+        wait_until(lambda: _settled(r, job) and _dead_letter_of(r, job), timeout=20,
+                   message=f"{where}: the job settles")  # fmt: skip
+        raw: Any = r.hgetall(job.keys.meta)
+        meta = job.meta()
+        assert (meta.ok, meta.failed) == (0, 3), where
+        assert meta.batches_done == meta.batches + int(raw.get(b"retry_batches", 0)), where
+        assert [o.ok for o in job.outcomes()] == [False] * 3, where
+        for key in job.keys.all():
+            assert r.ttl(key) > 0, f"{where}: {key} does not expire"
+        if not fault.fired:
+            break
         at += 1
     assert at > 3, at
