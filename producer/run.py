@@ -9,8 +9,9 @@ progress, writes the outcomes, and stops what it started, in that order:
 
 - job done: SIGTERM to the worker (nothing is in flight, it exits at once);
 - Ctrl-C, SIGTERM or an error: SIGINT then SIGTERM to the worker, which makes a
-  node stop cold and hand its unfinished batches back, then SIGKILL after a
-  grace period (its pool processes die with it); SIGINT and SIGTERM are ignored
+  node stop cold and hand its unfinished batches back (a second SIGTERM after
+  0.5 s, for a worker that keeps an inherited SIGINT ignored), then SIGKILL
+  after a grace period (its pool processes die with it); SIGINT and SIGTERM are ignored
   while this cleanup runs, so a second Ctrl-C cannot leave strays.
 - then the embedded server, if any: SIGTERM, SIGKILL after a timeout.
 """
@@ -59,6 +60,8 @@ from taskfan.settings import Settings
 #: seconds a worker gets to stop before SIGKILL: after the job, and when interrupted
 STOP_GRACE = 10.0
 INTERRUPT_GRACE = 5.0
+#: seconds after which an interrupted worker still running gets a second SIGTERM
+SECOND_SIGNAL_AFTER = 0.5
 
 
 class LocalCluster:
@@ -152,16 +155,29 @@ class LocalCluster:
         proc = self.worker
         if proc is None or proc.poll() is not None:
             return
+        grace = STOP_GRACE
         if interrupted:
             proc.send_signal(signal.SIGINT)  # stop reading ...
             proc.send_signal(signal.SIGTERM)  # ... and, a second signal, hand back at once
+            # A worker that inherited SIGINT ignored (run started in the background)
+            # keeps it ignored and took the SIGTERM as its first signal: one more.
+            if _exits_within(proc, SECOND_SIGNAL_AFTER):
+                return
+            proc.send_signal(signal.SIGTERM)
+            grace = INTERRUPT_GRACE - SECOND_SIGNAL_AFTER
         else:
             proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(INTERRUPT_GRACE if interrupted else STOP_GRACE)
-        except subprocess.TimeoutExpired:
+        if not _exits_within(proc, grace):
             proc.kill()
             proc.wait()
+
+
+def _exits_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _worker_args(settings: Settings, secret_file: str | None) -> tuple[str, ...]:

@@ -52,6 +52,15 @@ _SIGINT_DEFAULT = (
 )
 
 
+#: runs argv[1:] with SIGINT ignored, as a script's ``cmd &`` or nohup starts it
+_SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+#: put in front of a command: it starts with SIGINT ignored (a background job)
+SIGINT_IGNORED = (sys.executable, "-c", _SIGINT_IGNORED)
+
+
 def sigint_default(command: list[str]) -> list[str]:
     """``command`` for a child a test sends SIGINT (Ctrl-C) to.
 

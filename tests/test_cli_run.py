@@ -22,6 +22,7 @@ from taskfan import keys
 from taskfan.keys import JobKeys, QueueKeys
 from tests.cli_support import (
     REPO,
+    SIGINT_IGNORED,
     clean_environ,
     descendants,
     outcomes,
@@ -173,10 +174,16 @@ def popen() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def start_run(
-    popen: list[subprocess.Popen[str]], *args: str, env: dict[str, str]
+    popen: list[subprocess.Popen[str]],
+    *args: str,
+    env: dict[str, str],
+    wrap: tuple[str, ...] | None = None,
 ) -> subprocess.Popen[str]:
+    """``taskfan run`` of tests.tasks:sleep; with SIGINT at its default unless
+    ``wrap`` says how else to start it."""
+    command = taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args)
     proc = subprocess.Popen(
-        sigint_default(taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args)),
+        sigint_default(command) if wrap is None else [*wrap, *command],
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -222,13 +229,6 @@ def all_ended(started: set[int], socket: str) -> None:
     assert server_is_gone(socket)
 
 
-#: runs argv[1:] with SIGINT ignored, as a script's `cmd &` or nohup starts it
-IGNORING_SIGINT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 def test_children_that_get_ctrl_c_have_the_default_handler_however_started() -> None:
     """The Ctrl-C tests pass when the suite itself runs with SIGINT ignored."""
     probe = [
@@ -238,7 +238,7 @@ def test_children_that_get_ctrl_c_have_the_default_handler_however_started() -> 
 
     def handler_of(command: list[str]) -> str:
         done = subprocess.run(
-            [sys.executable, "-c", IGNORING_SIGINT, *command],
+            [*SIGINT_IGNORED, *command],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
         return done.stdout.strip()
@@ -282,6 +282,34 @@ def test_sigterm_with_a_configured_redis_keeps_the_job_for_other_nodes(
     assert r.xlen(QueueKeys("default").stream) > 0  # the rest waits for other nodes
     # Handed back, not left leased: nothing is pending with a live lease.
     assert r.zcard(keys.NODES) == 0
+
+
+def test_run_started_in_the_background_still_stops_its_worker_cold(
+    tmp_path: Path, popen: list[subprocess.Popen[str]], redis_url: str, r: redis.Redis
+) -> None:
+    """Started with SIGINT ignored, run's worker keeps ignoring it, so the SIGINT
+    run sends for a cold stop does nothing: a second SIGTERM must do it, or the
+    worker would finish its long items (or be SIGKILLed) instead of handing them back."""
+    long_items = write_lines(tmp_path / "long.jsonl", ["60"] * 4)
+    env = clean_environ(TASKFAN_REDIS_URL=redis_url)
+    proc = start_run(popen, "-i", str(long_items), env=env, wrap=SIGINT_IGNORED)
+    stream = QueueKeys("default").stream
+
+    def a_batch_running() -> bool:
+        try:
+            return int(r.xpending(stream, keys.GROUP)["pending"]) > 0
+        except redis.ResponseError:  # no consumer group yet
+            return False
+
+    wait_until(a_batch_running, timeout=30, message="a batch running")
+    started = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "SIGTERM again: cold stop, handing unfinished batches back" in err, err
+    wait_until(lambda: not running(started), timeout=15, message=lambda: f"{running(started)}")
+    held: Any = r.xpending_range(stream, keys.GROUP, "-", "+", 10)
+    assert held and all(entry["time_since_delivered"] >= 60_000 for entry in held), held
 
 
 def test_a_worker_that_dies_ends_the_run_with_an_error(

@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def install_signal_handlers(stop: Callable[..., None], stopping: threading.Event) -> None:
-    """SIGTERM / SIGINT ``stop()`` gracefully; a second one ``stop(cold=True)``."""
+    """SIGTERM / SIGINT ``stop()`` gracefully; a second one ``stop(cold=True)``.
+
+    A SIGINT ignored from the start stays ignored: a shell starts background
+    jobs (``taskfan worker &`` in a script) that way so that a Ctrl-C meant for
+    the foreground job does not reach them. Python keeps it so for
+    KeyboardInterrupt, and classic Unix tools catch SIGINT only when it is not
+    ignored; such a node stops on SIGTERM.
+    """
 
     def handle(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -40,7 +47,10 @@ def install_signal_handlers(stop: Callable[..., None], stopping: threading.Event
             stop()
 
     signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        log.info("SIGINT is ignored (started in the background): stop this node with SIGTERM")
+    else:
+        signal.signal(signal.SIGINT, handle)
 
 
 def hand_back_unfinishable(
