@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from producer import Executor
 from producer.client import Client
 from taskfan.cli import COMMANDS
 from taskfan.errors import BrokerUnavailable
 from tests.cli_support import clean_env, clean_environ, invoke, run_taskfan, write_lines
+from tests.tasks import square
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 __all__ = ["clean_env"]
@@ -108,3 +110,8 @@ def test_the_api_raises_our_error(http_url: str) -> None:
     client = Client.from_url(http_url, codec="json")
     with pytest.raises(BrokerUnavailable, match="Redis"):
         client.map("tests.tasks:square", [1, 2])
+    with pytest.raises(BrokerUnavailable, match=f"reading job {JOB}: "):
+        client.job(JOB).progress()
+    # the future fails, and so does the shutdown that seals its job: our error both times
+    with pytest.raises(BrokerUnavailable, match="Redis"), Executor(http_url) as executor:
+        executor.submit(square, 2).result(timeout=30)
