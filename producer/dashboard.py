@@ -34,7 +34,7 @@ from producer import deadletters, overview
 from producer.cli import load_settings, open_client
 from producer.cli_options import cli_errors, redis_option, secret_option
 from taskfan import scripts
-from taskfan.cli import log_options
+from taskfan.cli import log_options, warn_secret_argument
 from taskfan.connection import RedisClient
 from taskfan.errors import TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
@@ -247,6 +247,7 @@ def dashboard(
       taskfan dashboard --port 8765     # then open http://127.0.0.1:8765/
     """
     with cli_errors():
+        warn_secret_argument(redis_url)
         client = open_client(load_settings(redis_url, secret_file=secret_file))
         board = Dashboard(client.redis, limit=limit, actions=allow_actions, keyring=client.keyring)
         try:

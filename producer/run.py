@@ -50,7 +50,7 @@ from producer.cli_options import (
     secret_option,
 )
 from producer.local_check import check_importable
-from taskfan.cli import LOGGING_META, log_options
+from taskfan.cli import LOGGING_META, log_options, warn_secret_argument
 from taskfan.connection import check, connect, redact
 from taskfan.errors import FunctionReferenceError
 from taskfan.lifeline import tied
@@ -248,6 +248,7 @@ def run(
       taskfan run examples.tasks:collatz_steps --input examples/inputs.jsonl -o out.jsonl
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    warn_secret_argument(redis_url)
     with cli_errors():
         settings = load_settings(
             redis_url, queue, secret_file, batch_size=batch_size, chunksize=chunksize,

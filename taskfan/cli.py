@@ -21,6 +21,7 @@ import click
 from taskfan import __version__
 from taskfan.limits import parse_size
 from taskfan.logs import FORMATS, formatter
+from taskfan.urls import redact
 
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
@@ -137,6 +138,19 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 #: key of ``click.Context.meta`` holding the command's (log level, log format)
 LOGGING_META = "taskfan.logging"
+
+
+def warn_secret_argument(url: str | None, option: str = "--redis-url") -> None:
+    """Warn when a URL given on the command line holds a password: every user of
+    the machine can read a command line (``ps``, ``/proc/PID/cmdline``) while a
+    long-running command (a worker, ``run``, the dashboard) lives."""
+    if url and redact(url) != url:
+        logging.getLogger("taskfan.cli").warning(
+            "the Redis URL given with %s holds a password, which every user of this "
+            "machine can read while this command runs (ps, /proc): set TASKFAN_REDIS_URL "
+            "in the environment instead",
+            option,
+        )
 
 
 def log_options(default_level: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -31,6 +31,7 @@ from tests.cli_support import (
     write_lines,
 )
 from tests.helpers import wait_until
+from tests.workers import WorkerProcess
 
 EMBEDDED = re.compile(r"using an embedded redis-server \S+ on the unix socket (\S+) ")
 PASSWORD = "run-exposure-pw-5b1f0c"
@@ -133,3 +134,21 @@ def test_no_child_shows_the_password_of_a_configured_redis(
         assert any(" worker " in line for line in shown.values()), shown
         assert not [line for line in shown.values() if PASSWORD in line], shown
         assert PASSWORD not in cmdline(proc.pid)
+
+
+def test_a_password_given_on_the_command_line_is_named_as_exposed() -> None:
+    with RedisServer(password=PASSWORD) as server:
+        node = WorkerProcess(server.url, "--burst", processes=1)  # --redis-url URL
+        try:
+            assert node.wait(timeout=60) == 0, node.log()
+            assert "WARNING" in node.log() and "set TASKFAN_REDIS_URL" in node.log()
+            assert PASSWORD not in node.log()
+        finally:
+            node.close()
+        # Without a password in it, nothing to say (this one is refused: no credentials).
+        quiet = WorkerProcess(f"redis://127.0.0.1:{server.port}/0", "--burst", processes=1)
+        try:
+            assert quiet.wait(timeout=60) == 2
+            assert "set TASKFAN_REDIS_URL" not in quiet.log()
+        finally:
+            quiet.close()

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from taskfan.cli import BYTE_SIZE, CliError, log_options
+from taskfan.cli import BYTE_SIZE, CliError, log_options, warn_secret_argument
 from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.settings import Settings
@@ -166,6 +166,8 @@ def worker(
         # RQ's code that the RQ adapter calls logs a line per job: not for operators
         for name in ("rq.job", "rq.queue", "rq.registry", "rq.scheduler", "rq.worker"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    given_url = options.get("redis_url")
+    warn_secret_argument(given_url if isinstance(given_url, str) else None)
     try:
         settings = Settings.from_env(
             os.environ,
