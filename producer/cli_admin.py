@@ -6,7 +6,14 @@ import click
 
 from producer.admin import purge as purge_queue
 from producer.cli import attach, load_settings, open_client
-from producer.cli_options import allow_pickle_option, cli_errors, redis_option, secret_option
+from producer.cli_options import (
+    allow_pickle_option,
+    cli_errors,
+    confirm,
+    interruptible,
+    redis_option,
+    secret_option,
+)
 from taskfan.cli import log_options
 
 
@@ -64,6 +71,7 @@ def retry(job_id: str, allow_pickle: bool, secret_file: str | None, redis_url: s
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation")
 @redis_option
 @log_options("WARNING")
+@interruptible
 def purge(queue: str, yes: bool, redis_url: str | None) -> None:
     """Drop every batch waiting on QUEUE and cancel the queue's active jobs.
 
@@ -76,7 +84,7 @@ def purge(queue: str, yes: bool, redis_url: str | None) -> None:
     with cli_errors():
         client = open_client(load_settings(redis_url))
         if not yes:
-            click.confirm(f"Drop every batch of queue {queue!r} and cancel its jobs?", abort=True)
+            confirm(f"Drop every batch of queue {queue!r} and cancel its jobs?")
         purged = purge_queue(client.redis, queue)
         click.echo(
             f"queue {purged.queue}: dropped {purged.entries} batches, "

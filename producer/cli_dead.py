@@ -11,7 +11,15 @@ import click
 
 from producer import deadletters
 from producer.cli import load_settings, open_client
-from producer.cli_options import EXIT_ERROR, CliError, cli_errors, redis_option, secret_option
+from producer.cli_options import (
+    EXIT_ERROR,
+    CliError,
+    cli_errors,
+    confirm,
+    interruptible,
+    redis_option,
+    secret_option,
+)
 from producer.client import Client
 from producer.deadletters import Requeued
 from producer.status import age, table
@@ -88,6 +96,7 @@ def _requeue(client: Client, queue: str, dead_ids: tuple[str, ...]) -> int:
 @secret_option
 @redis_option
 @log_options("WARNING")
+@interruptible
 def dead(
     queue: str,
     dead_ids: tuple[str, ...],
@@ -122,7 +131,7 @@ def dead(
         if drop:
             if everything:
                 if not yes:
-                    click.confirm(f"Drop every dead letter of queue {queue!r}?", abort=True)
+                    confirm(f"Drop every dead letter of queue {queue!r}?")
                 count = deadletters.drop_all(r, queue)
             else:
                 count = deadletters.drop(r, queue, dead_ids)

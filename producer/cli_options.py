@@ -46,6 +46,18 @@ def cli_errors() -> Iterator[None]:
         raise CliError(str(exc)) from None
 
 
+def confirm(question: str) -> None:
+    """Ask ``question`` on stderr; raise CliError (exit 2) unless the answer is
+    yes. With no standard input (a script, CI) it says to pass ``--yes``
+    instead of click's "Aborted!" and exit 1, which reads as "items failed"."""
+    click.echo(f"{question} [y/N]: ", nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        raise CliError("no answer (standard input is closed): pass --yes to go ahead unasked")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not confirmed: nothing changed")
+
+
 def interruptible(command: Callable[..., None]) -> Callable[..., None]:
     """Ctrl-C: exit 130 with one line (click would say "Aborted!" and exit 1,
     which reads as "some items failed")."""

@@ -34,7 +34,12 @@ def test_purge_asks_then_drops_the_queue(redis_url: str, client: Client, r: redi
     job = client.map(tasks.square, range(10), batch_size=5)
     runner = CliRunner()
     refused = runner.invoke(main, ["purge", "default", "--redis-url", redis_url], input="n\n")
-    assert refused.exit_code == 1 and r.xlen(QueueKeys("default").stream) == 2
+    assert refused.exit_code == 2 and r.xlen(QueueKeys("default").stream) == 2
+    assert refused.output.endswith("[y/N]: Error: not confirmed: nothing changed\n")
+    # No one to ask (a script, CI): one line saying what to do, not a hanging prompt
+    unasked = runner.invoke(main, ["purge", "default", "--redis-url", redis_url], input="")
+    assert unasked.exit_code == 2 and r.xlen(QueueKeys("default").stream) == 2
+    assert "Error: no answer (standard input is closed): pass --yes" in unasked.output
     done = runner.invoke(main, ["purge", "default", "--yes", "--redis-url", redis_url])
     assert done.exit_code == 0, done.output
     assert "dropped 2 batches, cancelled 1 jobs" in done.output

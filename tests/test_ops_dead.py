@@ -143,7 +143,11 @@ def test_a_malformed_dead_letter_cannot_be_requeued_but_can_be_dropped(
     assert dropped.exit_code == 0 and "dropped 1 dead letters" in dropped.stderr
     assert [d.id for d in deadletters.list_dead(r, "default")] == [second]
     asks = invoke("dead", "default", "--drop", "--all", "--redis-url", redis_url, input="n\n")
-    assert asks.exit_code == 1 and r.xlen(QUEUE.dead) == 1
+    assert asks.exit_code == 2 and r.xlen(QUEUE.dead) == 1
+    assert asks.stderr.endswith("Error: not confirmed: nothing changed\n"), asks.stderr
+    unasked = invoke("dead", "default", "--drop", "--all", "--redis-url", redis_url, input="")
+    assert unasked.exit_code == 2 and r.xlen(QUEUE.dead) == 1
+    assert "no answer (standard input is closed): pass --yes" in unasked.stderr
     everything = invoke("dead", "default", "--drop", "--all", "--yes", "--redis-url", redis_url)
     assert everything.exit_code == 0 and r.xlen(QUEUE.dead) == 0
 
