@@ -11,6 +11,7 @@ import click
 from producer import deadletters, overview, peek
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, redis_option
+from producer.skipped import Skipped, describe
 from producer.status import age, batches_text, rate, render_jobs, render_nodes, table, when
 from taskfan.cli import log_options
 from taskfan.connection import translate_errors
@@ -34,11 +35,13 @@ def nodes(as_json: bool, redis_url: str | None) -> None:
       taskfan nodes
       taskfan nodes --json | jq '.[] | {id, rate, jobs}'
     """
+    skipped: list[Skipped] = []
     with cli_errors():
         r = open_client(load_settings(redis_url)).redis
         with translate_errors("reading the node registry"):
             now = overview.server_time(r)
-            live = overview.nodes(r, now)
+            live = overview.nodes(r, now, skipped)
+    warn(skipped)
     if as_json:
         click.echo(json.dumps(live, indent=2))
         return
@@ -78,24 +81,33 @@ def jobs(
       taskfan jobs --state running --state queued
       taskfan jobs --state failed --json
     """
+    skipped: list[Skipped] = []
     with cli_errors():
         r = open_client(load_settings(redis_url)).redis
         with translate_errors("listing jobs"):
-            names = list(queues) or overview.queue_names(r)
-            rows = overview.jobs(r, names, limit, states)
+            names = list(queues) or overview.queue_names(r, skipped)
+            rows = overview.jobs(r, names, limit, states, skipped=skipped)
             now = overview.server_time(r)
+    warn(skipped)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
         click.echo("\n".join(render_jobs(rows, now)))
 
 
+def warn(skipped: list[Skipped]) -> None:
+    """Name the records a listing passed over, on stderr (stdout keeps its format)."""
+    for line in describe([s.as_dict() for s in skipped]):
+        click.echo(line.strip(), err=True)
+
+
 def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
     now = overview.server_time(r)
     events: Any = r.xrevrange(JobKeys(meta.id).events, count=overview.RATE_EVENTS)
     options = meta.options
-    found = list(peek.failures(r, meta, failures))
-    holding = [n["id"] for n in overview.nodes(r, now) if meta.id in n["jobs"]]
+    skipped: list[Skipped] = []
+    found = list(peek.failures(r, meta, failures, skipped))
+    holding = [n["id"] for n in overview.nodes(r, now, skipped) if meta.id in n["jobs"]]
     return {
         **overview.job_status(meta, now, events),
         "codec": meta.codec,
@@ -122,6 +134,7 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
             {"index": o.index, "attempts": o.attempts, **(o.error.as_dict() if o.error else {})}
             for o in found
         ],
+        "skipped": [s.as_dict() for s in skipped],
     }
 
 
@@ -177,6 +190,7 @@ def render_inspect(data: dict[str, Any]) -> str:
             lines.append(f"  item {f['index']} ({f['attempts']} attempts): {f['type']}: "
                          f"{f['message']}")  # fmt: skip
             lines += ["    " + line for line in f["traceback"].rstrip().splitlines()]
+    lines += describe(data["skipped"])
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ import redis
 from producer import deadletters, overview
 from producer.cli import load_settings, open_client
 from producer.cli_options import cli_errors, redis_option, secret_option
+from producer.skipped import Skipped
 from taskfan import scripts
 from taskfan.cli import log_options, warn_secret_argument
 from taskfan.connection import RedisClient
@@ -66,15 +67,15 @@ class Dashboard:
         self.min_interval = min_interval
         self._lock = threading.Lock()
         self._cached: tuple[float, bytes] | None = None
-        #: (job id, batches done, failed, retry round) -> its failures
-        self._failures: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        #: (job id, batches done, failed) -> its failures, and what could not be read
+        self._failures: dict[tuple[Any, ...], tuple[list[Any], list[dict[str, str]]]] = {}
 
     def overview(self) -> bytes:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.min_interval:
                 return self._cached[1]
             data = overview.gather(self.redis, self.limit)
-            data["failures"] = self._recent_failures(data["jobs"])
+            data["failures"] = self._recent_failures(data["jobs"], data["skipped"])
             data["dead_letters"] = [
                 d.as_dict()
                 for q in data["queues"]
@@ -82,22 +83,29 @@ class Dashboard:
                 for d in deadletters.list_dead(self.redis, q["name"], limit=10)
             ]
             data["actions"] = self.actions
-            body = json.dumps(data).encode()
+            body = json.dumps(data, allow_nan=False).encode()
             self._cached = (time.monotonic(), body)
             return body
 
-    def _recent_failures(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _recent_failures(
+        self, rows: list[dict[str, Any]], skipped: list[dict[str, str]]
+    ) -> list[dict[str, Any]]:
+        """The first failures of the newest jobs with failures; the batches they
+        could not be read from join ``skipped``."""
         out: list[dict[str, Any]] = []
-        keep: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        keep: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[dict[str, str]]]] = {}
         for row in rows:
             if not row["failed"] or len(out) >= 10:
                 continue
             key = (row["id"], row["batches_done"], row["failed"])
-            found = self._failures.get(key)
-            if found is None:
-                found = overview.recent_failures(self.redis, [row], per_job=3, most=3)
-            keep[key] = found
-            out += found
+            cached = self._failures.get(key)
+            if cached is None:
+                passed: list[Skipped] = []
+                found = overview.recent_failures(self.redis, [row], 3, 3, passed)
+                cached = (found, [s.as_dict() for s in passed])
+            keep[key] = cached
+            out += cached[0]
+            skipped += cached[1]
         self._failures = keep
         return out[:10]
 
@@ -167,6 +175,9 @@ class Handler(BaseHTTPRequestHandler):
         except (redis.RedisError, TaskfanError) as exc:
             log.warning("dashboard: reading Redis failed: %s", exc)
             return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"Redis: {exc}")
+        except Exception as exc:  # a record no reader foresaw: answer, and say what
+            log.exception("dashboard: building %s failed", path)
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
         return self._error(HTTPStatus.NOT_FOUND, "not found")
 
     def do_POST(self) -> None:

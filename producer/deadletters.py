@@ -45,6 +45,7 @@ import redis
 
 from producer import peek
 from producer.records import batch_fields
+from producer.skipped import finite
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError
@@ -86,10 +87,7 @@ def _parse(queue: str, dead_id: Any, raw: dict[bytes, bytes]) -> DeadLetter:
         items: int | None = int(fields[b"n"])
     except (KeyError, ValueError):
         items = None
-    try:
-        at = float(raw.get(b"at", b"0"))
-    except ValueError:
-        at = 0.0
+    at = finite(raw.get(b"at", b"0")) or 0.0  # JSON has no NaN: views dump it
     return DeadLetter(
         id=dead_id.decode() if isinstance(dead_id, bytes) else str(dead_id),
         queue=queue,

@@ -7,17 +7,23 @@ producer's enqueue lease lapsed ends ``abandoned`` when it is read
 is gone (expired after their result TTL, or purged) leave their queue's
 ``jobs`` index, and nodes whose record expired (they stopped beating) leave the
 ``nodes`` index, as they are found.
+
+A record that cannot be read (a queue name or job id that cannot be one, a meta
+hash that does not parse, a result entry that does not) is passed over and
+listed in ``skipped`` (``producer.skipped``); the rest still shows.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from producer import lease, peek
+from producer.nodelist import nodes as nodes  # re-exported: the views read nodes here
+from producer.skipped import Skipped, job_id, queue_name
 from taskfan import keys
 from taskfan.connection import RedisClient
+from taskfan.errors import ProtocolError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.meta import JobMeta, JobState
 
@@ -43,8 +49,11 @@ def server_time(r: RedisClient) -> float:
 # ----------------------------------------------------------------- queues
 
 
-def queue_names(r: RedisClient) -> list[str]:
-    return sorted(text(q) for q in r.smembers(keys.QUEUES))
+def queue_names(r: RedisClient, skipped: list[Skipped] | None = None) -> list[str]:
+    """The queues in the registry; names that cannot be a queue's are skipped."""
+    skipped = [] if skipped is None else skipped
+    names = (queue_name(raw, skipped) for raw in r.smembers(keys.QUEUES))
+    return sorted(name for name in names if name is not None)
 
 
 def queue_status(r: RedisClient, name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,20 +129,28 @@ def _rate(meta: JobMeta, now: float, events: list[Any]) -> float:
     return (len(stamps) - 1) * per_batch / seconds if seconds > 0 else 0.0
 
 
-def recent_jobs(r: RedisClient, queue: str, limit: int) -> list[JobMeta]:
-    """The queue's newest jobs; ids whose meta is gone are pruned from the index."""
+def recent_jobs(
+    r: RedisClient, queue: str, limit: int, skipped: list[Skipped] | None = None
+) -> list[JobMeta]:
+    """The queue's newest jobs; ids whose meta is gone are pruned from the index,
+    ids and meta hashes that cannot be read are skipped."""
+    skipped = [] if skipped is None else skipped
     index = QueueKeys(queue).jobs
-    ids = [text(i) for i in r.zrevrange(index, 0, limit - 1)]
+    found = (job_id(raw, skipped) for raw in r.zrevrange(index, 0, limit - 1))
+    ids = [i for i in found if i is not None]
     pipe = r.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hgetall(JobKeys(job_id).meta)
+    for id_ in ids:
+        pipe.hgetall(JobKeys(id_).meta)
     metas, gone = [], []
-    for job_id, raw in zip(ids, pipe.execute(), strict=True):
-        if raw:
-            meta = JobMeta.parse(job_id, raw)
+    for id_, raw in zip(ids, pipe.execute(), strict=True):
+        if not raw:
+            gone.append(id_)
+            continue
+        try:
+            meta = JobMeta.parse(id_, raw)
             metas.append(lease.settle(r, meta, functools.partial(_reread, r, meta)))
-        else:
-            gone.append(job_id)
+        except ProtocolError as exc:
+            skipped.append(Skipped("job", id_, str(exc).removeprefix(f"job {id_} ")))
     if gone:
         r.zrem(index, *gone)
     return metas
@@ -161,14 +178,19 @@ def jobs(
     limit: int,
     states: tuple[str, ...] = (),
     now: float | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` jobs of these queues in these states, newest first, with
     their rates (one more round trip, for the events of the active ones)."""
     now = server_time(r) if now is None else now
     metas: list[JobMeta] = []
+    skipped = [] if skipped is None else skipped
     for queue in queues:
+        if queue_name(queue, skipped) is None:
+            continue
         # Filtering happens after reading: read more than the limit when filtering.
-        found = recent_jobs(r, queue, limit if not states else max(limit * 10, 1000))
+        wanted = limit if not states else max(limit * 10, 1000)
+        found = recent_jobs(r, queue, wanted, skipped)
         metas += [m for m in found if matches(m, states)]
     metas.sort(key=lambda m: m.created_at, reverse=True)
     metas = metas[:limit]
@@ -181,10 +203,15 @@ def jobs(
 
 
 def recent_failures(
-    r: RedisClient, job_rows: list[dict[str, Any]], per_job: int = 3, most: int = 10
+    r: RedisClient,
+    job_rows: list[dict[str, Any]],
+    per_job: int = 3,
+    most: int = 10,
+    skipped: list[Skipped] | None = None,
 ) -> list[dict[str, Any]]:
     """The first failed items of the newest jobs with failures (decoded safely:
     ``producer.peek``), each with its job, index, error type, message and traceback."""
+    skipped = [] if skipped is None else skipped
     out: list[dict[str, Any]] = []
     for row in job_rows:
         if not row["failed"] or len(out) >= most:
@@ -192,8 +219,12 @@ def recent_failures(
         raw: Any = r.hgetall(JobKeys(row["id"]).meta)
         if not raw:
             continue
-        meta = JobMeta.parse(row["id"], raw)
-        for outcome in peek.failures(r, meta, min(per_job, most - len(out))):
+        try:
+            meta = JobMeta.parse(row["id"], raw)
+        except ProtocolError as exc:
+            skipped.append(Skipped("job", row["id"], str(exc)))
+            continue
+        for outcome in peek.failures(r, meta, min(per_job, most - len(out)), skipped):
             assert outcome.error is not None
             out.append(
                 {
@@ -207,132 +238,22 @@ def recent_failures(
     return out
 
 
-# ----------------------------------------------------------------- nodes
-
-#: integer fields of a node record
-_NODE_INTS = (
-    "pid", "processes", "items_done", "items_failed", "batches_done", "batches_failed",
-    "batches_dead", "reclaims", "pool_restarts", "in_flight", "busy", "retrying", "items_retried",
-)  # fmt: skip
-
-
-def _names(field: str | None) -> list[str]:
-    """Queue names of a node record: a JSON list, or the comma-separated string
-    older nodes wrote (still read, for a rolling upgrade)."""
-    if not field:
-        return []
-    try:
-        names = json.loads(field)
-    except ValueError:
-        return field.split(",")
-    return [str(name) for name in names] if isinstance(names, list) else [str(names)]
-
-
-def nodes(r: RedisClient, now: float) -> list[dict[str, Any]]:
-    """Live nodes, newest heartbeat first. A node whose record expired (it stopped
-    beating three heartbeats ago: killed, cut off, or stopped) leaves the index."""
-    listed: Any = r.zrevrange(keys.NODES, 0, -1, withscores=True)
-    pipe = r.pipeline(transaction=False)
-    entries, dead = [], []
-    for node_id, beat in listed:
-        try:
-            pipe.hgetall(keys.node(text(node_id)))
-            entries.append((node_id, beat))
-        except ValueError:  # not a node id (someone else wrote it): drop it
-            dead.append(node_id)
-    out = []
-    for (node_id, beat), raw in zip(entries, pipe.execute(), strict=True):
-        if not raw:
-            dead.append(node_id)
-            continue
-        record = {text(k): text(v) for k, v in raw.items()}
-        node: dict[str, Any] = {
-            "id": text(node_id),
-            "alive": True,
-            "host": record.get("host"),
-            "version": record.get("version"),
-            "chunksize": record.get("chunksize"),
-            "queues": _names(record.get("queues")),
-            "rq_queues": _names(record.get("rq_queues")),
-            "started_at": _float(record.get("started_at")),
-            "last_heartbeat": beat,
-            "seconds_since_heartbeat": round(now - beat, 1),
-            "rate": _float(record.get("rate")) or 0.0,
-            "jobs": record["jobs"].split(",") if record.get("jobs") else [],
-            "metrics": record.get("metrics"),
-            **posture(record),
-        }
-        for name in _NODE_INTS:
-            node[name] = _int(record.get(name))
-        out.append(node)
-    if dead:
-        r.zrem(keys.NODES, *dead)
-    return out
-
-
-def posture(record: dict[str, str]) -> dict[str, Any]:
-    """What a node accepts, from its record: ``signed`` (the key id it signs
-    with; None: unsigned batches accepted), ``pickle`` ("accepted", "refused";
-    None from a node too old to say) and ``allow`` (its allowlist; []: any
-    function), with ``open`` true when it runs unsigned pickle batches, and
-    ``accepts``, all of it in a few words."""
-    signed = (record.get("signed") or "")[:16] or None
-    pickle = record.get("pickle") if record.get("pickle") in ("accepted", "refused") else None
-    found: dict[str, Any] = {
-        "signed": signed,
-        "pickle": pickle,
-        "allow": _names(record.get("allow")),
-        "open": signed is None and pickle == "accepted",
-    }
-    found["accepts"] = accepts(found)
-    return found
-
-
-def accepts(node: dict[str, Any]) -> str:
-    """A node's security posture in a few words: ``signed 1a2b3c4d, no pickle,
-    allow myapp``; ``OPEN (unsigned, pickle)`` for one that runs anything."""
-    if node.get("pickle") is None and node.get("signed") is None:
-        return "?"  # a node too old to say
-    if node.get("open"):
-        parts = ["OPEN (unsigned, pickle)"]
-    else:
-        parts = [f"signed {node['signed']}" if node.get("signed") else "unsigned"]
-        parts.append("no pickle" if node.get("pickle") == "refused" else "pickle")
-    allow = node.get("allow") or []
-    parts.append(f"allow {','.join(allow)}" if allow else "any function")
-    return ", ".join(parts)
-
-
-def _int(value: str | None) -> int:
-    """A counter of a node record; 0 when missing or not a number (records are
-    written by nodes, but anyone who can write to Redis can change them)."""
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        return 0
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 # ----------------------------------------------------------------- all of it
 
 
 def gather(r: RedisClient, limit: int) -> dict[str, Any]:
     """Queues, the newest ``limit`` jobs of each queue, and live nodes."""
     now = server_time(r)
-    live = nodes(r, now)
-    names = queue_names(r)
+    skipped: list[Skipped] = []
+    live = nodes(r, now, skipped)
+    names = queue_names(r, skipped)
     rows: list[dict[str, Any]] = []
     for name in names:
-        rows += jobs(r, [name], limit, now=now)
+        rows += jobs(r, [name], limit, now=now, skipped=skipped)
     return {
         "time": now,
         "queues": [queue_status(r, name, live) for name in names],
         "jobs": rows,
         "nodes": live,
+        "skipped": [s.as_dict() for s in skipped],
     }

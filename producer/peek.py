@@ -20,6 +20,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from producer.skipped import Skipped
 from taskfan.connection import RedisClient
 from taskfan.errors import ProtocolError
 from taskfan.keys import JobKeys
@@ -35,6 +36,9 @@ from taskfan.signing import unverified
 
 #: result entries fetched per HMGET while looking for failures
 FETCH = 32
+#: jobs of up to this many batches are searched batch by batch (128 HMGETs at
+#: most); larger ones only where their results hash has entries
+SEARCHED = 4096
 
 
 class Opaque:
@@ -108,15 +112,32 @@ def batch_outcomes(
     return merged_outcomes(entries, SafeCodec(meta.codec), where)
 
 
-def failures(r: RedisClient, meta: JobMeta, limit: int) -> Iterator[Outcome]:
+def _recorded(r: RedisClient, meta: JobMeta) -> Sequence[int]:
+    """The batches that may hold outcomes, in order: all of a job of up to
+    SEARCHED batches; of a larger one, those its results hash has an entry for
+    (HKEYS: bounded by what Redis holds, whatever its meta claims)."""
+    if meta.batches <= SEARCHED:
+        return range(meta.batches)
+    names: Any = r.hkeys(JobKeys(meta.id).results)
+    plain = (n if isinstance(n, bytes) else str(n).encode() for n in names)
+    found = {int(n) for n in plain if n.isdigit() and len(n) <= 19}
+    return sorted(i for i in found if i < meta.batches)
+
+
+def failures(
+    r: RedisClient, meta: JobMeta, limit: int, skipped: list[Skipped] | None = None
+) -> Iterator[Outcome]:
     """The first ``limit`` failed items of a job, in input order, as they stand
-    (after retries). Only entries that hold a failure are decoded."""
+    (after retries). Only entries that hold a failure are decoded; a batch whose
+    entries do not parse is passed over and named in ``skipped``."""
     if limit <= 0 or meta.failed <= 0:
         return
+    skipped = [] if skipped is None else skipped
     found = 0
     key = JobKeys(meta.id).results
-    for start in range(0, meta.batches, FETCH):
-        indexes = range(start, min(start + FETCH, meta.batches))
+    batches = _recorded(r, meta)
+    for start in range(0, len(batches), FETCH):
+        indexes = batches[start : start + FETCH]
         names = [meta.result_fields(i) for i in indexes]
         flat: list[Any] = r.hmget(key, [n for group in names for n in group])
         pos = 0
@@ -125,7 +146,12 @@ def failures(r: RedisClient, meta: JobMeta, limit: int) -> Iterator[Outcome]:
             pos += len(group)
             if fields[0] is None or not any(_failed(data) for data in fields if data):
                 continue
-            for outcome in batch_outcomes(r, meta, index, fields) or ():
+            try:
+                outcomes = batch_outcomes(r, meta, index, fields) or []
+            except ProtocolError as exc:
+                skipped.append(Skipped("batch", f"{meta.id}/{index}", str(exc)))
+                continue
+            for outcome in outcomes:
                 if not outcome.ok:
                     yield outcome
                     found += 1

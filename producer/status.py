@@ -18,6 +18,7 @@ import click
 from producer import overview
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, interruptible, redis_option
+from producer.skipped import describe
 from taskfan.cli import log_options
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import TaskfanError
@@ -106,6 +107,7 @@ def render(status: dict[str, Any]) -> str:
     lines = ["queues", *render_queues(status["queues"])]
     lines += ["jobs (newest first)", *render_jobs(status["jobs"], now)]
     lines += ["nodes", *render_nodes(status["nodes"], now)]
+    lines += describe(status.get("skipped", []))
     return "\n".join(lines)
 
 

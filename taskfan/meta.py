@@ -29,6 +29,9 @@ from taskfan.errors import ProtocolError
 from taskfan.fields import MAX_NUMBER, text, whole_numbers
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 
+#: the largest counter (what HINCRBY can hold), and the largest time (year 5138)
+_MOST: dict[type, float] = {int: MAX_NUMBER, float: 1e11}
+
 
 class JobState(str, enum.Enum):
     ACTIVE = "active"
@@ -117,6 +120,8 @@ class JobMeta:
                 raise ProtocolError(f"{where}: field {name.decode()!r} is not a number") from None
             if kind is float and not math.isfinite(value):
                 raise ProtocolError(f"{where}: field {name.decode()!r} is not a finite number")
+            if not -_MOST[kind] <= value <= _MOST[kind]:
+                raise ProtocolError(f"{where}: field {name.decode()!r} is out of range")
             return value
 
         try:
