@@ -92,7 +92,8 @@ class LocalCluster:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop(interrupted=kind is not None)
+        # The reader of the outcomes gone (| head) is no emergency: the job is done.
+        self.stop(interrupted=kind is not None and not issubclass(kind, BrokenPipeError))
 
     def start(self) -> None:
         if self.settings.redis_url is None:

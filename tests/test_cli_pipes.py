@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from producer import Client
 from tests import tasks
-from tests.cli_support import REPO, clean_environ, taskfan
+from tests.cli_support import REPO, clean_environ, descendants, running, taskfan
 from tests.conftest import StartWorker
+from tests.helpers import wait_until
 
 #: enough outcomes to fill a pipe's buffer many times over
 ITEMS = 5000
@@ -69,3 +71,27 @@ def test_results_into_head(redis_url: str, finished_job: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == '{"index": 0, "ok": true, "result": 0}\n'
     assert done.stderr == ""
+
+
+def test_run_into_head_stops_what_it_started(tmp_path: Path) -> None:
+    """``taskfan run ... | head -1``: exit 0, and its worker and embedded server end."""
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(f"{i}\n" for i in range(ITEMS)))
+    proc = subprocess.Popen(
+        taskfan("run", "tests.tasks:square", "-i", str(inputs), "-p", "1"), cwd=REPO,
+        env=clean_environ(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == '{"index": 0, "ok": true, "result": 0}\n'
+        started = descendants(proc.pid)
+        proc.stdout.close()  # head is done
+        assert proc.wait(timeout=60) == 0
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "cold stop" not in err, err
+        wait_until(lambda: not running(started), timeout=15, message=lambda: f"{running(started)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
