@@ -24,6 +24,8 @@ _NODE_INTS = (
 )  # fmt: skip
 #: largest counter shown; above it a field is not what a node wrote
 _MOST = 2**63 - 1
+#: longest list of names (queues, allowed modules) read from a node record
+_LONGEST = 64 * 1024
 
 
 def _names(field: str | None) -> list[str]:
@@ -31,6 +33,8 @@ def _names(field: str | None) -> list[str]:
     older nodes wrote (still read, for a rolling upgrade)."""
     if not field:
         return []
+    if len(field) > _LONGEST:  # no node writes that much: show its start
+        return [shown(field)]
     try:
         names = json.loads(field)
     except (ValueError, RecursionError):

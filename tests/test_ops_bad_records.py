@@ -127,6 +127,7 @@ def test_status_skips_and_names_bad_records_and_shows_the_rest(
     assert {j["id"] for j in data["jobs"]} == {planted["good"], "vast"}
     deep = next(n for n in data["nodes"] if n["id"] == "deepnode")
     assert (deep["rate"], deep["started_at"], deep["pid"]) == (0.0, None, 0)
+    assert deep["queues"] == ["[" * 80 + "..."]
 
 
 def test_jobs_and_nodes_name_what_they_skip_on_stderr(
