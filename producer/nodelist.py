@@ -42,6 +42,16 @@ def _names(field: str | None) -> list[str]:
     return [str(name) for name in names] if isinstance(names, list) else [str(names)]
 
 
+def _reasons(field: str | None) -> dict[str, str]:
+    """A node record's ``cannot_run``: function -> why that node cannot run it
+    (``worker.unrunnable``); {} when missing or unreadable."""
+    try:
+        found = json.loads(field) if field and len(field) < 65536 else {}
+    except (ValueError, RecursionError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
 def _int(value: str | None) -> int:
     """A counter of a node record; 0 when missing or not a number."""
     try:
@@ -136,6 +146,7 @@ def nodes(r: RedisClient, now: float, skipped: list[Skipped] | None = None) -> l
             "jobs": record["jobs"].split(",") if record.get("jobs") else [],
             "metrics": record.get("metrics"),
             **posture(record),
+            "cannot_run": _reasons(record.get("cannot_run")),
         }
         for name in _NODE_INTS:
             node[name] = _int(record.get(name))

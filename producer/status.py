@@ -99,7 +99,16 @@ def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
              n["items_done"], n["items_failed"], n["pool_restarts"],
              age(n["seconds_since_heartbeat"]) + " ago", age(up), n["accepts"], served(n)]
         )  # fmt: skip
-    return table(rows) if nodes else ["  (none)"]
+    if not nodes:
+        return ["  (none)"]
+    # Functions a node cannot import or may not run: it hands their batches to
+    # nodes that can (worker.unrunnable).
+    cannot = [
+        f"  {n['id']} cannot run {fn}: {why}"
+        for n in nodes
+        for fn, why in n.get("cannot_run", {}).items()
+    ]
+    return table(rows) + cannot
 
 
 def render(status: dict[str, Any]) -> str:

@@ -105,9 +105,17 @@ def test_the_scheduler_refuses_a_batch_before_its_payload_or_module(marker: Path
     entry = BatchEntry("job1", 0, 0, 2, f"{MARKED}:echo", "json", CallMode.ONE, 0, b"[1,2]")
     fields = {k.encode(): v if isinstance(v, bytes) else str(v).encode()
               for k, v in entry.fields().items()}  # fmt: skip
-    completed = scheduler.accept(Delivery(QueueKeys("default"), b"1-0", fields))
+    delivery = Delivery(QueueKeys("default"), b"1-0", fields)
+    # Another node serving the queue may allow it: back to the queue, unrun.
+    handed = scheduler.accept(delivery)
+    assert handed is not None and handed.give_back and not handed.failed
+    # Once no live node serving the queue allows it (here: none but this one),
+    # its items fail, saying so.
+    scheduler.intake.unrunnable.decide(["default"], [])
+    completed = scheduler.accept(delivery)
     assert completed is not None and completed.failed == 2 and completed.dead_reason
     assert "outside its allowlist (tests.tasks" in completed.dead_reason
+    assert "no live node serving queue default can run" in completed.dead_reason
     assert not scheduler.pending and not marker.exists()
 
 
@@ -134,5 +142,10 @@ def test_a_node_runs_only_allowed_functions(
     assert "defined in 'posix'" in next(escape.errors()).error.message  # type: ignore[union-attr]
     assert not marker.exists() and not shell.exists()
     letters: Any = r.xrange(QueueKeys("default").dead)
-    assert len(letters) == 1 and b"outside its allowlist" in letters[0][1][b"reason"]
+    # Both refused once no live node serving the queue would run them: dead letters
+    # (the import refused in the pool process, too: worker.unrunnable).
+    reasons = sorted(fields[b"reason"] for _, fields in letters)
+    assert len(reasons) == 2, reasons
+    assert all(b"no live node serving queue default can run" in why for why in reasons)
+    assert b"is outside its allowlist" in reasons[0] and b"defined in 'posix'" in reasons[1]
     assert "functions from tests.tasks only" in worker.log()

@@ -12,6 +12,8 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
   renewing their enqueue lease (killed mid-enqueue; lua/abandon.lua): one
   script call per such job per beat. Their batches held are let go like a
   cancelled job's, and the reader skips the rest.
+- For the functions this node cannot run (``worker.unrunnable``), reads the
+  other live nodes' records to tell whether any node serving the queue can.
 - Renews the RQ source's leases (``--rq-queue``).
 """
 
@@ -25,6 +27,7 @@ from worker.io_threads import Events
 from worker.liveness import Liveness
 from worker.redis_io import NodeRedis
 from worker.stats import NodeView
+from worker.unrunnable import Unrunnable
 
 if TYPE_CHECKING:
     from worker.metrics import MetricsServer
@@ -43,6 +46,7 @@ class BeatDuties:
         liveness: Liveness,
         events: Events,
         rq: RqSource | None,
+        unrunnable: Unrunnable | None = None,
     ) -> None:
         self.id = node_id
         self.settings = settings
@@ -51,6 +55,7 @@ class BeatDuties:
         self.liveness = liveness
         self.events = events
         self._rq = rq
+        self.unrunnable = unrunnable
         self._metrics: MetricsServer | None = None
 
     def start_metrics(self) -> None:
@@ -69,6 +74,7 @@ class BeatDuties:
         jobs of the batches held, and the RQ source's leases."""
         self._sample_queues()
         self._abandon_lapsed()
+        self._decide_unrunnable()
         self._check_held_jobs()
         if self._rq is not None:
             self._rq.beat()
@@ -83,6 +89,13 @@ class BeatDuties:
             ended = self.redis.ended(jobs)
             if ended:
                 self.events.put(("ended", ended))
+
+    def _decide_unrunnable(self) -> None:
+        """Functions this node cannot run: does any other live node serving the
+        queue run them? (worker.unrunnable; two round trips, only while there are
+        such functions.)"""
+        if self.unrunnable is not None and self.unrunnable.cannot:
+            self.unrunnable.decide(self.settings.queues, self.redis.peers())
 
     def _abandon_lapsed(self) -> None:
         """Jobs whose producer died mid-enqueue end ``abandoned``; say so once."""

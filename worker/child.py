@@ -60,6 +60,10 @@ class ChunkResult(NamedTuple):
     seconds: float  #: time spent calling the function
     retries: tuple[Retry, ...] = ()  #: the items not settled yet
     escaped: tuple[Escaped, ...] = ()  #: items that raised a BaseException, not an Exception
+    #: why this process could not import (or may not run) the function; the
+    #: parts then fail every item with that error, and the node may hand the
+    #: batch to a node that can run it instead (``worker.unrunnable``)
+    unrunnable: tuple[str, str] | None = None
 
     @property
     def failed(self) -> int:
@@ -171,7 +175,9 @@ def run_chunk(
         nothing = [None] * len(items)
         offsets, attempts = _places(first, len(items), retrying)
         return ChunkResult(
-            encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes), 0.0
+            encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes),
+            0.0,
+            unrunnable=(type(exc).__name__, str(exc)),
         )
     if options.is_default and retrying is None:  # the hot path: no timer, no retries
         started = time.perf_counter()

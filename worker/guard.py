@@ -147,6 +147,14 @@ class Guard:
             return "FunctionNotAllowed", f"{where}: {exc}"
         return None
 
+    def not_allowed(self, fn_ref: str) -> str | None:
+        """Why this node's ``--allow`` list refuses the function, or None."""
+        try:
+            check_allowed(fn_ref, self.allow)
+        except FunctionNotAllowed as exc:
+            return str(exc)
+        return None
+
     def can_record_failures(self, count: int, message: str) -> bool:
         """Whether ``count`` items failed with ``message`` fit in one result entry."""
         return count * (len(message.encode()) + ERROR_OVERHEAD) <= self.limits.max_batch_bytes

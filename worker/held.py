@@ -54,6 +54,21 @@ class HeldEntries:
         except REDIS_ERRORS as exc:
             log.warning("could not hand batches back (others reclaim them later): %s", exc)
 
+    def give_back(self, delivery: Delivery) -> None:
+        """Hand back one batch this node will not run (it cannot import its
+        function: ``worker.unrunnable``), restoring its delivery count: this
+        delivery is not used up, so the batch is not dead-lettered for it."""
+        self.forget(delivery)
+        idle_ms = int(self.visibility_timeout * 1000) * 2
+        batch = {delivery.queue: [delivery.entry_id]}
+        try:
+            self.redis.hand_back(batch, idle_ms, deliveries=max(0, delivery.deliveries - 1))
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "queue %s: could not hand entry %s back (others reclaim it after its lease): %s",
+                delivery.queue.name, delivery.entry_id.decode(), exc,
+            )  # fmt: skip
+
     def hand_back_late_reads(self, events: Events) -> list[Delivery]:
         """Batches a read delivered after the loop ended go straight back (RQ's
         batches: returned, for the RQ source to hand back)."""

@@ -3,8 +3,9 @@
 In order, before anything of the entry is decoded or imported: an entry
 deleted meanwhile is acknowledged; the signature is checked on the raw fields
 (``worker.guard``); the fields are parsed (``taskfan.protocol``); a batch of a
-cancelled or vanished job is skipped; the guard's refusals apply; then the
-payload is decoded and the delivery count checked. A bad entry is dead-lettered
+cancelled or vanished job is skipped; a batch of a function this node cannot
+run goes back for another node (``worker.unrunnable``); the guard's refusals
+apply; then the payload is decoded and the delivery count checked. A bad entry is dead-lettered
 with the reason, its items recorded as failed when its job is known: no entry
 can crash a node.
 """
@@ -22,18 +23,28 @@ from worker.batches import Batch
 from worker.guard import Guard
 from worker.recorder import Recorder
 from worker.redis_io import Completed, Delivery
+from worker.unrunnable import Unrunnable
 
 log = logging.getLogger(__name__)
 
 
 class Intake:
-    def __init__(self, guard: Guard, max_deliveries: int, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        max_deliveries: int,
+        recorder: Recorder,
+        unrunnable: Unrunnable | None = None,
+    ) -> None:
         self.guard = guard
         self.max_deliveries = max_deliveries
         self.recorder = recorder
+        #: functions this node cannot import or may not run (``worker.unrunnable``)
+        self.unrunnable = unrunnable or Unrunnable()
 
     def take(self, delivery: Delivery, started: float) -> Batch | Completed:
-        """The batch to run, or a Completed when there is nothing to run."""
+        """The batch to run, or a Completed when there is nothing to run (one to
+        hand back, ``give_back``, when another node should run it)."""
         where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
         extra = _named(delivery)
         if extra:
@@ -51,7 +62,12 @@ class Intake:
             log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
             return Completed(delivery, "", "", b"", 0, 0)
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
+        verdict = self._verdict(delivery, entry)
+        if verdict is not None and not verdict[1]:
+            return Completed.handed_back(delivery)  # another node may run it
         refusal = self.guard.refusal(entry)
+        if verdict is not None and verdict[0] == "FunctionNotAllowed":
+            refusal = verdict  # no live node allows it: fail, explained, nothing decoded
         if refusal is not None:
             type_name, reason = refusal
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
@@ -69,6 +85,9 @@ class Intake:
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "BadBatch", reason, dead=True)
         batch.items = items
+        if verdict is not None:  # no live node serving the queue can import it
+            log.warning("%s: items failed: %s", where, verdict[1], extra=extra)
+            return self.recorder.fail_batch(batch, verdict[0], verdict[1], dead=False)
         if delivery.deliveries > self.max_deliveries:
             reason = (
                 f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
@@ -78,6 +97,16 @@ class Intake:
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "DeliveryLimit", reason, dead=True)
         return batch
+
+    def _verdict(self, delivery: Delivery, entry: BatchEntry) -> tuple[str, str] | None:
+        """Whether this node can run the batch's function (``worker.unrunnable``):
+        None, or (error type, "") to hand it back, or (error type, why) to fail it."""
+        not_allowed = self.guard.not_allowed(entry.fn_ref)
+        if not_allowed is not None:
+            self.unrunnable.note(
+                entry.fn_ref, "FunctionNotAllowed", not_allowed, delivery.queue.name
+            )
+        return self.unrunnable.verdict(delivery.queue.name, entry.fn_ref)
 
     def _reject_malformed(
         self, delivery: Delivery, where: str, exc: ProtocolError, started: float

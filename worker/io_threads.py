@@ -136,6 +136,8 @@ class Reader(OnDemand):
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + settings.heartbeat_interval
                     found = self.redis.reclaim(want, min_idle_ms)
+                    if len(found) >= want:  # more may wait: check again at the next read
+                        next_reclaim = 0.0
                     if found:  # each batch's own INFO line says it was reclaimed
                         log.debug("reclaimed %d batches whose lease lapsed", len(found))
                 if not found and not self.stopping.is_set():

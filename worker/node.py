@@ -73,6 +73,7 @@ from worker.stopping import (
     install_signal_handlers,
     rq_unfinished,
 )
+from worker.unrunnable import Unrunnable
 
 if TYPE_CHECKING:
     from worker.rq_source import RqSource
@@ -93,8 +94,14 @@ class Node:
         self.redis = NodeRedis(client, settings.queues, self.id)
         sizer = ChunkSizer(settings.processes, settings.chunksize)
         self.guard = Guard.from_settings(settings)
+        #: functions this node cannot import or may not run: their batches go back
+        self.unrunnable = Unrunnable(self.id)
         self.scheduler = Scheduler(
-            settings.processes, sizer, settings.max_deliveries, guard=self.guard
+            settings.processes,
+            sizer,
+            settings.max_deliveries,
+            guard=self.guard,
+            unrunnable=self.unrunnable,
         )
         self.events: Events = new_events()
         self.started_at = time.time()
@@ -107,6 +114,7 @@ class Node:
             pool_restarts=lambda: self._feed.restarts,
             retrying=lambda: self.scheduler.retries.pending,
             posture=self.guard.posture(),
+            cannot_run=self.unrunnable.published,
         )  # fmt: skip
         self._stop = threading.Event()
         self._cold = False
@@ -127,7 +135,14 @@ class Node:
         self._demand = Demand(settings, self.scheduler, self._reader, self._rq)
         self._writer = Writer(self.redis, self.events)
         self._beat = BeatDuties(
-            self.id, settings, self.redis, self.view, self.scheduler.liveness, self.events, self._rq
+            self.id,
+            settings,
+            self.redis,
+            self.view,
+            self.scheduler.liveness,
+            self.events,
+            self._rq,
+            self.unrunnable,
         )
         self._heartbeat = Heartbeat(
             self.redis, settings.heartbeat_interval, self._held.snapshot, self.view.record,
@@ -310,6 +325,11 @@ class Node:
             self._complete(completed)
 
     def _complete(self, completed: Completed) -> None:
+        if completed.give_back:
+            # Another node may run it (worker.unrunnable): back now, its delivery undone.
+            self._held.give_back(completed.delivery)
+            self.stats.gave_back(completed.delivery.queue.name)
+            return
         if self._rq is not None and self._rq.owns(completed.delivery):
             batch = self.scheduler.batches.get(key(completed.delivery))
             self._writing += 1

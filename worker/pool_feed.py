@@ -136,6 +136,12 @@ class PoolFeed:
             )
             return
         entry = chunk.batch.entry
+        if result.unrunnable is not None and not (
+            self._rq is not None and self._rq.owns(chunk.batch.delivery)
+        ):
+            # This node cannot import the function: another node may (worker.unrunnable).
+            self._complete(self.scheduler.cannot_run(chunk, *result.unrunnable))
+            return
         if result.escaped:
             _log_escaped(chunk, result.escaped)
         self.stats.chunk(entry.fn_ref, chunk.size, result.seconds)

@@ -34,6 +34,7 @@ from taskfan.cost import COST_TTL, encode_cost
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.pipelines import Sequenced
 from worker.stream_reads import stream_reads
+from worker.unrunnable import Peer, parse_peer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,14 @@ class Completed:
     #: set by write() once the entry is acknowledged (or dead-lettered): a group
     #: written again after an out-of-memory refusal skips it
     acked: bool = False
+    #: not to record nor acknowledge: hand the batch back for another node, its
+    #: delivery undone (this node cannot run its function: ``worker.unrunnable``)
+    give_back: bool = False
+
+    @classmethod
+    def handed_back(cls, delivery: Delivery) -> Completed:
+        """A batch another node should run (``worker.unrunnable``)."""
+        return cls(delivery, "", "", b"", 0, 0, give_back=True)
 
 
 class NodeRedis:
@@ -349,17 +358,29 @@ class NodeRedis:
         """Renew the leases of the batches this node holds (resets their idle time)."""
         self._claim(entries, None)
 
-    def hand_back(self, entries: dict[QueueKeys, list[Any]], idle_ms: int) -> None:
-        """Make batches this node will not finish reclaimable by others at once."""
-        self._claim(entries, idle_ms)
+    def hand_back(
+        self, entries: dict[QueueKeys, list[Any]], idle_ms: int, deliveries: int | None = None
+    ) -> None:
+        """Make batches this node will not finish reclaimable by others at once.
+        ``deliveries``: set their delivery count to it (RETRYCOUNT), so that a
+        batch this node never ran uses up no delivery."""
+        self._claim(entries, idle_ms, deliveries)
 
-    def _claim(self, entries: dict[QueueKeys, list[Any]], idle_ms: int | None) -> None:
+    def _claim(
+        self,
+        entries: dict[QueueKeys, list[Any]],
+        idle_ms: int | None,
+        deliveries: int | None = None,
+    ) -> None:
         """XCLAIM ... JUSTID the entries to this node again, with idle time ``idle_ms``
         (None: zero). A queue whose group was lost holds none of them any more."""
         pipe = self.client.pipeline(transaction=False)
         for queue, ids in entries.items():
             if ids:
-                pipe.xclaim(queue.stream, GROUP, self.node_id, 0, ids, idle=idle_ms, justid=True)
+                pipe.xclaim(
+                    queue.stream, GROUP, self.node_id, 0, ids,
+                    idle=idle_ms, retrycount=deliveries, justid=True,
+                )  # fmt: skip
         errors = [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
         lost = [e for e in errors if _lost_group(e)]
         others = [e for e in errors if not _lost_group(e)]
@@ -367,6 +388,27 @@ class NodeRedis:
             self._regroup(lost[0])
         if others:
             raise others[0]
+
+    def peers(self) -> list[Peer]:
+        """The other live nodes (their record has not expired), with the queues
+        they serve and the functions they cannot run: two round trips."""
+        listed: Any = self.client.zrange(keys.NODES, 0, -1)
+        named = []
+        pipe = self.client.pipeline(transaction=False)
+        for raw in listed:
+            node_id = raw.decode("utf-8", "replace")
+            if node_id == self.node_id:
+                continue
+            try:
+                pipe.hmget(keys.node(node_id), "queues", "cannot_run", "heartbeat_at")
+            except ValueError:  # not a node id: someone else wrote it
+                continue
+            named.append(node_id)
+        out = []
+        for node_id, (queues, cannot_run, beat) in zip(named, pipe.execute(), strict=True):
+            if beat is not None:  # else its record expired: that node is gone
+                out.append(parse_peer(node_id, queues, cannot_run))
+        return out
 
     def publish(self, record: dict[str, Any], ttl: float) -> None:
         """Write the node record and heartbeat; the record expires if the node dies."""

@@ -43,6 +43,7 @@ from worker.recorder import Recorder
 from worker.redis_io import Completed, Delivery
 from worker.retries import RetryHeap
 from worker.sizing import ChunkSizer
+from worker.unrunnable import Unrunnable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Scheduler:
         max_deliveries: int = 5,
         clock: Callable[[], float] = time.monotonic,
         guard: Guard | None = None,
+        unrunnable: Unrunnable | None = None,
     ) -> None:
         self.processes = processes
         self.clock = clock
@@ -66,7 +68,7 @@ class Scheduler:
         #: signatures, refusals and limits (worker.guard); the default checks nothing
         self.guard = guard or Guard()
         self.recorder = Recorder(self.guard, sizer, clock)
-        self.intake = Intake(self.guard, max_deliveries, self.recorder)
+        self.intake = Intake(self.guard, max_deliveries, self.recorder, unrunnable)
         self.batches: dict[tuple[str, bytes], Batch] = {}
         self.pending: deque[Chunk] = deque()
         self.suspects: deque[Chunk] = deque()
@@ -81,7 +83,7 @@ class Scheduler:
 
     def accept(self, delivery: Delivery, now: float | None = None) -> Completed | None:
         """Take a delivered entry (``worker.intake``); returns a Completed when
-        there is nothing to run."""
+        there is nothing to run (``give_back``: another node should run it)."""
         taken = self.intake.take(delivery, time.monotonic() if now is None else now)
         if isinstance(taken, Completed):
             return taken
@@ -260,6 +262,8 @@ class Scheduler:
     def done(self, chunk: Chunk, result: ChunkResult, now: float | None = None) -> Completed | None:
         """The pool ran the chunk; its retries are due from ``now`` (default: the clock)."""
         self.in_pool.discard(chunk)
+        if self._dropped(chunk):
+            return None
         self.sizer.observe(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
         if result.retries and now is None:
             now = self.clock()
@@ -268,6 +272,8 @@ class Scheduler:
     def error(self, chunk: Chunk, type_name: str, message: str) -> Completed | None:
         """Every item of the chunk fails with the same error (e.g. a hard timeout)."""
         self.in_pool.discard(chunk)
+        if self._dropped(chunk):
+            return None
         batch = chunk.batch
         parts = [
             Part(
@@ -293,6 +299,8 @@ class Scheduler:
     def crashed(self, chunk: Chunk, cause: str) -> Completed | None:
         """The chunk was in a pool whose process died."""
         self.in_pool.discard(chunk)
+        if self._dropped(chunk):
+            return None
         chunk.deadline = None
         if self.liveness.why_ended(chunk.batch) is not None:
             return self._if_ended(chunk.batch)
@@ -310,6 +318,27 @@ class Scheduler:
             return self.error(chunk, "WorkerProcessDied", message)
         self.suspects.extendleft(reversed(chunk.halves()))
         return None
+
+    def cannot_run(self, chunk: Chunk, type_name: str, reason: str) -> Completed | None:
+        """The pool process could not import the chunk's function (or may not run
+        it): note it (``worker.unrunnable``) and let the whole batch go, for a
+        node that can; its later batches go back from the intake."""
+        self.in_pool.discard(chunk)
+        batch = chunk.batch
+        if self._dropped(chunk):
+            return None  # another chunk of it said so first
+        queue = batch.delivery.queue.name
+        self.intake.unrunnable.note(batch.entry.fn_ref, type_name, reason, queue)
+        gone = id(batch)
+        self.pending = deque(c for c in self.pending if id(c.batch) != gone)
+        self.suspects = deque(c for c in self.suspects if id(c.batch) != gone)
+        self.release(batch.delivery)
+        return Completed.handed_back(batch.delivery)
+
+    def _dropped(self, chunk: Chunk) -> bool:
+        """Whether the chunk's batch was let go while the chunk ran (its result is
+        of no use: the batch went back to the queue)."""
+        return self.batches.get(key(chunk.batch.delivery)) is not chunk.batch
 
     # ----------------------------------------------------------------- batches
 

@@ -101,6 +101,8 @@ class NodeStats:
         #: queue -> batches acknowledged without running: their job was cancelled,
         #: abandoned or gone
         self.skipped: dict[str, int] = {}
+        #: queue -> batches handed back unrun: this node cannot run their function
+        self.given_back: dict[str, int] = {}
         self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
         #: the functions tracked one by one (at most MAX_FUNCTIONS)
         self._functions: set[str] = set()
@@ -159,6 +161,9 @@ class NodeStats:
     def reclaimed(self, queue: str) -> None:
         self.reclaims[queue] = self.reclaims.get(queue, 0) + 1
 
+    def gave_back(self, queue: str) -> None:
+        self.given_back[queue] = self.given_back.get(queue, 0) + 1
+
     def skip(self, queue: str) -> None:
         self.skipped[queue] = self.skipped.get(queue, 0) + 1
 
@@ -208,6 +213,7 @@ class NodeView:
         pool_restarts: Callable[[], int],
         retrying: Callable[[], int] = lambda: 0,
         posture: dict[str, str] | None = None,
+        cannot_run: Callable[[], str] = lambda: "{}",
     ) -> None:
         self.node_id = node_id
         self.settings = settings
@@ -220,6 +226,8 @@ class NodeView:
         self.retrying = retrying
         #: what the node accepts (``Guard.posture``): signed, pickle, allow
         self.posture = dict(posture or {})
+        #: JSON: the functions this node cannot run -> why (``worker.unrunnable``)
+        self.cannot_run = cannot_run
         #: "host:port" of the metrics server, once it runs
         self.metrics_address: str | None = None
         #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
@@ -247,6 +255,8 @@ class NodeView:
             "items_retried": totals.items_retried,
             "reclaims": sum(self.stats.reclaims.copy().values()),
             "batches_skipped": sum(self.stats.skipped.copy().values()),
+            "batches_given_back": sum(self.stats.given_back.copy().values()),
+            "cannot_run": self.cannot_run(),
             "pool_restarts": self.pool_restarts(),
             "rate": round(self.stats.rate(), 2),
             "in_flight": len(held),
