@@ -69,12 +69,11 @@ def test_a_node_that_cannot_run_a_function_hands_its_batches_to_one_that_can(
     kind: str, task_dir: Path, start_worker: StartWorker, redis_url: str, r: redis.Redis
 ) -> None:
     bad = bad_node(start_worker, task_dir, kind)
-    wait_until(lambda: len(node_ids(r)) == 1, timeout=30, message=bad.log)
-    client = Client.from_url(redis_url, codec="json")
-    # The bad node alone at first: it takes batches, hands them back, reports.
-    job = client.map(FN, range(2000), batch_size=20)
-    wait_until(lambda: cannot_run(r), timeout=20, message=bad.log)
     good = start_worker("--path", str(task_dir), processes=1, env=FAST_NODE)
+    wait_until(lambda: len(node_ids(r)) == 2, timeout=30, message=bad.log)
+    client = Client.from_url(redis_url, codec="json")
+    # Both read batches from the start: the bad one hands back what it takes.
+    job = client.map(FN, range(2000), batch_size=20)
     assert job.wait(timeout=120), good.log() + bad.log()
     meta = job.meta()
     assert (meta.ok, meta.failed) == (2000, 0), bad.log()
