@@ -363,6 +363,17 @@ def hostile(x: int) -> Any:
     return x * x
 
 
+#: the input of ``hostile_or_crash`` that ends the process running it
+CRASH = -199
+
+
+def hostile_or_crash(x: int) -> Any:
+    """``hostile``, and CRASH ends its process at once (``os._exit(3)``)."""
+    if x == CRASH:
+        exit_now(3)
+    return hostile(x)
+
+
 class _Mark:
     """Unpickling this creates the file ``path``: the mark of code run by a pickle."""
 
