@@ -104,6 +104,8 @@ def translate_errors(what: str) -> Iterator[None]:
     except redis.ResponseError as exc:
         if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             raise BrokerUnavailable(f"{what}: Redis refused the credentials: {exc}") from exc
+        if str(exc).startswith("DENIED"):  # protected mode: no password, another host
+            raise BrokerUnavailable(f"{what}: Redis refused the connection: {exc}") from exc
         raise
 
 

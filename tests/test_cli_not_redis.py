@@ -115,3 +115,33 @@ def test_the_api_raises_our_error(http_url: str) -> None:
     # the future fails, and so does the shutdown that seals its job: our error both times
     with pytest.raises(BrokerUnavailable, match="Redis"), Executor(http_url) as executor:
         executor.submit(square, 2).result(timeout=30)
+
+
+DENIED = (
+    b"-DENIED Redis is running in protected mode because protected mode is enabled and "
+    b"no password is set for the default user.\r\n"
+)
+
+
+class ProtectedModeHandler(socketserver.BaseRequestHandler):
+    """What a Redis in protected mode says to a client from another host, then hangs up."""
+
+    def handle(self) -> None:
+        self.request.sendall(DENIED)
+
+
+@pytest.mark.parametrize("command", ["status", "enqueue", "worker"])
+def test_a_redis_in_protected_mode_is_one_line(command: str, inputs: Path) -> None:
+    server = KeepAliveServer(("127.0.0.1", 0), ProtectedModeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"redis://127.0.0.1:{server.server_address[1]}/0"
+        result = invoke(*args_for(command, url, inputs))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"Error: connecting to {url}: Redis refused the connection: ")
+    assert "DENIED Redis is running in protected mode" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
