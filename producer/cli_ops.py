@@ -11,7 +11,7 @@ import click
 from producer import deadletters, overview, peek
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, redis_option
-from producer.skipped import Skipped, describe
+from producer.skipped import Skipped, describe, queue_name
 from producer.status import age, batches_text, rate, render_jobs, render_nodes, table, when
 from taskfan.cli import log_options
 from taskfan.connection import translate_errors
@@ -108,6 +108,9 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
     skipped: list[Skipped] = []
     found = list(peek.failures(r, meta, failures, skipped))
     holding = [n["id"] for n in overview.nodes(r, now, skipped) if meta.id in n["jobs"]]
+    dead = []  # a meta naming a queue that cannot be one has no dead letters to read
+    if queue_name(meta.queue, skipped) is not None:
+        dead = deadletters.list_dead(r, meta.queue, limit=20, job_id=meta.id)
     return {
         **overview.job_status(meta, now, events),
         "codec": meta.codec,
@@ -127,9 +130,7 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
             "backoff_max": options.backoff_max,
         },
         "nodes": holding,
-        "dead_letters": [
-            d.as_dict() for d in deadletters.list_dead(r, meta.queue, limit=20, job_id=meta.id)
-        ],
+        "dead_letters": [d.as_dict() for d in dead],
         "failures": [
             {"index": o.index, "attempts": o.attempts, **(o.error.as_dict() if o.error else {})}
             for o in found

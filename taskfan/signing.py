@@ -271,14 +271,23 @@ def unverified(data: bytes) -> bytes:
     return data[_RESULT_HEAD:] if data[: len(SIGNED_RESULT)] == SIGNED_RESULT else data
 
 
+#: characters a secret file may hold: a few hundred secrets, far more than rotation needs
+MAX_SECRET_FILE = 64 * 1024
+
+
 def read_secret_file(path: str) -> tuple[str, ...]:
     """The secrets in a file, one per line (blank lines skipped); the first signs."""
     try:
         with open(path, encoding="utf-8") as stream:
-            lines = stream.read().splitlines()
+            text = stream.read(MAX_SECRET_FILE + 1)  # not all of /dev/zero, or a wrong file
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"secret file {path}: cannot read: {reason}") from None
+    if len(text) > MAX_SECRET_FILE:
+        raise ConfigError(
+            f"secret file {path}: longer than {MAX_SECRET_FILE} characters: not a file of secrets"
+        )
+    lines = text.splitlines()
     secrets = tuple(line.strip() for line in lines if line.strip())
     if not secrets:
         raise ConfigError(f"secret file {path}: holds no secret")

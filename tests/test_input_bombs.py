@@ -1,6 +1,7 @@
 """Input "bombs": a line far longer than an item may be (a small .gz file of one
-huge line, a CSV field with no line break) fails at that line with exit 2 and
-``file:line: line longer than N bytes``, without reading it into memory."""
+huge line, a CSV field with no line break, stdin) fails at that line with exit
+2 and ``file:line: line longer than N bytes``, without reading it into memory;
+a secret file is read only up to its limit."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from producer.inputs import read
 from producer.rejects import Rejected
-from taskfan.errors import InvalidInput
+from taskfan.errors import ConfigError, InvalidInput
+from taskfan.signing import MAX_SECRET_FILE, read_secret_file
 from tests.cli_support import REPO, clean_environ, taskfan
 
 MiB = 1024 * 1024
@@ -129,3 +131,38 @@ def test_taskfan_run_stops_at_the_bomb_and_stops_its_worker(redis_url: str, tmp_
     assert code == 2, err
     assert f"Error: {path}:2: line longer than 1048576 bytes" in err
     assert rss < MAX_RSS, f"peak {rss // MiB} MiB"
+
+
+def test_a_line_from_stdin_is_capped_too(redis_url: str, tmp_path: Path) -> None:
+    """``zcat bomb.gz | taskfan enqueue -i -``: stdin is read a line at a time, capped."""
+    err_path = tmp_path / "stderr"
+    with err_path.open("w+b") as err:
+        child = subprocess.Popen(
+            taskfan("enqueue", "tests.tasks:identity", "-i", "-", "--format", "lines",
+                    "--max-item-bytes", "1M", "--redis-url", redis_url),
+            cwd=REPO, env=clean_environ(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=err,
+        )  # fmt: skip
+        assert child.stdin is not None
+        piece = b"x" * MiB
+        try:  # up to 1 GiB of one line, until the reader stops reading
+            child.stdin.write(b"fine\n")
+            for _ in range(BOMB_BYTES // MiB):
+                child.stdin.write(piece)
+            child.stdin.close()
+        except BrokenPipeError:
+            pass
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 2
+    assert err_path.read_text().startswith("Error: <stdin>:2: line longer than 1048576 bytes")
+    assert usage.ru_maxrss * 1024 < MAX_RSS
+
+
+def test_a_secret_file_is_read_only_up_to_its_limit(tmp_path: Path) -> None:
+    """``--secret-file /dev/zero`` (or a wrong, huge file) is refused, not read whole."""
+    big = tmp_path / "big"
+    big.write_text("s" * 40 + "\n" + "x" * MAX_SECRET_FILE)
+    for path in (str(big), "/dev/zero"):
+        with pytest.raises(ConfigError, match=rf"^secret file {path}: longer than 65536"):
+            read_secret_file(path)

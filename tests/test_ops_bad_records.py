@@ -164,6 +164,20 @@ def test_inspect_names_an_unreadable_batch_and_shows_the_failures_it_can(
     assert {s["kind"] for s in data["skipped"]} >= {"batch", "node"}
 
 
+def test_inspect_of_a_job_whose_meta_names_a_bad_queue_or_does_not_parse(
+    r: redis.Redis, redis_url: str, planted: dict[str, str]
+) -> None:
+    meta: dict[Any, Any] = r.hgetall(JobKeys(planted["good"]).meta)
+    r.hset(JobKeys("badqueue").meta, mapping={**meta, b"queue": b"a:b"})
+    shown = invoke("inspect", "badqueue", "--redis-url", redis_url)
+    assert shown.exit_code == 0, shown.output
+    assert "queue a:b: cannot be a name" in shown.stdout
+    for command in ("inspect", "status"):
+        refused = invoke(command, "notanumber", "--redis-url", redis_url)
+        assert refused.exit_code == 2
+        assert refused.stderr == "Error: job notanumber meta: field 'total' is not a number\n"
+
+
 def test_a_meta_claiming_vast_batches_costs_what_redis_holds(
     r: redis.Redis, redis_url: str, planted: dict[str, str]
 ) -> None:
