@@ -33,6 +33,7 @@ from producer.cli_options import (
 )
 from producer.client import Client
 from producer.job import Job
+from producer.listeners import NobodyWatch
 from producer.local_check import check_if_importable
 from producer.outputs import ProgressBar, open_output, write_outcomes
 from taskfan.cli import log_options
@@ -110,16 +111,21 @@ def follow(
     """Wait for the job, drawing progress; False when ``timeout`` passed first.
 
     ``check_alive`` runs between waits (``run`` uses it to notice a dead worker).
+    While no live node serves the job's queue, the bar says so, and a warning is
+    logged once after a few seconds (``producer.listeners``).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    nobody = NobodyWatch(job.client.redis, job.meta().queue, job.id)
     try:
         while True:
             step = bar.interval if bar.enabled else 1.0
             if deadline is not None:
                 step = max(0.0, min(step, deadline - time.monotonic()))
             if job.wait(timeout=step):
+                bar.note = None
                 bar.update(*job.progress(), force=True)
                 return True
+            bar.note = nobody.check()  # "no live node serves queue Q", while so
             bar.update(*job.progress())
             if check_alive is not None:
                 check_alive()

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from redis.exceptions import ClusterError, TryAgainError
 
+from producer.listeners import NobodyWatch
 from taskfan.errors import JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
@@ -52,9 +53,18 @@ class Events:
     asynchronous), which reading on from that id would skip.
     """
 
-    def __init__(self, redis_client: Any, keys: JobKeys, timeout: float | None) -> None:
+    def __init__(
+        self,
+        redis_client: Any,
+        keys: JobKeys,
+        timeout: float | None,
+        queue: str | None = None,
+    ) -> None:
         self.redis = redis_client
         self.keys = keys
+        #: with the job's queue: after a few seconds without a live node serving
+        #: it, one warning (``producer.listeners``), checked on quiet slices
+        self.nobody = None if queue is None else NobodyWatch(redis_client, queue, keys.id)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last = b"0-0"
         #: the results fields of the batch events returned so far
@@ -111,6 +121,8 @@ class Events:
             # waiters learn it within a slice, deadline or not.
             if not self.call("checking", self.redis.exists, self.keys.meta):
                 raise JobNotFound(self.keys.id)
+            if self.nobody is not None:
+                self.nobody.check()
 
     def _fresh(self, fields: dict[bytes, bytes]) -> bool:
         field = fields.get(b"b")

@@ -174,7 +174,7 @@ class Executor(concurrent.futures.Executor):
     def _collect(self) -> None:
         assert self._job is not None
         job = self._job
-        events = Events(self.client.redis, job.keys, None)
+        events = Events(self.client.redis, job.keys, None, self.client.queue)
         while True:
             with self._lock:
                 if self._shutdown and all(f.done() for f in self._futures.values()):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from producer import lease, reader, retry
 from producer.events import Events
+from producer.listeners import NobodyWatch
 from taskfan import scripts
 from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, job_ended
@@ -80,14 +81,15 @@ class Job:
         """Block until every item has an outcome; False if ``timeout`` passed first.
 
         Raises JobCancelled if the job is (or gets) cancelled, JobAbandoned (a
-        JobCancelled) if its producer died before sending every batch.
+        JobCancelled) if its producer died before sending every batch. Logs one
+        warning when no live node has served the job's queue for a few seconds.
         """
         events = Events(self._redis, self.keys, timeout)
         with translate_errors(f"waiting for job {self.id}"):
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hget(self.keys.meta, "state")
+            pipe.hmget(self.keys.meta, "state", "queue")
             pipe.xrevrange(self.keys.events, count=1)
-            state, last = pipe.execute()
+            (state, queue), last = pipe.execute()
             if state is None:
                 raise JobNotFound(self.id)
             if state == JobState.FINISHED.value.encode():
@@ -98,6 +100,8 @@ class Job:
                 raise job_ended(self.id, state.decode())
             if state == b"active":
                 self.meta()  # ends it first when its enqueue lease lapsed
+            if queue is not None:  # warn when no live node serves its queue
+                events.nobody = NobodyWatch(self._redis, queue.decode(), self.id)
             try:
                 while True:
                     for fields in events.read():

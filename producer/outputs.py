@@ -114,6 +114,8 @@ class ProgressBar:
         self._first_done = counted_from
         self._last_drawn = float("-inf")
         self._width = 0
+        #: said at the end of the line while set (e.g. no live node serves the queue)
+        self.note: str | None = None
 
     @property
     def interval(self) -> float:
@@ -140,6 +142,8 @@ class ProgressBar:
             parts.append(f"ETA {_duration((total - done) / rate)}" if rate > 0 else "ETA ?")
         else:
             parts.append(f"in {_duration(elapsed)}")
+        if self.note:
+            parts.append(self.note)
         return " | ".join(parts)
 
     def update(self, done: int, failed: int, total: int | None, *, force: bool = False) -> None:

@@ -19,6 +19,7 @@ import functools
 from typing import Any
 
 from producer import lease, peek
+from producer.listeners import nobody_serves
 from producer.nodelist import nodes as nodes  # re-exported: the views read nodes here
 from producer.skipped import Skipped, job_id, queue_name
 from taskfan import keys
@@ -29,6 +30,8 @@ from taskfan.meta import JobMeta, JobState
 
 #: events read per active job to measure its recent rate
 RATE_EVENTS = 64
+#: the status words of a job that is not over
+ACTIVE_WORDS = ("enqueuing", "queued", "running")
 #: job status words ``taskfan jobs --state`` accepts; "active" is any unfinished status,
 #: "failed" a finished job with failed items
 STATES = (
@@ -241,6 +244,20 @@ def recent_failures(
 # ----------------------------------------------------------------- all of it
 
 
+def unserved(queues: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """ "no live node serves queue Q", for each queue that active jobs wait on and
+    no live node serves (``producer.listeners``)."""
+    waiting: dict[str, int] = {}
+    for row in rows:
+        if row["status"] in ACTIVE_WORDS:
+            waiting[row["queue"]] = waiting.get(row["queue"], 0) + 1
+    return [
+        f"{nobody_serves(q['name'])}: {waiting[q['name']]} active jobs wait on it"
+        for q in queues
+        if q["consumers"] == 0 and waiting.get(q["name"])
+    ]
+
+
 def gather(r: RedisClient, limit: int) -> dict[str, Any]:
     """Queues, the newest ``limit`` jobs of each queue, and live nodes."""
     now = server_time(r)
@@ -250,10 +267,12 @@ def gather(r: RedisClient, limit: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for name in names:
         rows += jobs(r, [name], limit, now=now, skipped=skipped)
+    queues = [queue_status(r, name, live) for name in names]
     return {
         "time": now,
-        "queues": [queue_status(r, name, live) for name in names],
+        "queues": queues,
         "jobs": rows,
         "nodes": live,
+        "warnings": unserved(queues, rows),
         "skipped": [s.as_dict() for s in skipped],
     }

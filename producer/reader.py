@@ -71,7 +71,7 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
     meta = job.meta()
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
-    events = Events(job.client.redis, job.keys, timeout)
+    events = Events(job.client.redis, job.keys, timeout, meta.queue)
     recorded: set[str] = set()
     next_index = 0
     cancelled: str | None = None
@@ -127,7 +127,7 @@ def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     batches = meta.batches if meta.sealed else None
     overlays = sum(len(fields) for fields in meta.overlays.values())
     seen = 0
-    events = Events(job.client.redis, job.keys, timeout)
+    events = Events(job.client.redis, job.keys, timeout, meta.queue)
     while batches is None or seen < batches + overlays:
         with translate_errors(f"waiting for results of job {job.id}"):
             ready, batches, cancelled = scan(job.id, events.read(), batches)

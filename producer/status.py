@@ -18,6 +18,7 @@ import click
 from producer import overview
 from producer.cli import attach, load_settings, open_client
 from producer.cli_options import cli_errors, interruptible, redis_option
+from producer.listeners import nobody_serves, serving
 from producer.skipped import describe
 from taskfan.cli import log_options
 from taskfan.connection import RedisClient, translate_errors
@@ -113,7 +114,8 @@ def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
 
 def render(status: dict[str, Any]) -> str:
     now = status["time"]
-    lines = ["queues", *render_queues(status["queues"])]
+    lines = [f"warning: {text}" for text in status.get("warnings", [])]
+    lines += ["queues", *render_queues(status["queues"])]
     lines += ["jobs (newest first)", *render_jobs(status["jobs"], now)]
     lines += ["nodes", *render_nodes(status["nodes"], now)]
     lines += describe(status.get("skipped", []))
@@ -153,6 +155,8 @@ def render_job(job: dict[str, Any], now: float) -> str:
         ["created", f"{when(job['created_at'])} ({age(now - job['created_at'])} ago)"],
         ["finished", f"{when(finished)} (after {age(job['seconds'])})" if finished else "-"],
     ]  # fmt: skip
+    if job.get("warning"):  # e.g. no live node serves its queue
+        rows.append(["warning", job["warning"]])
     return "\n".join(table(rows))
 
 
@@ -230,6 +234,8 @@ def status(
                 meta = attach(client, job_id).meta()
                 now = overview.server_time(r)
                 data = overview.job_status(meta, now)
+                if data["status"] in overview.ACTIVE_WORDS and not serving(r, meta.queue):
+                    data["warning"] = nobody_serves(meta.queue)
             click.echo(json.dumps(data, indent=2) if as_json else render_job(data, now))
             sys.exit(0)
         if watch:
