@@ -84,20 +84,24 @@ def encode(
     fits, and is portable (any reader can decode it). Otherwise item by item
     (``_encode_each``).
     """
+    known: bool | None
     try:
-        blob, portable = _dumps(codec, [values, errors, attempts])
+        blob, known = _dumps(codec, [values, errors, attempts])
     except EncodeError:
-        blob, portable = b"", False
-    if portable and (max_result_bytes is None or len(blob) <= max_result_bytes):
+        blob, known = b"", None  # some item's value or error: which, item by item
+    if known and (max_result_bytes is None or len(blob) <= max_result_bytes):
         return blob, len(errors)
-    blob = _encode_each(values, errors, attempts, codec, max_result_bytes)  # appends to errors
-    return blob, len(errors)
+    blob = _encode_each(values, errors, attempts, codec, max_result_bytes, known)
+    return blob, len(errors)  # _encode_each appends to errors
 
 
-def _dumps(codec: Codec, value: Any) -> tuple[bytes, bool]:
-    """The codec's encoding and whether it is portable; EncodeError for whatever
-    encoding the value raised (its ``__reduce__`` is the user's code)."""
+def _dumps(codec: Codec, value: Any, portable: bool | None = None) -> tuple[bytes, bool]:
+    """The codec's encoding and whether it is portable (given as ``portable``,
+    when known: plain dumps cost less); EncodeError for whatever encoding the
+    value raised (its ``__reduce__`` is the user's code)."""
     try:
+        if portable is not None:
+            return codec.dumps(value), portable
         return codec.dumps_portable(value)
     except EncodeError:
         raise
@@ -111,6 +115,7 @@ def _encode_each(
     attempts: list[list[int]],
     codec: Codec,
     limit: int | None,
+    portable: bool | None,
 ) -> bytes:
     """Encode item by item: a value the codec can't carry becomes its item's
     EncodeError, one over ``limit`` its ResultTooLarge, and each error keeps what
@@ -122,15 +127,17 @@ def _encode_each(
     None for a failed item), and each error's exception and input encoded on
     their own too, so that a reader that cannot decode one of them (its class
     is not importable there, or rebuilding it raises) loses that item only.
+    ``portable``: whether the chunk as a whole was, when it could be encoded.
     """
     pieces: list[list[Any] | None] = [None] * len(values)
+    known = portable
     portable = True
     failed = {error[0] for error in errors}
     for offset, value in enumerate(values):
         if offset in failed:
             continue
         try:
-            piece, plain = _dumps(codec, value)
+            piece, plain = _dumps(codec, value, known)
         except EncodeError as exc:
             message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
             errors.append([offset, "EncodeError", message, "", None])
