@@ -387,3 +387,35 @@ class _Mark:
 def mark_when_unpickled(path: str) -> Any:
     """A result whose unpickling (by a reader) creates the file ``path``."""
     return _Mark(path)
+
+
+class ExitsWhenRepickled:
+    """An input that pickles in the producer and, once unpickled (on the node),
+    raises SystemExit when it is pickled again: on its way to the pool."""
+
+    def __init__(self, x: Any, loaded: bool = False) -> None:
+        self.x = x
+        self.loaded = loaded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.loaded:
+            raise SystemExit("ExitsWhenRepickled pickled a second time")
+        return (ExitsWhenRepickled, (self.x, True))
+
+
+def _second_load(x: Any, loads: int) -> Any:
+    if loads >= 2:
+        raise SystemExit("ExitsWhenUnpickledTwice unpickled a second time")
+    return ExitsWhenUnpickledTwice(x, loads)
+
+
+class ExitsWhenUnpickledTwice:
+    """An input that unpickles once (on the node) and raises SystemExit when it
+    is unpickled again: in the pool process."""
+
+    def __init__(self, x: Any, loads: int = 0) -> None:
+        self.x = x
+        self.loads = loads
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_second_load, (self.x, self.loads + 1))

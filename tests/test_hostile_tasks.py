@@ -101,3 +101,36 @@ def test_a_base_exception_in_a_batch_a_second_node_reclaims_fails_only_its_item(
     bad, good = job.outcomes()
     assert bad.error is not None and bad.error.type == "SystemExit"
     assert good.value == 4
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_an_input_whose_pickling_exits_on_the_node_fails_alone(
+    options: str, start_worker: StartWorker, client: Client
+) -> None:
+    """The pool's feeder thread died on it, and the node never ran a chunk again."""
+    node = start_worker(processes=1)
+    items = [1, tasks.ExitsWhenRepickled(2), 3]
+    job = client.map(tasks.identity, items, batch_size=3, chunksize=3, **OPTIONS[options])
+    assert job.wait(timeout=30), node.log()
+    first, bad, last = job.outcomes()
+    assert (first.value, last.value) == (1, 3)
+    assert bad.error is not None and bad.error.type == "SystemExit", bad
+    assert "could not send the item to its pool" in bad.error.message, bad
+    assert bad.attempts == 1
+    follow = client.map(tasks.square, [2, 3], batch_size=2)  # the node still runs chunks
+    assert list(follow.results(timeout=30)) == [4, 9]
+
+
+def test_an_input_whose_unpickling_exits_in_the_pool_fails_alone(
+    start_worker: StartWorker, client: Client
+) -> None:
+    node = start_worker(processes=1)
+    items = [1, tasks.ExitsWhenUnpickledTwice(2), 3, 4]
+    job = client.map(tasks.identity, items, batch_size=4, chunksize=4)
+    assert job.wait(timeout=30), node.log()
+    outcomes = list(job.outcomes())
+    assert [o.value for o in outcomes if o.ok] == [1, 3, 4]
+    bad = outcomes[1].error
+    assert bad is not None and "could not be unpickled in the pool process" in bad.message, bad
+    assert "SystemExit" in bad.message
+    assert node.proc.poll() is None

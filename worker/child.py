@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from taskfan.boundary import describe
+from taskfan.boundary import Failure, describe
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.codec import Codec, get_codec
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
 from worker.parts import Part, encode, encode_parts
+from worker.sending import Unsendable, unpack
 
 _functions: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
 
@@ -99,6 +100,10 @@ def _error(offset: int, exc: BaseException, codec: Codec, item: Any) -> list[Any
     codec here (an exception whose ``__init__`` takes two arguments pickles, and
     cannot be unpickled); its type, message and traceback always travel as text.
     """
+    if isinstance(exc, _NotSent):
+        failure = exc.failure
+        message = f"the node could not send the item to its pool: {failure.message}"
+        return [offset, failure.type, message, failure.traceback, None]
     failure = describe(exc)
     return [offset, failure.type, failure.message, failure.traceback, _carried(exc, codec), item]
 
@@ -117,6 +122,8 @@ def _carried(exc: BaseException, codec: Codec) -> BaseException | None:
 def _retryable(exc: BaseException, options: TaskOptions) -> bool:
     """Whether ``retry_on`` lets ``exc`` be retried: any Exception when it is empty;
     a BaseException that is not one (SystemExit, ...) only when it names it."""
+    if isinstance(exc, _NotSent):
+        return False  # it would not be sent the next time either
     if not options.retry_on:
         return isinstance(exc, Exception)
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -135,12 +142,26 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise SoftTimeout("the item ran past its soft timeout")
 
 
+class _NotSent(Exception):
+    """Raised in place of calling the task on an item the node could not send."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _call(fn: Callable[..., Any], mode: CallMode, item: Any) -> Any:
+    if type(item) is Unsendable:
+        raise _NotSent(item.failure)
+    return call(fn, mode, item)
+
+
 def _call_once(fn: Callable[..., Any], mode: CallMode, item: Any, options: TaskOptions) -> Any:
     """One attempt, under the soft timeout when the job has one."""
     if options.timeout:
         signal.setitimer(signal.ITIMER_REAL, capped(options.timeout, MAX_TIMEOUT))
     try:
-        return call(fn, mode, item)
+        return _call(fn, mode, item)
     finally:
         if options.timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -150,7 +171,7 @@ def run_chunk(
     fn_ref: str,
     codec_name: str,
     mode: str,
-    items: Sequence[Any],
+    items: Sequence[Any] | bytes,
     options: TaskOptions = DEFAULT_OPTIONS,
     allow: tuple[str, ...] = (),
     max_result_bytes: int | None = None,
@@ -168,6 +189,8 @@ def run_chunk(
     """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
+    if isinstance(items, bytes):  # as the node sends them (worker.sending)
+        items = unpack(items)
     try:
         fn = _function(fn_ref, tuple(allow))
     except BaseException as exc:  # FunctionReferenceError, or what the module raised at import
@@ -187,7 +210,7 @@ def run_chunk(
         append = values.append
         for offset, item in enumerate(items):
             try:
-                append(call(fn, call_mode, item))
+                append(_call(fn, call_mode, item))
             except BaseException as exc:  # sys.exit() in a task fails its item, no more
                 append(None)
                 errors.append(_error(offset, exc, codec, item))

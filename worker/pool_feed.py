@@ -27,6 +27,7 @@ from worker.io_threads import Events
 from worker.pool import Pool
 from worker.redis_io import Completed
 from worker.scheduler import Scheduler
+from worker.sending import UndecodableItems, pack
 from worker.stats import NodeStats
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class PoolFeed:
             allow = () if rq else self.settings.allow
             try:
                 future = self.pool.submit(
-                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, chunk.items(),
+                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, pack(chunk.items()),
                     entry.options, allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying,
                 )  # fmt: skip
             except BrokenProcessPool:
@@ -120,7 +121,10 @@ class PoolFeed:
                 self.pool.rebuild()
             self._complete(self.scheduler.crashed(chunk, self._last_cause))
             return
-        except BaseException as exc:  # e.g. an item's pickling for the pool raised SystemExit
+        except UndecodableItems as exc:  # run alone, then halved, as a crash is
+            self._complete(self.scheduler.crashed(chunk, str(exc)))
+            return
+        except BaseException as exc:  # whatever else the pool raised: never the node's end
             failure = describe(exc)
             log.warning(
                 "%s: failed in the pool: %s: %s",

@@ -18,6 +18,7 @@ from taskfan.errors import TaskfanError
 from taskfan.outcomes import encode_result
 from worker.batches import Batch
 from worker.guard import Guard
+from worker.parts import encode
 from worker.redis_io import Completed
 from worker.sizing import ChunkSizer
 
@@ -118,4 +119,6 @@ class Recorder:
             codec = get_codec(batch.entry.codec)
         except TaskfanError:
             codec = get_codec("json")
-        return codec.dumps([[None] * count, errors, tries])
+        # As a child encodes: an input that cannot be encoded (its own __reduce__
+        # raising) is dropped, one a reader may not decode is encoded on its own.
+        return encode([None] * count, errors, tries, codec, None)[0]
