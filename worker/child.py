@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from taskfan.boundary import Failure, describe
+from taskfan.boundary import Failure, describe, message, type_name
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.codec import Codec, get_codec
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
@@ -102,8 +102,8 @@ def _error(offset: int, exc: BaseException, codec: Codec, item: Any) -> list[Any
     """
     if isinstance(exc, _NotSent):
         failure = exc.failure
-        message = f"the node could not send the item to its pool: {failure.message}"
-        return [offset, failure.type, message, failure.traceback, None]
+        text = f"the node could not send the item to its pool: {failure.message}"
+        return [offset, failure.type, text, failure.traceback, None]
     failure = describe(exc)
     return [offset, failure.type, failure.message, failure.traceback, _carried(exc, codec), item]
 
@@ -200,7 +200,7 @@ def run_chunk(
         return ChunkResult(
             encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes),
             0.0,
-            unrunnable=(type(exc).__name__, str(exc)),
+            unrunnable=(type_name(exc), message(exc)),
         )
     if options.is_default and retrying is None:  # the hot path: no timer, no retries
         started = time.perf_counter()
