@@ -37,6 +37,7 @@ round for that dead letter again.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,11 +149,16 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
     where += f" (job {entry.job_id} batch {entry.field})"
     job = JobKeys(entry.job_id)
     with translate_errors(f"requeueing {where}"):
-        meta = _job_meta(r, entry.job_id, where)
+        meta, nonce = _job_meta(r, entry.job_id, where, keyring)
         recorded: Any = r.hget(job.results, entry.field)
+        now = time.time()
         if recorded is None:
-            # Never recorded (the job did not exist then, or recording failed): as it was.
-            new_id = _move(r, queue, dead_id, dead.fields)
+            # Never recorded (the job did not exist then, or recording failed): as it
+            # was, signed again when signed (a new issue time: nodes refuse old ones).
+            fields = (
+                dead.fields if keyring is None else batch_fields(entry, queue, keyring, nonce, now)
+            )
+            new_id = _move(r, queue, dead_id, fields)
             return Requeued(dead_id, new_id, entry.job_id, entry.field, entry.count, 0)
         _check_still_failed(r, meta, entry, dead, where)
         round_ = scripts.prepare_requeue_round(
@@ -162,7 +168,10 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
             raise TaskfanError(f"{where}: {_REFUSED.get(round_, f'refused ({round_})')}")
         offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
         again = dataclasses.replace(entry, round=round_, offsets=offsets)
-        new_id = _move(r, queue, dead_id, batch_fields(again, queue, keyring))
+        if keyring is not None:
+            signature = keyring.sign_round(entry.job_id, nonce.decode(), round_, f"[{entry.index}]")
+            scripts.sign_round(r, job, round_, signature)
+        new_id = _move(r, queue, dead_id, batch_fields(again, queue, keyring, nonce, now))
         opened = scripts.open_round(r, job, round_)
         if opened <= 0:
             raise TaskfanError(
@@ -202,20 +211,25 @@ def _trusted_entry(dead: DeadLetter, where: str, keyring: Keyring | None) -> Bat
         raise TaskfanError(f"{exc}: it would be dead-lettered again; drop it instead") from None
 
 
-def _job_meta(r: RedisClient, job_id: str, where: str) -> JobMeta:
-    """The meta of a job whose batch may run again."""
+def _job_meta(
+    r: RedisClient, job_id: str, where: str, keyring: Keyring | None
+) -> tuple[JobMeta, bytes]:
+    """The meta of a job whose batch may run again (verified with a keyring), and
+    its nonce."""
     raw: Any = r.hgetall(JobKeys(job_id).meta)
     if not raw:
         raise TaskfanError(
             f"{where}: the job no longer exists (expired or purged); drop the dead letter"
         )
+    if keyring is not None:
+        keyring.verify_job(job_id, raw)
     meta = JobMeta.parse(job_id, raw)
     if meta.fn_ref == "*":
         raise TaskfanError(
             f"{where}: the job holds Executor.submit calls, whose futures already "
             "got their errors; it cannot run again"
         )
-    return meta
+    return meta, raw.get(b"nonce", b"")
 
 
 def _check_still_failed(

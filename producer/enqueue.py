@@ -32,7 +32,15 @@ import redis
 
 from producer import rejects
 from producer.lease import LeaseKeeper, lease_field
-from producer.records import JobSpec, batch_fields, index_job, new_job_id, sign_meta
+from producer.records import (
+    JobSpec,
+    batch_fields,
+    index_job,
+    new_job_id,
+    new_nonce,
+    sign_meta,
+    sign_totals,
+)
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import EncodeError, JobAbandoned, LimitExceeded
@@ -83,6 +91,7 @@ class Enqueuer:
         self.keyring = keyring
         self.limits = limits
         self.job_id = job_id or new_job_id()
+        self.nonce = new_nonce()
         self.job = JobKeys(self.job_id)
         self.queue = QueueKeys(spec.queue)
         self.total = 0
@@ -122,7 +131,12 @@ class Enqueuer:
             return
         if pending:
             self._flush(pending, seal=False)
-        code = scripts.seal_job(self.client, self.job, self.total, self.batches, time.time())
+        signature = None
+        if self.keyring is not None:
+            signature = self.keyring.sign_totals(self.job_id, self.nonce, self.batches, self.total)
+        code = scripts.seal_job(
+            self.client, self.job, self.total, self.batches, time.time(), signature
+        )
         if code == scripts.JOB_ABANDONED:
             raise JobAbandoned(self.job_id)
 
@@ -217,9 +231,10 @@ class Enqueuer:
         pipe: Any = seq.pipe
         now = time.time()
         if not self._created:
-            meta = sign_meta(self.spec.meta(self.job_id, now), self.keyring)
+            meta = sign_meta(self.spec.meta(self.job_id, now, self.nonce), self.keyring)
             if seal:
                 meta.update(sealed=1, total=self.total, batches=self.batches)
+                sign_totals(meta, self.keyring)
                 if not entries:
                     meta.update(state="finished", finished_at=repr(now))
             else:
@@ -250,7 +265,8 @@ class Enqueuer:
                     pipe, self.job, entry.index, entry.payload, 0, entry.count, now
                 )
         for entry in queued:
-            pipe.xadd(self.queue.stream, batch_fields(entry, self.spec.queue, self.keyring))
+            fields = batch_fields(entry, self.spec.queue, self.keyring, self.nonce, now)
+            pipe.xadd(self.queue.stream, fields)
         replies = seq.execute()
         self._sent_ids.extend(replies[len(replies) - len(queued) :])
         if not seal and self._keeper is None:  # the meta exists now (one server: only now)

@@ -32,7 +32,7 @@ from producer.events import Events, scan
 from producer.job import Job
 from producer.lease import LeaseKeeper, lease_field
 from producer.reader import FETCH, fetch
-from producer.records import JobSpec, batch_fields, index_job, new_job_id, sign_meta
+from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
@@ -100,6 +100,7 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._job: Job | None = None
         self._count = 0
+        self._nonce = new_nonce()
         self._futures: dict[int, concurrent.futures.Future[Any]] = {}
         self._collector: threading.Thread | None = None
         self._spec: JobSpec | None = None
@@ -136,7 +137,8 @@ class Executor(concurrent.futures.Executor):
             )
             pipe.hincrby(job.keys.meta, "total", 1)
             pipe.hincrby(job.keys.meta, "batches", 1)
-            pipe.xadd(queue.stream, batch_fields(entry, client.queue, client.keyring))
+            fields = batch_fields(entry, client.queue, client.keyring, self._nonce, time.time())
+            pipe.xadd(queue.stream, fields)
             with translate_errors(f"submitting to job {job.id}"):
                 seq.execute()
             if self._keeper is None:  # the job's meta exists now
@@ -163,7 +165,7 @@ class Executor(concurrent.futures.Executor):
         self._job = Job(client, new_job_id(), codec=client.codec.name)
         now = time.time()
         pipe: Any = seq.pipe
-        meta = sign_meta(self._spec.meta(self._job.id, now), client.keyring)
+        meta = sign_meta(self._spec.meta(self._job.id, now, self._nonce), client.keyring)
         meta.update(lease_field(client.enqueue_lease))  # unsealed while this executor lives
         pipe.hset(self._job.keys.meta, mapping=meta)
         index_job(pipe, QueueKeys(client.queue), self._job.id, now)
@@ -295,8 +297,14 @@ class Executor(concurrent.futures.Executor):
             for future in futures:
                 future.cancel()
         if job is not None and not already:
+            keyring = self.client.keyring
+            signature = (
+                None if keyring is None else keyring.sign_totals(job.id, self._nonce, count, count)
+            )
             with translate_errors(f"sealing job {job.id}"):
-                scripts.seal_job(self.client.redis, JobKeys(job.id), count, count, time.time())
+                scripts.seal_job(
+                    self.client.redis, JobKeys(job.id), count, count, time.time(), signature
+                )
             if self._keeper is not None:
                 self._keeper.stop()
         if wait and self._collector is not None:

@@ -55,9 +55,18 @@ class Job:
     def meta(self) -> JobMeta:
         """The job's meta; a job whose enqueue lease lapsed is ended as abandoned
         first (``producer.lease``)."""
-        meta = JobMeta.parse(self.id, self._raw_meta())
+        meta = self._parse(self._raw_meta())
         with translate_errors(f"reading job {self.id}"):
-            return lease.settle(self._redis, meta, lambda: JobMeta.parse(self.id, self._raw_meta()))
+            return lease.settle(self._redis, meta, lambda: self._parse(self._raw_meta()))
+
+    def _parse(self, raw: dict[bytes, bytes]) -> JobMeta:
+        """The meta hash parsed; with a keyring, verified first: SignatureError
+        naming the job and the field when a signed value was changed (its
+        function, codec, nonce, sealed totals or retry rounds; docs/security.md)."""
+        keyring = self.client.keyring
+        if keyring is not None:
+            keyring.verify_job(self.id, raw)
+        return JobMeta.parse(self.id, raw)
 
     def _raw_meta(self) -> dict[bytes, bytes]:
         with translate_errors(f"reading job {self.id}"):

@@ -71,9 +71,11 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
     meta = job.meta()
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
+    total = meta.total if meta.sealed else None
     events = Events(job.client.redis, job.keys, timeout, meta.queue)
     recorded: set[str] = set()
     next_index = 0
+    items = 0  #: items in the batches read so far: where the next batch must start
     cancelled: str | None = None
     while batches is None or next_index < batches:
         run: list[int] = []
@@ -85,15 +87,44 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
             if cancelled:
                 raise job_ended(job.id, cancelled)
             with translate_errors(f"waiting for results of job {job.id}"):
-                found, batches, cancelled = scan(job.id, events.read(), batches)
+                found, sealed, cancelled = scan(job.id, events.read(), batches)
+            if batches is None and sealed is not None:
+                total = sealed_total(job, sealed)
+            batches = sealed
             recorded.update(found)
             continue
         wanted = [f for index in run for f in meta.result_fields(index)]
         entries = iter(fetch(job, wanted, codec.name, events))
         for index in run:
-            yield [next(entries) for _ in meta.result_fields(index)], codec
+            batch = [next(entries) for _ in meta.result_fields(index)]
+            if batch[0].start != items:
+                raise ProtocolError(
+                    f"job {job.id} batch {index}: starts at item {batch[0].start}, but the "
+                    f"batches before it end at item {items}: a batch is missing or was moved"
+                )
+            items += batch[0].count
+            yield batch, codec
         recorded.difference_update(wanted)
         next_index += len(run)
+    if items != total:
+        raise ProtocolError(
+            f"job {job.id}: its {batches} batches hold {items} items, but its meta says "
+            f"total {total}: its meta or results were changed"
+        )
+
+
+def sealed_total(job: Job, batches: int) -> int:
+    """The job's total once its events say it was sealed with ``batches`` batches:
+    read from its meta (verified with a keyring), which must agree. The events
+    stream is not signed: a forged ``sealed`` event must not cut a job short."""
+    meta = job.meta()
+    if not meta.sealed or meta.batches != batches:
+        found = f"{meta.batches} batches" if meta.sealed else "that it is not sealed"
+        raise ProtocolError(
+            f"job {job.id}: its events say it was sealed with {batches} batches, but its "
+            f"meta says {found}: someone wrote to its events stream"
+        )
+    return meta.total
 
 
 def outcomes(job: Job, timeout: float | None) -> Iterator[Outcome]:
@@ -130,7 +161,10 @@ def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     events = Events(job.client.redis, job.keys, timeout, meta.queue)
     while batches is None or seen < batches + overlays:
         with translate_errors(f"waiting for results of job {job.id}"):
-            ready, batches, cancelled = scan(job.id, events.read(), batches)
+            ready, sealed, cancelled = scan(job.id, events.read(), batches)
+        if batches is None and sealed is not None:
+            sealed_total(job, sealed)
+        batches = sealed
         for start in range(0, len(ready), FETCH):
             for entry in fetch(job, ready[start : start + FETCH], codec.name, events):
                 yield from iter_outcomes(entry, codec, f"job {job.id}")

@@ -19,7 +19,7 @@ from taskfan.codec import Codec
 from taskfan.keys import QueueKeys
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
-from taskfan.signing import META_SIGNATURE_FIELD, Keyring
+from taskfan.signing import META_SIGNATURE_FIELD, TOTALS_SIGNATURE_FIELD, Keyring
 
 #: jobs a queue's index lists (for status and purge); older ids drop out of it
 JOBS_INDEXED = 10_000
@@ -37,10 +37,33 @@ def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
     pipe.zremrangebyrank(queue.jobs, 0, -JOBS_INDEXED - 1)
 
 
-def batch_fields(entry: BatchEntry, queue: str, keyring: Keyring | None) -> dict[str, Any]:
-    """The fields to XADD for ``entry`` on ``queue``: signed when there is a keyring."""
+def new_nonce() -> str:
+    """A job's nonce: signed into its meta and into each of its signed batch
+    entries, so a node tells a batch of this job from one of an earlier job that
+    had its id (a replay after the job expired and its meta was written again)."""
+    return secrets.token_hex(8)
+
+
+def batch_fields(
+    entry: BatchEntry, queue: str, keyring: Keyring | None, nonce: str | bytes, now: float
+) -> dict[str, Any]:
+    """The fields to XADD for ``entry`` on ``queue``: signed when there is a keyring,
+    with the issue time ``t`` and the job's ``nonce`` (``u``), which nodes check
+    to bound replays (``worker.guard``)."""
     fields = entry.fields()
-    return fields if keyring is None else keyring.sign_batch(queue, fields)
+    if keyring is None:
+        return fields
+    nonce = nonce.decode("ascii", "replace") if isinstance(nonce, bytes) else nonce
+    return keyring.sign_batch(queue, {**fields, "t": int(now), "u": nonce})
+
+
+def sign_totals(meta: dict[str, Any], keyring: Keyring | None) -> dict[str, Any]:
+    """A sealed job's meta, with the signature of its totals when there is a keyring."""
+    if keyring is not None:
+        meta[TOTALS_SIGNATURE_FIELD.decode()] = keyring.sign_totals(
+            meta["id"], meta["nonce"], meta["batches"], meta["total"]
+        )
+    return meta
 
 
 def sign_meta(meta: dict[str, Any], keyring: Keyring | None) -> dict[str, Any]:
@@ -66,9 +89,10 @@ class JobSpec:
     #: smaller (automatic sizes only; 0: never)
     split_bytes: int = 0
 
-    def meta(self, job_id: str, now: float) -> dict[str, Any]:
+    def meta(self, job_id: str, now: float, nonce: str) -> dict[str, Any]:
         return {
             "id": job_id,
+            "nonce": nonce,
             "queue": self.queue,
             "fn": self.fn_ref,
             "codec": self.codec.name,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ def retry_failed(job: Job, raw_meta: dict[bytes, bytes]) -> int:
     meta = JobMeta.parse(job.id, raw_meta)
     keyring = job.client.keyring
     if keyring is not None:
-        keyring.verify_meta(raw_meta, f"job {job.id}")
+        keyring.verify_job(job.id, raw_meta)
     if meta.state is not JobState.FINISHED:
         raise TaskfanError(f"job {job.id} is {meta.status}: only a finished job can be retried")
     if meta.fn_ref == "*":
@@ -66,7 +67,7 @@ def retry_failed(job: Job, raw_meta: dict[bytes, bytes]) -> int:
                 f"{format_size(len(plan.payload))}, over max_batch_bytes "
                 f"({format_size(limit)})"
             )
-    _send(job, meta, plans)
+    _send(job, meta, raw_meta.get(b"nonce", b""), plans)
     return sum(p.count for p in plans)
 
 
@@ -101,20 +102,25 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
     return plans
 
 
-def _send(job: Job, meta: JobMeta, plans: list[BatchEntry]) -> None:
-    """Prepare the round, queue its entries (signed when there is a keyring) in
-    one MULTI, then open it (see the module's docstring)."""
+def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> None:
+    """Prepare the round, sign it (``rsig:<round>``, with a keyring), queue its
+    entries (signed too) in one MULTI, then open it (see the module's docstring)."""
     r: Any = job.client.redis
+    keyring = job.client.keyring
     with translate_errors(f"retrying job {job.id}"):
         batches = json.dumps([p.index for p in plans])
         items = sum(p.count for p in plans)
         round_ = scripts.prepare_retry_round(r, job.keys, items, len(plans), batches)
         _check_round(job, round_)
+        if keyring is not None:
+            signature = keyring.sign_round(job.id, nonce.decode(), round_, batches)
+            scripts.sign_round(r, job.keys, round_, signature)
         stream = QueueKeys(meta.queue).stream
         pipe = r.pipeline(transaction=True)  # every entry of the round, or none
+        now = time.time()
         for plan in plans:
             entry = dataclasses.replace(plan, round=round_)
-            pipe.xadd(stream, batch_fields(entry, meta.queue, job.client.keyring))
+            pipe.xadd(stream, batch_fields(entry, meta.queue, keyring, nonce, now))
         pipe.execute()
         _check_round(job, scripts.open_round(r, job.keys, round_))
 

@@ -77,9 +77,12 @@ def record_batch(
     return _run(_RECORD, client, list(job.all()), [field, entry, ok, failed, repr(now)])
 
 
-def seal_job(client: Any, job: JobKeys, total: int, batches: int, now: float) -> Any:
-    """Fix a job's size once every batch is sent; see lua/seal.lua."""
-    return _run(_SEAL, client, list(job.all()), [total, batches, repr(now)])
+def seal_job(
+    client: Any, job: JobKeys, total: int, batches: int, now: float, signature: str | None = None
+) -> Any:
+    """Fix a job's size once every batch is sent, with the signature of the totals
+    (``Keyring.sign_totals``) when the producer has a secret; see lua/seal.lua."""
+    return _run(_SEAL, client, list(job.all()), [total, batches, repr(now), signature or ""])
 
 
 def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
@@ -113,6 +116,14 @@ def prepare_requeue_round(
     """Prepare the retry round that runs a dead-lettered batch again (once per
     dead letter: its round once open); see lua/requeue.lua for the return codes."""
     return _run(_REQUEUE, client, list(job.all()), [dead_id, seen_round, items, index])
+
+
+def sign_round(client: Any, job: JobKeys, round_: int, signature: str) -> Any:
+    """Store the signature of prepared round ``round_`` (``Keyring.sign_round``)
+    in the job's meta (``rsig:<round>``), before its entries are queued: readers
+    with a secret trust ``round:<round>`` only with it. A plain write: the field
+    is void until the round opens, and a forger cannot make one."""
+    return client.hset(job.meta, f"rsig:{round_}", signature)
 
 
 def open_round(client: Any, job: JobKeys, round_: int) -> Any:

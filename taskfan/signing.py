@@ -9,21 +9,26 @@ check happens on the raw bytes, before anything is decoded or imported.
 
 What is signed:
 
-- **Batch entries** get a field ``g = "1:<key id>:<hex mac>"``. The MAC covers
+- **Batch entries** get a field ``g = "2:<key id>:<hex mac>"``. The MAC covers
   the queue name and every other field of the entry (job id, batch index,
   start, count, function, codec, mode, chunksize, options, retry round and
-  offsets, payload, and any field a later version adds), canonically
-  serialised: sorted by name, each name and value length-prefixed. So no field
-  can be changed, added or removed, and the entry cannot be moved to another
-  queue. A copy of a signed entry is still valid (replay): it runs items of
-  the same job again, and ``record.lua`` records each batch once.
+  offsets, payload, issue time ``t`` and job nonce ``u``, and any field a later
+  version adds), canonically serialised: sorted by name, each name and value
+  length-prefixed. So no field can be changed, added or removed, and the entry
+  cannot be moved to another queue. A copy of a signed entry is still valid
+  (replay), so nodes bound replays with the signed issue time and nonce (see
+  ``worker.guard``). Version 1 entries (no issue time) are refused.
 - **Result entries** are wrapped: ``b"TFS1" | key id (8 ASCII) | mac (32 bytes)
   | entry``. The MAC covers the job id, the results field (the batch index, or
   ``"<index>.<round>"``), the codec and the entry's bytes, so a result cannot
   be moved to another batch or job, nor read with another codec.
 - **Job meta**: a field ``sig`` over what a retry round would run again (id,
-  queue, function, codec, mode, chunksize, options), so ``Job.retry_failed``
-  never signs what someone else wrote into the meta hash.
+  queue, function, codec, mode, chunksize, options) and the job's ``nonce``, so
+  ``Job.retry_failed`` never signs what someone else wrote into the meta hash;
+  ``tsig``, written when the job is sealed, over its ``batches`` and ``total``
+  (the signed values in clear too, so a reader names the field that changed);
+  and ``rsig:<n>`` per retry round over ``round:<n>``. Readers with a keyring
+  check all three (``verify_job``).
 
 Key ids are the first 8 hex digits of ``HMAC(secret, "taskfan key id")``: they
 name a secret without revealing it. A keyring holds one or more secrets: it
@@ -45,13 +50,18 @@ from taskfan.errors import ConfigError, SignatureError
 SIGNATURE_FIELD = b"g"
 #: job meta field that holds the signature
 META_SIGNATURE_FIELD = b"sig"
-#: the meta fields the meta signature covers
-META_SIGNED = (b"id", b"queue", b"fn", b"codec", b"mode", b"chunksize", b"options")
+#: the meta fields the meta signature covers (version 1: without the nonce)
+META_SIGNED_V1 = (b"id", b"queue", b"fn", b"codec", b"mode", b"chunksize", b"options")
+META_SIGNED = (*META_SIGNED_V1, b"nonce")
+#: job meta field that holds the signature of the sealed totals
+TOTALS_SIGNATURE_FIELD = b"tsig"
+#: the meta fields the totals signature covers, in its order
+TOTALS_SIGNED = (b"batches", b"total")
 SIGNED_RESULT = b"TFS1"
 KEY_ID_LENGTH = 8
 _MAC_SIZE = hashlib.sha256().digest_size
 _RESULT_HEAD = len(SIGNED_RESULT) + KEY_ID_LENGTH + _MAC_SIZE
-_VERSION = b"1"
+_VERSION = b"2"
 _LENGTH = struct.Struct(">Q")
 #: shortest secret accepted: shorter ones can be guessed offline from signed entries
 MIN_SECRET_LENGTH = 16
@@ -59,6 +69,8 @@ MIN_SECRET_LENGTH = 16
 _BATCH_DOMAIN = b"taskfan batch v1\x00"
 _RESULT_DOMAIN = b"taskfan result v1\x00"
 _META_DOMAIN = b"taskfan meta v1\x00"
+_TOTALS_DOMAIN = b"taskfan totals v1\x00"
+_ROUND_DOMAIN = b"taskfan round v1\x00"
 
 
 def _bytes(value: Any) -> bytes:
@@ -153,6 +165,11 @@ class Keyring:
                 "--secret-file, or Client(..., secret=...))"
             )
         parts = signature.split(b":")
+        if len(parts) == 3 and parts[0] == b"1":
+            raise SignatureError(
+                "bad signature: signed by a producer older than this node (signing version "
+                "1 carries no issue time, so replays cannot be bounded): upgrade it"
+            )
         if len(parts) != 3 or parts[0] != _VERSION:
             raise SignatureError(
                 f"bad signature: field 'g' is not a taskfan signature: {signature[:80]!r}"
@@ -223,9 +240,10 @@ class Keyring:
     # ----------------------------------------------------------------- job meta
 
     @staticmethod
-    def _meta_mac(secret: bytes, meta: Mapping[bytes, bytes]) -> bytes:
+    def _meta_mac(secret: bytes, meta: Mapping[bytes, bytes], version: bytes = _VERSION) -> bytes:
         mac = hmac.new(secret, _META_DOMAIN, hashlib.sha256)
-        _update(mac, [meta.get(name, b"") for name in META_SIGNED])
+        names = META_SIGNED_V1 if version == b"1" else META_SIGNED
+        _update(mac, [meta.get(name, b"") for name in names])
         return mac.digest()
 
     def sign_meta(self, meta: Mapping[str, Any]) -> str:
@@ -240,19 +258,105 @@ class Keyring:
         if len(parts) != 3:
             raise SignatureError(
                 f"{where}: the job's meta is not signed (it was enqueued without the "
-                "secret), so it cannot be trusted to say what to run again"
+                "secret), so it cannot be trusted: what it says to run, how many batches "
+                "and items it has, which batches ran again"
             )
         try:
             claimed = bytes.fromhex(parts[2].decode("ascii"))
         except ValueError:
             claimed = b""
-        for secret in self._candidates(parts[1].decode("ascii", "replace")):
-            if hmac.compare_digest(self._meta_mac(secret, meta), claimed):
+        kid = parts[1].decode("ascii", "replace")
+        if not self._candidates(kid):
+            raise SignatureError(
+                f"{where}: the job's meta is signed with key {kid!r}, which is not one of "
+                f"this producer's secrets (keys {', '.join(self.key_ids)})"
+            )
+        for secret in self._candidates(kid):
+            if hmac.compare_digest(self._meta_mac(secret, meta, parts[0]), claimed):
                 return
         raise SignatureError(
-            f"{where}: bad signature on the job's meta: its function, codec, mode or "
-            "options were changed, or it was signed with another secret"
+            f"{where}: bad signature on the job's meta: its id, function, codec, mode, "
+            "options or nonce were changed, or it was signed with another secret"
         )
+
+    # ----------------------------------------------------------------- totals, rounds
+
+    def _values_mac(self, secret: bytes, domain: bytes, values: Sequence[bytes]) -> bytes:
+        mac = hmac.new(secret, domain, hashlib.sha256)
+        _update(mac, values)
+        return mac.digest()
+
+    def _sign_values(self, domain: bytes, values: Sequence[bytes]) -> str:
+        digest = self._values_mac(self._signing_key, domain, values)
+        return f"1:{self.key_id}:{digest.hex()}"
+
+    def _values_hold(self, domain: bytes, signature: bytes, values: Sequence[bytes]) -> bool:
+        parts = signature.split(b":")
+        if len(parts) != 3 or parts[0] != b"1":
+            return False
+        try:
+            claimed = bytes.fromhex(parts[2].decode("ascii"))
+        except ValueError:
+            return False
+        return any(
+            hmac.compare_digest(self._values_mac(secret, domain, values), claimed)
+            for secret in self._candidates(parts[1].decode("ascii", "replace"))
+        )
+
+    def sign_totals(self, job_id: str, nonce: str, batches: int, total: int) -> str:
+        """The meta's ``tsig`` when the job is sealed: the signed values, then the MAC."""
+        values = [str(batches).encode(), str(total).encode()]
+        signature = self._sign_values(_TOTALS_DOMAIN, [job_id.encode(), nonce.encode(), *values])
+        return ",".join([v.decode() for v in values]) + "|" + signature
+
+    def sign_round(self, job_id: str, nonce: str, round_: int, batches: str) -> str:
+        """The meta's ``rsig:<round>``: covers ``round:<round>`` (a JSON list of batches)."""
+        values = [job_id.encode(), nonce.encode(), str(round_).encode(), batches.encode()]
+        return self._sign_values(_ROUND_DOMAIN, values)
+
+    def verify_job(self, job_id: str, meta: Mapping[bytes, bytes]) -> None:
+        """Raise SignatureError naming the job and the field unless the meta hash is
+        the one a producer with our secret wrote for ``job_id``: identity and nonce
+        (``sig``), its sealed totals (``tsig``), and each retry round (``rsig:<n>``)."""
+        where = f"job {job_id} meta"
+        self.verify_meta(meta, where)
+        if meta.get(b"id") != job_id.encode():
+            raise SignatureError(f"{where}: field 'id' names another job: the hash was copied")
+        nonce = meta.get(b"nonce", b"")
+        if meta.get(b"sealed") == b"1":
+            self._verify_totals(job_id, nonce, meta, where)
+        for name in sorted(n for n in meta if n.startswith(b"round:")):
+            round_ = name[6:].decode("ascii", "replace")
+            values = [job_id.encode(), nonce, round_.encode(), meta[name]]
+            signature = meta.get(b"rsig:" + name[6:], b"")
+            if not self._values_hold(_ROUND_DOMAIN, signature, values):
+                raise SignatureError(
+                    f"{where}: field 'round:{round_}' (the batches retry round {round_} ran "
+                    f"again) does not match its signature 'rsig:{round_}': it was changed or "
+                    "added by someone without the secret"
+                )
+
+    def _verify_totals(
+        self, job_id: str, nonce: bytes, meta: Mapping[bytes, bytes], where: str
+    ) -> None:
+        signed = meta.get(TOTALS_SIGNATURE_FIELD, b"")
+        claimed, _, signature = signed.partition(b"|")
+        values = claimed.split(b",")
+        if len(values) != len(TOTALS_SIGNED) or not self._values_hold(
+            _TOTALS_DOMAIN, signature, [job_id.encode(), nonce, *values]
+        ):
+            raise SignatureError(
+                f"{where}: fields 'batches' and 'total' are not signed (field 'tsig' is "
+                "missing or changed): the job was sealed by a producer without the secret, "
+                "or someone changed them"
+            )
+        for name, value in zip(TOTALS_SIGNED, values, strict=True):
+            if meta.get(name) != value:
+                found = meta.get(name, b"(missing)")[:40].decode("utf-8", "replace")
+                raise SignatureError(
+                    f"{where}: field '{name.decode()}' says {found}, but the producer sealed "
+                    f"the job with {value.decode()}: someone changed it"
+                )
 
 
 def open_result(

@@ -84,8 +84,9 @@ def test_unsigned_batches_are_dead_lettered_and_their_items_fail(
     assert len(letters) == 3
     assert all(b"bad signature" in fields[b"reason"] for fields in letters)
     assert {fields[b"j"] for fields in letters} == {job.id.encode()}
-    # A reader with the secret does not take the node's unsigned record for an answer.
-    with pytest.raises(SignatureError, match=rf"^job {job.id} batch 0: the result is not signed"):
+    # A reader with the secret does not take the unsigned job, nor the node's unsigned
+    # record, for an answer: the meta's check comes first.
+    with pytest.raises(SignatureError, match=rf"^job {job.id} meta: the job's meta is not signed"):
         list(Client.from_url(redis_url, secret=SECRET).job(job.id).outcomes())
 
 
@@ -177,7 +178,7 @@ def test_a_retry_never_signs_a_meta_someone_changed(
     job = Client.from_url(redis_url, secret=SECRET).map(tasks.fail, [1, 2])
     assert job.wait(timeout=60)
     r.hset(JobKeys(job.id).meta, "fn", "tests.tasks:touch")
-    with pytest.raises(SignatureError, match=rf"^job {job.id}: bad signature on the job's meta"):
+    with pytest.raises(SignatureError, match=rf"^job {job.id} meta: bad signature on the job's"):
         job.retry_failed()
     assert r.xlen(QueueKeys("default").stream) == 0
 
