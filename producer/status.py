@@ -55,7 +55,7 @@ def bar(progress: float | None, width: int = 10) -> str:
     """[#####.....] 50%"""
     if progress is None:
         return "-"
-    filled = int(progress * width)
+    filled = int(min(max(progress, 0.0), 1.0) * width)  # more done than total: full
     return f"[{'#' * filled}{'.' * (width - filled)}] {progress * 100:3.0f}%"
 
 

@@ -29,7 +29,7 @@ from taskfan.errors import ProtocolError
 from taskfan.fields import MAX_NUMBER, text, whole_numbers
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 
-#: the largest counter (what HINCRBY can hold), and the largest time (year 5138)
+#: the largest counter (what HINCRBY can hold) and time (year 5138); none is negative
 _MOST: dict[type, float] = {int: MAX_NUMBER, float: 1e11}
 
 
@@ -120,7 +120,7 @@ class JobMeta:
                 raise ProtocolError(f"{where}: field {name.decode()!r} is not a number") from None
             if kind is float and not math.isfinite(value):
                 raise ProtocolError(f"{where}: field {name.decode()!r} is not a finite number")
-            if not -_MOST[kind] <= value <= _MOST[kind]:
+            if not 0 <= value <= _MOST[kind]:
                 raise ProtocolError(f"{where}: field {name.decode()!r} is out of range")
             return value
 

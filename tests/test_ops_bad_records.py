@@ -32,7 +32,12 @@ __all__ = ["clean_env"]
 
 #: names of the bad records, as the views show them
 BAD_QUEUES = ["bad\\xff", "a:b"]
-BAD_JOBS = ["\\xfe\\xffjob", "x{y}", "notanumber", "fieldless", "badoptions", "hugecount"]
+BAD_JOBS = [
+    "\\xfe\\xffjob", "x{y}", "notanumber", "fieldless", "badoptions", "hugecount", "negative",
+    "longago",
+]  # fmt: skip
+#: jobs whose meta is odd but within bounds: shown
+SHOWN_JOBS = ["vast", "maxed"]
 BAD_NODES = ["\\xffnode", "infbeat"]
 
 
@@ -68,6 +73,8 @@ def plant(r: redis.Redis, good_id: str) -> dict[str, str]:
         "fieldless": {b"queue": b"good"},
         "badoptions": {**meta, b"options": b"[[[["},
         "hugecount": {**meta, b"ok": b"9" * 30},
+        "negative": {**meta, b"failed": b"-1"},
+        "longago": {**meta, b"created_at": b"-1e11"},
     }
     for job_id, fields in bad_metas.items():
         r.hset(JobKeys(job_id).meta, mapping=fields)  # type: ignore[arg-type]
@@ -77,6 +84,12 @@ def plant(r: redis.Redis, good_id: str) -> dict[str, str]:
     vast = {**meta, b"batches": b"1" + b"0" * 15, b"failed": b"1", b"sealed": b"1"}
     r.hset(JobKeys("vast").meta, mapping=vast)  # type: ignore[arg-type]
     r.zadd(index, {"vast": now + 2})
+    # Counters at their largest, more done than the total, times at their bounds.
+    most = str(2**63 - 1).encode()
+    maxed = {**meta, b"ok": most, b"failed": most, b"total": b"1", b"batches_done": most,
+             b"created_at": b"0", b"finished_at": b"1e11", b"state": b"finished"}  # fmt: skip
+    r.hset(JobKeys("maxed").meta, mapping=maxed)  # type: ignore[arg-type]
+    r.zadd(index, {"maxed": now + 2})
     r.hset(keys.node("goodnode"), mapping={"host": "h", "queues": '["good"]', "pid": "7"})
     r.hset(keys.node("deepnode"), mapping={"queues": "[" * 100_000, "rate": "nan",
                                            "started_at": "1e400", "pid": "9" * 5000})  # fmt: skip
@@ -113,7 +126,7 @@ def test_status_skips_and_names_bad_records_and_shows_the_rest(
     assert shown.exit_code == 0, shown.output
     out = shown.stdout
     assert planted["good"] in out and "goodnode" in out and "deepnode" in out
-    assert "skipped 10 unreadable records" in out
+    assert "skipped 12 unreadable records" in out
     names_all(out, BAD_QUEUES + BAD_JOBS + BAD_NODES)
     assert "job notanumber: meta: field 'total' is not a number" in out
     assert "job hugecount: meta: field 'ok' is out of range" in out
@@ -124,7 +137,7 @@ def test_status_skips_and_names_bad_records_and_shows_the_rest(
     assert {("job", j) for j in BAD_JOBS} <= skipped
     assert ("node", "infbeat") in skipped
     assert [q["name"] for q in data["queues"]] == ["good"]
-    assert {j["id"] for j in data["jobs"]} == {planted["good"], "vast"}
+    assert {j["id"] for j in data["jobs"]} == {planted["good"], *SHOWN_JOBS}
     deep = next(n for n in data["nodes"] if n["id"] == "deepnode")
     assert (deep["rate"], deep["started_at"], deep["pid"]) == (0.0, None, 0)
     assert deep["queues"] == ["[" * 80 + "..."]
@@ -136,9 +149,10 @@ def test_jobs_and_nodes_name_what_they_skip_on_stderr(
     jobs = invoke("jobs", "--redis-url", redis_url)
     assert jobs.exit_code == 0, jobs.output
     assert planted["good"] in jobs.stdout and "vast" in jobs.stdout
+    assert "maxed             good   finished  [##########]" in jobs.stdout
     names_all(jobs.stderr, BAD_QUEUES + BAD_JOBS)
     rows = strict_json(invoke("jobs", "--json", "--redis-url", redis_url).stdout)
-    assert {row["id"] for row in rows} == {planted["good"], "vast"}
+    assert {row["id"] for row in rows} == {planted["good"], *SHOWN_JOBS}
     given = invoke("jobs", "--queue", "a:b", "--queue", "good", "--redis-url", redis_url)
     assert given.exit_code == 0 and "queue a:b: cannot be a name" in given.stderr
 
@@ -176,6 +190,10 @@ def test_inspect_of_a_job_whose_meta_names_a_bad_queue_or_does_not_parse(
         refused = invoke(command, "notanumber", "--redis-url", redis_url)
         assert refused.exit_code == 2
         assert refused.stderr == "Error: job notanumber meta: field 'total' is not a number\n"
+        refused = invoke(command, "longago", "--redis-url", redis_url)
+        assert refused.stderr == "Error: job longago meta: field 'created_at' is out of range\n"
+        shown = invoke(command, "maxed", "--redis-url", redis_url)
+        assert shown.exit_code == 0 and "5138-11-16" in shown.stdout, shown.output
 
 
 def test_a_meta_claiming_vast_batches_costs_what_redis_holds(
@@ -219,7 +237,7 @@ def test_the_dashboard_answers_in_time_naming_what_it_skipped(
     start = time.monotonic()
     status, data = fetch(f"{url}/api/overview")
     assert status == 200 and time.monotonic() - start < 10
-    assert {j["id"] for j in data["jobs"]} == {planted["good"], "vast"}
+    assert {j["id"] for j in data["jobs"]} == {planted["good"], *SHOWN_JOBS}
     assert [f["index"] for f in data["failures"]] == [7]
     assert data["dead_letters"][0]["at"] == 0.0
     names = {s["name"] for s in data["skipped"]}
