@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 #: end states after which no further batch will come
 _STOPPED = {JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode()}
 
+#: what Events._attempt returns after a transient error
+_FAILED: Any = object()
+
 #: longest single XREAD BLOCK; a waiter with no deadline simply blocks again
 BLOCK_SLICE = 5.0
 
@@ -70,6 +73,7 @@ class Events:
         #: the results fields of the batch events returned so far
         self.seen: set[bytes] = set()
         self._reread = False
+        self._delay = 0.1  #: the backoff after the next transient error
         self._slice = block_slice(redis_client)
 
     def remaining(self) -> float:
@@ -84,31 +88,45 @@ class Events:
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a Redis call, riding out outages (restarts, dropped connections,
         failovers) with backoff until the deadline: a waiter survives them."""
-        delay = 0.1
         while True:
-            try:
-                return fn(*args, **kwargs)
-            except (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError) as exc:
-                self._reread = True
-                log.warning(
-                    "job %s: %s failed, retrying in %.1fs: %s", self.keys.id, what, delay, exc
-                )
-                time.sleep(min(delay, self.remaining()))
-                delay = min(5.0, delay * 2)
+            result = self._attempt(what, fn, *args, **kwargs)
+            if result is not _FAILED:
+                return result
+
+    def _attempt(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One try of a Redis call; after a transient error, back off and return _FAILED."""
+        try:
+            result = fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError) as exc:
+            self._reread = True
+            log.warning(
+                "job %s: %s failed, retrying in %.1fs: %s", self.keys.id, what, self._delay, exc
+            )
+            time.sleep(min(self._delay, self.remaining()))
+            self._delay = min(5.0, self._delay * 2)
+            return _FAILED
+        self._delay = 0.1
+        return result
 
     def read(self) -> list[dict[bytes, bytes]]:
         """The next events; raises TimeoutError once the deadline passes."""
         while True:
             if self._reread:
                 self.last, self._reread = b"0-0", False
+                # Back from an outage: a Redis that restarted empty took the job
+                # with it. Say so now rather than after a block slice.
+                if not self.call("checking", self.redis.exists, self.keys.meta):
+                    raise JobNotFound(self.keys.id)
             block = self.remaining()
-            events = self.call(
+            events = self._attempt(
                 "reading events",
                 self.redis.xread,
                 {self.keys.events: self.last},
                 count=1000,
                 block=max(1, int(block * 1000)),
             )
+            if events is _FAILED:
+                continue
             if events:
                 entries = events[0][1]
                 self.last = entries[-1][0]

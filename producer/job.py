@@ -10,6 +10,7 @@ retries are sent by ``producer.retry``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -20,7 +21,7 @@ from producer.events import Events
 from producer.listeners import NobodyWatch
 from taskfan import scripts
 from taskfan.connection import translate_errors
-from taskfan.errors import JobNotFound, job_ended
+from taskfan.errors import BrokerUnavailable, JobNotFound, job_ended
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome
@@ -95,10 +96,10 @@ class Job:
         """
         events = Events(self._redis, self.keys, timeout)
         with translate_errors(f"waiting for job {self.id}"):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hmget(self.keys.meta, "state", "queue")
-            pipe.xrevrange(self.keys.events, count=1)
-            (state, queue), last = pipe.execute()
+            try:  # a wait that starts during an outage rides it out too
+                (state, queue), last = events.call("checking", self._state_and_last_event)
+            except FuturesTimeout:
+                return False
             if state is None:
                 raise JobNotFound(self.id)
             if state == JobState.FINISHED.value.encode():
@@ -108,7 +109,10 @@ class Job:
             if state in _STOPPED:
                 raise job_ended(self.id, state.decode())
             if state == b"active":
-                self.meta()  # ends it first when its enqueue lease lapsed
+                # Ends it first when its enqueue lease lapsed; during an outage,
+                # nodes (at their heartbeat) or a later look will do it instead.
+                with contextlib.suppress(BrokerUnavailable):
+                    self.meta()
             if queue is not None:  # warn when no live node serves its queue
                 events.nobody = NobodyWatch(self._redis, queue.decode(), self.id)
             try:
@@ -120,6 +124,12 @@ class Job:
                             return True
             except FuturesTimeout:
                 return False
+
+    def _state_and_last_event(self) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.meta, "state", "queue")
+        pipe.xrevrange(self.keys.events, count=1)
+        return list(pipe.execute())
 
     def cancel(self) -> bool:
         """Cancel the job: queued batches are skipped, waiters get JobCancelled.

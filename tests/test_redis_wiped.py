@@ -7,6 +7,7 @@ and stop complaining once they have healed.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -15,10 +16,12 @@ import redis
 
 from producer import Client
 from taskfan import keys
+from taskfan.errors import JobNotFound
 from taskfan.keys import GROUP, QueueKeys
 from tests import tasks
 from tests.conftest import VolatileRedis
 from tests.helpers import wait_until
+from tests.test_vanished_job import Waiter
 from tests.workers import WorkerProcess
 
 ENV = {"TASKFAN_VISIBILITY_TIMEOUT": "2", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
@@ -53,14 +56,20 @@ def test_a_node_serves_new_jobs_after_redis_restarts_empty(
         client = Client.from_url(url)
         assert list(client.map(tasks.square, range(4)).results(timeout=60)) == [0, 1, 4, 9]
         # A batch in flight across the outage too: its lease refresh meets no group.
-        client.map(tasks.sleep, [outage + 1.0])
+        lost = client.map(tasks.sleep, [outage + 1.0])
         wait_until(lambda: _pending(r), timeout=30, message="the node holds the long batch")
+        waiter = Waiter(functools.partial(lost.wait, outage + 60))  # outlives the outage
+        waiter.start()
         volatile_redis.outage(outage)
         back = time.monotonic()
         values = list(client.map(tasks.square, range(5, 9)).results(timeout=RECOVERY + 7))
         served = time.monotonic() - back
         assert values == [25, 36, 49, 64]
         assert served < RECOVERY, node.log()
+        # The job that ran across the outage is gone with Redis: its waiter says so.
+        waiter.join(RECOVERY)
+        assert isinstance(waiter.error, JobNotFound), waiter.error
+        assert waiter.ended_at - back < RECOVERY
         # The node record is back, and the node has healed: three more beats, no errors.
         (node_id,) = wait_until(lambda: _node_ids(r), timeout=10, message="the node record")
         healed_at = len(node.log())
