@@ -13,6 +13,7 @@ from taskfan.keys import GROUP, QueueKeys
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+from tests.test_retries_node import node_record
 
 STREAM = QueueKeys("default").stream
 #: the node learns of a cancel at its next heartbeat
@@ -39,8 +40,10 @@ def test_a_batch_fetched_before_its_job_was_cancelled_does_not_run(
     wait_until(lambda: Path(counters[0]).exists(), timeout=30, message=worker.log)
     marker = tmp_path / "ran"
     victim = client.map(tasks.touch, [str(marker)], batch_size=1)
-    # The node reads the victim's batch (its chunk waits for the pool), then it is cancelled.
-    wait_until(lambda: r.xpending(STREAM, GROUP)["pending"] == 2, timeout=30, message=worker.log)
+    # The node takes the victim's batch (read, its job found active, its chunk waiting
+    # for the pool: the node record counts it in flight), then the job is cancelled.
+    wait_until(lambda: node_record(r).get("in_flight") == "2", timeout=30, message=worker.log)
+    assert r.xpending(STREAM, GROUP)["pending"] == 2
     assert victim.cancel()
     wait_until(lambda: not _entries_of(r, victim.id), timeout=30, message=worker.log)
     release.write_text("go")
