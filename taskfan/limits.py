@@ -17,6 +17,15 @@ its pool. So:
   enqueue, naming its index (and file and line for CLI input); a result over it
   is recorded as that item's error (``ResultTooLarge``). Large data travels
   better by reference: a path or URL the task opens.
+- ``max_decoded_bytes`` (a node's; default ``DECODED_PER_BYTE`` times
+  ``max_batch_bytes``, 1 GiB): what the items of the batches a node holds may
+  take once decoded, by ``decoded_size``'s estimate, made from the payload's
+  bytes before anything is decoded. Wire size alone says little: a JSON item
+  of empty lists (``[[],[],...]``) takes 22 times its bytes as Python objects
+  (``[0]`` elements 25 times), so a 15 MiB item once peaked a node at 619 MiB.
+  A batch estimated over the limit is dead-lettered (``BatchTooLarge``); one
+  that would take the node over it while it holds others waits, undecoded,
+  until they are done (``worker.budget``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,28 @@ DEFAULT_MAX_ITEM_BYTES = 16 * MiB
 DEFAULT_MAX_BATCH_BYTES = 64 * MiB
 #: Redis's default proto-max-bulk-len: no single value can be larger
 REDIS_MAX_BULK = 512 * MiB
+#: decoded bytes a payload byte may take as a scalar, at most (measured on
+#: CPython 3.11: JSON strings of two characters 12.9 times their bytes, one
+#: astral character 15 times, floats 9 times, ints 6 times)
+DECODED_PER_BYTE = 16
+#: decoded bytes a container may take beyond that (measured: an empty list in a
+#: list 67 bytes, an empty dict 75, ``[0]`` 100 with its element; an empty set
+#: 240, so a set opener counts 250)
+DECODED_PER_CONTAINER = 100
+#: bytes that may open a container, and what each counts: JSON's ``[`` and
+#: ``{``; pickle's EMPTY_LIST, EMPTY_DICT, EMPTY_TUPLE, TUPLE1-3, EMPTY_SET and
+#: FROZENSET (protocols 2 and up, which producers write). Counted anywhere,
+#: inside strings too: an over-estimate. (Pickle can build anything by calling
+#: a function, so for pickle this guards against accidents, not against whoever
+#: may write pickle batches: those can run code anyway, docs/security.md.)
+_SET = 250
+_OPENERS = {
+    "json": {b"[": DECODED_PER_CONTAINER, b"{": DECODED_PER_CONTAINER},
+    "pickle": {
+        **dict.fromkeys([b"]", b"}", b")", b"\x85", b"\x86", b"\x87"], DECODED_PER_CONTAINER),
+        **dict.fromkeys([b"\x8f", b"\x91"], _SET),
+    },
+}
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": MiB, "MB": MiB, "MIB": MiB}
 _UNITS.update({"G": 1024 * MiB, "GB": 1024 * MiB, "GIB": 1024 * MiB})
@@ -53,6 +84,21 @@ def format_size(size: int) -> str:
             value = size / scale
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} bytes"
+
+
+def decoded_size(codec: str, payload: bytes) -> tuple[int, int]:
+    """(bytes, containers): an upper estimate of what ``payload`` takes decoded
+    as Python objects, and the containers counted for it. C-speed byte counts,
+    nothing decoded."""
+    counts = {opener: payload.count(opener) for opener in _OPENERS.get(codec, {})}
+    extra = sum(_OPENERS[codec][opener] * n for opener, n in counts.items())
+    return DECODED_PER_BYTE * len(payload) + extra, sum(counts.values())
+
+
+def default_max_decoded(max_batch_bytes: int) -> int:
+    """A node's max_decoded_bytes when not set: any batch of scalars within
+    max_batch_bytes fits."""
+    return DECODED_PER_BYTE * max_batch_bytes
 
 
 def check_limits(max_item_bytes: int, max_batch_bytes: int) -> str | None:

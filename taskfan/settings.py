@@ -26,7 +26,14 @@ from taskfan.bounds import (
 from taskfan.codec import CODECS
 from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
-from taskfan.limits import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_ITEM_BYTES, check_limits, parse_size
+from taskfan.limits import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_ITEM_BYTES,
+    MiB,
+    check_limits,
+    default_max_decoded,
+    parse_size,
+)
 from taskfan.refs import check_allow_prefix
 from taskfan.signing import check_secret, read_secret_file
 
@@ -140,6 +147,9 @@ class Settings:
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     #: bytes one encoded batch payload (or one batch's result entry) may take
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    #: bytes the items of the batches a node holds may take decoded, by the estimate of
+    #: taskfan.limits.decoded_size; None: 16 times max_batch_bytes
+    max_decoded_bytes: int | None = None
     #: RQ queues a node drains (docs/rq.md), in priority order
     rq_queues: tuple[str, ...] = ()
     #: RQ serializer of those queues: "pickle" (RQ's default), "json" or "module.Name"
@@ -159,6 +169,10 @@ class Settings:
         for prefix in self.allow:
             check_allow_prefix(prefix)
         problem = check_limits(self.max_item_bytes, self.max_batch_bytes)
+        if self.max_decoded_bytes is not None:
+            problem = problem or count_problem(
+                "max_decoded_bytes", self.max_decoded_bytes, 1, MiB**3
+            )
         if problem:
             raise ConfigError(problem)
         if self.start_method not in multiprocessing.get_all_start_methods():
@@ -228,6 +242,13 @@ class Settings:
             )
 
     @property
+    def decoded_limit(self) -> int:
+        """max_decoded_bytes, or its default."""
+        if self.max_decoded_bytes is not None:
+            return self.max_decoded_bytes
+        return default_max_decoded(self.max_batch_bytes)
+
+    @property
     def queue(self) -> str:
         """The queue a producer enqueues on."""
         return self.queues[0]
@@ -295,6 +316,7 @@ ENV.update(
         "TASKFAN_ALLOW": ("allow", _split),
         "TASKFAN_MAX_ITEM_BYTES": ("max_item_bytes", parse_size),
         "TASKFAN_MAX_BATCH_BYTES": ("max_batch_bytes", parse_size),
+        "TASKFAN_MAX_DECODED_BYTES": ("max_decoded_bytes", parse_size),
         "TASKFAN_RQ_QUEUE": ("rq_queues", _split),
         "TASKFAN_RQ_SERIALIZER": ("rq_serializer", str),
         "TASKFAN_RQ_WITH_SCHEDULER": ("rq_with_scheduler", _flag),

@@ -34,6 +34,7 @@ class Batch:
     dropped: bool = False  #: given up (handed back, or its job ended): its retries are void
     retries_dropped: int = 0  #: items waiting to retry that were dropped when its job ended
     let_go: bool = False  #: its job ended: acknowledged unrecorded, nothing more of it runs
+    decoded: int = 0  #: what its items take decoded, estimated (taskfan.limits.decoded_size)
 
 
 @dataclass(eq=False)

@@ -107,6 +107,13 @@ from worker.node import Node
     "[env: TASKFAN_MAX_BATCH_BYTES]",
 )
 @click.option(
+    "--max-decoded-bytes",
+    type=BYTE_SIZE,
+    help="Most the items of the batches held may take decoded, by an estimate made "
+    "before decoding, e.g. 512M (default 16 x --max-batch-bytes) "
+    "[env: TASKFAN_MAX_DECODED_BYTES]",
+)
+@click.option(
     "--rq-queue",
     "rq_queues",
     multiple=True,

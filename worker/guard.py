@@ -7,7 +7,8 @@ decoded or imported:
    ``taskfan.signing``); the raw fields are checked before they are parsed.
 2. ``refusal``, once the entry is parsed: a pickle batch on a ``--no-pickle``
    node, a payload over ``max_batch_bytes``, a function outside the
-   ``--allow`` list.
+   ``--allow`` list; and ``decoded_refusal``: a payload that would take more
+   than ``max_decoded_bytes`` decoded, by an estimate from its bytes.
 
 A refused batch goes to the dead-letter stream and its items are recorded as
 failed with the reason, so its job still finishes. An unsigned or changed
@@ -29,7 +30,7 @@ import logging
 from collections.abc import Callable
 
 from taskfan.errors import FunctionNotAllowed, SignatureError
-from taskfan.limits import DEFAULT_LIMITS, Limits, format_size
+from taskfan.limits import DEFAULT_LIMITS, Limits, default_max_decoded, format_size
 from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allowed
 from taskfan.settings import Settings
@@ -49,11 +50,14 @@ class Guard:
         no_pickle: bool = False,
         allow: tuple[str, ...] = (),
         limits: Limits = DEFAULT_LIMITS,
+        max_decoded_bytes: int | None = None,
     ) -> None:
         self.keyring = keyring
         self.no_pickle = no_pickle
         self.allow = allow
         self.limits = limits
+        #: what the items of the batches held may take decoded (taskfan.limits)
+        self.max_decoded_bytes = max_decoded_bytes or default_max_decoded(limits.max_batch_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -62,6 +66,7 @@ class Guard:
             settings.no_pickle,
             settings.allow,
             Limits(settings.max_item_bytes, settings.max_batch_bytes),
+            settings.decoded_limit,
         )
 
     def describe(self) -> str:
@@ -76,7 +81,8 @@ class Guard:
             "pickle refused" if self.no_pickle else "pickle accepted",
             f"functions from {', '.join(self.allow)} only" if self.allow else "any function",
             f"at most {format_size(self.limits.max_item_bytes)} per item and "
-            f"{format_size(self.limits.max_batch_bytes)} per batch",
+            f"{format_size(self.limits.max_batch_bytes)} per batch, "
+            f"{format_size(self.max_decoded_bytes)} decoded held",
         ]
         return "; ".join(parts)
 
@@ -154,6 +160,18 @@ class Guard:
         except FunctionNotAllowed as exc:
             return str(exc)
         return None
+
+    def decoded_refusal(self, entry: BatchEntry, size: int, containers: int) -> str | None:
+        """Why a batch estimated at ``size`` bytes decoded (``taskfan.limits.decoded_size``)
+        is refused, or None: no batch over max_decoded_bytes is ever decoded."""
+        if size <= self.max_decoded_bytes:
+            return None
+        return (
+            f"job {entry.job_id} batch {entry.field}: its payload of "
+            f"{format_size(len(entry.payload))} ({containers} containers) would take about "
+            f"{format_size(size)} decoded, over this node's max_decoded_bytes "
+            f"({format_size(self.max_decoded_bytes)})"
+        )
 
     def can_record_failures(self, count: int, message: str) -> bool:
         """Whether ``count`` items failed with ``message`` fit in one result entry."""

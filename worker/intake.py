@@ -5,7 +5,10 @@ deleted meanwhile is acknowledged; the signature is checked on the raw fields
 (``worker.guard``); the fields are parsed (``taskfan.protocol``); a batch of a
 cancelled or vanished job is skipped; a batch of a function this node cannot
 run goes back for another node (``worker.unrunnable``); the guard's refusals
-apply; then the payload is decoded and the delivery count checked. A bad entry is dead-lettered
+apply, the one on the size its payload would take decoded (estimated from its
+bytes) included. Then, once the node's budget for decoded items has room for
+it (``worker.budget``), ``decode`` decodes the payload and checks the delivery
+count. A bad entry is dead-lettered
 with the reason, its items recorded as failed when its job is known: no entry
 can crash a node.
 """
@@ -17,6 +20,7 @@ from typing import Any
 
 from taskfan.codec import get_codec
 from taskfan.errors import ProtocolError
+from taskfan.limits import decoded_size
 from taskfan.logs import batch_extra
 from taskfan.protocol import BatchEntry
 from worker.batches import Batch
@@ -43,12 +47,10 @@ class Intake:
         self.unrunnable = unrunnable or Unrunnable()
 
     def take(self, delivery: Delivery, started: float) -> Batch | Completed:
-        """The batch to run, or a Completed when there is nothing to run (one to
-        hand back, ``give_back``, when another node should run it)."""
-        where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
-        extra = _named(delivery)
-        if extra:
-            where += f" (job {extra['job']} batch {extra['batch']})"
+        """The batch to run, not decoded yet (``decode``; ``batch.decoded`` is the
+        estimate of what it will take), or a Completed when there is nothing to run
+        (one to hand back, ``give_back``, when another node should run it)."""
+        where, extra = _where(delivery)
         if delivery.fields is None:
             return Completed(delivery, "", "", b"", 0, 0)
         bad_signature = self.guard.bad_signature(delivery)
@@ -72,6 +74,43 @@ class Intake:
             type_name, reason = refusal
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, type_name, reason, dead=True)
+        batch.decoded, containers = decoded_size(entry.codec, entry.payload)
+        too_large = self.guard.decoded_refusal(entry, batch.decoded, containers)
+        if too_large is not None:
+            log.warning("%s: dead-lettered: %s", where, too_large, extra=extra)
+            return self.recorder.fail_batch(batch, "BatchTooLarge", too_large, dead=True)
+        if verdict is not None:  # no live node serving the queue can import it
+            # Decoded first: its items keep their inputs, for a retry round.
+            failed = self._decode_items(batch)
+            if failed is None:
+                log.warning("%s: items failed: %s", where, verdict[1], extra=extra)
+                failed = self.recorder.fail_batch(batch, verdict[0], verdict[1], dead=False)
+            return failed
+        return batch
+
+    def decode(self, batch: Batch) -> Batch | Completed:
+        """The batch with its items decoded, or a Completed when they cannot be
+        (or it was delivered too many times)."""
+        failed = self._decode_items(batch)
+        if failed is not None:
+            return failed
+        delivery, entry = batch.delivery, batch.entry
+        if delivery.deliveries > self.max_deliveries:
+            where, extra = _where(delivery)
+            reason = (
+                f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
+                f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
+                "cut off)"
+            )
+            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
+            return self.recorder.fail_batch(batch, "DeliveryLimit", reason, dead=True)
+        return batch
+
+    def _decode_items(self, batch: Batch) -> Completed | None:
+        """Decode the batch's items into ``batch.items``; a Completed failing them
+        when the payload cannot be decoded."""
+        entry = batch.entry
+        where, extra = _where(batch.delivery)
         try:
             items = get_codec(entry.codec).loads(entry.payload)
             if not isinstance(items, list) or len(items) != entry.count:
@@ -85,18 +124,7 @@ class Intake:
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "BadBatch", reason, dead=True)
         batch.items = items
-        if verdict is not None:  # no live node serving the queue can import it
-            log.warning("%s: items failed: %s", where, verdict[1], extra=extra)
-            return self.recorder.fail_batch(batch, verdict[0], verdict[1], dead=False)
-        if delivery.deliveries > self.max_deliveries:
-            reason = (
-                f"job {entry.job_id} batch {entry.index}: delivered {delivery.deliveries} times, "
-                f"more than max_deliveries={self.max_deliveries} (nodes running it died or were "
-                "cut off)"
-            )
-            log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
-            return self.recorder.fail_batch(batch, "DeliveryLimit", reason, dead=True)
-        return batch
+        return None
 
     def _verdict(self, delivery: Delivery, entry: BatchEntry) -> tuple[str, str] | None:
         """Whether this node can run the batch's function (``worker.unrunnable``):
@@ -144,6 +172,15 @@ class Intake:
             return Completed(delivery, "", "", b"", 0, 0, dead_reason=message)
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
         return self.recorder.fail_batch(batch, "BadSignature", message, dead=True, signed=False)
+
+
+def _where(delivery: Delivery) -> tuple[str, dict[str, Any]]:
+    """The entry named for messages, and the job and batch it names for log lines."""
+    where = f"queue {delivery.queue.name} entry {delivery.entry_id.decode()}"
+    extra = _named(delivery)
+    if extra:
+        where += f" (job {extra['job']} batch {extra['batch']})"
+    return where, extra
 
 
 def _describe(value: Any) -> str:

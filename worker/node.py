@@ -218,6 +218,8 @@ class Node:
                     self._stopping()
                 self._feed.enforce_deadlines()
                 if not self._cold:
+                    for completed in self.scheduler.unpark():  # room in the decoded budget
+                        self._complete(completed)
                     self._feed.submit()
         finally:
             self._shutdown()

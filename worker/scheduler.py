@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.logs import batch_extra
 from worker.batches import Batch, Chunk, key
+from worker.budget import DecodedBudget
 from worker.child import ChunkResult, Retry
 from worker.guard import Guard
 from worker.intake import Intake
@@ -78,6 +79,8 @@ class Scheduler:
         self.retries = RetryHeap()
         #: the jobs of the stream batches held, and those of them found ended
         self.liveness = Liveness()
+        #: what the items of the batches held take decoded, and those waiting for room
+        self.budget = DecodedBudget(self.guard.max_decoded_bytes)
 
     # ----------------------------------------------------------------- intake
 
@@ -87,10 +90,35 @@ class Scheduler:
         taken = self.intake.take(delivery, time.monotonic() if now is None else now)
         if isinstance(taken, Completed):
             return taken
-        completed = self.admit(taken)
+        self.liveness.hold(taken)  # held: its job's liveness is checked from now on
+        if self.budget.parked or not self.budget.fits(taken):
+            self.budget.parked.append(taken)  # held, undecoded, until there is room
+            self.batches[key(taken.delivery)] = taken
+            return None
+        return self._open(taken)
+
+    def _open(self, batch: Batch) -> Completed | None:
+        """Decode the batch's items and cut it into chunks (its budget counted)."""
+        decoded = self.intake.decode(batch)
+        if isinstance(decoded, Completed):
+            return decoded
+        completed = self.admit(decoded)
         if completed is None:
-            self.liveness.hold(taken)  # held: its job's liveness is checked from now on
+            self.budget.count(decoded)
         return completed
+
+    def unpark(self) -> list[Completed]:
+        """Decode the batches waiting for the budget, as far as it has room."""
+        out = []
+        while self.budget.parked and self.budget.fits(self.budget.parked[0]):
+            batch = self.budget.parked.popleft()
+            if self.batches.get(key(batch.delivery)) is not batch or batch.let_go:
+                continue  # handed back, or let go, meanwhile
+            del self.batches[key(batch.delivery)]  # admit holds it again
+            completed = self._open(batch)
+            if completed is not None:
+                out.append(completed)
+        return out
 
     def admit(self, batch: Batch) -> Completed | None:
         """Take a batch whose entry and items are known: cut it into chunks.
@@ -116,6 +144,8 @@ class Scheduler:
         that a batch gives as many chunks as the last one did. So a node of
         large batches holds one at a time, not one per free slot."""
         backlog = len(self.pending) + len(self.suspects)
+        if self.budget.full():
+            return 0
         if backlog >= self.processes or len(self.batches) >= HELD_PER_PROCESS * self.processes:
             return 0
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
@@ -133,7 +163,7 @@ class Scheduler:
         gone = {id(b) for b in unstarted}
         self.pending = deque(c for c in self.pending if id(c.batch) not in gone)
         for batch in unstarted:
-            del self.batches[key(batch.delivery)]
+            self._forget(batch)
         return unstarted
 
     def take_waiting(self, after: float) -> list[Batch]:
@@ -148,7 +178,7 @@ class Scheduler:
         ]
         for batch in waiting:
             self.retries.drop(batch)
-            del self.batches[key(batch.delivery)]
+            self._forget(batch)
         return waiting
 
     def ended(self, jobs: Mapping[str, str]) -> list[Completed]:
@@ -200,10 +230,15 @@ class Scheduler:
 
     def release(self, delivery: Delivery) -> None:
         """The batch is recorded and acknowledged, or handed back: forget it."""
-        batch = self.batches.pop(key(delivery), None)
+        batch = self.batches.get(key(delivery))
         if batch is not None:
             self.retries.drop(batch)
-            self.liveness.release(batch)
+            self._forget(batch)
+
+    def _forget(self, batch: Batch) -> None:
+        del self.batches[key(batch.delivery)]
+        self.liveness.release(batch)
+        self.budget.uncount(batch)
 
     # ----------------------------------------------------------------- to the pool
 
