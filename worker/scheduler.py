@@ -90,12 +90,15 @@ class Scheduler:
         taken = self.intake.take(delivery, time.monotonic() if now is None else now)
         if isinstance(taken, Completed):
             return taken
-        self.liveness.hold(taken)  # held: its job's liveness is checked from now on
         if self.budget.parked or not self.budget.fits(taken):
             self.budget.parked.append(taken)  # held, undecoded, until there is room
             self.batches[key(taken.delivery)] = taken
+            self.liveness.hold(taken)
             return None
-        return self._open(taken)
+        completed = self._open(taken)
+        if completed is None:
+            self.liveness.hold(taken)  # held: its job's liveness is checked from now on
+        return completed
 
     def _open(self, batch: Batch) -> Completed | None:
         """Decode the batch's items and cut it into chunks (its budget counted)."""
@@ -117,6 +120,7 @@ class Scheduler:
             del self.batches[key(batch.delivery)]  # admit holds it again
             completed = self._open(batch)
             if completed is not None:
+                self.liveness.release(batch)  # not held after all
                 out.append(completed)
         return out
 
