@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, NamedTuple
 
+from taskfan.boundary import brief, reraise_interrupt
 from taskfan.outcomes import Outcome
 
 STDOUT = "-"
@@ -40,10 +41,11 @@ def outcome_line(outcome: Outcome) -> tuple[str, bool]:
     """
     try:
         return json.dumps(outcome_record(outcome), ensure_ascii=False, allow_nan=False), outcome.ok
-    except (TypeError, ValueError) as exc:
+    except BaseException as exc:  # TypeError, RecursionError, or what a dict subclass ran
+        reraise_interrupt(exc)
         error = {
             "type": "EncodeError",
-            "message": f"the result cannot be written as JSON: {exc}",
+            "message": f"the result cannot be written as JSON: {brief(exc)}",
             "traceback": "",
         }
         return json.dumps({"index": outcome.index, "ok": False, "error": error}), False

@@ -17,10 +17,12 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from producer import Client, Executor
+from producer.outputs import outcome_line
 from taskfan.codec import PICKLE
 from taskfan.errors import TaskFailed
 from taskfan.outcomes import Outcome, ResultEntry, encode_result, iter_outcomes
@@ -185,3 +187,18 @@ def test_item_by_item_keeps_limits_and_errors() -> None:
     assert second.error is not None and second.error.type == "TwoArgError"
     assert second.error.exception is None and second.error.retry_input == (41,)
     assert third.error is not None and third.error.type == "ResultTooLarge"
+
+
+class _ExitingDict(dict[str, int]):
+    def items(self) -> Any:
+        raise SystemExit("_ExitingDict.items exits")
+
+
+def test_cli_lines_of_values_json_cannot_write_are_errors() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for value in (deep, _ExitingDict(a=1), {1, 2}):
+        line, ok = outcome_line(Outcome(0, True, value))
+        record = json.loads(line)
+        assert not ok and record["error"]["type"] == "EncodeError", record
