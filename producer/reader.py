@@ -138,7 +138,10 @@ def values(job: Job, timeout: float | None) -> Iterator[Any]:
     where = f"job {job.id}"
     for entries, codec in in_order(job, timeout):
         if len(entries) == 1 and entries[0].failed == 0:
-            chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
+            try:
+                chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
+            except ProtocolError:  # a chunk that cannot be read: its items fail below
+                chunks = [None]
             whole = [chunk for chunk in chunks if chunk is not None]
             if len(whole) == len(chunks) and sum(map(len, whole)) == entries[0].count:
                 for chunk in whole:  # fast path: no Outcome per item

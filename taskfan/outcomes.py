@@ -249,12 +249,18 @@ def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outc
     """Decode a result entry into one Outcome per item, in entry order.
 
     Raises ProtocolError, naming ``where``, for an entry that is not what a node
-    writes (and nothing else: result entries come from Redis).
+    writes (and nothing else: result entries come from Redis). One chunk of an
+    entry that cannot be decoded (a node from before item-by-item encoding wrote
+    a value this reader cannot unpickle, or Redis holds changed bytes) fails
+    its own items only, as UnreadableResult, when the others tell how many it holds.
     """
     position = 0
     offsets = entry.offsets
-    for blob in entry.blobs:
-        values, failed, attempts = decode_chunk(blob, codec, where)
+    for i, blob in enumerate(entry.blobs):
+        try:
+            values, failed, attempts = decode_chunk(blob, codec, where)
+        except ProtocolError as exc:
+            values, failed, attempts = _unreadable(exc, entry, i, position, codec, where)
         for offset, value in enumerate(values):
             if offsets is not None and position >= len(offsets):
                 position += 1
@@ -271,6 +277,20 @@ def iter_outcomes(entry: ResultEntry, codec: Codec, where: str) -> Iterator[Outc
         raise ProtocolError(
             f"{where}: result entry holds {position} outcomes, expected {entry.count}"
         )
+
+
+def _unreadable(
+    exc: ProtocolError, entry: ResultEntry, i: int, position: int, codec: Codec, where: str
+) -> tuple[list[Any], dict[int, RemoteError], dict[int, int]]:
+    """Blob ``i`` of the entry as items that failed with ``exc``: as many as the
+    entry's count leaves after the other blobs; ``exc`` itself when that cannot
+    be told (another blob cannot be decoded either)."""
+    rest = sum(len(decode_chunk(blob, codec, where)[0]) for blob in entry.blobs[i + 1 :])
+    size = entry.count - position - rest
+    if size <= 0:
+        raise exc
+    error = RemoteError(UNREADABLE, f"this item's chunk of results cannot be read: {exc}", "")
+    return [None] * size, dict.fromkeys(range(size), error), {}
 
 
 def merged_outcomes(entries: Sequence[ResultEntry], codec: Codec, where: str) -> list[Outcome]:

@@ -24,7 +24,7 @@ import pytest
 from producer import Client, Executor
 from producer.outputs import outcome_line
 from taskfan.codec import PICKLE
-from taskfan.errors import TaskFailed
+from taskfan.errors import ProtocolError, TaskFailed
 from taskfan.outcomes import Outcome, ResultEntry, encode_result, iter_outcomes
 from tests import tasks
 from tests.conftest import StartWorker
@@ -202,3 +202,21 @@ def test_cli_lines_of_values_json_cannot_write_are_errors() -> None:
         line, ok = outcome_line(Outcome(0, True, value))
         record = json.loads(line)
         assert not ok and record["error"]["type"] == "EncodeError", record
+
+
+def test_a_chunk_an_older_node_wrote_in_one_piece_fails_only_its_items() -> None:
+    """Before item-by-item encoding, one unreadable value spoiled its chunk: the
+    chunk's items fail, the entry's other chunks read, and nothing raises."""
+    old = pickle.dumps([[1, tasks.RebuildRaises(2)], [], []], protocol=5)
+    good = pickle.dumps([[9], [], []], protocol=5)
+    for blobs, bad in (([old, good], [0, 1]), ([good, old], [1, 2])):
+        entry = ResultEntry.parse(encode_result(0, 3, 0, blobs), "test")
+        outcomes = list(iter_outcomes(entry, PICKLE, "test"))
+        assert [o.index for o in outcomes if not o.ok] == bad
+        assert [o.value for o in outcomes if o.ok] == [9]
+        error = outcomes[bad[0]].error
+        assert error is not None and error.type == "UnreadableResult"
+        assert "refuses to be unpickled" in error.message
+    both = ResultEntry.parse(encode_result(0, 4, 0, [old, old]), "test")
+    with pytest.raises(ProtocolError, match="cannot decode a chunk"):
+        list(iter_outcomes(both, PICKLE, "test"))
