@@ -187,11 +187,13 @@ def test_now_text_is_rqs_format() -> None:
         assert rqa.now_text(ts) == utcformat(datetime.fromtimestamp(ts, timezone.utc))
 
 
-def test_another_rq_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    rqa.check_version()
-    monkeypatch.setattr(rq, "__version__", "2.13.0")
-    with pytest.raises(ConfigError, match=r"rq==2\.12\.0.*rq 2\.13\.0 is installed"):
-        rqa.check_version()
+def test_rq_versions_outside_the_supported_range_are_refused() -> None:
+    rqa.check_version()  # the installed one
+    for fine in ("2.12.0", "2.13.1", "3.0.0", "3.7.2rc1"):
+        rqa.check_version(fine)
+    for version in ("2.11.9", "1.16.2", "4.0.0", "garbage"):
+        with pytest.raises(ConfigError, match=rf"rq 2\.12 up to 4\.0.*rq {version} is installed"):
+            rqa.check_version(version)
 
 
 # --------------------------------------------------------------------------- scripts

@@ -1,4 +1,4 @@
-"""Every touch of RQ's internals, in one package: RQ 2.12.0 exactly (pinned).
+"""Every touch of RQ's internals, in one package: RQ 2.12 and later 2.x, and RQ 3.x.
 
 A taskfan node drains RQ queues in batches (``worker.rq_source``) and must leave
 RQ's records exactly as RQ's own worker would: job hashes, ``Result`` streams,
@@ -11,7 +11,8 @@ call, which is what makes a node tens of times faster than RQ's own.
 
 Its modules, in the order a job meets them::
 
-  checks        the RQ pin, Redis 6.2+, the node's trust settings vs the serializer
+  checks        the RQ versions supported, Redis 6.2+, the node's trust settings vs the serializer
+  versions      what differs between RQ 2 and 3 (how get_current_job finds a job)
   keys          RQ's key names (the only place the adapter builds them)
   jobs          RqJob (a dequeued job), describe (supported or not), Outcome
   intermediate  dequeue.lua: queue -> intermediate list, + the job's fields;
@@ -38,7 +39,7 @@ change the pin, rerun those tests, adapt this package.
 """
 
 from worker.rq_adapter.checks import (
-    PINNED,
+    SUPPORTED,
     check_server,
     check_trust,
     check_version,
@@ -76,7 +77,7 @@ __all__ = [
     "FAILED",
     "FETCHED",
     "OK",
-    "PINNED",
+    "SUPPORTED",
     "RETRY",
     "RUN_JOB",
     "SCRIPT_JOBS",

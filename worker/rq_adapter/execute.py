@@ -23,7 +23,7 @@ from typing import Any
 
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.exceptions import DeserializationError
-from rq.job import Job, Retry, _job_stack
+from rq.job import Job, Retry
 from rq.queue import Queue
 from rq.serializers import Serializer, resolve_serializer
 from rq.timeouts import JobTimeoutException
@@ -32,6 +32,7 @@ from rq.utils import import_attribute, parse_timeout
 from taskfan.errors import FunctionNotAllowed
 from taskfan.refs import module_allowed
 from worker.rq_adapter.jobs import CHILD_FIELDS, FAILED, OK, RETRY
+from worker.rq_adapter.versions import enter_job
 
 #: what the pool runs for each RQ job (re-exported by the package: a stable name)
 RUN_JOB = "worker.rq_adapter:run_job"
@@ -160,17 +161,14 @@ def run_job(item: tuple[Any, ...]) -> tuple[Any, ...]:
         # converts to an enum, raising and catching a ValueError for a function.)
         if _raw_getsignal(signal.SIGALRM) is not _on_alarm:
             signal.signal(signal.SIGALRM, _on_alarm)
-        # get_current_job() reads the top of RQ's _job_stack. The list push returns
-        # is popped directly: LocalStack.pop would release it when it empties, and
-        # each job would build it anew.
-        stack = _job_stack.push(_CurrentJob(job_id, values, ser))
+        leave = enter_job(_CurrentJob(job_id, values, ser))  # for rq.get_current_job()
         started = time.time()
         signal.alarm(_timeout)
         try:
             value = _execute(values[0], ser, allow)
         finally:
             signal.alarm(0)
-            stack.pop()
+            leave()
         ended = time.time()
     except BaseException:  # as RQ: whatever the job raised, SystemExit included
         ended = time.time()
