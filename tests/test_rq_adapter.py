@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-import rq
 from rq import Callback, Queue, Retry, get_current_job
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.job import Job
