@@ -18,11 +18,13 @@ RQ_MAJOR = int(rq.__version__.split(".")[0])
 
 def enter_job(job: Any) -> Callable[[], None]:
     """Make ``job`` what ``rq.get_current_job()`` returns; call the result to undo it."""
-    current = getattr(rq.job, "_current_job", None)
+    names = vars(rq.job)  # either name is missing in the other major, for mypy too
+    current = names.get("_current_job")
     if current is not None:  # RQ 3
         token = current.set(job)
         return lambda: current.reset(token)
     # RQ 2. The list push returns is popped directly: LocalStack.pop would release
     # it when it empties, and each job would build it anew.
-    stack = rq.job._job_stack.push(job)  # type: ignore[attr-defined]
-    return stack.pop  # type: ignore[no-any-return]
+    stack = names["_job_stack"].push(job)
+    pop: Callable[[], None] = stack.pop
+    return pop
