@@ -11,8 +11,9 @@ call, which is what makes a node tens of times faster than RQ's own.
 
 Its modules, in the order a job meets them::
 
-  checks        the RQ versions supported, Redis 6.2+, the node's trust settings vs the serializer
-  versions      what differs between RQ 2 and 3 (how get_current_job finds a job)
+  versions      the RQ versions supported (RQ missing: one clear line), and what
+                differs between RQ 2 and 3
+  checks        Redis 6.2+, the node's trust settings vs the serializer
   keys          RQ's key names (the only place the adapter builds them)
   jobs          RqJob (a dequeued job), describe (supported or not), Outcome
   intermediate  dequeue.lua: queue -> intermediate list, + the job's fields;
@@ -34,18 +35,18 @@ Two paths record an outcome:
   node, so it is RQ's code that writes.
 
 ``tests/test_rq_contract.py`` runs the same jobs through RQ's ``SimpleWorker``
-and through a node and compares what each leaves in Redis. Upgrading RQ means:
-change the pin, rerun those tests, adapt this package.
+and through a node and compares what each leaves in Redis; CI runs them against
+RQ 2 and RQ 3. Supporting a new RQ means: widen ``versions.SUPPORTED`` and the
+``rq`` extra in pyproject.toml, rerun those tests with it, put what differs in
+``versions``.
 """
 
-from worker.rq_adapter.checks import (
-    SUPPORTED,
-    check_server,
-    check_trust,
-    check_version,
-    serializer,
-    unpickles,
-)
+# First: without RQ, or with one outside the supported range, a clear error before
+# any other module imports RQ.
+from worker.rq_adapter.versions import RQ_MAJOR, SUPPORTED, check_version
+
+# isort: split
+from worker.rq_adapter.checks import check_server, check_trust, serializer, unpickles
 from worker.rq_adapter.clock import now_text
 from worker.rq_adapter.execute import RUN_JOB, run_job
 from worker.rq_adapter.intermediate import (
@@ -78,6 +79,7 @@ __all__ = [
     "FETCHED",
     "OK",
     "RETRY",
+    "RQ_MAJOR",
     "RUN_JOB",
     "SCRIPT_JOBS",
     "SUPPORTED",

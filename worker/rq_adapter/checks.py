@@ -1,36 +1,17 @@
-"""What a node checks before it drains RQ queues: an RQ version the adapter is
-written for, a Redis that has what RQ needs, the node's security settings
-against the queues' serializer; and that serializer, resolved as RQ does."""
+"""What a node checks before it drains RQ queues (besides the RQ version, which
+``versions`` checks as the package loads): a Redis that has what RQ needs, the
+node's security settings against the queues' serializer; and that serializer,
+resolved as RQ does."""
 
 from __future__ import annotations
 
 import pickle
 
 import redis
-import rq
 from rq.serializers import DefaultSerializer, JSONSerializer, Serializer, resolve_serializer
 
 from taskfan.boundary import brief, reraise_interrupt
 from taskfan.errors import ConfigError
-
-# The releases the adapter and its contract tests (tests/test_rq_contract.py) were
-# written for: from this one up to, not including, the next major. Keep it in step
-# with the `rq` extra in pyproject.toml.
-SUPPORTED = ((2, 12), (4, 0))
-
-
-def check_version(version: str | None = None) -> None:
-    version = rq.__version__ if version is None else version
-    try:
-        found = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        found = (0, 0)
-    low, high = SUPPORTED
-    if not low <= found < high:
-        raise ConfigError(
-            f"taskfan's RQ adapter supports rq {low[0]}.{low[1]} up to {high[0]}.0 (not "
-            f"included), but rq {version} is installed: pip install 'taskfan[rq]'"
-        )
 
 
 def check_trust(
