@@ -8,8 +8,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,25 +81,40 @@ def gzip_bomb(path: Path, line: bytes) -> None:
     assert path.stat().st_size < 2 * MiB
 
 
+#: Runs ``argv[2:]`` and writes its peak resident memory (bytes) to ``argv[1]``. A
+#: process's ru_maxrss starts from the high-water mark of the process that forked
+#: it (the kernel keeps it across exec), so measuring a child of this test process
+#: would report pytest's own peak; a small launcher in between reports the child's.
+MEASURE = (
+    "import os, sys\n"
+    "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "with open(sys.argv[1], 'w') as f: f.write(str(usage.ru_maxrss * 1024))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def measured(command: list[str], rss_path: Path) -> list[str]:
+    """``command`` under the MEASURE launcher, which writes its peak RSS to ``rss_path``."""
+    return [sys.executable, "-c", MEASURE, str(rss_path), *command]
+
+
 def run_measured(args: list[str], err_path: Path, timeout: float = 120) -> tuple[int, str, int]:
-    """Run ``taskfan ARGS``: its exit code, stderr, and peak resident memory in bytes
-    (from wait4, which reports this child's own usage)."""
+    """Run ``taskfan ARGS``: its exit code, stderr, and peak resident memory in bytes."""
+    rss_path = err_path.with_suffix(".rss")
     with err_path.open("w+b") as err:
         child = subprocess.Popen(
-            taskfan(*args), cwd=REPO, env=clean_environ(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err,
+            measured(taskfan(*args), rss_path), cwd=REPO, env=clean_environ(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        while pid == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid == 0:
-            child.kill()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             pytest.fail(f"taskfan {' '.join(args)} still ran after {timeout}s")
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, err_path.read_text(), usage.ru_maxrss * 1024
+    return child.returncode, err_path.read_text(), int(rss_path.read_text())
 
 
 @pytest.mark.parametrize(
@@ -135,11 +151,12 @@ def test_taskfan_run_stops_at_the_bomb_and_stops_its_worker(redis_url: str, tmp_
 
 def test_a_line_from_stdin_is_capped_too(redis_url: str, tmp_path: Path) -> None:
     """``zcat bomb.gz | taskfan enqueue -i -``: stdin is read a line at a time, capped."""
-    err_path = tmp_path / "stderr"
+    err_path, rss_path = tmp_path / "stderr", tmp_path / "rss"
     with err_path.open("w+b") as err:
+        command = taskfan("enqueue", "tests.tasks:identity", "-i", "-", "--format", "lines",
+                          "--max-item-bytes", "1M", "--redis-url", redis_url)  # fmt: skip
         child = subprocess.Popen(
-            taskfan("enqueue", "tests.tasks:identity", "-i", "-", "--format", "lines",
-                    "--max-item-bytes", "1M", "--redis-url", redis_url),
+            measured(command, rss_path),
             cwd=REPO, env=clean_environ(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=err,
         )  # fmt: skip
@@ -152,11 +169,10 @@ def test_a_line_from_stdin_is_capped_too(redis_url: str, tmp_path: Path) -> None
             child.stdin.close()
         except BrokenPipeError:
             pass
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child.wait(120)
     assert child.returncode == 2
     assert err_path.read_text().startswith("Error: <stdin>:2: line longer than 1048576 bytes")
-    assert usage.ru_maxrss * 1024 < MAX_RSS
+    assert int(rss_path.read_text()) < MAX_RSS
 
 
 def test_a_secret_file_is_read_only_up_to_its_limit(tmp_path: Path) -> None:
