@@ -55,15 +55,18 @@ class LeaseKeeper:
             raise JobAbandoned(self.job.id)
 
     def _run(self) -> None:
+        # The meta was written with a whole lease: the first renewal is due a third in.
         interval = self.seconds / 3
-        while not self._stop.is_set():
+        wait = interval
+        while not self._stop.wait(wait):
             try:
                 code = scripts.renew_lease(self.client, self.job, self.seconds)
             except (redis.RedisError, OSError) as exc:
                 # Redis away: try again soon; the lease has two more thirds to go.
                 log.warning("job %s: renewing its enqueue lease failed: %s", self.job.id, exc)
-                self._stop.wait(min(1.0, interval))
+                wait = min(1.0, interval)
                 continue
+            wait = interval
             if code == scripts.JOB_ABANDONED:
                 self.abandoned = True
                 log.warning(
@@ -74,7 +77,6 @@ class LeaseKeeper:
                 return
             if code != 1:
                 return  # sealed, ended or gone: nothing left to keep alive
-            self._stop.wait(interval)
 
 
 def settle(client: Any, meta: JobMeta, reread: Any) -> JobMeta:
