@@ -256,3 +256,20 @@ def test_rq_suspend_holds_the_node_back(r: redis.Redis, start_worker: StartWorke
 def test_a_node_with_a_secret_refuses_pickled_rq_queues(redis_url: str) -> None:
     env = {"TASKFAN_SECRET": "s3cret-s3cret-s3cret"}
     assert_refused(redis_url, says="RQ jobs are not signed", env=env)
+
+
+def test_rq_jobs_that_exit_fail_alone(r: redis.Redis, start_worker: StartWorker) -> None:
+    """sys.exit() in an RQ job, or a return value whose pickling raises SystemExit,
+    is that job's outcome; the node drains the rest and exits 0."""
+    queue = Queue("hostile", connection=r)
+    exits = queue.enqueue(tasks.hostile, tasks.SYS_EXIT)
+    unpicklable = queue.enqueue(tasks.hostile, tasks.PICKLE_EXITS)
+    fine = [queue.enqueue(tasks.hostile, i) for i in range(3)]
+    node = rq_node(start_worker, "hostile", args=["--burst"], processes=1)
+    assert node.wait(timeout=60) == 0, node.log()
+    assert status(r, exits.id) == JobStatus.FAILED
+    (failed,) = results(r, exits.id)
+    assert failed.exc_string is not None and "SystemExit" in failed.exc_string
+    assert status(r, unpicklable.id) == JobStatus.FINISHED  # as RQ: a placeholder value
+    assert "Unserializable" in str(Job.fetch(unpicklable.id, connection=r).return_value())
+    assert [Job.fetch(j.id, connection=r).return_value() for j in fine] == [0, 1, 4]
