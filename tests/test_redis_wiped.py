@@ -83,3 +83,36 @@ def test_a_node_serves_new_jobs_after_redis_restarts_empty(
     finally:
         node.close()
         r.close()
+
+
+def test_an_rq_node_serves_new_jobs_after_redis_restarts_empty(
+    volatile_redis: VolatileRedis,
+) -> None:
+    """The RQ source after the same outage: its worker registration is gone with
+    the data, and RQ's scripts with the server."""
+    from rq import Queue, Worker  # the RQ adapter's optional dependency
+    from rq.job import JobStatus
+
+    from tests import rq_tasks
+
+    url = volatile_redis.url
+    node = WorkerProcess(url, "--rq-queue", "q", queue=None, processes=1, env=ENV)
+    r = redis.Redis.from_url(url)
+    try:
+        first = Queue("q", connection=r).enqueue(rq_tasks.double, 1)
+        wait_until(lambda: first.get_status(refresh=True) == JobStatus.FINISHED, timeout=30,
+                   message=node.log)  # fmt: skip
+        volatile_redis.outage(1.0)
+        back = time.monotonic()
+        job = Queue("q", connection=r).enqueue(rq_tasks.double, 5)
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=RECOVERY,
+                   message=node.log)  # fmt: skip
+        assert time.monotonic() - back < RECOVERY
+        assert job.return_value() == 10
+        # Its RQ worker registration comes back with its heartbeat.
+        wait_until(lambda: Worker.all(connection=r), timeout=10, message=node.log)
+        assert "Traceback" not in node.log(), node.log()
+        assert node.proc.poll() is None
+    finally:
+        node.close()
+        r.close()
