@@ -34,6 +34,7 @@ from producer.lease import LeaseKeeper, lease_field
 from producer.reader import FETCH, fetch
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
+from taskfan.boundary import reraise_interrupt
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
     BrokerUnavailable,
@@ -66,7 +67,11 @@ def raise_original(failed: TaskFailed) -> BaseException:
     if failed.exception is None:
         return failed
     exc = failed.exception
-    exc.__cause__ = _RemoteTraceback(f'\n"""\n{failed.traceback}"""')
+    try:
+        exc.__cause__ = _RemoteTraceback(f'\n"""\n{failed.traceback}"""')
+    except BaseException as error:  # its class's own __setattr__ ran
+        reraise_interrupt(error)
+        return failed
     return exc
 
 

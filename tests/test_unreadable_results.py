@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from producer import Client, Executor
+from producer.executor import raise_original
 from producer.outputs import outcome_line
 from taskfan.codec import PICKLE
 from taskfan.errors import ProtocolError, TaskFailed
@@ -220,3 +221,14 @@ def test_a_chunk_an_older_node_wrote_in_one_piece_fails_only_its_items() -> None
     both = ResultEntry.parse(encode_result(0, 4, 0, [old, old]), "test")
     with pytest.raises(ProtocolError, match="cannot decode a chunk"):
         list(iter_outcomes(both, PICKLE, "test"))
+
+
+class _LockedError(Exception):
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise SystemExit("_LockedError takes no attributes")
+
+
+def test_the_executor_raises_task_failed_for_an_exception_it_cannot_chain() -> None:
+    """Raising the remote exception itself sets its __cause__: its class may refuse."""
+    failed = TaskFailed("j", 3, "_LockedError", "m", "tb", _LockedError("m"))
+    assert raise_original(failed) is failed
