@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 from typing import Any, cast
 
 import fakeredis
@@ -240,3 +241,21 @@ def test_a_node_dead_letters_raw_entries_with_absurd_options_and_keeps_serving(
     assert list(client.map(tasks.square, range(4)).results(timeout=60)) == [0, 1, 4, 9]
     assert worker.proc.poll() is None, worker.log()
     assert "Traceback" not in worker.log()
+
+
+def test_the_node_loop_waits_at_most_its_cap_whatever_deadline_a_value_made(
+    r: redis.Redis,
+) -> None:
+    """SimpleQueue.get(timeout=1e10) raises OverflowError: the loop's wait is capped."""
+    from taskfan.settings import Settings
+    from worker.node import Node
+
+    node = Node(Settings(processes=1), client=r)
+    chunk = Chunk(_batch(TaskOptions()), 0, 1)
+    chunk.deadline = time.monotonic() + 1e300
+    node.scheduler.in_pool.add(chunk)
+    assert node._until_next_deadline() == bounds.MAX_LOOP_WAIT
+    chunk.deadline = math.nan
+    assert node._until_next_deadline() == 0.0
+    node.scheduler.in_pool.clear()
+    assert node._until_next_deadline() is None  # nothing due: an event wakes it

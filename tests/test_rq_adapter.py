@@ -91,6 +91,15 @@ def test_the_timeout_is_rqs(r: redis.Redis) -> None:
     )
 
 
+def test_a_timeout_too_large_for_the_alarm_is_capped_not_an_overflow(r: redis.Redis) -> None:
+    """signal.alarm takes a C int: RQ's own worker would raise OverflowError for
+    10**10 seconds. The job runs (any limit past 68 years is as good as none)."""
+    job = Queue(QUEUE, connection=r).enqueue(rq_tasks.echo, 7, job_timeout=10**10)
+    assert value(run(r, job)) == 7
+    again = Queue(QUEUE, connection=r).enqueue(rq_tasks.echo, 8)
+    assert value(run(r, again)) == 8  # nothing of the first job is left behind
+
+
 def test_a_returned_retry_travels_as_plain_data(r: redis.Redis) -> None:
     outcome = run(r, Queue(QUEUE, connection=r).enqueue(rq_tasks.always_retry))
     assert outcome.kind == rqa.RETRY

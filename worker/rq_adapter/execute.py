@@ -86,8 +86,14 @@ _timeouts: dict[Any, int] = {}
 _timeout: int = 0
 
 
+#: the most signal.alarm takes (a C int); a longer timeout is as good as none
+_MAX_ALARM = 2**31 - 1
+
+
 def _parse_timeout(field: Any) -> int:
-    seconds = _timeouts[field] = parse_timeout(field) or Queue.DEFAULT_TIMEOUT
+    seconds = parse_timeout(field) or Queue.DEFAULT_TIMEOUT
+    # Capped: a job hash anyone wrote must not overflow the alarm (taskfan.bounds).
+    seconds = _timeouts[field] = min(seconds, _MAX_ALARM)
     return seconds
 
 
