@@ -34,7 +34,7 @@ from producer.lease import LeaseKeeper, lease_field
 from producer.reader import FETCH, fetch
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
-from taskfan.boundary import reraise_interrupt
+from taskfan.boundary import message, reraise_interrupt, type_name
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
     BrokerUnavailable,
@@ -198,8 +198,9 @@ class Executor(concurrent.futures.Executor):
             except (JobNotFound, TaskfanError) as exc:
                 self._fail_all(exc)
                 return
-            except Exception as exc:  # never leave futures pending for good
-                self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {exc!r}"))
+            except BaseException as exc:  # never leave futures pending for good
+                text = f"{type_name(exc)}: {message(exc)}"
+                self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {text}"))
                 return
 
     def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:

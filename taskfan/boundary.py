@@ -14,11 +14,13 @@ whatever the exception does. ``tests/test_boundary.py`` checks that no
 ``except Exception`` guards such a call. In a pool process, which ignores
 SIGINT, and in a node, which handles it, a KeyboardInterrupt can only come from
 the user's code: it is caught like the rest. A reader (``Job``, the CLI) lets a
-KeyboardInterrupt through (``reraise_interrupt``): there it is the user's Ctrl-C.
+KeyboardInterrupt through in its main thread (``reraise_interrupt``): there it
+may be the user's Ctrl-C.
 """
 
 from __future__ import annotations
 
+import threading
 import traceback
 from typing import NamedTuple
 
@@ -78,6 +80,8 @@ def describe(exc: BaseException) -> Failure:
 
 
 def reraise_interrupt(exc: BaseException) -> None:
-    """For readers: re-raise a KeyboardInterrupt (the user's Ctrl-C), else return."""
-    if isinstance(exc, KeyboardInterrupt):
+    """For readers: re-raise a KeyboardInterrupt caught in the main thread (the
+    user's Ctrl-C lands there), else return. In any other thread only the user's
+    code can have raised it: it is data like the rest."""
+    if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
         raise exc

@@ -419,3 +419,20 @@ class ExitsWhenUnpickledTwice:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_second_load, (self.x, self.loads + 1))
+
+
+def _interrupt() -> Any:
+    raise KeyboardInterrupt
+
+
+class InterruptsWhenRead:
+    """A value whose unpickling raises KeyboardInterrupt (where it is read). Not
+    in HOSTILE: a reader's main thread lets a KeyboardInterrupt through."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_interrupt, ())
+
+
+def interrupts_when_read(x: int) -> Any:
+    """InterruptsWhenRead for a negative x, else x * x."""
+    return InterruptsWhenRead() if x < 0 else x * x

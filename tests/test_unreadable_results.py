@@ -232,3 +232,18 @@ def test_the_executor_raises_task_failed_for_an_exception_it_cannot_chain() -> N
     """Raising the remote exception itself sets its __cause__: its class may refuse."""
     failed = TaskFailed("j", 3, "_LockedError", "m", "tb", _LockedError("m"))
     assert raise_original(failed) is failed
+
+
+def test_a_keyboard_interrupt_from_a_value_fails_one_future_in_the_collector(
+    start_worker: StartWorker, client: Client
+) -> None:
+    """Outside the main thread no Ctrl-C lands: a KeyboardInterrupt there is the
+    value's own, and fails its future alone (it once stopped the collector)."""
+    start_worker(processes=1)
+    with Executor(client) as executor:
+        futures = [executor.submit(tasks.interrupts_when_read, x) for x in (2, -1, 3)]
+        assert futures[0].result(timeout=60) == 4
+        error = futures[1].exception(timeout=60)
+        assert isinstance(error, TaskFailed) and error.type_name == "UnreadableResult", error
+        assert "KeyboardInterrupt" in error.message
+        assert futures[2].result(timeout=60) == 9

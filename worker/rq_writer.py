@@ -100,7 +100,7 @@ class RqWriter:
                         backoff.delay,
                         exc,
                     )
-                except Exception:
+                except BaseException:  # RQ re-pickles a job's value: the user's code runs
                     log.exception("recording RQ jobs failed; they are left to RQ's cleanup")
                     self._forget(op)
                     break
