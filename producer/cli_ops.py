@@ -120,7 +120,7 @@ def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
         "ramp_max": meta.ramp_max or None,
         "chunksize": meta.chunksize or "auto",
         "result_ttl": meta.result_ttl,
-        "retry_rounds": meta.retry_round,
+        "retry_rounds": meta.rounds,
         "options": {
             "timeout": options.timeout,
             "hard_timeout": options.hard_timeout,

@@ -72,6 +72,8 @@ class JobMeta:
     #: with automatic sizes (batch_size 0), the largest batch the ramp 1, 2, 4, ...
     #: grows to; 0: not recorded (a fixed size, or a job from an older release)
     ramp_max: int = 0
+    #: how many retry rounds opened (round numbers may skip: see ``retry_round``)
+    rounds: int = 0
     #: batch index -> the results fields of its retries ("<index>.<round>"), in round order
     overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     #: while enqueuing, until when (the server's clock) its producer's lease runs
@@ -153,6 +155,13 @@ class JobMeta:
             retry_round=num(b"retry_round"),
             retry_batches=num(b"retry_batches"),
             ramp_max=num(b"ramp_max"),
+            rounds=sum(
+                1
+                for name in fields
+                if name.startswith(b"round:")
+                and name[6:].isdigit()
+                and int(name[6:]) <= num(b"retry_round")
+            ),
             overlays=_overlays(fields, num(b"retry_round"), where),
             lease_until=num(b"lease_until", float) if fields.get(b"lease_until") else None,
         )

@@ -20,6 +20,7 @@ import redis
 
 from producer import Client, deadletters
 from producer.job import Job
+from taskfan import scripts
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
 from tests import tasks
@@ -162,3 +163,28 @@ def test_a_requeue_cut_at_any_round_trip_leaves_the_job_whole(
             break
         at += 1
     assert at > 3, at
+
+
+def test_rounds_prepared_together_open_once_and_the_other_is_void(
+    client: Client, r: redis.Redis
+) -> None:
+    """Two retries of one job at once (or a retry run again after a crash): the
+    first round to open wins, the other never opens and its results are dropped."""
+    job = client.map(tasks.square, [1, 2, 3], batch_size=3)  # no node: nothing runs
+    r.hset(job.keys.meta, mapping={"state": "finished", "failed": 3, "batches_done": 1})
+    first = scripts.prepare_retry_round(r, job.keys, 3, 1, "[0]")
+    second = scripts.prepare_retry_round(r, job.keys, 3, 1, "[0]")
+    assert (first, second) == (1, 2)
+    assert job.meta().failed == 3  # prepared: nothing changed yet
+    # A node records the second round's entry before its producer opened it.
+    assert scripts.record_batch(r, job.keys, "0.2", b"entry", 3, 0, 0.0) == scripts.RECORDED
+    assert scripts.open_round(r, job.keys, second) == second  # the producer, late: the same
+    assert scripts.open_round(r, job.keys, first) == 0  # void
+    assert scripts.record_batch(r, job.keys, "0.1", b"entry", 3, 0, 0.0) == scripts.ROUND_VOID
+    meta = job.meta()
+    assert (meta.retry_round, meta.rounds, meta.overlays) == (2, 1, {0: ("0.2",)})
+    assert (meta.ok, meta.failed, meta.state.value) == (3, 0, "finished")
+    fields: Any = r.hkeys(job.keys.meta)
+    assert not [f for f in fields if f.startswith(b"prep:")]
+    # A third round numbers past both.
+    assert scripts.prepare_retry_round(r, job.keys, 1, 1, "[0]") == 3
