@@ -156,3 +156,16 @@ def test_a_node_holds_no_more_decoded_items_than_its_budget(
     grown = _peak_rss(worker.pid) - baseline
     wait_until(lambda: worker.proc.poll() is None, timeout=1)
     assert grown < 64 * MiB, f"the node's peak grew by {grown / MiB:.0f} MiB"
+
+
+def test_a_waiting_batch_whose_job_ended_is_let_go_and_stops_blocking_reads() -> None:
+    s = _scheduler(600 * 1024)
+    items: list[list[int]] = [[] for _ in range(2_500)]
+    assert s.accept(_delivery(0, items)) is None
+    assert s.accept(_delivery(1, items, job_id="fedcba9876543210")) is None
+    assert s.budget.full()  # the second waits for room: read nothing more
+    (completed,) = s.ended({"fedcba9876543210": "the job was cancelled"})
+    assert completed.delivery.entry_id == b"1-1" and completed.skipped
+    s.release(completed.delivery)
+    assert s.unpark() == [] and not s.budget.parked
+    assert not s.budget.full()  # though batch 0 still holds most of the budget

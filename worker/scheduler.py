@@ -113,10 +113,14 @@ class Scheduler:
     def unpark(self) -> list[Completed]:
         """Decode the batches waiting for the budget, as far as it has room."""
         out = []
-        while self.budget.parked and self.budget.fits(self.budget.parked[0]):
-            batch = self.budget.parked.popleft()
-            if self.batches.get(key(batch.delivery)) is not batch or batch.let_go:
-                continue  # handed back, or let go, meanwhile
+        while self.budget.parked:
+            batch = self.budget.parked[0]
+            gone = self.batches.get(key(batch.delivery)) is not batch or batch.let_go
+            if not gone and not self.budget.fits(batch):
+                break
+            self.budget.parked.popleft()
+            if gone:
+                continue  # handed back, or let go (its job ended), meanwhile
             del self.batches[key(batch.delivery)]  # admit holds it again
             completed = self._open(batch)
             if completed is not None:
