@@ -85,7 +85,9 @@ def test_a_node_that_cannot_run_a_function_hands_its_batches_to_one_that_can(
     log = bad.log()
     assert log.count(f"cannot run {FN}") == 1 and why in log
     (bad_id,) = cannot_run(r)
-    assert int(record(r, bad_id)["batches_given_back"]) > 0
+    # ... each batch about once or twice, not in a loop of reclaiming its own
+    # hand-backs (a read of nothing it can run pauses its reads for a heartbeat).
+    assert 0 < int(record(r, bad_id)["batches_given_back"]) < 200
     # No delivery was used up by handing back: nothing was dead-lettered.
     assert r.xlen(QueueKeys("default").dead) == 0
     shown = invoke("nodes", "--redis-url", redis_url)

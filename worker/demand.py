@@ -32,12 +32,27 @@ class Demand:
         #: the last read found nothing, and nothing was held (an RQ-only node: no
         #: taskfan queue to read)
         self._last_read_empty = not settings.queues
+        #: until when (monotonic seconds) the taskfan queues are not read: the
+        #: last read held only batches this node cannot run (``worker.unrunnable``)
+        self.paused_until: float | None = None
 
-    def ask(self, stopping: bool) -> None:
+    def pause(self, now: float) -> None:
+        """Read the taskfan queues again only after a heartbeat interval: every
+        batch of the last read went back (functions this node cannot run), and
+        reading again at once would take them back only to hand them back."""
+        self.paused_until = now + self.settings.heartbeat_interval
+
+    def ask(self, stopping: bool, now: float = 0.0) -> None:
         """Ask the readers for as many batches as the scheduler wants, if any."""
         rq_reading = self._rq is None or self._rq.reading
         if (self._reading and rq_reading) or stopping:
             return
+        if self.paused_until is not None:
+            if now < self.paused_until:
+                if self._rq is not None:
+                    self._rq.request(self.scheduler.batches_wanted())
+                return
+            self.paused_until = None
         want = self.scheduler.batches_wanted()
         if not want:
             return

@@ -211,7 +211,7 @@ class Node:
             self._threads.append(thread)
         try:
             while not self._finished():
-                self._demand.ask(stopping=self._stop.is_set())
+                self._demand.ask(stopping=self._stop.is_set(), now=time.monotonic())
                 with contextlib.suppress(queue.Empty):
                     self._handle(self.events.get(timeout=self._until_next_deadline()))
                 if self._stop.is_set():
@@ -269,8 +269,11 @@ class Node:
         kind = event[0]
         if kind == "read":
             self._demand.read(found=bool(event[1]))
+            given_back = sum(self.stats.given_back.values())
             for delivery in event[1]:
                 self._accept(delivery)
+            if event[1] and sum(self.stats.given_back.values()) - given_back == len(event[1]):
+                self._demand.pause(time.monotonic())  # all of it is for other nodes
         elif kind == "done":
             self._feed.done(event[1], event[2])
         elif kind == "written":
@@ -314,7 +317,12 @@ class Node:
         scheduler = self.scheduler
         deadlines = [
             d
-            for d in (scheduler.next_deadline(), scheduler.next_retry(), self._stop_by)
+            for d in (
+                scheduler.next_deadline(),
+                scheduler.next_retry(),
+                self._stop_by,
+                self._demand.paused_until,
+            )
             if d is not None
         ]
         if not deadlines:
