@@ -436,3 +436,15 @@ class InterruptsWhenRead:
 def interrupts_when_read(x: int) -> Any:
     """InterruptsWhenRead for a negative x, else x * x."""
     return InterruptsWhenRead() if x < 0 else x * x
+
+
+def _raise_exiting_str() -> Any:
+    raise ExitingStrError("raised while the node unpickles the batch")
+
+
+class ExitingStrWhenRead:
+    """An input whose unpickling (on the node) raises ExitingStrError, an
+    exception whose __str__ raises SystemExit."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_raise_exiting_str, ())

@@ -134,3 +134,17 @@ def test_an_input_whose_unpickling_exits_in_the_pool_fails_alone(
     assert bad is not None and "could not be unpickled in the pool process" in bad.message, bad
     assert "SystemExit" in bad.message
     assert node.proc.poll() is None
+
+
+def test_a_payload_whose_unpickling_raises_an_unprintable_error_is_dead_lettered(
+    start_worker: StartWorker, client: Client
+) -> None:
+    """Naming the error in the dead letter's reason printed it: SystemExit."""
+    node = start_worker(processes=1)
+    job = client.map(tasks.identity, [1, tasks.ExitingStrWhenRead()], batch_size=2)
+    assert job.wait(timeout=30), node.log()
+    first, second = job.outcomes()
+    assert first.error is not None and first.error.type == "BadBatch"
+    assert second.error is not None and second.error.type == "BadBatch"
+    assert "ExitingStrError <exception str() failed: SystemExit>" in first.error.message
+    assert node.proc.poll() is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from taskfan.boundary import brief
 from taskfan.codec import get_codec
 from taskfan.errors import ProtocolError
 from taskfan.limits import decoded_size
@@ -117,10 +118,12 @@ class Intake:
                 raise ProtocolError(
                     f"payload holds {_describe(items)}, expected {entry.count} items"
                 )
-        except (
-            BaseException
-        ) as exc:  # a bad payload (its unpickling runs its code) fails its items, never the node
-            reason = f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {exc}"
+        except BaseException as exc:  # a bad payload fails its items, never the node
+            # (unpickling runs the payload's code: it may raise SystemExit, or an
+            # exception whose __str__ raises)
+            reason = (
+                f"job {entry.job_id} batch {entry.index}: cannot decode the batch: {brief(exc)}"
+            )
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, "BadBatch", reason, dead=True)
         batch.items = items
