@@ -61,6 +61,46 @@ def _offenders() -> list[str]:
     return found
 
 
+def _prints(handler: ast.ExceptHandler) -> list[int]:
+    """Lines where a handler prints what it caught itself: ``str(exc)``,
+    ``repr(exc)`` or ``f"{exc}"`` (taskfan.boundary's brief/describe never raise)."""
+    name = handler.name
+    lines = []
+    for node in ast.walk(ast.Module(body=handler.body, type_ignores=[])):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("str", "repr")
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == name
+        ) or (
+            isinstance(node, ast.FormattedValue)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == name
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_what_a_boundary_caught_is_printed_only_by_the_boundary_helpers() -> None:
+    """An exception caught as BaseException may be the user's: its __str__ may raise."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ExceptHandler) and node.name and _catches_base(node):
+                    where = path.relative_to(ROOT)
+                    found += [f"{where}:{line}: prints {node.name}" for line in _prints(node)]
+    assert found == []
+
+
+def _catches_base(handler: ast.ExceptHandler) -> bool:
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(k, ast.Name) and k.id == "BaseException" for k in kinds)
+
+
 def test_no_except_exception_guards_a_call_into_user_code() -> None:
     """Catch BaseException there (see taskfan.boundary), not Exception."""
     assert _offenders() == []
