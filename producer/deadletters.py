@@ -185,7 +185,7 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
 _REFUSED = {
     0: "another retry round opened meanwhile; try again",
     -1: "the job no longer exists",
-    -2: "the job was cancelled",
+    -2: "the job was cancelled or abandoned",
     -3: "the job is still being enqueued; try again once it is sealed",
 }
 
@@ -236,8 +236,8 @@ def _check_still_failed(
     r: RedisClient, meta: JobMeta, entry: BatchEntry, dead: DeadLetter, where: str
 ) -> None:
     """Every item of the entry must stand failed with the dead letter's reason."""
-    if meta.state is JobState.CANCELLED:
-        raise TaskfanError(f"{where}: the job was cancelled")
+    if meta.state in (JobState.CANCELLED, JobState.ABANDONED):
+        raise TaskfanError(f"{where}: the job was {meta.state.value}")
     outcomes = peek.batch_outcomes(r, meta, entry.index)
     if outcomes is None:
         raise TaskfanError(f"{where}: the batch has no results, yet its retry has")

@@ -240,3 +240,10 @@ def test_the_cli_shows_an_abandoned_job_and_ends_a_lapsed_one(
     waited = invoke("wait", job_id, "--timeout", "5", "--redis-url", redis_url)
     assert waited.exit_code == 4
     assert "abandoned" in waited.stderr
+
+
+def test_a_dead_letter_of_an_abandoned_job_is_not_requeued(r: redis.Redis) -> None:
+    """It is not 'still being enqueued, try again': it will never be sealed."""
+    keys = JobKeys("gone-producer")
+    r.hset(keys.meta, mapping={"state": "abandoned", "sealed": "0"})
+    assert scripts.prepare_requeue_round(r, keys, "1-0", 0, 3, 0) == -2

@@ -158,7 +158,7 @@ class Reader(OnDemand):
 #: why record.lua refused a batch's results, by its answer
 _DROPPED = {
     scripts.JOB_GONE: "the job no longer exists",
-    scripts.JOB_CANCELLED: "the job was cancelled",
+    scripts.JOB_CANCELLED: "the job was cancelled or abandoned",
     scripts.ROUND_VOID: "its retry round never opened (another round superseded it)",
 }
 

@@ -19,7 +19,7 @@
 --
 -- Returns the round's number (1, 2, ...), 0 when the job changed meanwhile
 -- (another round opened), -1 when the job does not exist, -2 when it was
--- cancelled, -3 when it is still being enqueued (not sealed).
+-- cancelled or abandoned, -3 when it is still being enqueued (not sealed).
 -- reserve_round comes from _rounds.lua, loaded in front of this file.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -29,7 +29,7 @@ local marker = redis.call('HGET', KEYS[1], 'dead:' .. ARGV[1])
 if marker then
   return tonumber(marker)
 end
-if state == 'cancelled' then
+if state == 'cancelled' or state == 'abandoned' then
   return -2
 end
 if redis.call('HGET', KEYS[1], 'sealed') ~= '1' then
