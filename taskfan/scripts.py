@@ -48,6 +48,8 @@ _LEASE = _load("lease")
 _ABANDON = _load("abandon", "_end_job")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED, ROUND_VOID = 1, 0, -1, -2, -3
+#: what record.lua answers when the record finished its job
+RECORDED_LAST = 2
 #: what seal.lua and lease.lua answer for a job whose enqueue lease lapsed
 JOB_ABANDONED = -2
 

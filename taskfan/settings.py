@@ -110,6 +110,9 @@ class Settings:
     batch_size: int | None = None
     #: seconds a finished job's results are kept
     result_ttl: int = DEFAULT_RESULT_TTL
+    #: seconds after its issue a signed batch entry is refused (a replay, or one
+    #: that waited too long); 0: the result TTL (DEFAULT_RESULT_TTL when that is 0)
+    max_entry_age: int = 0
     #: seconds a job being enqueued outlives its producer: renewed while the
     #: producer lives, then the job ends "abandoned"
     enqueue_lease: float = DEFAULT_ENQUEUE_LEASE
@@ -213,6 +216,7 @@ class Settings:
             if value is not None
         ]
         problems.append(count_problem("result_ttl", self.result_ttl, 0, MAX_RESULT_TTL))
+        problems.append(count_problem("max_entry_age", self.max_entry_age, 0, MAX_RESULT_TTL))
         problems.append(seconds_problem("grace_period", self.grace_period, MAX_LEASE))
         for name, most in (
             ("visibility_timeout", MAX_LEASE),
@@ -247,6 +251,11 @@ class Settings:
         if self.max_decoded_bytes is not None:
             return self.max_decoded_bytes
         return default_max_decoded(self.max_batch_bytes)
+
+    @property
+    def entry_age_limit(self) -> int:
+        """Seconds after which a signed batch entry is refused (``max_entry_age``)."""
+        return self.max_entry_age or self.result_ttl or DEFAULT_RESULT_TTL
 
     @property
     def queue(self) -> str:
@@ -297,6 +306,7 @@ ENV.update(
         "TASKFAN_CHUNKSIZE": ("chunksize", int),
         "TASKFAN_BATCH_SIZE": ("batch_size", int),
         "TASKFAN_RESULT_TTL": ("result_ttl", int),
+        "TASKFAN_MAX_ENTRY_AGE": ("max_entry_age", int),
         "TASKFAN_ENQUEUE_LEASE": ("enqueue_lease", float),
         "TASKFAN_CODEC": ("codec", str),
         "TASKFAN_VISIBILITY_TIMEOUT": ("visibility_timeout", float),

@@ -79,7 +79,7 @@ def test_the_last_batch_of_a_sealed_job_finishes_it(any_redis: redis.Redis, ttl:
     assert record(any_redis, 1) == 1
     assert meta(any_redis).state is JobState.ACTIVE
     assert all(any_redis.ttl(key) == -1 for key in JOB.all())
-    assert record(any_redis, 0) == 1
+    assert record(any_redis, 0) == scripts.RECORDED_LAST
     job = meta(any_redis)
     assert (job.state, job.finished_at, job.done, job.batches_done) == (
         JobState.FINISHED,
@@ -108,7 +108,7 @@ def test_a_meta_with_an_absurd_result_ttl_still_ends_its_job(
 ) -> None:
     """Anyone can write a meta hash: EXPIRE with 1e20 would stop the script half-way."""
     create_job(any_redis, batches=1, ttl=ttl)
-    assert record(any_redis, 0) == scripts.RECORDED
+    assert record(any_redis, 0) == scripts.RECORDED_LAST
     assert meta_state(any_redis) == b"finished"
     ttls = [any_redis.ttl(key) for key in JOB.all()]
     assert all(expected - 5 <= t <= expected for t in ttls), ttls
@@ -153,7 +153,7 @@ def test_sealing_with_batches_to_go_leaves_the_job_active(any_redis: redis.Redis
     assert record(any_redis, 0) == 1
     assert scripts.seal_job(any_redis, JOB, 6, 2, NOW) == 1
     assert meta(any_redis).status == "running"
-    assert record(any_redis, 1) == 1
+    assert record(any_redis, 1) == scripts.RECORDED_LAST
     assert meta(any_redis).state is JobState.FINISHED
 
 
@@ -205,7 +205,7 @@ def test_pipelines_call_scripts_by_sha_once_loaded(any_redis: redis.Redis) -> No
         record(pipe, 0)
         record(pipe, 0)
         record(pipe, 1)
-        assert pipe.execute() == [1, 0, 1]
+        assert pipe.execute() == [1, 0, scripts.RECORDED_LAST]
     assert meta(any_redis).state is JobState.FINISHED
 
 
@@ -223,4 +223,4 @@ def test_a_flushed_script_cache_is_reported_so_the_caller_can_reload(
     scripts.load_all(any_redis)
     with any_redis.pipeline(transaction=False) as pipe:
         record(pipe, 1)
-        assert pipe.execute() == [1]
+        assert pipe.execute() == [scripts.RECORDED_LAST]

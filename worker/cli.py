@@ -70,6 +70,12 @@ from worker.node import Node
     "[env: TASKFAN_MAX_DELIVERIES]",
 )
 @click.option(
+    "--max-entry-age",
+    type=int,
+    help="With a secret: seconds after its issue a signed batch is refused as a replay "
+    "(default: the result TTL) [env: TASKFAN_MAX_ENTRY_AGE]",
+)
+@click.option(
     "--grace-period",
     type=float,
     help="Seconds a stopping node finishes its batches before handing the rest back "

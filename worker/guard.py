@@ -5,6 +5,8 @@ decoded or imported:
 
 1. ``bad_signature``: with a secret, a batch must be signed with it (see
    ``taskfan.signing``); the raw fields are checked before they are parsed.
+   Then ``replay``: a signed entry that is too old, or whose job ended, expired
+   or has another nonce, is refused (``worker.replays``).
 2. ``refusal``, once the entry is parsed: a pickle batch on a ``--no-pickle``
    node, a payload over ``max_batch_bytes``, a function outside the
    ``--allow`` list; and ``decoded_refusal``: a payload that would take more
@@ -27,15 +29,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from taskfan.errors import FunctionNotAllowed, SignatureError
 from taskfan.limits import DEFAULT_LIMITS, Limits, default_max_decoded, format_size
 from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allowed
-from taskfan.settings import Settings
+from taskfan.settings import DEFAULT_RESULT_TTL, Settings
 from taskfan.signing import Keyring
 from worker.redis_io import Delivery
+from worker.replays import replay_reason
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class Guard:
         allow: tuple[str, ...] = (),
         limits: Limits = DEFAULT_LIMITS,
         max_decoded_bytes: int | None = None,
+        max_entry_age: int = DEFAULT_RESULT_TTL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.no_pickle = no_pickle
@@ -58,6 +64,9 @@ class Guard:
         self.limits = limits
         #: what the items of the batches held may take decoded (taskfan.limits)
         self.max_decoded_bytes = max_decoded_bytes or default_max_decoded(limits.max_batch_bytes)
+        #: seconds after its issue a signed entry is refused (worker.replays)
+        self.max_entry_age = max_entry_age
+        self.clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -67,6 +76,7 @@ class Guard:
             settings.allow,
             Limits(settings.max_item_bytes, settings.max_batch_bytes),
             settings.decoded_limit,
+            settings.entry_age_limit,
         )
 
     def describe(self) -> str:
@@ -130,6 +140,12 @@ class Guard:
         except SignatureError as exc:
             return str(exc)
         return None
+
+    def replay(self, delivery: Delivery) -> str | None:
+        """Why a signed entry must not run (``worker.replays``), or None (or no secret)."""
+        if self.keyring is None or delivery.fields is None:
+            return None
+        return replay_reason(delivery, self.max_entry_age, self.clock())
 
     def refusal(self, entry: BatchEntry) -> tuple[str, str] | None:
         """(error type, reason) when this node will not run the batch."""

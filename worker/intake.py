@@ -57,6 +57,10 @@ class Intake:
         bad_signature = self.guard.bad_signature(delivery)
         if bad_signature is not None:
             return self._reject_unverified(delivery, where, bad_signature, started)
+        replay = self.guard.replay(delivery)
+        if replay is not None:
+            log.warning("%s: dead-lettered: %s", where, replay, extra=extra)
+            return Completed(delivery, "", "", b"", 0, 0, dead_reason=f"{where}: {replay}")
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:

@@ -50,6 +50,17 @@ class Delivery:
     skip: str | None = None
     #: how many times the entry was delivered, this time included
     deliveries: int = 1
+    #: what Redis said of the entry's job when it was read; None: not looked up
+    job: JobFacts | None = None
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """A job as a node saw it when it read one of its entries (``worker.guard``
+    checks a signed entry against it: replays)."""
+
+    state: bytes | None  #: None: no such job (expired or deleted)
+    nonce: bytes | None  #: the nonce in its meta (signed there)
 
 
 @dataclass
@@ -97,6 +108,8 @@ class NodeRedis:
         self.clock = clock
         #: job id -> until when it counts as active (``clock`` time)
         self._active: dict[bytes, float] = {}
+        #: job id -> the nonce in its meta, as last read
+        self._nonces: dict[bytes, bytes] = {}
         #: jobs seen active and unsealed: the heartbeat ends them as abandoned
         #: when their producer's enqueue lease lapses (``abandon_lapsed``)
         self._enqueuing: set[str] = set()
@@ -176,8 +189,13 @@ class NodeRedis:
             if not d.fields or not _job_key(d.fields.get(b"j")):
                 out.append(d)  # parsing will dead-letter it
                 continue
-            why = _SKIP.get(states.get(d.fields[b"j"]))
-            out.append(d if why is None else dataclasses.replace(d, skip=why))
+            job_id = d.fields[b"j"]
+            state = states.get(job_id)
+            facts = None
+            if not isinstance(state, Exception):
+                facts = JobFacts(state, self._nonces.get(job_id))
+            why = _SKIP.get(state)
+            out.append(dataclasses.replace(d, skip=why, job=facts))
         return out
 
     def _states(self, job_ids: Sequence[bytes]) -> dict[bytes, Any]:
@@ -185,15 +203,21 @@ class NodeRedis:
         Jobs still enqueuing are remembered for ``abandon_lapsed``."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(_job_key(job_id) or "", "state", "sealed")
+            pipe.hmget(_job_key(job_id) or "", "state", "sealed", "nonce")
         replies = pipe.execute(raise_on_error=False)
         states: dict[bytes, Any] = {}
+        if len(self._nonces) > 10_000:
+            self._nonces.clear()
         for job_id, reply in zip(job_ids, replies, strict=True):
             if isinstance(reply, Exception):
                 states[job_id] = reply
                 continue
-            state, sealed = reply
+            state, sealed, nonce = reply
             states[job_id] = state
+            if nonce is None:
+                self._nonces.pop(job_id, None)
+            else:
+                self._nonces[job_id] = nonce
             if state == b"active" and sealed != b"1":
                 with self._enqueuing_lock:
                     self._enqueuing.add(job_id.decode())
@@ -353,6 +377,9 @@ class NodeRedis:
                 c.code = None
             else:
                 c.code = int(result)
+                if c.code == scripts.RECORDED_LAST:
+                    # Its next entry is a replay (worker.replays): look the job up again.
+                    self._active.pop(c.job_id.encode(), None)
 
     def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
         """Renew the leases of the batches this node holds (resets their idle time)."""

@@ -10,7 +10,7 @@
 -- ARGV[4]  items of the batch that failed
 -- ARGV[5]  now, in seconds since the epoch
 --
--- Returns 1 when recorded, 0 when the batch was recorded before (a redelivery:
+-- Returns 1 when recorded, 2 when recorded and it finished the job, 0 when the batch was recorded before (a redelivery:
 -- nothing changes), -1 when the job does not exist (aborted, purged or expired:
 -- nothing is written, so no orphan keys appear), -2 when the job was cancelled
 -- or abandoned (its producer died mid-enqueue: abandon.lua), -3 when the field
@@ -45,5 +45,6 @@ local meta = redis.call('HMGET', KEYS[1], 'sealed', 'batches', 'result_ttl', 're
 local expected = tonumber(meta[2]) + (tonumber(meta[4]) or 0)
 if meta[1] == '1' and expected == done and state == 'active' then
   end_job('finished', ARGV[5], meta[3])
+  return 2
 end
 return 1
