@@ -17,13 +17,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
-import redis
-from redis.exceptions import ClusterError, TryAgainError
-
 from producer.listeners import NobodyWatch
 from taskfan.errors import JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
+from taskfan.transient import TRANSIENT, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ class Events:
         #: the results fields of the batch events returned so far
         self.seen: set[bytes] = set()
         self._reread = False
-        self._delay = 0.1  #: the backoff after the next transient error
+        self._backoff = Backoff()
         self._slice = block_slice(redis_client)
 
     def remaining(self) -> float:
@@ -97,15 +95,18 @@ class Events:
         """One try of a Redis call; after a transient error, back off and return _FAILED."""
         try:
             result = fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError) as exc:
+        except TRANSIENT as exc:
             self._reread = True
             log.warning(
-                "job %s: %s failed, retrying in %.1fs: %s", self.keys.id, what, self._delay, exc
+                "job %s: %s failed, retrying in %.1fs: %s",
+                self.keys.id,
+                what,
+                self._backoff.delay,
+                exc,
             )
-            time.sleep(min(self._delay, self.remaining()))
-            self._delay = min(5.0, self._delay * 2)
+            time.sleep(min(self._backoff.next(), self.remaining()))
             return _FAILED
-        self._delay = 0.1
+        self._backoff.reset()
         return result
 
     def read(self) -> list[dict[bytes, bytes]]:

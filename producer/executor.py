@@ -52,6 +52,7 @@ from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
 from taskfan.refs import reference
+from taskfan.transient import TRANSIENT, Backoff
 
 
 class _RemoteTraceback(Exception):
@@ -73,6 +74,10 @@ def raise_original(failed: TaskFailed) -> BaseException:
         reraise_interrupt(error)
         return failed
     return exc
+
+
+#: Redis is away (the collector waits and tries again; futures stay pending)
+_AWAY: tuple[type[Exception], ...] = (BrokerUnavailable, *TRANSIENT)
 
 
 class Executor(concurrent.futures.Executor):
@@ -182,19 +187,21 @@ class Executor(concurrent.futures.Executor):
         assert self._job is not None
         job = self._job
         events = Events(self.client.redis, job.keys, None, self.client.queue)
+        backoff = Backoff()
         while True:
             with self._lock:
                 if self._shutdown and all(f.done() for f in self._futures.values()):
                     return
             try:
                 ready, _, stopped = scan(job.id, events.read(), None)
+                backoff.reset()
                 for start in range(0, len(ready), FETCH):
                     self._settle_batches(job, ready[start : start + FETCH], events)
                 if stopped:  # cancelled, or abandoned: no further result will come
                     self._fail_all(job_ended(job.id, stopped))
                     return
-            except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
-                time.sleep(0.5)  # Redis is away: try again; futures stay pending
+            except _AWAY:
+                time.sleep(backoff.next())  # Redis is away: try again; futures stay pending
             except (JobNotFound, TaskfanError) as exc:
                 self._fail_all(exc)
                 return

@@ -16,35 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.exceptions import (
-    ClusterError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisClusterException,
-    TryAgainError,
-)
-
 from taskfan import scripts
 from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
+from taskfan.transient import TRANSIENT, Backoff
 from worker.redis_io import Completed, Delivery, NodeRedis
 
 log = logging.getLogger(__name__)
 
-#: errors after which a thread backs off and tries again, with a one-line warning:
-#: an unreachable server, a demoted master (READONLY), a cluster mid-failover or
-#: mid-resharding, a server out of memory (for now)
-REDIS_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    ReadOnlyError,
-    OutOfMemoryError,
-    ClusterError,
-    TryAgainError,
-    RedisClusterException,
-)
+#: errors after which a thread backs off and tries again, with a one-line
+#: warning (``taskfan.transient``, shared with the producer's waits)
+REDIS_ERRORS = TRANSIENT
 #: the node's event queue. A SimpleQueue: its put() may run in a signal handler
 #: (``Node.stop``) while the main thread waits in get(); a Queue's lock would
 #: deadlock there.
@@ -53,20 +36,6 @@ Events = queue.SimpleQueue[tuple[Any, ...]]
 
 def new_events() -> Events:
     return queue.SimpleQueue()
-
-
-class Backoff:
-    """Exponential backoff between retries: 0.1s doubling to 5s."""
-
-    def __init__(self) -> None:
-        self.delay = 0.1
-
-    def reset(self) -> None:
-        self.delay = 0.1
-
-    def wait(self, stop: threading.Event) -> None:
-        stop.wait(self.delay)
-        self.delay = min(5.0, self.delay * 2)
 
 
 class OnDemand:

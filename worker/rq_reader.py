@@ -28,8 +28,9 @@ import redis
 from taskfan.options import CallMode
 from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
+from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Backoff, Events, OnDemand
+from worker.io_threads import REDIS_ERRORS, Events, OnDemand
 from worker.redis_io import Delivery
 from worker.rq_writer import RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch

@@ -33,8 +33,9 @@ import redis
 
 from taskfan.codec import PICKLE
 from taskfan.outcomes import decode_chunk
+from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Backoff, Events
+from worker.io_threads import REDIS_ERRORS, Events
 from worker.redis_io import Delivery
 
 log = logging.getLogger(__name__)

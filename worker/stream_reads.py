@@ -29,10 +29,11 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, ClusterError, ResponseError, TryAgainError
+from redis.exceptions import ResponseError
 
 from taskfan.connection import RedisClient
 from taskfan.keys import GROUP
+from taskfan.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ class ServerReads:
                 GROUP, consumer, dict.fromkeys(streams, ">"), count, block_ms
             )
             return reply or []
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._release()
+        except TRANSIENT:
+            self._release()  # the next read takes a fresh connection (Sentinel: to the master)
             raise
         except ResponseError as exc:
             if not _demoted(exc):
@@ -131,12 +132,11 @@ class ClusterReads:
             finally:
                 self._blocked = None
             return reply or []
-        except (redis.ConnectionError, redis.TimeoutError, AskError, TryAgainError,
-                ClusterError) as exc:  # fmt: skip
+        except TRANSIENT as exc:
             self._reset()
             if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
                 raise
-            raise redis.ConnectionError(f"queue stream {stream} moved: {exc}") from exc
+            raise redis.ConnectionError(f"queue stream {stream}: {exc}") from exc
         except ResponseError as exc:
             if not _demoted(exc):
                 raise
