@@ -19,10 +19,16 @@ import redis
 from producer import Client
 from taskfan import keys
 from taskfan.keys import QueueKeys
+from taskfan.options import CallMode
+from taskfan.protocol import BatchEntry
 from tests.cli_support import invoke
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
+from worker.child import ChunkResult
+from worker.redis_io import Delivery
+from worker.scheduler import Scheduler
+from worker.sizing import ChunkSizer
 from worker.unrunnable import Peer, Unrunnable, parse_peer
 
 FAST_NODE = {"TASKFAN_HEARTBEAT_INTERVAL": "0.5", "TASKFAN_VISIBILITY_TIMEOUT": "2"}
@@ -141,3 +147,26 @@ def test_a_peer_record_that_cannot_be_read_counts_as_nothing() -> None:
     assert parse_peer("n", b'["q"]', b'{"f": "why"}') == Peer("n", ("q",), {"f": "why"})
     deep = b"[" * 100_000  # nested past the recursion limit: anyone can write a record
     assert parse_peer("n", deep, b'{"f": ' + deep).cannot_run == {}
+
+
+def test_the_scheduler_lets_a_whole_batch_go_when_its_function_cannot_be_imported() -> None:
+    """The first chunk back says so: the batch goes back whole, and its other
+    chunks' results, when they come, are of no use and change nothing."""
+    scheduler = Scheduler(1, ChunkSizer(1, fixed=2))
+    entry = BatchEntry("job1", 0, 0, 6, FN, "json", CallMode.ONE, 0, b"[1,2,3,4,5,6]")
+    fields = {k.encode(): v if isinstance(v, bytes) else str(v).encode()
+              for k, v in entry.fields().items()}  # fmt: skip
+    assert scheduler.accept(Delivery(QueueKeys("default"), b"1-0", fields)) is None
+    first, second = scheduler.next_chunk(), scheduler.next_chunk()
+    assert first is not None and second is not None
+    scheduler.sent(first, 0.0)
+    scheduler.sent(second, 0.0)
+    failed = ChunkResult((), 0.0, unrunnable=("FunctionReferenceError", "No module named 'x'"))
+    handed = scheduler.cannot_run(first, *failed.unrunnable)  # type: ignore[misc]
+    assert handed is not None and handed.give_back and handed.delivery.entry_id == b"1-0"
+    assert not scheduler.batches and not scheduler.pending
+    assert scheduler.done(second, failed) is None  # a late chunk of a batch let go
+    assert not scheduler.in_pool
+    # Its next delivery goes straight back, before its payload is decoded.
+    again = scheduler.accept(Delivery(QueueKeys("default"), b"1-0", fields, deliveries=2))
+    assert again is not None and again.give_back
