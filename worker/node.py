@@ -91,7 +91,9 @@ class Node:
             client = connect(settings.redis_url, block_seconds=settings.block_seconds)
         self.settings = settings
         self.id = settings.node_name or new_node_id()
-        self.redis = NodeRedis(client, settings.queues, self.id)
+        self.redis = NodeRedis(
+            client, settings.queues, self.id, recheck_recorded=bool(settings.secrets)
+        )
         sizer = ChunkSizer(settings.processes, settings.chunksize)
         self.guard = Guard.from_settings(settings)
         #: functions this node cannot import or may not run: their batches go back

@@ -103,8 +103,13 @@ class NodeRedis:
         queues: Sequence[str],
         node_id: str,
         clock: Callable[[], float] = time.monotonic,
+        recheck_recorded: bool = False,
     ) -> None:
         self.client = client
+        #: look a job up again on the next read once one of its batches is being
+        #: recorded (a node with a secret: a copy of an entry read right after its
+        #: job finished is then refused as a replay, see worker.replays)
+        self.recheck_recorded = recheck_recorded
         self.clock = clock
         #: job id -> until when it counts as active (``clock`` time)
         self._active: dict[bytes, float] = {}
@@ -312,6 +317,9 @@ class NodeRedis:
             c for c in done if c.job_id and c.delivery.fields is not None and c.code is None
         ]
         costs = dict(c.cost for c in done if c.cost is not None)
+        if self.recheck_recorded:
+            for c in recorded:
+                self._active.pop(c.job_id.encode(), None)
         while True:
             seq = Sequenced(self.client)
             for c in recorded:
