@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 from producer.listeners import NobodyWatch
-from taskfan.errors import JobNotFound, ProtocolError
+from taskfan.errors import BrokerUnavailable, JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
 from taskfan.transient import TRANSIENT, Backoff
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: end states after which no further batch will come
 _STOPPED = {JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode()}
+
+#: Redis is away: a transient error, raw or translated (``BrokerUnavailable``)
+_AWAY: tuple[type[Exception], ...] = (BrokerUnavailable, *TRANSIENT)
 
 #: what Events._attempt returns after a transient error
 _FAILED: Any = object()
@@ -74,6 +77,10 @@ class Events:
         self._backoff = Backoff()
         self._slice = block_slice(redis_client)
 
+    def watch(self, queue: str) -> None:
+        """Warn (once, after a few seconds) when no live node serves ``queue``."""
+        self.nobody = NobodyWatch(self.redis, queue, self.keys.id)
+
     def remaining(self) -> float:
         """Seconds left to block; raises TimeoutError once the deadline passed."""
         if self.deadline is None:
@@ -95,7 +102,7 @@ class Events:
         """One try of a Redis call; after a transient error, back off and return _FAILED."""
         try:
             result = fn(*args, **kwargs)
-        except TRANSIENT as exc:
+        except _AWAY as exc:
             self._reread = True
             log.warning(
                 "job %s: %s failed, retrying in %.1fs: %s",

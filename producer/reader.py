@@ -68,11 +68,12 @@ def _exists(job: Job, events: Events | None) -> bool:
 def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry], Codec]]:
     """Per batch, in order: its result entry and its retries' (overlays), once
     all of them are recorded; with the codec to decode them."""
-    meta = job.meta()
+    events = Events(job.client.redis, job.keys, timeout)
+    meta = events.call("reading the job", job.meta)  # rides out an outage from the start
+    events.watch(meta.queue)
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
     total = meta.total if meta.sealed else None
-    events = Events(job.client.redis, job.keys, timeout, meta.queue)
     recorded: set[str] = set()
     next_index = 0
     items = 0  #: items in the batches read so far: where the next batch must start
@@ -89,7 +90,7 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
             with translate_errors(f"waiting for results of job {job.id}"):
                 found, sealed, cancelled = scan(job.id, events.read(), batches)
             if batches is None and sealed is not None:
-                total = sealed_total(job, sealed)
+                total = events.call("reading the job", sealed_total, job, sealed)
             batches = sealed
             recorded.update(found)
             continue
@@ -156,17 +157,18 @@ def values(job: Job, timeout: float | None) -> Iterator[Any]:
 def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     """Outcomes in the order their batches were recorded; after a retry round, a
     retried item comes again with its new outcome."""
-    meta = job.meta()
+    events = Events(job.client.redis, job.keys, timeout)
+    meta = events.call("reading the job", job.meta)  # rides out an outage from the start
+    events.watch(meta.queue)
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
     overlays = sum(len(fields) for fields in meta.overlays.values())
     seen = 0
-    events = Events(job.client.redis, job.keys, timeout, meta.queue)
     while batches is None or seen < batches + overlays:
         with translate_errors(f"waiting for results of job {job.id}"):
             ready, sealed, cancelled = scan(job.id, events.read(), batches)
         if batches is None and sealed is not None:
-            sealed_total(job, sealed)
+            events.call("reading the job", sealed_total, job, sealed)
         batches = sealed
         for start in range(0, len(ready), FETCH):
             for entry in fetch(job, ready[start : start + FETCH], codec.name, events):

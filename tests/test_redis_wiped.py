@@ -18,6 +18,7 @@ from producer import Client
 from taskfan import keys
 from taskfan.errors import JobNotFound
 from taskfan.keys import GROUP, QueueKeys
+from taskfan.server import RedisServer
 from tests import tasks
 from tests.conftest import VolatileRedis
 from tests.helpers import wait_until
@@ -116,3 +117,30 @@ def test_an_rq_node_serves_new_jobs_after_redis_restarts_empty(
     finally:
         node.close()
         r.close()
+
+
+@pytest.mark.parametrize("read", ["wait", "results", "as_completed"])
+def test_a_wait_that_starts_during_an_outage_rides_it_out(read: str) -> None:
+    """A server that keeps its data (AOF) is down when the wait starts: the wait
+    keeps trying until Redis is back (its deadline allowing), as one that started
+    before the outage does."""
+    with RedisServer(appendonly=True, extra_args=("--appendfsync", "always")) as server:
+        node = WorkerProcess(server.url, processes=1, env=ENV)
+        try:
+            job = Client.from_url(server.url).map(tasks.square, range(6), batch_size=2)
+            assert job.wait(timeout=60)
+            server.kill()
+            waits = {
+                "wait": lambda: job.wait(timeout=60),
+                "results": lambda: list(job.results(timeout=60)),
+                "as_completed": lambda: sorted(o.value for o in job.as_completed(timeout=60)),
+            }
+            waiter = Waiter(waits[read])
+            waiter.start()
+            waiter.join(1.0)  # the outage goes on for a second: the wait keeps trying
+            assert waiter.is_alive(), waiter.error
+            server.restart()
+            waiter.join(30)
+            assert not waiter.is_alive() and waiter.error is None, waiter.error
+        finally:
+            node.close()
