@@ -17,7 +17,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
+import redis
+
 from producer.listeners import NobodyWatch
+from taskfan import scripts
 from taskfan.errors import BrokerUnavailable, JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
@@ -145,10 +148,29 @@ class Events:
             # A slice with no event: is the job still there? Its keys may have
             # gone (FLUSHDB, expiry, purge), and with them every event to come:
             # waiters learn it within a slice, deadline or not.
-            if not self.call("checking", self.redis.exists, self.keys.meta):
+            state = self.call(
+                "checking", self.redis.hmget, self.keys.meta, "state", "sealed", "lease_until"
+            )
+            if state[0] is None:
                 raise JobNotFound(self.keys.id)
+            self._settle_lease(state)
             if self.nobody is not None:
                 self.nobody.check()
+
+    def _settle_lease(self, state: list[bytes | None]) -> None:
+        """A job still enqueuing whose producer's lease lapsed (it died, and no
+        node has seen the job to end it) ends abandoned now; its end event then
+        reaches this waiter (``producer.lease``). A client whose ACL forbids
+        scripts leaves it to nodes and other readers."""
+        job_state, sealed, lease_until = state
+        if job_state != b"active" or sealed == b"1" or lease_until is None:
+            return
+        try:
+            if float(lease_until) >= time.time():
+                return
+            scripts.abandon_if_lapsed(self.redis, self.keys)
+        except (ValueError, redis.ResponseError):
+            return
 
     def _fresh(self, fields: dict[bytes, bytes]) -> bool:
         field = fields.get(b"b")

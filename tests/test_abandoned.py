@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, Executor
+from producer import Client, Executor, events
 from taskfan import scripts
 from taskfan.errors import ConfigError, JobAbandoned, JobCancelled
 from taskfan.keys import GROUP, JobKeys, QueueKeys
@@ -247,3 +247,56 @@ def test_a_dead_letter_of_an_abandoned_job_is_not_requeued(r: redis.Redis) -> No
     keys = JobKeys("gone-producer")
     r.hset(keys.meta, mapping={"state": "abandoned", "sealed": "0"})
     assert scripts.prepare_requeue_round(r, keys, "1-0", 0, 3, 0) == -2
+
+
+def test_a_waiter_learns_of_the_abandonment_itself_when_no_node_saw_the_job(
+    producer_killed_mid_enqueue: str, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting from before the lease lapsed, with no node: the waiter's own quiet
+    slices end the job, and it gets JobAbandoned, not a wait for ever."""
+    monkeypatch.setattr(events, "BLOCK_SLICE", 0.3)
+    job = client.job(producer_killed_mid_enqueue)
+    began = time.monotonic()
+    with pytest.raises(JobAbandoned):
+        job.wait(timeout=20)
+    assert time.monotonic() - began < 10
+
+
+EXECUTOR = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from producer import Executor
+    from tests import tasks
+
+    executor = Executor()
+    executor.submit(tasks.square, 3)
+    Path(sys.argv[1]).write_text("submitted")
+    time.sleep(3600)  # the executor lives on, its job open, until it is killed
+    """
+)
+
+
+def test_an_executor_killed_leaves_its_open_job_abandoned(
+    redis_url: str, tmp_path: Path, client: Client, r: redis.Redis
+) -> None:
+    marker = tmp_path / "submitted"
+    env = {**os.environ, "TASKFAN_REDIS_URL": redis_url, "TASKFAN_ENQUEUE_LEASE": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXECUTOR, str(marker)],
+        cwd=REPO, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(marker.exists, timeout=30, message="the executor to submit")
+        job_id = only_job(r)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    job = client.job(job_id)
+    assert job.status == "enqueuing"  # unsealed: submit calls may still come
+    wait_until(lambda: job.status == "abandoned", timeout=10)
+    assert all(r.ttl(key) != -1 for key in job.keys.all())  # none kept for ever
+    assert r.ttl(job.keys.meta) > 0
