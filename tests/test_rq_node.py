@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from rq import Callback, Queue, Retry, Worker
 from rq.job import Job, JobStatus
@@ -273,3 +274,24 @@ def test_rq_jobs_that_exit_fail_alone(r: redis.Redis, start_worker: StartWorker)
     assert status(r, unpicklable.id) == JobStatus.FINISHED  # as RQ: a placeholder value
     assert "Unserializable" in str(Job.fetch(unpicklable.id, connection=r).return_value())
     assert [Job.fetch(j.id, connection=r).return_value() for j in fine] == [0, 1, 4]
+
+
+def test_rate_limited_jobs_free_their_slot_as_rqs_worker_does(
+    r: redis.Redis, start_worker: StartWorker
+) -> None:
+    """RQ 3's rate limits: at most ``concurrency`` jobs of a key are queued or running;
+    each that ends frees its slot and lets the next one in (RQ's own code records
+    them: RqJob.fast). Skipped with RQ 2, which has none."""
+    rate_limit = pytest.importorskip("rq.rate_limit", reason="rate limits are RQ 3's")
+    queue = Queue("limited", connection=r)
+    limit = rate_limit.RateLimit("taskfan-test", 1)
+    jobs = [queue.enqueue(rq_tasks.double, i, rate_limit=limit) for i in range(4)]
+    jobs.append(queue.enqueue(rq_tasks.boom, 1, rate_limit=limit))
+    assert queue.count == 1  # the others wait for the slot
+    ids = [job.id for job in jobs]
+    node = rq_node(start_worker, "limited", env=FAST, processes=1)
+    wait_until(lambda: all_ended(r, ids), timeout=60, message=node.log)
+    assert [status(r, i) for i in ids] == [JobStatus.FINISHED] * 4 + [JobStatus.FAILED]
+    assert [Job.fetch(i, connection=r).return_value() for i in ids[:4]] == [0, 2, 4, 6]
+    registry = rate_limit.RateLimitRegistry("taskfan-test", connection=r)
+    assert not r.exists(registry.allowed_key) and not r.exists(registry.rate_limited_key)

@@ -30,7 +30,8 @@ Two paths record an outcome:
 - the common case (a job that succeeded and keeps its result, or failed with no
   retries left) goes through ``finish.lua``, many jobs per call;
 - every other case (``result_ttl=0``, ``failure_ttl=0``, retries left, a
-  ``Retry`` returned, a job hash not written by RQ 2.x, a cold stop) goes
+  ``Retry`` returned, RQ 3's rate limits, a job hash not written by RQ 2.12+ or
+  3.x, a cold stop) goes
   through RQ's own ``SimpleWorker`` methods on a worker object named like the
   node, so it is RQ's code that writes.
 

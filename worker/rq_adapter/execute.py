@@ -9,8 +9,8 @@ serialized with the queue's serializer. It never raises: the outcome is data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import inspect
 import signal
 import sys
 import time
@@ -32,7 +32,7 @@ from rq.utils import import_attribute, parse_timeout
 from taskfan.errors import FunctionNotAllowed
 from taskfan.refs import module_allowed
 from worker.rq_adapter.jobs import CHILD_FIELDS, FAILED, OK, RETRY
-from worker.rq_adapter.versions import enter_job
+from worker.rq_adapter.versions import enter_job, run_coroutine
 
 #: what the pool runs for each RQ job (re-exported by the package: a stable name)
 RUN_JOB = "worker.rq_adapter:run_job"
@@ -128,8 +128,8 @@ def _execute(data: bytes, ser: Serializer, allow: tuple[str, ...]) -> Any:
             defined = getattr(func, "__qualname__", func_name.rpartition(".")[2])
             _check_allowed(f"{getattr(func, '__module__', '')}.{defined}", allow)
     result = func(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        return asyncio.new_event_loop().run_until_complete(result)
+    if inspect.iscoroutine(result):
+        return run_coroutine(result)
     return result
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import redis
 
 from worker.rq_adapter.jobs import FETCHED
-from worker.rq_adapter.keys import JOB_AFFIXES, SUSPENDED, QueueKeys
-from worker.rq_adapter.scripts import DEQUEUE, RELEASE, SCRIPT_JOBS, run
+from worker.rq_adapter.keys import SUSPENDED, QueueKeys
+from worker.rq_adapter.scripts import DEQUEUE, PRELUDE, RELEASE, SCRIPT_JOBS, run
 
 #: the lengths that open each job in dequeue.lua's reply: its id's, then its fields'
 _LENGTHS = struct.Struct(f">{1 + len(FETCHED)}i")
@@ -30,7 +30,7 @@ def dequeue(
     found: list[tuple[str, tuple[bytes | None, ...] | None]] = []
     while True:
         step = min(count, SCRIPT_JOBS)
-        args: list[Any] = [*JOB_AFFIXES, step, len(moved), *moved, *FETCHED]
+        args: list[Any] = [*PRELUDE, step, len(moved), *moved, *FETCHED]
         got = _unpack(run(client, DEQUEUE, [keys.queue, keys.intermediate], args))
         found += got
         count -= step

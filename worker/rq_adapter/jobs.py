@@ -21,15 +21,17 @@ CHILD_FIELDS = (
     b"data", b"timeout", b"origin", b"description", b"meta", b"number_of_retries",
     b"retries_left",
 )  # fmt: skip
-#: ... and the fields the node reads besides, to route each job (the last two: to
-#: know the hash has what RQ 2.x's Job.to_dict always writes, see RqJob.fast)
+#: ... and the fields the node reads besides, to route each job (created_at and
+#: group_id: to know the hash has what RQ's Job.to_dict always writes, see
+#: RqJob.fast; rate_limit_key: RQ 3's rate limits, which RQ 2 never writes)
 FETCHED = (
     *CHILD_FIELDS, b"result_ttl", b"failure_ttl", b"success_callback_name",
     b"failure_callback_name", b"stopped_callback_name", b"webhooks", b"repeats_left",
-    b"created_at", b"group_id",
+    b"created_at", b"group_id", b"rate_limit_key",
 )  # fmt: skip
 _INDEX = {name: i for i, name in enumerate(FETCHED)}
-#: the fetched fields RQ 2.x's Job.to_dict always writes (the others it always
+_RATE_LIMIT = _INDEX[b"rate_limit_key"]
+#: the fetched fields RQ's Job.to_dict always writes (2.12 and later, and 3.x) (the others it always
 #: writes, the node writes itself: status, started_at, ended_at, last_heartbeat,
 #: worker_name)
 _ALWAYS = itemgetter(*(_INDEX[name] for name in (
@@ -88,6 +90,8 @@ class RqJob:
             return False  # RQ's worker would write it back zlib-compressed (0x78...)
         if None in _ALWAYS(self.fields):
             return False  # RQ's worker would add the fields its Job.to_dict always writes
+        if self.fields[_RATE_LIMIT]:
+            return False  # RQ 3's code frees the job's rate-limit slot, and lets the next in
         if kind == OK:
             return self.result_ttl > 0 or self.result_ttl == -1
         if kind == FAILED:

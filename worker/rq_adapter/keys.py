@@ -1,15 +1,17 @@
 """RQ's key names, taken from RQ's own classes: the one place the adapter builds them.
 
 ``QueueKeys`` names one queue's keys, ``job_key`` and ``worker_key`` a job's
-hash and a worker's hash, and ``JOB_AFFIXES`` the text around a job id in each
-per-job key the Lua scripts build themselves (``lua/_keys.lua``).
+hash and a worker's hash, ``worker_executions_key`` the set of a worker's running
+executions (RQ 3; ``versions``), and ``JOB_AFFIXES`` the text around a job id in
+each per-job key the Lua scripts build themselves (``lua/_keys.lua``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from rq.executions import ExecutionRegistry
+from rq.executions import Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.queue import Queue
@@ -17,6 +19,8 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import SimpleWorker
+
+from worker.rq_adapter.versions import worker_executions_key as worker_executions_key
 
 #: set while ``rq suspend`` is in force
 SUSPENDED = WORKERS_SUSPENDED
@@ -74,7 +78,7 @@ JOB_AFFIXES = [
     for template in (
         Job.key_for("\0"),
         Result.get_key("\0"),
-        "rq:execution:\0:",  # + execution id: rq.executions.Execution.key
+        Execution("", "\0", cast(Any, None)).key,  # + execution id
         ExecutionRegistry.key_template.format("\0"),
         Job.dependents_key_for("\0"),
         f"{Job.redis_job_namespace_prefix}:\0:dependencies",  # Job.dependencies_key (sic)

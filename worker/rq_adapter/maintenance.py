@@ -10,7 +10,6 @@ from typing import Any
 
 import redis
 from rq import worker_registration
-from rq.group import Group
 from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
@@ -18,6 +17,7 @@ from rq.scheduler import RQScheduler
 from worker.rq_adapter.checks import serializer
 from worker.rq_adapter.intermediate import release
 from worker.rq_adapter.keys import QueueKeys, job_key
+from worker.rq_adapter.versions import clean_groups
 
 
 def recover_stuck(
@@ -65,7 +65,7 @@ def clean(client: redis.Redis, name: str, serializer_name: str | None) -> None:
         worker_registration.clean_worker_registry(queue)
     finally:
         queue.release_maintenance_lock()
-    Group.clean_registries(connection=client)
+    clean_groups(client)
 
 
 class Scheduler:

@@ -19,8 +19,8 @@ from rq.utils import current_timestamp
 
 from worker.rq_adapter.clock import now_text, working_seconds
 from worker.rq_adapter.jobs import OK, Outcome, RqJob
-from worker.rq_adapter.keys import JOB_AFFIXES, QueueKeys, worker_key
-from worker.rq_adapter.scripts import FINISH, REFRESH, SCRIPT_JOBS, START, run
+from worker.rq_adapter.keys import QueueKeys, worker_executions_key, worker_key
+from worker.rq_adapter.scripts import FINISH, PRELUDE, REFRESH, SCRIPT_JOBS, START, run
 
 #: start.lua's and refresh.lua's codes, as ``start`` and ``refresh`` return them
 _CODES = {"1": 1, "0": 0, "g": -1, "c": -2}
@@ -52,9 +52,10 @@ def start(
     """Mark jobs started (start.lua); returns a code per job: 1 started, 0 no
     longer dequeued, -1 its hash is gone, -2 canceled."""
     script_keys = [keys.started, keys.intermediate, worker_key(worker)]
+    script_keys.append(worker_executions_key(worker))
     codes: list[int] = []
     for part in _slices(jobs):
-        args: list[Any] = [*JOB_AFFIXES, worker, *_lease(now, lease), _pairs(part)]
+        args: list[Any] = [*PRELUDE, worker, *_lease(now, lease), _pairs(part)]
         codes += _codes(run(client, START, script_keys, args))
     return codes
 
@@ -66,7 +67,7 @@ def refresh(
     job, 1 renewed, 0 gone from the started registry."""
     codes: list[int] = []
     for part in _slices(jobs):
-        args: list[Any] = [*JOB_AFFIXES, *_lease(now, lease), _pairs(part)]
+        args: list[Any] = [*PRELUDE, *_lease(now, lease), _pairs(part)]
         codes += _codes(run(client, REFRESH, [keys.started], args))
     return codes
 
@@ -109,7 +110,8 @@ def finish(
             ttl,
             repr(working_seconds(outcome.started, outcome.ended)),
         )
-    args = [*JOB_AFFIXES, worker, current_timestamp(), DEFAULT_FAILURE_TTL, json.dumps(fields)]
+    args = [*PRELUDE, worker, current_timestamp(), DEFAULT_FAILURE_TTL, json.dumps(fields)]
     script_keys = [keys.started, keys.finished, keys.failed, worker_key(worker)]
+    script_keys.append(worker_executions_key(worker))
     codes, dependents = run(client, FINISH, script_keys, args)
     return [int(c) for c in codes.decode()], [d.decode() for d in dependents]

@@ -2,7 +2,8 @@
 under the node's name, heartbeating, busy or idle, and recording through RQ's
 own ``SimpleWorker`` code the outcomes finish.lua leaves to it: retries (a job
 with retries left, or one returning ``rq.Retry``), ``result_ttl=0``,
-``failure_ttl=0``, job hashes not written by RQ 2.x, a cold stop; and failing
+``failure_ttl=0``, RQ 3's rate-limited jobs, job hashes not written by RQ 2.12+
+or 3.x, a cold stop; and failing
 the jobs taskfan does not run. Also what RQ's worker does after a job ends:
 enqueue the jobs that depend on it.
 """
@@ -30,6 +31,7 @@ from worker.rq_adapter.clock import dt
 from worker.rq_adapter.intermediate import drop
 from worker.rq_adapter.jobs import OK, RETRY, Outcome, RqJob
 from worker.rq_adapter.keys import QueueKeys
+from worker.rq_adapter.versions import WORKER_CURRENT_JOB, execution_argument
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class RqWorker:
         if created:  # the hash had expired (a long Redis outage): write it whole
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(worker.key, mapping=worker.serialize())
+            pipe.expire(worker.key, worker.worker_ttl)  # it may have expired again meanwhile
             worker_registration.register(worker, pipe)
             pipe.execute()
 
@@ -102,11 +105,13 @@ class RqWorker:
 
     def _state(self, pipe: Any, busy_job: str | None) -> None:
         key = self._worker.key
-        if busy_job is None:
-            pipe.hset(key, "state", WorkerStatus.IDLE.value)
-            pipe.hdel(key, "current_job")
-        else:
-            pipe.hset(key, mapping={"state": WorkerStatus.BUSY.value, "current_job": busy_job})
+        state = WorkerStatus.IDLE if busy_job is None else WorkerStatus.BUSY
+        pipe.hset(key, "state", state.value)
+        if WORKER_CURRENT_JOB:  # RQ 2 (RQ 3 lists the worker's executions, start.lua)
+            if busy_job is None:
+                pipe.hdel(key, "current_job")
+            else:
+                pipe.hset(key, "current_job", busy_job)
 
     def _job(self, job: RqJob) -> Job:
         """The job as RQ's worker holds it while it runs (its hash, read afresh)."""
@@ -147,7 +152,7 @@ class RqWorker:
                 rq_job._status = JobStatus.FINISHED
                 if outcome.payload is None:
                     rq_job._result = None
-                worker.handle_job_success(rq_job, queue, registry)
+                worker.handle_job_success(rq_job, queue, registry, **execution_argument(execution))
             elif outcome.kind == RETRY:
                 assert outcome.retry is not None
                 maximum, intervals, at_front = outcome.retry
@@ -157,7 +162,9 @@ class RqWorker:
             else:
                 rq_job._status = JobStatus.FAILED
                 text = unreadable or outcome.payload or ""
-                worker.handle_job_failure(rq_job, queue, registry, text)
+                worker.handle_job_failure(
+                    rq_job, queue, registry, text, **execution_argument(execution)
+                )
         finally:
             worker.execution = None
         return True

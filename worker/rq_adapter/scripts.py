@@ -3,7 +3,8 @@
 Each script does one step of RQ's worker for many jobs per call; its typed
 caller is in ``intermediate`` (dequeue.lua, release.lua) or ``record`` (start.lua,
 refresh.lua, finish.lua). Scripts that build per-job keys get ``lua/_keys.lua``
-in front, and ``keys.JOB_AFFIXES`` as their first arguments.
+in front, and ``PRELUDE`` as their first arguments: ``keys.JOB_AFFIXES`` and the
+RQ major (``versions.RQ_MAJOR``) for what differs between RQ 2 and 3.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from worker.rq_adapter.keys import JOB_AFFIXES
+from worker.rq_adapter.versions import RQ_MAJOR
+
 #: the most jobs one script call handles: a call blocks every other Redis client
 #: while it runs (about 20 ms for 250 jobs)
 SCRIPT_JOBS = 250
+
+#: the arguments _keys.lua takes first (ARGV[1..13]); a script's own start at its A
+PRELUDE: list[Any] = [*JOB_AFFIXES, RQ_MAJOR]
 
 
 def _script(name: str, prelude: bool = True) -> Script:

@@ -1,7 +1,8 @@
 -- _keys.lua: put in front of dequeue.lua, start.lua, finish.lua and refresh.lua.
 -- RQ's keys of one job, built around its id from the affixes the adapter derives
 -- from RQ's own code and passes first (worker/rq_adapter/keys.py: JOB_AFFIXES,
--- ARGV[1..12]). Per-job keys travel that way, not in KEYS, so that the jobs of a
+-- ARGV[1..12]); then the RQ major installed (ARGV[13]), for what RQ 3 writes
+-- differently (RQ3 below; worker/rq_adapter/versions.py lists the differences). Per-job keys travel that way, not in KEYS, so that the jobs of a
 -- call travel as one JSON argument instead of six keys each: RQ's keys are not
 -- cluster-safe in any case (RQ does not support Redis Cluster), and these scripts
 -- run thousands of jobs per second.
@@ -17,5 +18,6 @@ local function execution_key(id, exec_id) return E1 .. id .. E2 .. exec_id end
 local function executions_key(id) return X1 .. id .. X2 end
 local function dependents_key(id) return D1 .. id .. D2 end
 local function dependencies_key(id) return DD1 .. id .. DD2 end
+local RQ3 = tonumber(ARGV[13]) >= 3
 -- the script's own arguments start here
-local A = 13
+local A = 14

@@ -1,5 +1,5 @@
 -- dequeue.lua: take up to N job ids from the head of an RQ queue, moving each to
--- the queue's intermediate list, as RQ 2.x's Queue.lmove does for one
+-- the queue's intermediate list, as RQ's Queue.lmove does for one
 -- (LMOVE LEFT RIGHT; here one LRANGE, LTRIM and RPUSH for all of them, which
 -- leaves the same lists), and read the fields of each job's hash the node needs.
 -- A node that dies before it starts them leaves them in the intermediate list,

@@ -1,10 +1,10 @@
--- finish.lua: record RQ jobs that succeeded, or failed for good, as RQ 2.12's
--- worker does in handle_job_success / handle_job_failure (Job._handle_success,
+-- finish.lua: record RQ jobs that succeeded, or failed for good, as RQ's worker
+-- does in handle_job_success / handle_job_failure (Job._handle_success,
 -- Job._handle_failure, FailedJobRegistry.add, Result.create, Job.cleanup,
 -- cleanup_execution), for the common case only: the caller sends a job here only
 -- when none of RQ's other branches applies (result_ttl or failure_ttl 0, retries
--- left, a Retry returned, repeats, a job hash that lacks a field RQ 2.x's Job.to_dict
--- always writes); those go through RQ's own code
+-- left, a Retry returned, repeats, RQ 3's rate limits, a job hash that lacks a
+-- field RQ's Job.to_dict always writes); those go through RQ's own code
 -- (worker/rq_adapter/rq_worker.py). Preceded by _keys.lua (per-job keys, and A).
 -- Commands that take many keys or members (the registries' ZMSCORE, ZREM and
 -- ZADD, the executions' DEL, a first EXISTS of the dependency keys) run once per
@@ -14,6 +14,7 @@
 -- KEYS[2]  rq:finished:QUEUE     FinishedJobRegistry: job id -> expiry
 -- KEYS[3]  rq:failed:QUEUE       FailedJobRegistry: job id -> expiry
 -- KEYS[4]  rq:worker:NAME        the worker's hash: its job counters (left alone when missing)
+-- KEYS[5]  rq:worker:NAME:executions   RQ 3: the worker's running executions (RQ 2: untouched)
 -- ARGV[A]    worker name
 -- ARGV[A+1]  now, whole epoch seconds (rq.utils.current_timestamp), for registry scores
 -- ARGV[A+2]  the failed-registry TTL when a job has no failure_ttl (DEFAULT_FAILURE_TTL)
@@ -74,6 +75,9 @@ if #present == 0 then
     return {table.concat(codes), {}}
 end
 redis.call('ZREM', wip, unpack(present))
+if RQ3 then
+    redis.call('SREM', KEYS[5], unpack(present))
+end
 
 -- Job.cleanup's dependency keys rarely exist: one EXISTS for all of them first
 local dependency_keys = {}

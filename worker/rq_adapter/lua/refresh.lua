@@ -1,4 +1,4 @@
--- refresh.lua: renew the leases of running RQ jobs, as RQ 2.12's worker does in
+-- refresh.lua: renew the leases of running RQ jobs, as RQ's worker does in
 -- maintain_heartbeats (Execution.heartbeat, Job.heartbeat), for each execution
 -- still in the started registry. An execution that left it (its lease lapsed and
 -- RQ's registry cleanup failed or retried the job) is not brought back.
@@ -9,7 +9,8 @@
 -- ARGV[A+2]  lease, seconds          ARGV[A+3]  started-registry score: now + lease
 -- ARGV[A+4]  execution-registry score: now + lease + 60
 -- ARGV[A+5]  the executions, a JSON array: job id, execution id, job id, ...
--- Writes per execution: rq:job:ID, rq:execution:ID:EXECUTION, rq:executions:ID.
+-- Writes per execution: rq:job:ID, rq:execution:ID:EXECUTION, rq:executions:ID
+-- (RQ 3 only renews an entry still there: ZADD XX).
 --
 -- Returns a string of one character per execution: "1" renewed, "0" gone from
 -- the started registry.
@@ -26,7 +27,11 @@ for i = 1, #jobs, 2 do
         renewed[#renewed + 1] = member
         redis.call('HSET', ek, 'last_heartbeat', now)
         redis.call('EXPIRE', ek, lease)
-        redis.call('ZADD', xk, ARGV[A + 4], exec_id)
+        if RQ3 then
+            redis.call('ZADD', xk, 'XX', ARGV[A + 4], exec_id)
+        else
+            redis.call('ZADD', xk, ARGV[A + 4], exec_id)
+        end
         redis.call('EXPIRE', xk, exec_ttl)
         if redis.call('EXISTS', jk) == 1 then
             redis.call('HSET', jk, 'last_heartbeat', now_text)
