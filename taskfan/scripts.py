@@ -21,7 +21,9 @@ from typing import Any
 from redis.client import Pipeline
 from redis.cluster import ClusterPipeline
 from redis.commands.core import Script
+from redis.exceptions import NoPermissionError
 
+from taskfan.errors import ConfigError
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 
 
@@ -54,13 +56,31 @@ RECORDED_LAST = 2
 JOB_ABANDONED = -2
 
 
+_ALL = (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON)
+
+#: what to do when a least-privilege user finds the scripts missing
+LOAD_HINT = (
+    "taskfan's Lua scripts are not loaded in this Redis, and this user may not load "
+    "them (the ACL roles of `taskfan acl` grant EVALSHA but not SCRIPT LOAD, so that "
+    "they cannot run Lua of their own): load them as an admin with `taskfan acl "
+    "--load-scripts --redis-url ADMIN_URL`, after every Redis restart or SCRIPT FLUSH "
+    "(docs/scaling.md)"
+)
+
+
 def load_all(client: Any) -> None:
     """Load every script into the server (every primary of a cluster), so
-    pipelines can call them by SHA."""
-    for script in (
-        _RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON
-    ):  # fmt: skip
-        client.script_load(script.script)
+    pipelines can call them by SHA. A user who may not load scripts (the ACL
+    roles) goes on when an admin loaded them already, and gets ConfigError with
+    the fix when not. Asks first (SCRIPT EXISTS), so such a user causes no
+    refusal in ACL LOG."""
+    try:
+        loaded = client.script_exists(*(script.sha for script in _ALL))
+        for script, there in zip(_ALL, loaded, strict=True):
+            if not there:
+                client.script_load(script.script)
+    except NoPermissionError:
+        raise ConfigError(LOAD_HINT) from None
 
 
 def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
@@ -68,7 +88,12 @@ def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
         # execute_command: redis-py refuses ClusterPipeline.evalsha by name, but
         # routes the command itself by its keys (all in one slot here).
         return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    return script(keys=keys, args=args, client=client)
+    try:
+        return script(keys=keys, args=args, client=client)
+    except NoPermissionError as exc:
+        if "script" not in str(exc).lower():
+            raise
+        raise ConfigError(LOAD_HINT) from None
 
 
 def record_batch(

@@ -25,7 +25,7 @@ from producer.admin import purge
 from producer.deadletters import Requeued, requeue_all
 from producer.overview import gather
 from producer.rejects import Rejected
-from taskfan import acl
+from taskfan import acl, scripts
 from taskfan.cli import main
 from taskfan.connection import check, connect
 from taskfan.errors import BrokerUnavailable, JobCancelled
@@ -90,6 +90,7 @@ def secured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     for role, password in PASSWORDS.items():
         admin.execute_command("ACL", "SETUSER", f"taskfan-{role}", "reset", "on",
                               f">{password}", *acl.rules(role))  # fmt: skip
+    scripts.load_all(admin)  # the admin step: roles may not load scripts
     try:
         yield Secured(server, admin, certs, port or server.port)
     finally:
@@ -166,6 +167,7 @@ FORBIDDEN_TO_PRODUCERS = [
     ("CLIENT", "UNBLOCK", "1"),
     ("CLIENT", "KILL", "TYPE", "normal"),
     ("EVAL", "return 1", "0"),
+    ("SCRIPT", "LOAD", "while true do end"),
     ("SCRIPT", "FLUSH"),
     ("FLUSHALL",),
     ("CONFIG", "GET", "requirepass"),
@@ -179,6 +181,8 @@ FORBIDDEN_TO_WORKERS = [
     ("SHUTDOWN",),
     ("GET", "secrets"),
     ("EVAL", "return 1", "0"),
+    ("SCRIPT", "LOAD", "while true do end"),
+    ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
     ("ACL", "SETUSER", "taskfan-worker", "+@all"),
 ]
 
@@ -232,6 +236,7 @@ def test_least_privilege_users_on_a_cluster(redis_cluster: LocalCluster) -> None
             for role, password in PASSWORDS.items():
                 server.execute_command("ACL", "SETUSER", f"taskfan-{role}", "reset", "on",
                                      f">{password}", *acl.rules(role))  # fmt: skip
+    scripts.load_all(connect(redis_cluster.url))  # the admin step, on every primary
     host_port = redis_cluster.url.split("://", 1)[1]
     worker_url = f"redis+cluster://taskfan-worker:{PASSWORDS['worker']}@{host_port}"
     producer_url = f"redis+cluster://taskfan-producer:{PASSWORDS['producer']}@{host_port}"
