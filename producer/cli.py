@@ -44,6 +44,7 @@ from taskfan.options import CallMode
 from taskfan.refs import reference
 from taskfan.settings import Settings
 from taskfan.signing import read_secret_file
+from taskfan.transient import AWAY
 
 
 def load_settings(
@@ -125,8 +126,11 @@ def follow(
                 bar.note = None
                 bar.update(*job.progress(), force=True)
                 return True
-            bar.note = nobody.check()  # "no live node serves queue Q", while so
-            bar.update(*job.progress())
+            try:
+                bar.note = nobody.check()  # "no live node serves queue Q", while so
+                bar.update(*job.progress())
+            except AWAY:  # an outage: the next wait rides it out, as waits do
+                pass
             if check_alive is not None:
                 check_alive()
             if deadline is not None and time.monotonic() >= deadline:

@@ -21,18 +21,15 @@ import redis
 
 from producer.listeners import NobodyWatch
 from taskfan import scripts
-from taskfan.errors import BrokerUnavailable, JobNotFound, ProtocolError
+from taskfan.errors import JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
-from taskfan.transient import TRANSIENT, Backoff
+from taskfan.transient import AWAY, Backoff
 
 log = logging.getLogger(__name__)
 
 #: end states after which no further batch will come
 _STOPPED = {JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode()}
-
-#: Redis is away: a transient error, raw or translated (``BrokerUnavailable``)
-_AWAY: tuple[type[Exception], ...] = (BrokerUnavailable, *TRANSIENT)
 
 #: what Events._attempt returns after a transient error
 _FAILED: Any = object()
@@ -105,7 +102,7 @@ class Events:
         """One try of a Redis call; after a transient error, back off and return _FAILED."""
         try:
             result = fn(*args, **kwargs)
-        except _AWAY as exc:
+        except AWAY as exc:
             self._reread = True
             log.warning(
                 "job %s: %s failed, retrying in %.1fs: %s",
@@ -168,7 +165,7 @@ class Events:
         try:
             if float(lease_until) >= time.time():
                 return
-            scripts.abandon_if_lapsed(self.redis, self.keys)
+            self.call("ending a lapsed job", scripts.abandon_if_lapsed, self.redis, self.keys)
         except (ValueError, redis.ResponseError):
             return
 

@@ -37,7 +37,6 @@ from taskfan import keys, scripts
 from taskfan.boundary import message, reraise_interrupt, type_name
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
-    BrokerUnavailable,
     JobNotFound,
     LimitExceeded,
     ProtocolError,
@@ -52,7 +51,7 @@ from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
 from taskfan.refs import reference
-from taskfan.transient import TRANSIENT, Backoff
+from taskfan.transient import AWAY, Backoff
 
 
 class _RemoteTraceback(Exception):
@@ -74,10 +73,6 @@ def raise_original(failed: TaskFailed) -> BaseException:
         reraise_interrupt(error)
         return failed
     return exc
-
-
-#: Redis is away (the collector waits and tries again; futures stay pending)
-_AWAY: tuple[type[Exception], ...] = (BrokerUnavailable, *TRANSIENT)
 
 
 class Executor(concurrent.futures.Executor):
@@ -200,7 +195,7 @@ class Executor(concurrent.futures.Executor):
                 if stopped:  # cancelled, or abandoned: no further result will come
                     self._fail_all(job_ended(job.id, stopped))
                     return
-            except _AWAY:
+            except AWAY:
                 time.sleep(backoff.next())  # Redis is away: try again; futures stay pending
             except (JobNotFound, TaskfanError) as exc:
                 self._fail_all(exc)

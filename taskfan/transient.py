@@ -20,6 +20,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from taskfan.errors import BrokerUnavailable
+
 #: errors after which a caller backs off and tries again: an unreachable or
 #: restarting server and dropped connections (ConnectionError, LOADING included),
 #: timeouts, a demoted master (READONLY), a cluster mid-failover or
@@ -35,6 +37,10 @@ TRANSIENT: tuple[type[Exception], ...] = (
     RedisClusterException,
     OutOfMemoryError,
 )
+
+#: Redis is away: a transient error, raw or as our code translates it where it
+#: enters (``BrokerUnavailable``)
+AWAY: tuple[type[Exception], ...] = (BrokerUnavailable, *TRANSIENT)
 
 
 class Backoff:

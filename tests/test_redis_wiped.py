@@ -8,6 +8,7 @@ and stop complaining once they have healed.
 from __future__ import annotations
 
 import functools
+import subprocess
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from taskfan.errors import JobNotFound
 from taskfan.keys import GROUP, QueueKeys
 from taskfan.server import RedisServer
 from tests import tasks
+from tests.cli_support import REPO, clean_environ, taskfan
 from tests.conftest import VolatileRedis
 from tests.helpers import wait_until
 from tests.test_vanished_job import Waiter
@@ -144,3 +146,35 @@ def test_a_wait_that_starts_during_an_outage_rides_it_out(read: str) -> None:
             assert not waiter.is_alive() and waiter.error is None, waiter.error
         finally:
             node.close()
+
+
+def test_taskfan_wait_rides_out_an_outage() -> None:
+    """``taskfan wait`` through a Redis outage (data kept): it neither dies with
+    "Redis is unreachable" nor misses the end."""
+    with RedisServer(appendonly=True, extra_args=("--appendfsync", "always")) as server:
+        r = redis.Redis.from_url(server.url)
+        job = Client.from_url(server.url).map(tasks.square, range(4))  # no node yet
+        proc = subprocess.Popen(
+            taskfan("wait", job.id, "--timeout", "60", "--redis-url", server.url),
+            cwd=REPO, env=clean_environ(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        node = None
+        try:
+            wait_until(lambda: r.info("clients")["blocked_clients"], timeout=30,
+                       message="taskfan wait blocked")  # fmt: skip
+            server.kill()
+            with pytest.raises(subprocess.TimeoutExpired):  # the outage: it keeps waiting
+                proc.wait(timeout=2.0)
+            server.restart()
+            node = WorkerProcess(server.url, processes=1, env=ENV)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert f"job {job.id}: 4/4 items done, 0 failed" in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            if node is not None:
+                node.close()
+            r.close()
