@@ -1,5 +1,7 @@
-"""``taskfan dashboard``: its JSON endpoint, its guards, and the page as headless Chromium
-renders it (skipped, with the reason, where no Chromium is installed)."""
+"""``taskfan dashboard``: the page as headless Chromium renders it (skipped, with the
+reason, where no Chromium is installed), and the helpers its tests share. Its
+guards (read-only, token, DNS rebinding) and what hostile data does to it:
+``test_security_dashboard.py``."""
 
 from __future__ import annotations
 
@@ -88,46 +90,6 @@ def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") ->
         return status, json.loads(body)
     except ValueError:
         return status, body.decode()
-
-
-def test_the_overview_endpoint_and_the_read_only_guards(r: redis.Redis, serve: Any) -> None:
-    job = half_done_job(r)
-    base, _ = serve()
-    status, data = get(f"{base}/api/overview")
-    assert status == 200
-    (row,) = data["jobs"]
-    assert (row["id"], row["progress"], row["done"], row["failed"]) == (job.id, 0.5, 10, 1)
-    assert data["queues"][0]["name"] == "dash" and data["queues"][0]["waiting"] == 4
-    (failure,) = data["failures"]
-    assert (failure["job"], failure["index"], failure["type"]) == (job.id, 7, "ValueError")
-    assert data["actions"] is False and data["nodes"] == [] and data["dead_letters"] == []
-    status, page = get(f"{base}/")
-    assert status == 200 and "<title>taskfan</title>" in page and 'TOKEN = ""' in page
-    assert get(f"{base}/healthz") == (200, "ok\n")
-    assert get(f"{base}/nothing")[0] == 404
-    # A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) is refused.
-    assert get(f"{base}/api/overview", {"Host": "evil.example:80"})[0] == 403
-    status, refused = get(f"{base}/api/jobs/{job.id}/cancel", method="POST")
-    assert status == 403 and "read-only" in refused["error"]
-    assert job.status == "running"
-
-
-def test_actions_need_the_page_s_token(r: redis.Redis, serve: Any) -> None:
-    job = half_done_job(r)
-    base, board = serve(actions=True)
-    page = get(f"{base}/")[1]
-    assert f'TOKEN = "{board.token}"' in page
-    cancel = f"{base}/api/jobs/{job.id}/cancel"
-    assert get(cancel, method="POST")[0] == 403
-    assert get(cancel, {"X-Taskfan-Token": "guess"}, method="POST")[0] == 403
-    status, said = get(cancel, {"X-Taskfan-Token": board.token}, method="POST")
-    assert (status, said["result"]) == (200, "cancelled") and job.status == "cancelled"
-    status, said = get(f"{base}/api/dead/dash/1-0/requeue", {"X-Taskfan-Token": board.token},
-                       method="POST")  # fmt: skip
-    assert status == 409 and "no dead letter 1-0" in said["error"]
-    status, said = get(f"{base}/api/jobs/a:b/cancel", {"X-Taskfan-Token": board.token},
-                       method="POST")  # fmt: skip
-    assert status == 400 and "invalid job id" in said["error"]
 
 
 def chromium(browser: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:

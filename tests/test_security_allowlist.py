@@ -1,4 +1,6 @@
-"""The function allowlist: checked before anything is imported, on dotted boundaries."""
+"""Threat: any importable function run by a json batch (threat 2). The function
+allowlist: checked before anything is imported, on dotted boundaries; look-alike
+module names and attribute chains out of an allowed module are refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Signing alone: batches, results and job meta; keys, rotation, secrets and settings."""
+"""Threat: forged, changed, moved or swapped entries and results (threats 1, 2, 4),
+met by signing alone: batches, results and job meta; keys, rotation, secrets and
+settings. The same attacks against real nodes: ``test_security_forgery.py``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""No-pickle mode: nodes refuse pickle batches unread; json jobs work end to end;
-no-pickle clients never unpickle."""
+"""Threat: code run by unpickling (threats 1 and 3) without a secret. No-pickle
+mode: nodes refuse pickle batches unread; json jobs work end to end; no-pickle
+clients never unpickle."""
 
 from __future__ import annotations
 

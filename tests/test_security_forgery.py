@@ -1,4 +1,6 @@
-"""Signed batches and results end to end: real redis-server, real ``taskfan worker``s."""
+"""Threat: forged, changed, moved, swapped and truncated batch entries and results
+(threats 1, 2, 4), against signed batches and results end to end: real
+redis-server, real ``taskfan worker``s. Signing alone: ``test_security_signatures.py``."""
 
 from __future__ import annotations
 
