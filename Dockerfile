@@ -14,7 +14,10 @@ COPY pyproject.toml README.md ./
 COPY taskfan ./taskfan
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install .
+# Extras, comma-separated: `docker build --build-arg TASKFAN_EXTRAS=rq .` for nodes
+# that drain RQ queues (--rq-queue); none by default.
+ARG TASKFAN_EXTRAS=""
+RUN pip install .${TASKFAN_EXTRAS:+[$TASKFAN_EXTRAS]}
 
 # Task modules live in the working directory: nodes import them from there
 # (TASKFAN_PATH, default ".").
