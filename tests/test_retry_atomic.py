@@ -177,7 +177,7 @@ def test_rounds_prepared_together_open_once_and_the_other_is_void(
     assert (first, second) == (1, 2)
     assert job.meta().failed == 3  # prepared: nothing changed yet
     # A node records the second round's entry before its producer opened it.
-    assert scripts.record_batch(r, job.keys, "0.2", b"entry", 3, 0, 0.0) == scripts.RECORDED
+    assert scripts.record_batch(r, job.keys, "0.2", b"entry", 3, 0, 0.0) == scripts.RECORDED_LAST
     assert scripts.open_round(r, job.keys, second) == second  # the producer, late: the same
     assert scripts.open_round(r, job.keys, first) == 0  # void
     assert scripts.record_batch(r, job.keys, "0.1", b"entry", 3, 0, 0.0) == scripts.ROUND_VOID
