@@ -79,6 +79,10 @@ def test_the_collector_exposes_counters_gauges_and_the_histogram() -> None:
     stats.batch("r", "m:g", ok=5, failed=0)
     stats.reclaimed("q")
     stats.reclaimed("q")
+    stats.skip("q")
+    stats.gave_back("q")
+    stats.gave_back("q")
+    stats.gave_back("q")
     stats.chunk("m:f", 10, 0.02)
     stats.retried("q", "m:f", 6)
     view = NodeView("n1", Settings(processes=3), 123.0, stats, batches=lambda: [],
@@ -94,6 +98,8 @@ def test_the_collector_exposes_counters_gauges_and_the_histogram() -> None:
     assert value(found, "taskfan_batches_dead_lettered_total", queue="q", function="m:f") == 1
     assert value(found, "taskfan_items_processed_total", queue="r", function="m:g") == 5
     assert value(found, "taskfan_reclaimed_batches_total", queue="q") == 2
+    assert value(found, "taskfan_skipped_batches_total", queue="q") == 1
+    assert value(found, "taskfan_given_back_batches_total", queue="q") == 3
     assert value(found, "taskfan_pool_restarts_total") == 4
     assert value(found, "taskfan_pool_chunks") == 2
     assert value(found, "taskfan_items_retried_total", queue="q", function="m:f") == 6

@@ -19,7 +19,10 @@ Metrics (counters end in ``_total``):
 - ``taskfan_batches_in_flight``: batches the node holds; ``taskfan_pool_chunks``:
   chunks in its pool (running or queued there); ``taskfan_items_retrying``: items
   waiting in the node for a retry's backoff
-- ``taskfan_pool_restarts_total``; ``taskfan_reclaimed_batches_total{queue}``
+- ``taskfan_pool_restarts_total``; ``taskfan_reclaimed_batches_total{queue}``;
+  ``taskfan_skipped_batches_total{queue}`` (their job cancelled, abandoned or
+  gone); ``taskfan_given_back_batches_total{queue}`` (a function this node
+  cannot run, ``worker.unrunnable``)
 - ``taskfan_item_duration_seconds{function}``: histogram, each item at its chunk's average
 - ``taskfan_queue_waiting_batches{queue}``, ``taskfan_queue_in_flight_batches{queue}``,
   ``taskfan_queue_dead_letters{queue}``: the queue as the node last saw it
@@ -100,6 +103,17 @@ class NodeCollector(Collector):
         for queue, count in stats.reclaims.copy().items():
             reclaims.add_metric([queue], count)
         yield reclaims
+        for name, text, counts in (
+            ("taskfan_skipped_batches", "Batches acknowledged unrun: their job was "
+             "cancelled, abandoned or gone", stats.skipped),
+            ("taskfan_given_back_batches", "Batches handed back unrun: this node cannot "
+             "run their function (it cannot import it, or its --allow refuses it)",
+             stats.given_back),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, text, labels=["queue"])
+            for queue, count in counts.copy().items():
+                family.add_metric([queue], count)
+            yield family
         yield CounterMetricFamily(
             "taskfan_pool_restarts", "Times the process pool was rebuilt (a process died, "
             "or a hard timeout killed it)", value=view.pool_restarts(),
