@@ -373,3 +373,13 @@ def test_nothing_outside_the_adapter_package_imports_rq() -> None:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
     assert any(adapter.glob("*.py")), "the adapter package moved: update this test"
+
+
+def test_the_timeout_cache_of_a_pool_process_stays_small(r: redis.Redis) -> None:
+    """Each distinct timeout field is parsed once; distinct values written by anyone
+    must not grow a pool process's memory without end."""
+    from worker.rq_adapter import execute
+
+    for n in range(1, 1500):
+        execute._parse_timeout(str(n).encode())
+    assert len(execute._timeouts) <= 1024

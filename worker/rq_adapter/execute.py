@@ -91,6 +91,8 @@ _MAX_ALARM = 2**31 - 1
 
 
 def _parse_timeout(field: Any) -> int:
+    if len(_timeouts) >= 1024:  # job hashes anyone wrote must not grow it without end
+        _timeouts.clear()
     seconds = parse_timeout(field) or Queue.DEFAULT_TIMEOUT
     # Capped: a job hash anyone wrote must not overflow the alarm (taskfan.bounds).
     seconds = _timeouts[field] = min(seconds, _MAX_ALARM)
