@@ -41,7 +41,7 @@ def test_a_vanished_job_is_never_taken_for_active(r: redis.Redis) -> None:
 def _wipe(r: redis.Redis) -> None:
     """What a Redis restarted without persistence looks like: no keys, no scripts."""
     r.flushall()
-    r.script_flush()
+    r.script_flush()  # every primary of a cluster
 
 
 def _served_again(r: redis.Redis, node: NodeRedis) -> None:
@@ -60,6 +60,7 @@ def _held_entry(r: redis.Redis) -> tuple[NodeRedis, Delivery]:
     return node, delivery
 
 
+@pytest.mark.cluster
 def test_reclaim_recreates_a_lost_group(r: redis.Redis) -> None:
     node, _ = _held_entry(r)
     _wipe(r)
@@ -67,6 +68,7 @@ def test_reclaim_recreates_a_lost_group(r: redis.Redis) -> None:
     _served_again(r, node)
 
 
+@pytest.mark.cluster
 def test_lease_refresh_and_hand_back_recreate_a_lost_group(r: redis.Redis) -> None:
     node, delivery = _held_entry(r)
     _wipe(r)
@@ -76,6 +78,7 @@ def test_lease_refresh_and_hand_back_recreate_a_lost_group(r: redis.Redis) -> No
     _served_again(r, node)
 
 
+@pytest.mark.cluster
 def test_recording_a_batch_whose_group_was_lost_drops_it_quietly(
     r: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -94,6 +97,7 @@ def test_recording_a_batch_whose_group_was_lost_drops_it_quietly(
     _served_again(r, node)
 
 
+@pytest.mark.cluster
 def test_a_stopping_node_unpublishes_after_its_group_was_lost(r: redis.Redis) -> None:
     node, _ = _held_entry(r)
     _wipe(r)
