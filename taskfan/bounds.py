@@ -25,8 +25,10 @@ __all__ = ["MAX_COUNT"]
 
 DAY = 24 * 3600.0
 
-#: timeout and hard_timeout of a task, seconds
+#: timeout and hard_timeout of a task, seconds (less than a millisecond would
+#: round to no timer at all: setitimer counts microseconds)
 MAX_TIMEOUT = 7 * DAY
+MIN_TIMEOUT = 0.001
 #: backoff and backoff_max of a task's retries, seconds
 MAX_BACKOFF = DAY
 #: retries of a task (each one an attempt that runs the task again)
@@ -61,12 +63,18 @@ def shown(value: Any) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def seconds_problem(name: str, value: Any, most: float, zero: bool = True) -> str | None:
-    """What is wrong with ``value`` as a number of seconds from 0 (more than 0
-    when not ``zero``) to ``most``, naming ``name``; or None."""
-    if number(value) and (value >= 0 if zero else value > 0) and value <= most:
+def seconds_problem(
+    name: str, value: Any, most: float, zero: bool = True, least: float = 0.0
+) -> str | None:
+    """What is wrong with ``value`` as a number of seconds from ``least`` (more
+    than 0 when not ``zero`` and no ``least``) to ``most``, naming ``name``; or None."""
+    if least:
+        low, lower = value >= least if number(value) else False, f"from {least:g}"
+    else:
+        low = (value >= 0 if zero else value > 0) if number(value) else False
+        lower = "from 0" if zero else "more than 0"
+    if number(value) and low and value <= most:
         return None
-    lower = "from 0" if zero else "more than 0"
     return f"{name} must be a number of seconds {lower} and at most {most:g}, got {shown(value)}"
 
 

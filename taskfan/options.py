@@ -19,6 +19,7 @@ from taskfan.bounds import (
     MAX_RETRIES,
     MAX_RETRY_ON,
     MAX_TIMEOUT,
+    MIN_TIMEOUT,
     count_problem,
     seconds_problem,
     shown,
@@ -77,7 +78,9 @@ class TaskOptions:
         heap of a node."""
         for name in ("timeout", "hard_timeout"):
             value = getattr(self, name)
-            if value is not None and (problem := seconds_problem(name, value, MAX_TIMEOUT, False)):
+            if value is not None and (
+                problem := seconds_problem(name, value, MAX_TIMEOUT, least=MIN_TIMEOUT)
+            ):
                 return problem
         problem = count_problem("retries", self.retries, 0, MAX_RETRIES)
         for name in ("backoff", "backoff_max"):

@@ -35,7 +35,7 @@ ABSURD: list[tuple[str, Any]] = [
     *[
         (name, value)
         for name in ("timeout", "hard_timeout")
-        for value in (1e10, 10**400, math.inf, math.nan, -1, 0, True, "5")
+        for value in (1e10, 10**400, math.inf, math.nan, -1, 0, 1e-9, True, "5")
     ],
     *[("retries", value) for value in (-1, 10**6, 10**400, True, 1.0, math.nan)],
     *[
