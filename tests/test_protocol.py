@@ -94,7 +94,7 @@ def test_batch_parse_errors_name_the_entry_and_field(
 
 
 def test_task_options_validate() -> None:
-    with pytest.raises(ValueError, match="timeout must be a number of seconds from 0.001"):
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds from 0\.001"):
         TaskOptions(timeout=0)
     with pytest.raises(ValueError, match="retries must be a whole number"):
         TaskOptions(retries=-1)
