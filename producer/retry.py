@@ -111,7 +111,7 @@ def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> Non
         batches = json.dumps([p.index for p in plans])
         items = sum(p.count for p in plans)
         round_ = scripts.prepare_retry_round(r, job.keys, items, len(plans), batches)
-        _check_round(job, round_)
+        _check_round(job, round_, "this retry was not sent")
         if keyring is not None:
             signature = keyring.sign_round(job.id, nonce.decode(), round_, batches)
             scripts.sign_round(r, job.keys, round_, signature)
@@ -122,17 +122,18 @@ def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> Non
             entry = dataclasses.replace(plan, round=round_)
             pipe.xadd(stream, batch_fields(entry, meta.queue, keyring, nonce, now))
         pipe.execute()
-        _check_round(job, scripts.open_round(r, job.keys, round_))
+        opened = scripts.open_round(r, job.keys, round_)
+        _check_round(job, opened, "nodes will drop the results of this retry's batches")
 
 
-def _check_round(job: Job, answer: int) -> None:
+def _check_round(job: Job, answer: int, consequence: str) -> None:
     """What prepare_retry_round or open_round answered, when it is not a round."""
     if answer == scripts.JOB_GONE:
         raise JobNotFound(job.id)
     if answer <= 0:
         raise TaskfanError(
             f"job {job.id} changed meanwhile (another retry round opened, or it is no "
-            "longer finished): this retry was not sent"
+            f"longer finished): {consequence}"
         )
 
 
