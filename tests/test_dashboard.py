@@ -129,6 +129,8 @@ def test_the_page_in_headless_chromium(
     assert '<span class="open-node"' in html and "OPEN (unsigned, pickle)" in html
     assert f'data-failure="{job.id}:7"' in html and "bad 7" in html
     assert 'id="mode">read-only<' in html
+    # The node serves another queue: the page says nobody serves the job's.
+    assert "no live node serves queue dash: 1 active jobs wait on it" in html
     assert 'data-updated=""' not in html  # rendered at least once
 
     # The screenshot: a green bar over 45% of the bar's width, then red over 5%.
