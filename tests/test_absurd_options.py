@@ -13,6 +13,8 @@ from typing import Any, cast
 import fakeredis
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer import Client
 from taskfan import bounds
@@ -259,3 +261,39 @@ def test_the_node_loop_waits_at_most_its_cap_whatever_deadline_a_value_made(
     assert node._until_next_deadline() == 0.0
     node.scheduler.in_pool.clear()
     assert node._until_next_deadline() is None  # nothing due: an event wakes it
+
+
+# ------------------------------------------------------------ any options at all
+
+NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+)
+OPTIONS = st.dictionaries(
+    st.sampled_from(["timeout", "hard_timeout", "retries", "backoff", "backoff_max"]),
+    NUMBERS,
+    max_size=5,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPTIONS)
+def test_any_options_in_an_entry_parse_within_bounds_or_not_at_all(data: dict[str, Any]) -> None:
+    """Whatever numbers an entry's options hold, a node gets options within the
+    bounds of taskfan.bounds, or a ProtocolError naming the entry: nothing else."""
+    import json
+
+    try:
+        options = TaskOptions.decode(json.dumps(data), "entry 1-0")
+    except ProtocolError as exc:
+        assert str(exc).startswith("entry 1-0: bad task options")
+        return
+    for name in ("timeout", "hard_timeout"):
+        value = getattr(options, name)
+        assert value is None or bounds.MIN_TIMEOUT <= value <= bounds.MAX_TIMEOUT
+    assert type(options.retries) is int and 0 <= options.retries <= bounds.MAX_RETRIES
+    assert 0 <= options.backoff <= bounds.MAX_BACKOFF
+    assert 0 <= options.backoff_max <= bounds.MAX_BACKOFF
