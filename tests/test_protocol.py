@@ -160,10 +160,17 @@ def test_a_count_that_does_not_match_the_outcomes_is_an_error() -> None:
         list(iter_outcomes(entry, JSON, "job j batch 0"))
 
 
-def test_an_undecodable_chunk_is_a_protocol_error() -> None:
-    entry = ResultEntry.parse(encode_result(0, 1, 0, [b"not json"]), "w")
-    with pytest.raises(ProtocolError, match="job j batch 0: cannot decode a chunk of results"):
-        list(iter_outcomes(entry, JSON, "job j batch 0"))
+def test_an_undecodable_chunk_fails_only_its_own_items() -> None:
+    """The entry's count and its other chunks say how many items the bad one held."""
+    good = JSON.dumps([[7], []])
+    entry = ResultEntry.parse(encode_result(0, 3, 0, [b"not json", good]), "w")
+    outcomes = list(iter_outcomes(entry, JSON, "job j batch 0"))
+    assert [(o.index, o.ok, o.value) for o in outcomes] == [
+        (0, False, None), (1, False, None), (2, True, 7),
+    ]  # fmt: skip
+    for outcome in outcomes[:2]:
+        assert outcome.error is not None and outcome.error.type == "UnreadableResult"
+        assert "job j batch 0: cannot decode a chunk of results" in outcome.error.message
 
 
 @pytest.mark.parametrize("cut", [1, 4, 10, 23, 24, 27, 30])
