@@ -67,10 +67,11 @@ CLUSTER = ("cluster|slots", "cluster|shards", "command")
 #: commands the Lua scripts call (record.lua, which may open a retry round, and
 #: dead_letter.lua for workers; seal, cancel, retry, requeue, open_round and
 #: record, for rejected inputs, for producers)
+#: (abandon.lua and lease.lua read the server's clock: TIME)
 WORKER_LUA = ("hget", "hmget", "hset", "hsetnx", "hincrby", "expire", "xadd", "xack", "xdel",
-              "hexists", "hkeys", "hdel", "persist")  # fmt: skip
+              "hexists", "hkeys", "hdel", "persist", "time")  # fmt: skip
 PRODUCER_LUA = ("exists", "hget", "hmget", "hset", "hsetnx", "hincrby", "hdel", "expire",
-                "persist", "xadd", "hexists", "hkeys")  # fmt: skip
+                "persist", "xadd", "hexists", "hkeys", "time")  # fmt: skip
 
 ROLES: dict[str, tuple[str, ...]] = {
     "worker": (
@@ -83,6 +84,8 @@ ROLES: dict[str, tuple[str, ...]] = {
         # recording and acknowledging, leases, the node record and its queue depths
         "script|exists", "evalsha", "xack", "xdel", "xclaim", "hget", "hset", "expire",
         "zadd", "zrem", "del", "xlen",
+        # the other live nodes' records: can any of them run a function this one cannot?
+        "zrange",
         # the measured cost per item of each function, for producers' batch sizes
         "set",
         *WORKER_LUA,

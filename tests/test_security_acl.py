@@ -26,6 +26,7 @@ from taskfan.cli import main
 from taskfan.errors import ConfigError
 from taskfan.server import HOST, RedisServer
 from tests import tasks
+from tests.helpers import wait_until
 from tests.workers import WorkerProcess
 
 PASSWORDS = {"worker": os.urandom(8).hex(), "producer": os.urandom(8).hex()}
@@ -128,6 +129,30 @@ def test_each_role_does_its_job_end_to_end(fresh: Server) -> None:
         assert [o.ok for o in job.outcomes(timeout=60)].count(False) == 2, node.log()
         assert job.retry_failed() == 2 and job.wait(timeout=60)
         assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]
+        refused = [e for e in fresh.admin.acl_log() if "setinfo" not in str(e["object"])]
+        assert refused == [], "the ACL refused a command taskfan needs"
+    finally:
+        node.close()
+
+
+def test_the_worker_role_ends_abandoned_jobs_and_reads_its_peers(fresh: Server) -> None:
+    """A node ends a job whose producer's enqueue lease lapsed (abandon.lua asks
+    the server's TIME) and, for a function it cannot import, reads the other
+    nodes' records (ZRANGE): its role allows both (issue 14)."""
+    scripts.load_all(fresh.admin)
+    fresh.admin.acl_log_reset()
+    client = Client.from_url(fresh.url("producer"))
+    lapsed = client.map(tasks.square, range(3), batch_size=1)
+    # As a producer killed mid-enqueue leaves it: unsealed, its lease long past.
+    fresh.admin.hset(lapsed.keys.meta, mapping={"sealed": "0", "lease_until": "1.0"})
+    node = WorkerProcess(fresh.url("worker"), env={"TASKFAN_HEARTBEAT_INTERVAL": "0.5"})
+    try:
+        wait_until(lambda: fresh.admin.hget(lapsed.keys.meta, "state") == b"abandoned",
+                   timeout=30, message=node.log)  # fmt: skip
+        unknown = client.map("tests.no_such_module:fn", [1, 2])
+        assert unknown.wait(timeout=60), node.log()
+        errors = [o.error for o in unknown.outcomes() if o.error]
+        assert len(errors) == 2 and "no live node serving queue default" in errors[0].message
         refused = [e for e in fresh.admin.acl_log() if "setinfo" not in str(e["object"])]
         assert refused == [], "the ACL refused a command taskfan needs"
     finally:

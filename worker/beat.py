@@ -20,7 +20,10 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from redis.exceptions import ResponseError
 
 from taskfan.settings import Settings
 from worker.io_threads import Events
@@ -56,6 +59,8 @@ class BeatDuties:
         self.events = events
         self._rq = rq
         self.unrunnable = unrunnable
+        #: duties Redis refused, said once (``_duty``)
+        self._refused: set[str] = set()
         self._metrics: MetricsServer | None = None
 
     def start_metrics(self) -> None:
@@ -73,8 +78,8 @@ class BeatDuties:
         """After each heartbeat (heartbeat thread): the metrics' queue depths, the
         jobs of the batches held, and the RQ source's leases."""
         self._sample_queues()
-        self._abandon_lapsed()
-        self._decide_unrunnable()
+        self._duty("ending abandoned jobs", self._abandon_lapsed)
+        self._duty("reading the other nodes' records", self._decide_unrunnable)
         self._check_held_jobs()
         if self._rq is not None:
             self._rq.beat()
@@ -89,6 +94,17 @@ class BeatDuties:
             ended = self.redis.ended(jobs)
             if ended:
                 self.events.put(("ended", ended))
+
+    def _duty(self, what: str, duty: Callable[[], None]) -> None:
+        """Run one duty; a command Redis refuses (an ACL without it: NOPERM) is
+        said once, and keeps neither the other duties nor later beats from
+        running. Outages go up to the heartbeat's own backoff."""
+        try:
+            duty()
+        except ResponseError as exc:
+            if what not in self._refused:
+                self._refused.add(what)
+                log.warning("node %s: %s failed: %s", self.id, what, exc)
 
     def _decide_unrunnable(self) -> None:
         """Functions this node cannot run: does any other live node serving the
