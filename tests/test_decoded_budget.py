@@ -69,10 +69,15 @@ def test_the_estimate_is_at_least_what_decoding_takes(shape: str, codec: str) ->
     assert estimate >= peak, (shape, codec, len(payload), peak, estimate)
 
 
-def _delivery(index: int, items: list[Any], job_id: str = "0123456789abcdef") -> Delivery:
-    payload = json.dumps(items).encode()
+def _delivery(
+    index: int,
+    items: list[Any],
+    job_id: str = "0123456789abcdef",
+    options: TaskOptions = TaskOptions(),  # noqa: B008 - frozen
+) -> Delivery:
+    payload = json.dumps(items, separators=(",", ":")).encode()
     entry = BatchEntry(job_id, index, 0, len(items), "tests.tasks:identity", "json",
-                       CallMode.ONE, 0, payload, TaskOptions())  # fmt: skip
+                       CallMode.ONE, 0, payload, options)  # fmt: skip
     fields = {k.encode(): v if isinstance(v, bytes) else str(v).encode()
               for k, v in entry.fields().items()}  # fmt: skip
     return Delivery(QUEUE, f"1-{index}".encode(), fields)
@@ -84,12 +89,24 @@ def _scheduler(budget: int) -> Scheduler:
 
 def test_a_batch_estimated_over_the_budget_is_refused_before_it_is_decoded() -> None:
     s = _scheduler(1 * MiB)
-    completed = s.accept(_delivery(0, [[] for _ in range(10_000)]))  # 40,002 bytes
+    completed = s.accept(_delivery(0, [[] for _ in range(10_000)]))  # 30,001 bytes
     assert isinstance(completed, Completed) and completed.dead_reason is not None
     reason = completed.dead_reason
-    assert "batch 0: its payload of 39.1 KiB (10001 containers) would take about 1.6 MiB" in reason
+    assert "batch 0: its payload of 29.3 KiB (10001 containers, 2 chunks)" in reason
+    assert "would take about 1.4 MiB decoded" in reason
     assert "over this node's max_decoded_bytes (1 MiB)" in reason
     assert completed.failed == 10_000 and not s.batches
+
+
+def test_the_chunks_a_batch_is_cut_into_count_in_its_estimate() -> None:
+    """One item per chunk under a hard timeout: 300,000 zeros take 0.6 MB on the
+    wire, 9 MiB by the payload's estimate, and 46 MiB more of chunks."""
+    s = _scheduler(32 * MiB)
+    items = [0] * 300_000
+    assert s.accept(_delivery(0, items)) is None  # a few chunks: it fits
+    completed = s.accept(_delivery(1, items, options=TaskOptions(hard_timeout=1.0)))
+    assert isinstance(completed, Completed) and completed.dead_reason is not None
+    assert "(1 containers, 300000 chunks) would take about 54.9 MiB" in completed.dead_reason
 
 
 def test_a_batch_that_does_not_fit_beside_those_held_waits_undecoded() -> None:
@@ -121,7 +138,7 @@ def test_a_node_dead_letters_a_batch_that_decodes_too_large_and_keeps_serving(
     assert [o.ok for o in outcomes] == [False, False], worker.log()
     error = outcomes[0].error
     assert error is not None and error.type == "BatchTooLarge", error
-    assert "(500003 containers) would take about" in error.message, error.message
+    assert "(500003 containers, 2 chunks) would take about" in error.message, error.message
     assert "over this node's max_decoded_bytes (32 MiB)" in error.message
     letters: Any = r.xrange(QUEUE.dead)
     assert [fields[b"reason"] for _, fields in letters] == [error.message.encode()]

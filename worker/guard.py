@@ -177,14 +177,17 @@ class Guard:
             return str(exc)
         return None
 
-    def decoded_refusal(self, entry: BatchEntry, size: int, containers: int) -> str | None:
+    def decoded_refusal(
+        self, entry: BatchEntry, size: int, containers: int, chunks: int = 0
+    ) -> str | None:
         """Why a batch estimated at ``size`` bytes decoded (``taskfan.limits.decoded_size``)
         is refused, or None: no batch over max_decoded_bytes is ever decoded."""
         if size <= self.max_decoded_bytes:
             return None
         return (
             f"job {entry.job_id} batch {entry.field}: its payload of "
-            f"{format_size(len(entry.payload))} ({containers} containers) would take about "
+            f"{format_size(len(entry.payload))} ({containers} containers"
+            f"{f', {chunks} chunks' if chunks > 1 else ''}) would take about "
             f"{format_size(size)} decoded, over this node's max_decoded_bytes "
             f"({format_size(self.max_decoded_bytes)})"
         )

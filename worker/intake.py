@@ -16,6 +16,7 @@ can crash a node.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from taskfan.boundary import brief
@@ -24,7 +25,7 @@ from taskfan.errors import ProtocolError
 from taskfan.limits import decoded_size
 from taskfan.logs import batch_extra
 from taskfan.protocol import BatchEntry
-from worker.batches import Batch
+from worker.batches import CHUNK_BYTES, Batch
 from worker.guard import Guard
 from worker.recorder import Recorder
 from worker.redis_io import Completed, Delivery
@@ -40,8 +41,11 @@ class Intake:
         max_deliveries: int,
         recorder: Recorder,
         unrunnable: Unrunnable | None = None,
+        chunk_size: Callable[[BatchEntry], int] | None = None,
     ) -> None:
         self.guard = guard
+        #: items per chunk the scheduler will cut a batch into (its chunks count too)
+        self.chunk_size = chunk_size
         self.max_deliveries = max_deliveries
         self.recorder = recorder
         #: functions this node cannot import or may not run (``worker.unrunnable``)
@@ -79,8 +83,11 @@ class Intake:
             type_name, reason = refusal
             log.warning("%s: dead-lettered: %s", where, reason, extra=extra)
             return self.recorder.fail_batch(batch, type_name, reason, dead=True)
-        batch.decoded, containers = decoded_size(entry.codec, entry.payload)
-        too_large = self.guard.decoded_refusal(entry, batch.decoded, containers)
+        size, containers = decoded_size(entry.codec, entry.payload)
+        batch.chunk_size = self.chunk_size(entry) if self.chunk_size and entry.count else 0
+        chunks = -(-entry.count // batch.chunk_size) if batch.chunk_size else 0
+        batch.decoded = size + CHUNK_BYTES * chunks
+        too_large = self.guard.decoded_refusal(entry, batch.decoded, containers, chunks)
         if too_large is not None:
             log.warning("%s: dead-lettered: %s", where, too_large, extra=extra)
             return self.recorder.fail_batch(batch, "BatchTooLarge", too_large, dead=True)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.logs import batch_extra
+from taskfan.protocol import BatchEntry
 from worker.batches import Batch, Chunk, key
 from worker.budget import DecodedBudget
 from worker.child import ChunkResult, Retry
@@ -69,7 +70,9 @@ class Scheduler:
         #: signatures, refusals and limits (worker.guard); the default checks nothing
         self.guard = guard or Guard()
         self.recorder = Recorder(self.guard, sizer, clock)
-        self.intake = Intake(self.guard, max_deliveries, self.recorder, unrunnable)
+        self.intake = Intake(
+            self.guard, max_deliveries, self.recorder, unrunnable, chunk_size=self._chunk_size
+        )
         self.batches: dict[tuple[str, bytes], Batch] = {}
         self.pending: deque[Chunk] = deque()
         self.suspects: deque[Chunk] = deque()
@@ -137,14 +140,18 @@ class Scheduler:
         if entry.count == 0:
             return self.recorder.finish(batch)
         self.batches[key(batch.delivery)] = batch
-        if entry.options.hard_timeout:
-            size = 1
-        else:
-            size = self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize)
+        size = batch.chunk_size or self._chunk_size(entry)
         for lo in range(0, entry.count, size):
             self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
         self.last_chunks = -(-entry.count // size)
         return None
+
+    def _chunk_size(self, entry: BatchEntry) -> int:
+        """Items per chunk: one under a hard timeout, else the job's, the node's or
+        one measured (``worker.sizing``)."""
+        if entry.options.hard_timeout:
+            return 1
+        return self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize)
 
     def batches_wanted(self) -> int:
         """How many batches to read: none while a chunk per process waits, else
