@@ -9,17 +9,17 @@ from typing import Any
 import redis
 
 from producer import sizing
+from producer.callables import Described, describe
 from producer.enqueue import Enqueuer
 from producer.job import Job
 from producer.records import JobSpec
 from taskfan.bounds import MAX_COUNT, MAX_RESULT_TTL, count_problem
 from taskfan.codec import Codec, get_codec
 from taskfan.connection import RedisClient, connect, translate_errors
-from taskfan.errors import ConfigError, PickleRefused, ProtocolError
+from taskfan.errors import ConfigError, LimitExceeded, PickleRefused, ProtocolError
 from taskfan.keys import QueueKeys
-from taskfan.limits import Limits
+from taskfan.limits import Limits, format_size
 from taskfan.options import CallMode, TaskOptions
-from taskfan.refs import reference
 from taskfan.settings import (
     DEFAULT_ENQUEUE_LEASE,
     DEFAULT_RESULT_TTL,
@@ -48,6 +48,14 @@ class Client:
     allows pickle (``allow_pickle``: by default, when its codec is pickle).
     ``max_item_bytes`` and ``max_batch_bytes`` limit what one item and one batch
     may encode to (LimitExceeded at enqueue).
+
+    Functions travel by reference (``module:qualname``); a ``functools.partial``,
+    a bound method, a callable instance travel as the function they call plus
+    their bound state, encoded with the job's codec (``producer.callables``).
+    ``by_value=True`` sends lambdas, closures and functions of ``__main__`` by
+    value with cloudpickle (``pip install 'taskfan[byvalue]'``): pickled code,
+    which ``--no-pickle`` nodes refuse, and nodes with an ``--allow`` list too
+    unless they pass ``--allow-by-value`` (docs/security.md).
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class Client:
         max_item_bytes: int | None = None,
         max_batch_bytes: int | None = None,
         enqueue_lease: float = DEFAULT_ENQUEUE_LEASE,
+        by_value: bool = False,
     ) -> None:
         try:
             QueueKeys(queue)
@@ -97,6 +106,8 @@ class Client:
         #: seconds a job being enqueued outlives this producer (producer.lease)
         self.enqueue_lease = float(enqueue_lease)
         self._costs = sizing.CostBoard(redis_client)
+        #: send lambdas, closures and functions of ``__main__`` by value (cloudpickle)
+        self.by_value = bool(by_value)
 
     @classmethod
     def from_url(cls, url: str, queue: str = "default", **options: Any) -> Client:
@@ -163,13 +174,15 @@ class Client:
         )
         if mode is None:
             mode = CallMode.ARGS if star else CallMode.ONE
-        fn_ref = reference(fn)
+        job_codec = self._codec(codec, self.codec.name)
+        called = self.describe(fn, job_codec)
+        fn_ref = called.fn_ref
         batch_size = _positive("batch_size", batch_size) or self.batch_size
         plan = sizing.BatchPlan(batch_size) if batch_size else self._plan(fn_ref, iterable)
         spec = JobSpec(
             queue=self.queue,
             fn_ref=fn_ref,
-            codec=self._codec(codec, self.codec.name),
+            codec=job_codec,
             mode=mode,
             batch_size=plan.size,
             chunksize=_positive("chunksize", chunksize) or self.chunksize or 0,
@@ -177,11 +190,27 @@ class Client:
             options=options,
             ramp_max=plan.ramp_max,
             split_bytes=0 if batch_size else sizing.MAX_BATCH_BYTES,
+            wrap=called.wrap,
+            bound=called.bound,
+            label=called.label,
         )
         enqueuer = Enqueuer(
             self.redis, spec, keyring=self.keyring, limits=self.limits, lease=self.enqueue_lease
         )
         return Job(self, enqueuer.run(iterable), codec=spec.codec.name)
+
+    def describe(self, fn: Callable[..., Any] | str, codec: Codec) -> Described:
+        """How ``fn`` travels (``producer.callables``); its bound state must fit
+        ``max_batch_bytes``, as every batch entry carries it."""
+        called = describe(fn, codec, self.by_value)
+        limit = self.limits.max_batch_bytes
+        if len(called.bound) > limit // 2:
+            raise LimitExceeded(
+                f"{called.shown}: its bound state encodes to {format_size(len(called.bound))}, "
+                f"over half of max_batch_bytes ({format_size(limit)}), and every batch "
+                "carries it: bind less (load large data in the task, from a path or URL)"
+            )
+        return called
 
     def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:
         """Automatic batch sizes, from the function's published cost and the

@@ -203,6 +203,8 @@ class Enqueuer:
             chunksize=spec.chunksize,
             payload=payload,
             options=spec.options,
+            wrap=spec.wrap,
+            bound=spec.bound,
         )
         self.total += len(items)
         self.batches += 1

@@ -50,7 +50,6 @@ from taskfan.options import CallMode
 from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
-from taskfan.refs import reference
 from taskfan.transient import AWAY, Backoff
 
 
@@ -117,7 +116,8 @@ class Executor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
-        fn_ref = reference(fn)
+        called = self.client.describe(fn, self.client.codec)
+        fn_ref = called.shown
         payload = self.client.codec.dumps([(args, kwargs)])
         limit = self.client.limits.max_item_bytes
         if len(payload) > limit:
@@ -138,8 +138,9 @@ class Executor(concurrent.futures.Executor):
             pipe: Any = seq.pipe
             index = self._count
             entry = BatchEntry(
-                job.id, index, index, 1, fn_ref, client.codec.name, CallMode.CALL, 1, payload
-            )
+                job.id, index, index, 1, called.fn_ref, client.codec.name, CallMode.CALL, 1,
+                payload, wrap=called.wrap, bound=called.bound,
+            )  # fmt: skip
             pipe.hincrby(job.keys.meta, "total", 1)
             pipe.hincrby(job.keys.meta, "batches", 1)
             fields = batch_fields(entry, client.queue, client.keyring, self._nonce, time.time())

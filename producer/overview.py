@@ -100,7 +100,7 @@ def job_status(meta: JobMeta, now: float, events: list[Any] | None = None) -> di
     return {
         "id": meta.id,
         "queue": meta.queue,
-        "function": meta.fn_ref,
+        "function": meta.function,
         "status": meta.status,
         "done": meta.done,
         "failed": meta.failed,
@@ -232,7 +232,7 @@ def recent_failures(
             out.append(
                 {
                     "job": meta.id,
-                    "function": meta.fn_ref,
+                    "function": meta.function,
                     "index": outcome.index,
                     "attempts": outcome.attempts,
                     **outcome.error.as_dict(),

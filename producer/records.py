@@ -88,6 +88,11 @@ class JobSpec:
     #: a batch whose encoding is larger is split, and later batches are made
     #: smaller (automatic sizes only; 0: never)
     split_bytes: int = 0
+    #: how the node builds the callable from fn_ref, its bound state, and what
+    #: status shows for it (``producer.callables``); empty for a plain function
+    wrap: str = ""
+    bound: bytes = b""
+    label: str = ""
 
     def meta(self, job_id: str, now: float, nonce: str) -> dict[str, Any]:
         return {
@@ -110,4 +115,6 @@ class JobSpec:
             "result_ttl": self.result_ttl,
             "created_at": repr(now),
             "options": self.options.encode(),
+            **({"wrap": self.wrap, "bound": self.bound} if self.wrap else {}),
+            **({"label": self.label} if self.label else {}),
         }

@@ -95,6 +95,8 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
                     payload=codec.dumps([_input_of(o) for o in kept]),
                     options=meta.options,
                     offsets=tuple(o.index - start for o in kept),
+                    wrap=meta.wrap,
+                    bound=meta.bound,
                 )
             )
     if left:

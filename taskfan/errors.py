@@ -36,6 +36,12 @@ class PickleRefused(TaskfanError):
     """Pickle was refused (``no_pickle``): pickle from Redis can run code."""
 
 
+class BoundStateError(FunctionReferenceError):
+    """The bound state of a callable (a partial's arguments, a method's object, a
+    function sent by value) cannot be loaded on a node: that job's items fail,
+    and the node keeps running the function for other jobs."""
+
+
 class FunctionNotAllowed(FunctionReferenceError):
     """A function reference names a module outside the node's allowlist (``--allow``)."""
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskfan.callables import WRAPS
 from taskfan.errors import ProtocolError
 from taskfan.fields import MAX_NUMBER, text, whole_numbers
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
@@ -78,6 +79,16 @@ class JobMeta:
     overlays: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     #: while enqueuing, until when (the server's clock) its producer's lease runs
     lease_until: float | None = None
+    #: how nodes build the callable from fn_ref, and its bound state
+    #: (``taskfan.callables``); what people read for it (``label``, "" : fn_ref)
+    wrap: str = ""
+    bound: bytes = b""
+    label: str = ""
+
+    @property
+    def function(self) -> str:
+        """The function as status, inspect and the dashboard show it."""
+        return self.label or self.fn_ref
 
     @property
     def lease_lapsed(self) -> bool:
@@ -164,7 +175,23 @@ class JobMeta:
             ),
             overlays=_overlays(fields, num(b"retry_round"), where),
             lease_until=num(b"lease_until", float) if fields.get(b"lease_until") else None,
+            wrap=_wrap(fields, where),
+            bound=fields.get(b"bound", b""),
+            label=text(fields, b"label", where)[:MAX_LABEL] if b"label" in fields else "",
         )
+
+
+#: longest label kept from a meta hash (what status shows for a wrapped callable)
+MAX_LABEL = 200
+
+
+def _wrap(fields: Mapping[bytes, bytes], where: str) -> str:
+    wrap = fields.get(b"wrap", b"").decode("utf-8", "replace")
+    if wrap and wrap not in WRAPS:
+        raise ProtocolError(f"{where}: field 'wrap': unknown wrap {wrap[:40]!r}")
+    if wrap and b"bound" not in fields:
+        raise ProtocolError(f"{where}: field 'wrap' without field 'bound'")
+    return wrap
 
 
 def _overlays(fields: Mapping[bytes, bytes], rounds: int, where: str) -> dict[int, tuple[str, ...]]:

@@ -11,6 +11,9 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     r  (optional) retry round, from 1 (Job.retry_failed); then the items are some
        of the batch's, and
     x  their offsets from s, as a JSON list
+    w  (optional) wrap: how the node builds the callable from f ("partial",
+       "method", "value"), with
+    v  its bound state: see ``taskfan.callables``
     g  (optional) signature, when the producer has a secret: see ``taskfan.signing``
 
 ``parse`` checks every field (a job id usable as a key, a well-formed function
@@ -29,6 +32,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from taskfan.callables import VALUE, WRAPS
 from taskfan.codec import CODECS
 from taskfan.errors import ProtocolError
 from taskfan.fields import MAX_COUNT, text, whole_number, whole_numbers
@@ -52,6 +56,10 @@ class BatchEntry:
     #: retry round (0: the batch itself) and, for a retry, the items' offsets from start
     round: int = 0
     offsets: tuple[int, ...] | None = None
+    #: how the node builds the callable from ``fn_ref`` ("": it is the callable),
+    #: and the bound state it needs (``taskfan.callables``)
+    wrap: str = ""
+    bound: bytes = b""
 
     @property
     def field(self) -> str:
@@ -75,6 +83,9 @@ class BatchEntry:
         if self.round:
             fields["r"] = self.round
             fields["x"] = json.dumps(list(self.offsets or ()), separators=(",", ":"))
+        if self.wrap:
+            fields["w"] = self.wrap
+            fields["v"] = self.bound
         return fields
 
     @classmethod
@@ -104,6 +115,7 @@ class BatchEntry:
             raise ProtocolError(
                 f"{where}: field 'x' holds {len(offsets)} offsets for {count} items"
             )
+        wrap, bound = _wrap(fields, codec, where)
         return cls(
             job_id=job_id,
             index=whole_number(fields, b"b", where),
@@ -117,7 +129,25 @@ class BatchEntry:
             options=TaskOptions.decode(fields[b"o"], where) if b"o" in fields else DEFAULT_OPTIONS,
             round=round_,
             offsets=offsets,
+            wrap=wrap,
+            bound=bound,
         )
+
+
+def _wrap(fields: Mapping[bytes, bytes], codec: str, where: str) -> tuple[str, bytes]:
+    """The entry's wrap and bound state (``taskfan.callables``), or ("", b"")."""
+    if b"w" not in fields:
+        if b"v" in fields:
+            raise ProtocolError(f"{where}: field 'v' without field 'w'")
+        return "", b""
+    wrap = text(fields, b"w", where)
+    if wrap not in WRAPS:
+        raise ProtocolError(f"{where}: field 'w': unknown wrap {wrap[:40]!r}")
+    if b"v" not in fields:
+        raise ProtocolError(f"{where}: field 'w' without field 'v'")
+    if wrap == VALUE and codec != "pickle":
+        raise ProtocolError(f"{where}: a function sent by value needs the pickle codec")
+    return wrap, fields[b"v"]
 
 
 def _mode(fields: Mapping[bytes, bytes], where: str) -> CallMode:

@@ -8,6 +8,7 @@ process and caches it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -78,12 +79,27 @@ def reference(fn: Callable[..., Any] | str) -> str:
             f"{module}:{qualname} cannot be imported by reference ({exc}): define the "
             "function at the top level of an importable module"
         ) from None
-    if found is not fn and getattr(found, "__wrapped__", None) is not fn:
+    if (
+        found is not fn
+        and getattr(found, "__wrapped__", None) is not fn
+        and not _same_method(found, fn)
+    ):
         raise FunctionReferenceError(
             f"{module}:{qualname} does not lead back to {fn!r} (is the name rebound or "
             "the function decorated without functools.wraps?)"
         )
     return _check_length(f"{module}:{qualname}")
+
+
+def _same_method(found: Any, fn: Any) -> bool:
+    """Whether both are the same method bound to the same object (a class method:
+    each lookup on the class makes a new bound method)."""
+    return (
+        inspect.ismethod(found)
+        and inspect.ismethod(fn)
+        and found.__func__ is fn.__func__
+        and found.__self__ is fn.__self__
+    )
 
 
 def _check_length(ref: str) -> str:
@@ -141,10 +157,13 @@ def check_allowed(ref: str, allow: Sequence[str]) -> None:
             f"{ref!r} is not allowed on this node: module {module_name!r} is outside its "
             f"allowlist ({', '.join(allow)}; --allow, TASKFAN_ALLOW)"
         )
-    if any(part.startswith("__") for part in qualname.split(".")):
+    parts = qualname.split(".")
+    if len(parts) > 1 and parts[-1] == "__call__":  # a callable instance's class
+        parts.pop()
+    if any(part.startswith("__") for part in parts):
         raise FunctionNotAllowed(
             f"{ref!r} is not allowed on this node: with an allowlist, a reference may not "
-            "walk dunder attributes"
+            "walk dunder attributes (only a class's own __call__ may close it)"
         )
 
 

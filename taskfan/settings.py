@@ -146,6 +146,9 @@ class Settings:
     no_pickle: bool = False
     #: module prefixes a node may import task functions from; (): any
     allow: tuple[str, ...] = ()
+    #: with an allowlist, also run functions sent by value (code shipped through
+    #: Redis, outside the allowlist: docs/security.md); without one, pickle decides
+    allow_by_value: bool = False
     #: bytes one encoded item (or one item's result) may take
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     #: bytes one encoded batch payload (or one batch's result entry) may take
@@ -324,6 +327,7 @@ ENV.update(
         "TASKFAN_SECRET_FILE": ("secrets", read_secret_file),
         "TASKFAN_NO_PICKLE": ("no_pickle", _flag),
         "TASKFAN_ALLOW": ("allow", _split),
+        "TASKFAN_ALLOW_BY_VALUE": ("allow_by_value", _flag),
         "TASKFAN_MAX_ITEM_BYTES": ("max_item_bytes", parse_size),
         "TASKFAN_MAX_BATCH_BYTES": ("max_batch_bytes", parse_size),
         "TASKFAN_MAX_DECODED_BYTES": ("max_decoded_bytes", parse_size),

@@ -23,7 +23,8 @@ What is signed:
   ``"<index>.<round>"``), the codec and the entry's bytes, so a result cannot
   be moved to another batch or job, nor read with another codec.
 - **Job meta**: a field ``sig`` over what a retry round would run again (id,
-  queue, function, codec, mode, chunksize, options) and the job's ``nonce``, so
+  queue, function, codec, mode, chunksize, options, and for a callable with
+  bound state its ``wrap``, ``bound`` and ``label``) and the job's ``nonce``, so
   ``Job.retry_failed`` never signs what someone else wrote into the meta hash;
   ``tsig``, written when the job is sealed, over its ``batches`` and ``total``
   (the signed values in clear too, so a reader names the field that changed);
@@ -53,6 +54,10 @@ META_SIGNATURE_FIELD = b"sig"
 #: the meta fields the meta signature covers (version 1: without the nonce)
 META_SIGNED_V1 = (b"id", b"queue", b"fn", b"codec", b"mode", b"chunksize", b"options")
 META_SIGNED = (*META_SIGNED_V1, b"nonce")
+#: meta fields of a job whose callable carries bound state (taskfan.callables):
+#: signed after META_SIGNED when the meta has any of them, so the signature of
+#: a meta without them is what it always was
+META_SIGNED_CALLABLE = (b"wrap", b"bound", b"label")
 #: job meta field that holds the signature of the sealed totals
 TOTALS_SIGNATURE_FIELD = b"tsig"
 #: the meta fields the totals signature covers, in its order
@@ -243,6 +248,8 @@ class Keyring:
     def _meta_mac(secret: bytes, meta: Mapping[bytes, bytes], version: bytes = _VERSION) -> bytes:
         mac = hmac.new(secret, _META_DOMAIN, hashlib.sha256)
         names = META_SIGNED_V1 if version == b"1" else META_SIGNED
+        if version != b"1" and any(name in meta for name in META_SIGNED_CALLABLE):
+            names = (*names, *META_SIGNED_CALLABLE)
         _update(mac, [meta.get(name, b"") for name in names])
         return mac.digest()
 
@@ -275,8 +282,9 @@ class Keyring:
             if hmac.compare_digest(self._meta_mac(secret, meta, parts[0]), claimed):
                 return
         raise SignatureError(
-            f"{where}: bad signature on the job's meta: its id, function, codec, mode, "
-            "options or nonce were changed, or it was signed with another secret"
+            f"{where}: bad signature on the job's meta: its id, function (or its bound "
+            "state), codec, mode, options or nonce were changed, or it was signed with "
+            "another secret"
         )
 
     # ----------------------------------------------------------------- totals, rounds

@@ -448,3 +448,36 @@ class ExitingStrWhenRead:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_raise_exiting_str, ())
+
+
+def scaled(x: float, k: float = 1, offset: float = 0) -> float:
+    """For ``functools.partial(scaled, k=...)`` (tests/test_callables.py)."""
+    return x * k + offset
+
+
+class Scorer:
+    """A callable instance: ``Scorer(3)(x)``."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def __call__(self, x: float) -> float:
+        return x * self.weight
+
+
+class Model:
+    """Bound, static and class methods."""
+
+    def __init__(self, bias: float) -> None:
+        self.bias = bias
+
+    def predict(self, x: float) -> float:
+        return x + self.bias
+
+    @staticmethod
+    def double(x: float) -> float:
+        return 2 * x
+
+    @classmethod
+    def tag(cls, x: Any) -> str:
+        return f"{cls.__name__}:{x}"

@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 
 from taskfan.boundary import Failure, describe, message, type_name
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
+from taskfan.callables import VALUE, bind, load_by_value
 from taskfan.codec import Codec, get_codec
+from taskfan.errors import BoundStateError
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions, call
 from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
@@ -36,6 +38,10 @@ from worker.parts import Part, encode, encode_parts
 from worker.sending import Unsendable, unpack
 
 _functions: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
+#: callables with bound state (or sent by value) built lately, newest last
+_bound: dict[tuple[str, tuple[str, ...], str, bytes], Callable[..., Any]] = {}
+#: how many of them a pool process keeps (each may hold a large bound object)
+MAX_BOUND = 4
 
 
 class Retry(NamedTuple):
@@ -90,6 +96,38 @@ def _function(ref: str, allow: tuple[str, ...]) -> Callable[..., Any]:
     fn = _functions.get((ref, allow))
     if fn is None:
         fn = _functions[ref, allow] = resolve(ref, allow)
+    return fn
+
+
+def _callable(
+    ref: str, allow: tuple[str, ...], wrap: str, bound: bytes, codec: Codec
+) -> Callable[..., Any]:
+    """The callable an entry names (``taskfan.callables``): the function resolved
+    first (allowlist checked before any import), then its bound state decoded with
+    the job's codec, which the node's guard accepted; by value, the function
+    itself, which the guard let through. The last few are kept: the chunks of a
+    batch share them."""
+    if not wrap:
+        return _function(ref, allow)
+    key = (ref, allow, wrap, bound)
+    fn = _bound.get(key)
+    if fn is None:
+        function = None if wrap == VALUE else _function(ref, allow)  # may be unrunnable here
+        try:
+            fn = (
+                load_by_value(bound)
+                if function is None
+                else bind(function, wrap, codec.loads(bound))
+            )
+        except BoundStateError:
+            raise
+        except BaseException as exc:  # unpickling runs the state's own code
+            raise BoundStateError(
+                f"cannot load what {ref} is bound to ({wrap}): {type_name(exc)}: {message(exc)}"
+            ) from None
+        if len(_bound) >= MAX_BOUND:
+            _bound.pop(next(iter(_bound)))
+        _bound[key] = fn
     return fn
 
 
@@ -177,6 +215,8 @@ def run_chunk(
     max_result_bytes: int | None = None,
     first: int = 0,
     retrying: Sequence[tuple[int, int]] | None = None,
+    wrap: str = "",
+    bound: bytes = b"",
 ) -> ChunkResult:
     """Call ``fn_ref`` on every item; never raises for an item's failure.
 
@@ -186,21 +226,27 @@ def run_chunk(
     ``first``: the offset in its batch of the first item (the items follow each
     other, on their first attempt); or ``retrying``: (offset in the batch,
     attempt to make) for each item, offsets ascending (a chunk of retries).
+    ``wrap`` and ``bound``: how the callable is built from ``fn_ref``
+    (``taskfan.callables``).
     """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
     if isinstance(items, bytes):  # as the node sends them (worker.sending)
         items = unpack(items)
     try:
-        fn = _function(fn_ref, tuple(allow))
-    except BaseException as exc:  # FunctionReferenceError, or what the module raised at import
+        fn = _callable(fn_ref, tuple(allow), wrap, bound, codec)
+    except BaseException as exc:  # FunctionReferenceError, what the module raised at import,
+        # or what unpickling the bound state raised
         errors = [_error(i, exc, codec, item) for i, item in enumerate(items)]
         nothing = [None] * len(items)
         offsets, attempts = _places(first, len(items), retrying)
+        # A function this process cannot import may run elsewhere (worker.unrunnable);
+        # bound state that does not load is this job's alone: its items fail.
+        cannot = None if isinstance(exc, BoundStateError) else (type_name(exc), message(exc))
         return ChunkResult(
             encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes),
             0.0,
-            unrunnable=(type_name(exc), message(exc)),
+            unrunnable=cannot,
         )
     if options.is_default and retrying is None:  # the hot path: no timer, no retries
         started = time.perf_counter()

@@ -102,6 +102,14 @@ from worker.node import Node
     "[env: TASKFAN_ALLOW, comma-separated]",
 )
 @click.option(
+    "--allow-by-value",
+    is_flag=True,
+    default=None,
+    help="With --allow, also run functions producers send by value (lambdas, closures: "
+    "code shipped through Redis, outside the allowlist; sign batches) "
+    "[env: TASKFAN_ALLOW_BY_VALUE]",
+)
+@click.option(
     "--max-item-bytes",
     type=BYTE_SIZE,
     help="Largest result of one item, e.g. 16M (default 16 MiB) [env: TASKFAN_MAX_ITEM_BYTES]",

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from taskfan.callables import VALUE
 from taskfan.errors import FunctionNotAllowed, SignatureError
 from taskfan.limits import DEFAULT_LIMITS, Limits, default_max_decoded, format_size
 from taskfan.protocol import BatchEntry
@@ -57,6 +58,7 @@ class Guard:
         max_decoded_bytes: int | None = None,
         max_entry_age: int = DEFAULT_RESULT_TTL,
         clock: Callable[[], float] = time.time,
+        allow_by_value: bool = False,
     ) -> None:
         self.keyring = keyring
         self.no_pickle = no_pickle
@@ -67,6 +69,8 @@ class Guard:
         #: seconds after its issue a signed entry is refused (worker.replays)
         self.max_entry_age = max_entry_age
         self.clock = clock
+        #: with an allowlist, run functions sent by value too (taskfan.callables)
+        self.allow_by_value = allow_by_value
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -77,6 +81,7 @@ class Guard:
             Limits(settings.max_item_bytes, settings.max_batch_bytes),
             settings.decoded_limit,
             settings.entry_age_limit,
+            allow_by_value=settings.allow_by_value,
         )
 
     def describe(self) -> str:
@@ -89,7 +94,12 @@ class Guard:
         parts = [
             signing,
             "pickle refused" if self.no_pickle else "pickle accepted",
-            f"functions from {', '.join(self.allow)} only" if self.allow else "any function",
+            (
+                f"functions from {', '.join(self.allow)} only"
+                + (", and functions sent by value" if self.allow_by_value else "")
+            )
+            if self.allow
+            else "any function",
             f"at most {format_size(self.limits.max_item_bytes)} per item and "
             f"{format_size(self.limits.max_batch_bytes)} per batch, "
             f"{format_size(self.max_decoded_bytes)} decoded held",
@@ -150,6 +160,13 @@ class Guard:
     def refusal(self, entry: BatchEntry) -> tuple[str, str] | None:
         """(error type, reason) when this node will not run the batch."""
         where = f"job {entry.job_id} batch {entry.field}"
+        if self.no_pickle and entry.wrap == VALUE:
+            return (
+                "PickleRefused",
+                f"{where}: its function was sent by value (pickled code), which this node "
+                "refuses (--no-pickle, TASKFAN_NO_PICKLE): pass a function defined at the "
+                "top level of a module the nodes can import, and the json codec",
+            )
         if self.no_pickle and entry.codec == "pickle":
             return (
                 "PickleRefused",
@@ -157,20 +174,31 @@ class Guard:
                 "TASKFAN_NO_PICKLE): enqueue it with the json codec",
             )
         limit = self.limits.max_batch_bytes
-        if len(entry.payload) > limit:
+        size = len(entry.payload) + len(entry.bound)
+        if size > limit:
+            what = "payload and bound state are" if entry.bound else "payload is"
             return (
                 "BatchTooLarge",
-                f"{where}: its payload is {format_size(len(entry.payload))}, over this node's "
+                f"{where}: its {what} {format_size(size)}, over this node's "
                 f"max_batch_bytes ({format_size(limit)})",
             )
-        try:
-            check_allowed(entry.fn_ref, self.allow)
-        except FunctionNotAllowed as exc:
-            return "FunctionNotAllowed", f"{where}: {exc}"
+        not_allowed = self.not_allowed(entry.fn_ref, entry.wrap)
+        if not_allowed is not None:
+            return "FunctionNotAllowed", f"{where}: {not_allowed}"
         return None
 
-    def not_allowed(self, fn_ref: str) -> str | None:
-        """Why this node's ``--allow`` list refuses the function, or None."""
+    def not_allowed(self, fn_ref: str, wrap: str = "") -> str | None:
+        """Why this node's ``--allow`` list refuses the function (the one called,
+        whatever wraps it; one sent by value unless ``--allow-by-value``), or None."""
+        if wrap == VALUE:
+            if not self.allow or self.allow_by_value:
+                return None
+            return (
+                f"{fn_ref!r} was sent by value (code shipped through Redis), which a node "
+                f"with an allowlist ({', '.join(self.allow)}) refuses unless it is started "
+                "with --allow-by-value (TASKFAN_ALLOW_BY_VALUE): pass a function from an "
+                "allowed module instead"
+            )
         try:
             check_allowed(fn_ref, self.allow)
         except FunctionNotAllowed as exc:

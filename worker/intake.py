@@ -143,7 +143,7 @@ class Intake:
     def _verdict(self, delivery: Delivery, entry: BatchEntry) -> tuple[str, str] | None:
         """Whether this node can run the batch's function (``worker.unrunnable``):
         None, or (error type, "") to hand it back, or (error type, why) to fail it."""
-        not_allowed = self.guard.not_allowed(entry.fn_ref)
+        not_allowed = self.guard.not_allowed(entry.fn_ref, entry.wrap)
         if not_allowed is not None:
             self.unrunnable.note(
                 entry.fn_ref, "FunctionNotAllowed", not_allowed, delivery.queue.name

@@ -84,6 +84,7 @@ class PoolFeed:
                 future = self.pool.submit(
                     run_chunk, entry.fn_ref, entry.codec, entry.mode.value, pack(chunk.items()),
                     entry.options, allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying,
+                    entry.wrap, entry.bound,
                 )  # fmt: skip
             except BrokenProcessPool:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
