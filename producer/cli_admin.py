@@ -19,13 +19,20 @@ from taskfan.cli import log_options
 
 @click.command()
 @click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.option(
+    "--terminate",
+    is_flag=True,
+    help="Also kill the pool processes running the jobs' items (a hard cancel)",
+)
 @redis_option
 @log_options("WARNING")
-def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
+def cancel(job_ids: tuple[str, ...], terminate: bool, redis_url: str | None) -> None:
     """Cancel jobs: their queued batches are skipped, waiters exit 4.
 
-    Items already running finish, but their results are not recorded. A job
-    that already ended is left as it is.
+    Items already running finish, but their results are not recorded; with
+    --terminate, nodes kill the processes running them at their next heartbeat
+    (other jobs' items in those processes run again). A job that already ended
+    is left as it is (--terminate still stops what runs of a cancelled job).
 
     \b
     Example:
@@ -35,7 +42,7 @@ def cancel(job_ids: tuple[str, ...], redis_url: str | None) -> None:
         client = open_client(load_settings(redis_url))
         for job_id in job_ids:
             job = attach(client, job_id)
-            if job.cancel():
+            if job.cancel(terminate=terminate):
                 click.echo(f"job {job_id}: cancelled", err=True)
             else:
                 click.echo(f"job {job_id}: already {job.status}, left as it is", err=True)

@@ -131,14 +131,17 @@ class Job:
         pipe.xrevrange(self.keys.events, count=1)
         return list(pipe.execute())
 
-    def cancel(self) -> bool:
+    def cancel(self, terminate: bool = False) -> bool:
         """Cancel the job: queued batches are skipped, waiters get JobCancelled.
 
         Returns False when the job had already ended. Items already running
-        finish, but their results are not recorded.
+        finish, but their results are not recorded; with ``terminate``, the
+        nodes kill the pool processes running them instead, at their next
+        heartbeat (docs/reliability.md, "Hard cancel"). ``terminate`` on a job
+        cancelled before makes that cancel a hard one (and returns False).
         """
         with translate_errors(f"cancelling job {self.id}"):
-            code = scripts.cancel_job(self._redis, self.keys, time.time())
+            code = scripts.cancel_job(self._redis, self.keys, time.time(), terminate)
         if code == scripts.JOB_GONE:
             raise JobNotFound(self.id)
         return bool(code == 1)

@@ -112,9 +112,10 @@ def seal_job(
     return _run(_SEAL, client, list(job.all()), [total, batches, repr(now), signature or ""])
 
 
-def cancel_job(client: Any, job: JobKeys, now: float) -> Any:
-    """Cancel an active job; see lua/cancel.lua for the return codes."""
-    return _run(_CANCEL, client, list(job.all()), [repr(now)])
+def cancel_job(client: Any, job: JobKeys, now: float, terminate: bool = False) -> Any:
+    """Cancel an active job; ``terminate``: nodes also kill the processes running
+    its items (a hard cancel). See lua/cancel.lua for the return codes."""
+    return _run(_CANCEL, client, list(job.all()), [repr(now), "1" if terminate else "0"])
 
 
 def renew_lease(client: Any, job: JobKeys, seconds: float) -> Any:

@@ -224,3 +224,28 @@ def test_a_flushed_script_cache_is_reported_so_the_caller_can_reload(
     with any_redis.pipeline(transaction=False) as pipe:
         record(pipe, 1)
         assert pipe.execute() == [scripts.RECORDED_LAST]
+
+
+def test_a_hard_cancel_marks_the_job_for_nodes_to_kill_its_running_items(
+    any_redis: redis.Redis,
+) -> None:
+    create_job(any_redis)
+    assert scripts.cancel_job(any_redis, JOB, NOW, terminate=True) == 1
+    assert any_redis.hget(JOB.meta, "terminate") == b"1"
+    assert meta(any_redis).state is JobState.CANCELLED
+
+
+def test_a_soft_cancel_leaves_running_items_and_can_be_made_hard(any_redis: redis.Redis) -> None:
+    create_job(any_redis)
+    assert scripts.cancel_job(any_redis, JOB, NOW) == 1
+    assert any_redis.hget(JOB.meta, "terminate") is None
+    assert scripts.cancel_job(any_redis, JOB, NOW + 1, terminate=True) == 0
+    assert any_redis.hget(JOB.meta, "terminate") == b"1"
+    assert meta(any_redis).finished_at == NOW  # the first cancel still dates it
+
+
+def test_a_hard_cancel_of_a_finished_job_changes_nothing(any_redis: redis.Redis) -> None:
+    create_job(any_redis, batches=1)
+    any_redis.hset(JOB.meta, "state", "finished")
+    assert scripts.cancel_job(any_redis, JOB, NOW, terminate=True) == 0
+    assert any_redis.hget(JOB.meta, "terminate") is None

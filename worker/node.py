@@ -284,6 +284,7 @@ class Node:
         elif kind == "ended":
             for completed in self.scheduler.ended(event[1]):
                 self._complete(completed)
+            self._feed.terminate()  # a hard cancel: kill what runs of those jobs
         elif kind == "rq-read":
             assert self._rq is not None
             for batch in self._rq.on_read(event, bool(self.scheduler.batches)):

@@ -171,6 +171,29 @@ class PoolFeed:
             del self._futures[chunk]
             self._complete(self.scheduler.requeue(chunk))
 
+    def terminate(self) -> None:
+        """Kill the pool under the chunks of jobs cancelled with terminate (a hard
+        cancel); rerun the other chunks that were in it, as after a hard timeout:
+        they were not at fault, so they are neither crashes nor suspects."""
+        doomed = self.scheduler.terminated()
+        if not doomed or self.pool is None:
+            return
+        jobs = sorted({chunk.batch.entry.job_id for chunk in doomed})
+        others = len(self.scheduler.in_pool) - len(doomed)
+        log.warning(
+            "job %s: cancelled with terminate: killing the pool under its %d running chunks "
+            "(%d chunks of other jobs in it run again)",
+            ", ".join(jobs), len(doomed), others,
+            extra=_chunk_extra(doomed[0]),
+        )  # fmt: skip
+        for chunk in doomed:
+            del self._futures[chunk]
+            self._complete(self.scheduler.killed(chunk))
+        self.pool.rebuild()
+        for chunk in list(self.scheduler.in_pool):
+            del self._futures[chunk]
+            self._complete(self.scheduler.requeue(chunk))
+
 
 def _chunk_extra(chunk: Chunk) -> dict[str, Any]:
     return batch_extra(chunk.batch.entry.job_id, chunk.batch.entry.field)

@@ -208,7 +208,7 @@ class NodeRedis:
         Jobs still enqueuing are remembered for ``abandon_lapsed``."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(_job_key(job_id) or "", "state", "sealed", "nonce")
+            pipe.hmget(_job_key(job_id) or "", "state", "sealed", "nonce", "terminate")
         replies = pipe.execute(raise_on_error=False)
         states: dict[bytes, Any] = {}
         if len(self._nonces) > 10_000:
@@ -217,8 +217,9 @@ class NodeRedis:
             if isinstance(reply, Exception):
                 states[job_id] = reply
                 continue
-            state, sealed, nonce = reply
-            states[job_id] = state
+            state, sealed, nonce, terminate = reply
+            # a hard cancel (cancel.lua): the node also kills what runs of the job
+            states[job_id] = _TERMINATED if state == b"cancelled" and terminate == b"1" else state
             if nonce is None:
                 self._nonces.pop(job_id, None)
             else:
@@ -505,11 +506,16 @@ def _lost_group(exc: Exception) -> bool:
 
 
 ABANDONED = "the job was abandoned (its producer died mid-enqueue)"
+#: why a job ended when it was cancelled with terminate: its running items are killed
+TERMINATED = "the job was cancelled with terminate"
+#: the state of a job cancelled with terminate, as ``_states`` reports it
+_TERMINATED = b"cancelled+terminate"
 #: job state read from Redis -> why a batch of that job is skipped
 _SKIP: dict[Any, str] = {
     None: "the job no longer exists",
     b"cancelled": "the job was cancelled",
     b"abandoned": ABANDONED,
+    _TERMINATED: TERMINATED,
 }
 
 

@@ -42,7 +42,7 @@ from worker.intake import Intake
 from worker.liveness import Liveness
 from worker.parts import Part
 from worker.recorder import Recorder
-from worker.redis_io import Completed, Delivery
+from worker.redis_io import TERMINATED, Completed, Delivery
 from worker.retries import RetryHeap
 from worker.sizing import ChunkSizer
 from worker.unrunnable import Unrunnable
@@ -222,14 +222,34 @@ class Scheduler:
         """Acknowledge a batch of an ended job unrecorded (once)."""
         batch.let_go = True
         entry = batch.entry
-        left = batch.remaining - batch.retries_dropped
+        left = batch.remaining - batch.retries_dropped - batch.terminated
+        killed = f", {batch.terminated} killed while running" if batch.terminated else ""
         log.info(
-            "job %s batch %s: %s; %d items not run, %d waiting to retry dropped, batch "
+            "job %s batch %s: %s; %d items not run%s, %d waiting to retry dropped, batch "
             "acknowledged unrecorded",
-            entry.job_id, entry.field, why, left, batch.retries_dropped,
-            extra=batch_extra(entry.job_id, entry.field, retries_dropped=batch.retries_dropped),
+            entry.job_id, entry.field, why, left, killed, batch.retries_dropped,
+            extra=batch_extra(
+                entry.job_id, entry.field, retries_dropped=batch.retries_dropped,
+                terminated=batch.terminated,
+            ),
         )  # fmt: skip
         return Completed(batch.delivery, "", "", b"", 0, 0, skipped=True)
+
+    def terminated(self) -> list[Chunk]:
+        """The chunks in the pool of jobs cancelled with terminate (a hard cancel):
+        their processes are to be killed."""
+        why = self.liveness.why_ended
+        return [c for c in self.in_pool if why(c.batch) == TERMINATED]
+
+    def killed(self, chunk: Chunk) -> Completed | None:
+        """A chunk of a job cancelled with terminate, its process killed: its
+        items are not run again, and its batch is let go once no chunk of it is
+        in the pool (as for any cancelled job)."""
+        self.in_pool.discard(chunk)
+        chunk.deadline = None
+        batch = chunk.batch
+        batch.terminated += chunk.size
+        return self._if_ended(batch)
 
     def _if_ended(self, batch: Batch) -> Completed | None:
         """A chunk of the batch left the pool: let the batch go if its job ended
