@@ -84,7 +84,10 @@ def test_a_node_that_cannot_run_a_function_hands_its_batches_to_one_that_can(
     meta = job.meta()
     assert (meta.ok, meta.failed) == (2000, 0), bad.log()
     assert list(job.results()) == [x * x for x in range(2000)]
-    # The bad node says which function and why: in its record and once in its log.
+    # The bad node says which function and why: in its record (published at its
+    # next heartbeat, maybe after the job ended) and once in its log.
+    wait_until(lambda: cannot_run(r), timeout=10, message=lambda: "the bad node to report "
+               f"what it cannot run (did it take a batch?):\n{bad.log()}")  # fmt: skip
     (reported,) = cannot_run(r).values()
     why = "No module named 'lifemod'" if kind == "import" else "outside its allowlist"
     assert why in reported[FN]
