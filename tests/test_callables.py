@@ -18,9 +18,11 @@ import redis
 
 from producer import Client, Executor
 from producer.callables import describe
+from producer.dashboard import Dashboard
 from producer.enqueue import Enqueuer
 from producer.job import Job
 from producer.records import JobSpec
+from taskfan import keys
 from taskfan.callables import METHOD, PARTIAL, VALUE
 from taskfan.codec import JSON, PICKLE
 from taskfan.errors import EncodeError, FunctionReferenceError, TaskFailed
@@ -72,7 +74,7 @@ def test_each_callable_travels_as_the_function_it_calls() -> None:
 
 
 def test_picklable_callables_run_on_a_node(
-    redis_url: str, client: Client, start_worker: StartWorker
+    redis_url: str, r: redis.Redis, client: Client, start_worker: StartWorker
 ) -> None:
     start_worker()
     for fn, arg, expected, label in CASES:
@@ -88,6 +90,10 @@ def test_picklable_callables_run_on_a_node(
     job = client.submit(functools.partial(tasks.scaled, k=2), 5, offset=1)
     assert list(job.results(timeout=60)) == [11]
 
+    # the cost nodes publish is the function's, whatever wraps it (producer.sizing)
+    wait_until(lambda: r.exists(keys.cost("tests.tasks:scaled")), timeout=30,
+               message="the cost of tests.tasks:scaled")  # fmt: skip
+
     shown = client.map(functools.partial(tasks.scaled, k=2), [1])
     assert shown.wait(timeout=60)
     status = json.loads(invoke("status", "--json", "--redis-url", redis_url).stdout)
@@ -95,6 +101,9 @@ def test_picklable_callables_run_on_a_node(
     assert functions[shown.id] == "partial(tests.tasks:scaled, k=2)"
     text = invoke("inspect", shown.id, "--redis-url", redis_url).stdout
     assert "partial(tests.tasks:scaled, k=2)" in text
+    board = json.loads(Dashboard(r, limit=100, min_interval=0.0).overview())
+    functions = {job["id"]: job["function"] for job in board["jobs"]}
+    assert functions[shown.id] == "partial(tests.tasks:scaled, k=2)"
 
 
 def test_a_partial_job_retries_with_its_bound_arguments(
@@ -170,6 +179,24 @@ def test_allow_checks_the_function_a_callable_calls(
         assert [e.type for e in errors] == ["FunctionNotAllowed"], (ref, errors)
         assert why in errors[0].message, errors[0].message
     assert not shell.exists()
+
+
+def test_allowlisted_nodes_run_functions_by_value_only_when_their_operator_opts_in(
+    redis_url: str, start_worker: StartWorker
+) -> None:
+    start_worker("--allow", "tests.tasks", queue="listed")
+    start_worker("--allow", "tests.tasks", "--allow-by-value", queue="optin")
+    refused = Client.from_url(redis_url, "listed", by_value=True).map(lambda x: x, [1])
+    assert refused.wait(timeout=60)
+    [error] = [o.error for o in refused.outcomes() if o.error]
+    assert error.type == "FunctionNotAllowed", error.message
+    assert "was sent by value" in error.message and "--allow-by-value" in error.message
+    optin = Client.from_url(redis_url, "optin", by_value=True)
+    assert list(optin.map(lambda x: x * 2, [1, 2]).results(timeout=60)) == [2, 4]
+    # the allowlist still holds for functions by reference there
+    outside = optin.map(functools.partial(wait_until, timeout=1), [1])
+    assert outside.wait(timeout=60)
+    assert [o.error.type for o in outside.outcomes() if o.error] == ["FunctionNotAllowed"]
 
 
 def test_a_guard_refuses_by_value_unless_its_node_opts_in() -> None:
