@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +26,16 @@ from taskfan.refs import MAX_REF_LENGTH, reference
 #: longest label shown for a callable (status, inspect, the dashboard)
 MAX_LABEL = 200
 
-_repr = reprlib.Repr()
-_repr.maxstring = 24
-_repr.maxother = 24
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = 4
-_repr.maxlevel = 2
+
+def _shown(value: Any) -> str:
+    """A bound argument as a label shows it: numbers, booleans and None as
+    themselves, anything else by its type only, since status and the dashboard
+    are read by more people than the job's data (a bound string may be a token)."""
+    if value is None or type(value) in (bool, int, float):
+        text = repr(value)
+        return text if len(text) <= 24 else text[:20] + "..."
+    return f"<{type(value).__name__}>"
+
 
 BY_VALUE_FIX = (
     "send it by value: "
@@ -103,9 +107,7 @@ def _parts(
         ref, head, args, kwargs, inner = _parts(fn.func)
         args = (*args, *fn.args)
         kwargs = {**kwargs, **fn.keywords}
-        shown = [_repr.repr(a) for a in fn.args] + [
-            f"{k}={_repr.repr(v)}" for k, v in fn.keywords.items()
-        ]
+        shown = [_shown(a) for a in fn.args] + [f"{k}={_shown(v)}" for k, v in fn.keywords.items()]
         return ref, head, args, kwargs, _cut(f"partial({', '.join([inner, *shown])})")
     if inspect.ismethod(fn) and not isinstance(fn.__self__, type):
         ref = reference(fn.__func__)

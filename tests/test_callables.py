@@ -69,6 +69,10 @@ def test_each_callable_travels_as_the_function_it_calls() -> None:
     assert describe(functools.partial(tasks.scaled, 2, k=3), JSON).bound == b'[[2],{"k":3}]'
     with pytest.raises(EncodeError, match="use the pickle codec"):
         describe(tasks.Scorer(3), JSON)
+    # bound values other than numbers show as their type: status has more readers
+    assert describe(functools.partial(tasks.add, "token"), PICKLE).label == (
+        "partial(tests.tasks:add, <str>)"
+    )
     with pytest.raises(EncodeError, match=r"partial\(tests.tasks:scaled.*cannot be encoded"):
         describe(functools.partial(tasks.scaled, k=object()), JSON)  # type: ignore[arg-type]
 
@@ -274,6 +278,15 @@ def test_the_meta_signature_covers_bound_state() -> None:
     for changed in ({b"bound": b"[[2],{}]"}, {b"label": b"m:g"}, {b"wrap": b"method"}):
         with pytest.raises(Exception, match="bad signature"):
             keyring.verify_meta({**raw, **changed}, "job j meta")
+    # and a batch entry's signature covers its wrap and bound state like any field
+    entry = BatchEntry("j", 0, 0, 1, "m:f", "json", CallMode.ONE, 0, b"[1]", wrap=PARTIAL,
+                       bound=b"[[1],{}]")  # fmt: skip
+    signed = keyring.sign_batch("q", entry.fields())
+    fields = {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in signed.items()}
+    keyring.verify_batch("q", fields)
+    for name, value in ((b"v", b"[[2],{}]"), (b"w", b"method")):
+        with pytest.raises(Exception, match="bad signature"):
+            keyring.verify_batch("q", {**fields, name: value})
     without = {k: v for k, v in raw.items() if k not in (b"wrap", b"bound")}
     with pytest.raises(Exception, match="bad signature"):
         keyring.verify_meta(without, "job j meta")
