@@ -11,6 +11,7 @@ enqueue and on nodes), and per-function counters track at most
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from typing import Any
@@ -28,8 +29,13 @@ from taskfan.refs import MAX_REF_LENGTH, reference
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+from worker.guard import Guard
 from worker.metrics import NodeCollector
+from worker.redis_io import Delivery
+from worker.scheduler import Scheduler
+from worker.sizing import ChunkSizer
 from worker.stats import MAX_FUNCTIONS, OTHER, REFUSED, NodeStats, NodeView
+from worker.unrunnable import MAX_TRACKED, Unrunnable
 
 SECRET = "cardinality-secret-0123456789"
 
@@ -133,3 +139,36 @@ def test_thousands_of_forged_function_names_leave_the_metrics_page_bounded(
     page = _scrape(port)
     assert len(page) < 400 * 1024, len(page)
     assert page.count("forged_module_") <= 3 * MAX_FUNCTIONS * 10
+
+
+def test_a_node_tracks_a_bounded_number_of_functions_it_cannot_run() -> None:
+    """Forged entries naming thousands of unimportable functions: past the number a
+    node record can publish, a function's items fail at once instead of being
+    handed back (and remembered) for ever."""
+    unrunnable = Unrunnable("n1")
+    for n in range(MAX_TRACKED * 50):
+        noted = unrunnable.note(f"forged{n}:fn", "FunctionReferenceError", "no module", "q")
+        assert noted is (n < MAX_TRACKED)
+    assert len(unrunnable.cannot) == MAX_TRACKED
+    assert unrunnable.verdict("q", f"forged{MAX_TRACKED * 2}:fn") is None
+    assert len(json.loads(unrunnable.published())) == MAX_TRACKED  # every one reaches peers
+
+
+def _wire(value: str | bytes | int) -> bytes:
+    """A field value as Redis gives it back."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def test_past_the_bound_a_function_outside_the_allowlist_fails_at_once() -> None:
+    scheduler = Scheduler(1, ChunkSizer(1), guard=Guard(allow=("tests.tasks",)))
+    for n in range(MAX_TRACKED + 5):
+        entry = BatchEntry("0123456789abcdef", n, n, 1, f"forged{n}:fn", "json",
+                           CallMode.ONE, 1, b"[1]")  # fmt: skip
+        fields = {name.encode(): _wire(value) for name, value in entry.fields().items()}
+        completed = scheduler.accept(Delivery(QueueKeys("q"), f"{n}-0".encode(), fields))
+        assert completed is not None
+        if n < MAX_TRACKED:
+            assert completed.give_back, n  # for a node that may run it
+        else:
+            assert not completed.give_back and completed.failed == 1, n
+    assert len(scheduler.intake.unrunnable.cannot) == MAX_TRACKED

@@ -144,10 +144,10 @@ class Intake:
         """Whether this node can run the batch's function (``worker.unrunnable``):
         None, or (error type, "") to hand it back, or (error type, why) to fail it."""
         not_allowed = self.guard.not_allowed(entry.fn_ref, entry.wrap)
-        if not_allowed is not None:
-            self.unrunnable.note(
-                entry.fn_ref, "FunctionNotAllowed", not_allowed, delivery.queue.name
-            )
+        if not_allowed is not None and not self.unrunnable.note(
+            entry.fn_ref, "FunctionNotAllowed", not_allowed, delivery.queue.name
+        ):
+            return "FunctionNotAllowed", not_allowed  # past MAX_TRACKED: fail it now
         return self.unrunnable.verdict(delivery.queue.name, entry.fn_ref)
 
     def _reject_malformed(

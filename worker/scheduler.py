@@ -398,7 +398,8 @@ class Scheduler:
         if self._dropped(chunk):
             return None  # another chunk of it said so first
         queue = batch.delivery.queue.name
-        self.intake.unrunnable.note(batch.entry.fn_ref, type_name, reason, queue)
+        if not self.intake.unrunnable.note(batch.entry.fn_ref, type_name, reason, queue):
+            return self.error(chunk, type_name, reason)  # past MAX_TRACKED: fail it now
         gone = id(batch)
         self.pending = deque(c for c in self.pending if id(c.batch) != gone)
         self.suspects = deque(c for c in self.suspects if id(c.batch) != gone)

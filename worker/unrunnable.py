@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 #: functions a node record lists, at most, and characters of each reason
 MAX_PUBLISHED = 20
 MAX_REASON = 300
+#: functions noted, at most: as many as a record lists, so that each reaches the
+#: other nodes' ``decide``. Entries are untrusted, and each may name a function
+#: of its own: past this, a function's items fail at once (``note`` says False)
+#: instead of being remembered and handed back for ever.
+MAX_TRACKED = MAX_PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,23 @@ class Unrunnable:
         self.cannot: dict[str, tuple[str, str]] = {}
         #: (queue, function) -> why no live node serving the queue can run it
         self.nobody: dict[tuple[str, str], str] = {}
+        self._full = False
 
-    def note(self, fn_ref: str, type_name: str, reason: str, queue: str) -> None:
-        """This node cannot run ``fn_ref``; the first time, say so (WARNING)."""
+    def note(self, fn_ref: str, type_name: str, reason: str, queue: str) -> bool:
+        """This node cannot run ``fn_ref``; the first time, say so (WARNING). False
+        when MAX_TRACKED functions are noted already: fail its items instead."""
         if fn_ref in self.cannot:
-            return
+            return True
+        if len(self.cannot) >= MAX_TRACKED:
+            if not self._full:
+                self._full = True
+                log.warning(
+                    "node %s cannot run %d functions already; the items of any further "
+                    "function it cannot run fail at once, without waiting for other nodes "
+                    "(forged entries, or a node missing a package?)",
+                    self.node_id, len(self.cannot),
+                )  # fmt: skip
+            return False
         self.cannot[fn_ref] = (type_name, reason)
         log.warning(
             "node %s cannot run %s (%s: %s): handing its batches back to nodes that can; "
@@ -69,6 +86,7 @@ class Unrunnable:
             self.node_id, fn_ref, type_name, reason, queue,
             extra={"function": fn_ref},
         )  # fmt: skip
+        return True
 
     def verdict(self, queue: str, fn_ref: str) -> tuple[str, str] | None:
         """None: run it (as far as this node knows). Otherwise (error type, message):
