@@ -86,7 +86,11 @@ class NobodyWatch:
         self.every = CHECK_EVERY if every is None else every
         self.clock = clock
         self._next = clock()
+        #: since when nobody serves the queue: from the start of the wait when
+        #: the first look finds nobody (waiters look on quiet block slices)
         self._nobody_since: float | None = None
+        self._started = self._next
+        self._looked = False
         self._warned = False
         #: what to say now: the message while nobody serves the queue, else None
         self.message: str | None = None
@@ -104,10 +108,11 @@ class NobodyWatch:
         except redis.RedisError:
             return self.message
         if not nobody:
-            self._nobody_since, self.message = None, None
+            self._nobody_since, self.message, self._looked = None, None, True
             return None
+        first, self._looked = not self._looked, True
         if self._nobody_since is None:
-            self._nobody_since = now
+            self._nobody_since = self._started if first else now
         self.message = nobody_serves(self.queue)
         if not self._warned and now - self._nobody_since >= self.after:
             self._warned = True

@@ -103,3 +103,15 @@ def test_the_executor_logs_one_warning_after_a_few_seconds(
         executor.shutdown(wait=False, cancel_futures=True)
     assert not future.done() or future.cancelled()
     assert len(warnings_of(caplog)) == 1
+
+
+def test_a_first_look_late_in_the_wait_counts_from_the_start_of_the_wait(
+    fake: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Waiters look on quiet block slices (5 s): one that finds nobody at its
+    first look, 6 s in, has waited that long with nobody, and warns then."""
+    now = [0.0]
+    watch = NobodyWatch(fake, "default", "job1", after=5.0, clock=lambda: now[0])
+    now[0] = 6.0
+    assert watch.check() == SAID
+    assert len(warnings_of(caplog)) == 1
