@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from producer.buffered import buffered_map, check_buffersize
 from producer.client import Client
 from producer.events import Events, scan
 from producer.job import Job
@@ -262,17 +263,23 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
         **_: Any,
     ) -> Iterator[Any]:
         """Like ``Executor.map``: ordered, lazy, ``timeout`` counted from this call.
 
         ``chunksize`` is the node's items per pool message; left out, the node
-        measures the function and picks one.
+        measures the function and picks one. ``buffersize`` is Python 3.14's:
+        at most that many calls submitted ahead of the consumer, the input read
+        lazily (``producer.buffered``), on every Python.
         """
+        check_buffersize(buffersize)
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if buffersize is not None:
+            return buffered_map(self, fn, iterables, timeout, buffersize)
         end_time = None if timeout is None else time.monotonic() + timeout
         job = self.client.map(fn, _Zip(iterables), star=True, chunksize=chunksize)
         return self._iterate(job, end_time)

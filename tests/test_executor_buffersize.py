@@ -1,0 +1,132 @@
+"""``Executor.map(..., buffersize=N)``: Python 3.14's bounded map, on every Python.
+
+The first tests are CPython 3.14's own (Lib/test/test_concurrent_futures/
+executor.py, ``test_map_buffersize_*``), run against a real node; the rest pin
+the bound with an instrumented input."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from producer import Executor
+from tests import tasks
+from tests.workers import WorkerProcess
+
+
+@pytest.fixture
+def node(redis_url: str) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(redis_url)
+    yield worker
+    worker.close()
+
+
+class Counting:
+    """An endless input that counts the items taken from it."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[int]:
+        for n in itertools.count():
+            with self._lock:
+                self.taken += 1
+            yield n
+
+
+@pytest.mark.parametrize("buffersize", ["foo", 2.0])
+def test_buffersize_type_validation(redis_url: str, buffersize: object) -> None:
+    with (
+        Executor(redis_url) as executor,
+        pytest.raises(TypeError, match="buffersize must be an integer or None"),
+    ):
+        executor.map(str, range(4), buffersize=buffersize)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("buffersize", [0, -1])
+def test_buffersize_value_validation(redis_url: str, buffersize: int) -> None:
+    with (
+        Executor(redis_url) as executor,
+        pytest.raises(ValueError, match=r"buffersize must be None or > 0"),
+    ):
+        executor.map(str, range(4), buffersize=buffersize)
+
+
+def test_buffersize_validation_happens_at_the_call(redis_url: str) -> None:
+    """Checked before anything is read or sent, like the stdlib's."""
+    counting = Counting()
+    with Executor(redis_url) as executor, pytest.raises(ValueError):
+        executor.map(tasks.square, counting, buffersize=0)
+    assert counting.taken == 0
+
+
+def test_map_buffersize(redis_url: str, node: WorkerProcess) -> None:
+    ints = range(4)
+    for buffersize in (1, 2, len(ints), len(ints) * 2):
+        with Executor(redis_url) as executor:
+            res = executor.map(str, ints, buffersize=buffersize)
+            assert list(res) == ["0", "1", "2", "3"]
+
+
+def test_map_buffersize_on_multiple_iterables(redis_url: str, node: WorkerProcess) -> None:
+    ints = range(4)
+    for buffersize in (1, 2, len(ints), len(ints) * 2):
+        with Executor(redis_url) as executor:
+            res = executor.map(tasks.add, ints, ints, buffersize=buffersize)
+            assert list(res) == [0, 2, 4, 6]
+
+
+def test_map_buffersize_on_infinite_iterable(redis_url: str, node: WorkerProcess) -> None:
+    with Executor(redis_url) as executor:
+        res = executor.map(str, itertools.count(), buffersize=2)
+        assert next(res, None) == "0"
+        assert next(res, None) == "1"
+        assert next(res, None) == "2"
+        res.close()  # type: ignore[attr-defined]
+
+
+def test_map_buffersize_on_multiple_infinite_iterables(redis_url: str, node: WorkerProcess) -> None:
+    with Executor(redis_url) as executor:
+        res = executor.map(tasks.add, itertools.count(), itertools.count(), buffersize=2)
+        assert next(res, None) == 0
+        assert next(res, None) == 2
+        assert next(res, None) == 4
+        res.close()  # type: ignore[attr-defined]
+
+
+def test_map_buffersize_on_empty_iterable(redis_url: str) -> None:
+    with Executor(redis_url) as executor:
+        res = executor.map(str, [], buffersize=2)
+        assert next(res, None) is None
+
+
+def test_map_buffersize_without_iterable(redis_url: str) -> None:
+    with Executor(redis_url) as executor:
+        res = executor.map(str, buffersize=2)
+        assert next(res, None) is None
+
+
+def test_map_buffersize_when_buffer_is_full(redis_url: str, node: WorkerProcess) -> None:
+    ints = iter(range(4))
+    buffersize = 2
+    with Executor(redis_url) as executor:
+        executor.map(str, ints, buffersize=buffersize)
+    assert next(ints) == buffersize, "should have fetched only `buffersize` elements"
+
+
+def test_never_more_than_buffersize_ahead_of_the_consumer(
+    redis_url: str, node: WorkerProcess
+) -> None:
+    counting = Counting()
+    with Executor(redis_url) as executor:
+        results = executor.map(tasks.square, counting, buffersize=3)
+        assert counting.taken == 3  # submitted before the first value is asked for
+        for consumed, value in enumerate(itertools.islice(results, 40), start=1):
+            assert value == (consumed - 1) ** 2
+            assert counting.taken - consumed <= 3
+        results.close()  # type: ignore[attr-defined]
+        assert counting.taken <= 43
