@@ -25,7 +25,7 @@ from producer.records import JobSpec
 from taskfan import keys
 from taskfan.callables import METHOD, PARTIAL, VALUE
 from taskfan.codec import JSON, PICKLE
-from taskfan.errors import EncodeError, FunctionReferenceError, TaskFailed
+from taskfan.errors import EncodeError, FunctionReferenceError, LimitExceeded, TaskFailed
 from taskfan.keys import QueueKeys
 from taskfan.meta import JobMeta
 from taskfan.options import CallMode
@@ -121,6 +121,15 @@ def test_a_partial_job_retries_with_its_bound_arguments(
     assert job.retry_failed() == 1
     assert job.wait(timeout=60)
     assert [o.ok for o in job.outcomes()] == [True]
+
+
+def test_bound_state_every_batch_carries_is_bounded(fake: Any) -> None:
+    client = Client(fake, max_item_bytes=1024, max_batch_bytes=4096)
+    with pytest.raises(LimitExceeded, match=r"bound state encodes to 3.0 KiB, over half of"):
+        client.map(functools.partial(tasks.add, b"x" * 3000), [1])
+    with Executor(client) as executor, pytest.raises(LimitExceeded):
+        executor.submit(functools.partial(tasks.add, b"x" * 3000), 1)
+    assert not fake.keys("*")  # refused before anything was written
 
 
 def test_bound_state_that_does_not_load_fails_its_job_only(
