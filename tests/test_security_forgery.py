@@ -285,3 +285,40 @@ def test_dead_letters_are_requeued_signed_and_only_if_their_signature_holds(
     assert done.exit_code == 0, done.output
     assert job.wait(timeout=60)
     assert list(job.results()) == [1, 4, 9]
+
+
+def test_truncated_and_swapped_results_are_refused(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, secret_file: str
+) -> None:
+    start_worker("--secret-file", secret_file)
+    job = Client.from_url(redis_url, secret=SECRET).map(tasks.square, range(4), batch_size=2)
+    assert list(job.results(timeout=60)) == [0, 1, 4, 9]
+    results = JobKeys(job.id).results
+    first, second = cast(list[bytes], r.hmget(results, ["0", "1"]))
+    r.hset(results, "1", second[:-3])  # truncated
+    with pytest.raises(SignatureError, match=rf"^job {job.id} batch 1: bad signature"):
+        list(job.results())
+    r.hset(results, mapping={"0": second, "1": first})  # swapped
+    with pytest.raises(SignatureError, match=rf"^job {job.id} batch 0: bad signature"):
+        list(job.results())
+
+
+def test_a_batch_moved_to_another_queue_never_runs(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, secret_file: str, tmp_path: Path
+) -> None:
+    """A signed batch of a queue whose nodes may run it, moved to one whose nodes
+    may not (or the other way): the queue name is part of what is signed."""
+    marker = tmp_path / "ran"
+    job = Client.from_url(redis_url, secret=SECRET, queue="low").map(tasks.touch, [str(marker)])
+    entries: Any = r.xrange(QueueKeys("low").stream)
+    [(entry_id, fields)] = entries
+    r.xdel(QueueKeys("low").stream, entry_id)
+    r.xadd(QueueKeys("high").stream, fields)
+    start_worker("--secret-file", secret_file, queue="high")
+    wait_until(lambda: r.xlen(QueueKeys("high").dead) == 1, timeout=60, message="a dead letter")
+    letters: Any = r.xrange(QueueKeys("high").dead)
+    assert b"moved from another queue" in letters[0][1][b"reason"]
+    assert not marker.exists()
+    # Its items were recorded failed, unsigned (so its job ends): no answer to a reader.
+    with pytest.raises(SignatureError, match=f"job {job.id} batch 0: the result is not signed"):
+        list(job.results(timeout=60))
