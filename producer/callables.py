@@ -40,7 +40,7 @@ def _shown(value: Any) -> str:
 BY_VALUE_FIX = (
     "send it by value: "
     "Client(..., by_value=True) or Executor(..., by_value=True) (pip install "
-    "'taskfan[byvalue]'; nodes with --no-pickle refuse it, and so do nodes with an "
+    "cloudpickle; nodes with --no-pickle refuse it, and so do nodes with an "
     "--allow list unless they pass --allow-by-value: docs/security.md)"
 )
 
@@ -145,7 +145,7 @@ def _by_value(fn: Callable[..., Any], codec: Codec) -> Described:
     except ImportError:
         raise FunctionReferenceError(
             "sending a function by value (by_value=True) needs cloudpickle: "
-            "pip install 'taskfan[byvalue]'"
+            "taskfan's byvalue extra, or pip install cloudpickle"
         ) from None
     try:
         blob = cloudpickle.dumps(fn)

@@ -53,8 +53,9 @@ class Client:
     a bound method, a callable instance travel as the function they call plus
     their bound state, encoded with the job's codec (``producer.callables``).
     ``by_value=True`` sends lambdas, closures and functions of ``__main__`` by
-    value with cloudpickle (``pip install 'taskfan[byvalue]'``): pickled code,
-    which ``--no-pickle`` nodes refuse, and nodes with an ``--allow`` list too
+    value with cloudpickle (taskfan's ``byvalue`` extra, or ``pip install
+    cloudpickle``): pickled code, which ``--no-pickle`` nodes refuse, and nodes
+    with an ``--allow`` list too
     unless they pass ``--allow-by-value`` (docs/security.md).
     """
 

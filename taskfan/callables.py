@@ -70,7 +70,8 @@ def load_by_value(blob: bytes) -> Callable[..., Any]:
         fn = pickle.loads(blob)
     except ModuleNotFoundError as exc:
         hint = (
-            " (install cloudpickle on the node: pip install 'taskfan[byvalue]')"
+            " (install cloudpickle on the node: taskfan's byvalue extra, or "
+            "pip install cloudpickle)"
             if exc.name and exc.name.startswith("cloudpickle")
             else " (the function uses a module this node cannot import)"
         )
