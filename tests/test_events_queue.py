@@ -1,6 +1,6 @@
 """The node's event queue takes a put() from a signal handler at any moment.
 
-``Node.stop()`` runs in the SIGTERM handler and puts a "stop" event, while the
+``Node.stop()`` runs in the SIGTERM handler and puts a ``Stop`` event, while the
 main thread may be inside the queue's get(). A ``queue.Queue`` deadlocks there
 (its lock is not reentrant); this floods a process with signals whose handler
 puts while the main thread gets, and checks that it finishes.
@@ -15,10 +15,10 @@ from tests.cli_support import REPO
 
 SCRIPT = """
 import queue, signal, time
-from worker.io_threads import new_events
+from worker.messages import Stop, new_events
 
 events = new_events()
-signal.signal(signal.SIGALRM, lambda signum, frame: events.put(("stop",)))
+signal.signal(signal.SIGALRM, lambda signum, frame: events.put(Stop()))
 signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
 got, deadline = 0, time.monotonic() + 2
 while time.monotonic() < deadline:

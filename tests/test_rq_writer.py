@@ -4,7 +4,6 @@ records a batch's outcomes is retried, and the outcomes are recorded once."""
 from __future__ import annotations
 
 import pickle
-import queue
 import threading
 from typing import Any
 
@@ -15,9 +14,10 @@ from rq.job import Job
 
 from tests import rq_tasks
 from worker import rq_adapter as rqa
+from worker.messages import Events, RqWritten, new_events
 from worker.redis_io import Delivery
 from worker.rq_source import RqQueueRef
-from worker.rq_writer import RqBatch, RqBooks, RqWriter
+from worker.rq_writer import FinishBatch, RqBatch, RqBooks, RqWriter, StartJobs
 
 QUEUE = "writer"
 
@@ -33,7 +33,7 @@ def test_a_redis_error_while_recording_outcomes_is_retried(
     delivery = Delivery(RqQueueRef(QUEUE), b"rq-1", None)
     books = RqBooks(held={QUEUE: {job.id for job in jobs}})
     books.batches[delivery.entry_id] = RqBatch(delivery, QUEUE, jobs)
-    events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    events: Events = new_events()
     writer = RqWriter(r, worker, {QUEUE: keys}, books, events, lease=60)
     real_finish, calls = rqa.finish, []
 
@@ -45,14 +45,14 @@ def test_a_redis_error_while_recording_outcomes_is_retried(
 
     monkeypatch.setattr(rqa, "finish", flaky_finish)
     values = [rqa.run_job(job.item(None)) for job in jobs]
-    writer.put(("start", QUEUE, jobs))
-    writer.put(("finish", delivery, {0: pickle.dumps([values, [], []])}))
+    writer.put(StartJobs(QUEUE, jobs))
+    writer.put(FinishBatch(delivery, {0: pickle.dumps([values, [], []])}))
     writer.close()
     thread = threading.Thread(target=writer.run)
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert events.get_nowait() == ("rq-written", delivery, 3, 0)
+    assert events.get_nowait() == RqWritten(delivery, 3, 0)
     assert len(calls) == 2
     assert [Job.fetch(i, connection=r).return_value() for i in ids] == [0, 2, 4]
     assert not books.batches and not books.running and not books.held[QUEUE]

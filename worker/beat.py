@@ -5,7 +5,7 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
   waits on Redis.
 - Checks that the jobs of the batches the node holds (``worker.liveness``) are
   still active: one round trip per beat, only while it holds batches. A
-  cancelled or vanished job is posted to the main thread (``("ended", {job:
+  cancelled or vanished job is posted to the main thread (``JobsEnded({job:
   why})``), which hands no more chunks of it to the pool and lets its batches go
   instead of running them or holding them until their retries are due.
 - Ends as ``abandoned`` the jobs it saw still enqueuing whose producer stopped
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from redis.exceptions import ResponseError
 
 from taskfan.settings import Settings
-from worker.io_threads import Events
 from worker.liveness import Liveness
+from worker.messages import Events, JobsEnded
 from worker.redis_io import NodeRedis
 from worker.stats import NodeView
 from worker.unrunnable import Unrunnable
@@ -93,7 +93,7 @@ class BeatDuties:
         if jobs:
             ended = self.redis.ended(jobs)
             if ended:
-                self.events.put(("ended", ended))
+                self.events.put(JobsEnded(ended))
 
     def _duty(self, what: str, duty: Callable[[], None]) -> None:
         """Run one duty; a command Redis refuses (an ACL without it: NOPERM) is
@@ -124,7 +124,7 @@ class BeatDuties:
                 extra={"job": job_id},
             )
         if abandoned:
-            self.events.put(("ended", abandoned))
+            self.events.put(JobsEnded(abandoned))
 
     def _sample_queues(self) -> None:
         """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""

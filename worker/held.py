@@ -15,7 +15,8 @@ import threading
 from typing import Any
 
 from taskfan.keys import QueueKeys
-from worker.io_threads import REDIS_ERRORS, Events
+from worker.io_threads import REDIS_ERRORS
+from worker.messages import Events, Read, RqRead
 from worker.redis_io import Delivery, NodeRedis
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,12 @@ def late_reads(
             event = events.get_nowait()
         except queue.Empty:
             break
-        if event[0] == "read":
-            for delivery in event[1]:
-                late.setdefault(delivery.queue, []).append(delivery.entry_id)
-        elif event[0] == "rq-read":
-            late_rq += [batch.delivery for batch in event[1]]
+        match event:
+            case Read(deliveries):
+                for delivery in deliveries:
+                    late.setdefault(delivery.queue, []).append(delivery.entry_id)
+            case RqRead(batches):
+                late_rq += [batch.delivery for batch in batches]
+            case _:
+                pass  # nothing else holds a batch
     return late, late_rq

@@ -1,8 +1,8 @@
 """The node's three I/O threads: reader, writer and heartbeat.
 
 Each talks to Redis through ``NodeRedis`` and to the node's main thread only
-through its ``events`` queue (``("read", deliveries)``, ``("written",
-completed)``). None of them ever dies from an error: each logs it and tries
+through its ``events`` queue (``worker.messages``: ``Read(deliveries)``,
+``Written(completed)``). None of them ever dies from an error: each logs it and tries
 again with backoff, so a node rides out Redis restarts and dropped
 connections, and the writer keeps finished results in memory meanwhile.
 """
@@ -21,6 +21,7 @@ from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from taskfan.transient import TRANSIENT, Backoff
+from worker.messages import Events, Read, Written
 from worker.redis_io import Completed, Delivery, NodeRedis
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ log = logging.getLogger(__name__)
 #: errors after which a thread backs off and tries again, with a one-line
 #: warning (``taskfan.transient``, shared with the producer's waits)
 REDIS_ERRORS = TRANSIENT
-#: the node's event queue. A SimpleQueue: its put() may run in a signal handler
-#: (``Node.stop``) while the main thread waits in get(); a Queue's lock would
-#: deadlock there.
-Events = queue.SimpleQueue[tuple[Any, ...]]
-
-
-def new_events() -> Events:
-    return queue.SimpleQueue()
 
 
 class OnDemand:
@@ -121,7 +114,7 @@ class Reader(OnDemand):
             except Exception:  # never let the reader die: the node would hang
                 log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
                 backoff.wait(self.closed)
-            self.events.put(("read", found))
+            self.events.put(Read(found))
 
 
 #: why record.lua refused a batch's results, by its answer
@@ -162,7 +155,7 @@ class Writer:
                         why,
                         extra=batch_extra(completed.job_id, completed.field),
                     )
-                self.events.put(("written", completed))
+                self.events.put(Written(completed))
 
     def _next_group(self) -> list[Completed] | None:
         first = self._queue.get()

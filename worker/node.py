@@ -46,7 +46,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from redis.exceptions import RedisClusterException
@@ -61,7 +61,20 @@ from worker.beat import BeatDuties
 from worker.demand import Demand
 from worker.guard import Guard
 from worker.held import HeldEntries
-from worker.io_threads import Events, Heartbeat, Reader, Writer, new_events
+from worker.io_threads import Heartbeat, Reader, Writer
+from worker.messages import (
+    ChunkDone,
+    Event,
+    Events,
+    JobsEnded,
+    Read,
+    RqRead,
+    RqWritten,
+    Stop,
+    Written,
+    new_events,
+    unhandled,
+)
 from worker.pool_feed import PoolFeed
 from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
 from worker.scheduler import Scheduler
@@ -170,7 +183,7 @@ class Node:
         if self._stop_by is None:
             self._stop_by = time.monotonic() + self.settings.grace_period
         self._stop.set()
-        self.events.put(("stop",))
+        self.events.put(Stop())
         # From a signal handler too: a short call on another connection.
         self._reader.stop_reading()
         if self._rq is not None:
@@ -267,33 +280,39 @@ class Node:
 
     # ----------------------------------------------------------------- event loop
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
-        if kind == "read":
-            self._demand.read(found=bool(event[1]))
-            given_back = sum(self.stats.given_back.values())
-            for delivery in event[1]:
-                self._accept(delivery)
-            if event[1] and sum(self.stats.given_back.values()) - given_back == len(event[1]):
-                self._demand.pause(time.monotonic())  # all of it is for other nodes
-        elif kind == "done":
-            self._feed.done(event[1], event[2])
-        elif kind == "written":
-            self._writing -= 1
-            self._release(event[1].delivery)
-        elif kind == "ended":
-            for completed in self.scheduler.ended(event[1]):
-                self._complete(completed)
-            self._feed.terminate()  # a hard cancel: kill what runs of those jobs
-        elif kind == "rq-read":
-            assert self._rq is not None
-            for batch in self._rq.on_read(event, bool(self.scheduler.batches)):
-                self._complete_maybe(self.scheduler.admit(batch))
-        elif kind == "rq-written":
-            assert self._rq is not None
-            self._writing -= 1
-            self._rq.count(self.stats, event)
-            self._release(event[1])
+    def _handle(self, event: Event) -> None:
+        match event:
+            case Read(deliveries):
+                self._demand.read(found=bool(deliveries))
+                given_back = sum(self.stats.given_back.values())
+                for delivery in deliveries:
+                    self._accept(delivery)
+                if deliveries and sum(self.stats.given_back.values()) - given_back == len(
+                    deliveries
+                ):
+                    self._demand.pause(time.monotonic())  # all of it is for other nodes
+            case ChunkDone(chunk, future):
+                self._feed.done(chunk, future)
+            case Written(completed):
+                self._writing -= 1
+                self._release(completed.delivery)
+            case JobsEnded(jobs):
+                for completed in self.scheduler.ended(jobs):
+                    self._complete(completed)
+                self._feed.terminate()  # a hard cancel: kill what runs of those jobs
+            case RqRead():
+                assert self._rq is not None
+                for batch in self._rq.on_read(event, bool(self.scheduler.batches)):
+                    self._complete_maybe(self.scheduler.admit(batch))
+            case RqWritten(delivery):
+                assert self._rq is not None
+                self._writing -= 1
+                self._rq.count(self.stats, event)
+                self._release(delivery)
+            case Stop():
+                pass  # it woke the loop, which sees the stop flag
+            case _:
+                unhandled(event)
 
     def _accept(self, delivery: Delivery) -> None:
         if self._held.holds(delivery):

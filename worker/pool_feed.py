@@ -1,7 +1,7 @@
 """The node's side of its process pool: chunks in, chunk results out.
 
 The main thread puts in the pool what the scheduler says to run (``submit``); a
-pool callback posts ``("done", chunk, future)`` to the node's events, and the
+pool callback posts ``ChunkDone(chunk, future)`` to the node's events, and the
 main thread settles it (``done``): a result (its outcomes, and items to retry),
 a dead process (the pool is rebuilt and the chunk becomes a suspect), or an
 error the pool raised. ``enforce_deadlines`` kills the pool under a chunk past
@@ -23,7 +23,7 @@ from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.batches import Chunk
 from worker.child import ChunkResult, Escaped, run_chunk
-from worker.io_threads import Events
+from worker.messages import ChunkDone, Events
 from worker.pool import Pool
 from worker.redis_io import Completed
 from worker.scheduler import Scheduler
@@ -97,9 +97,9 @@ class PoolFeed:
             self._futures[chunk] = (future, self.pool.generation)
             future.add_done_callback(self._on_done(chunk))
 
-    def _on_done(self, chunk: Chunk) -> Any:
+    def _on_done(self, chunk: Chunk) -> Callable[[Future[ChunkResult]], None]:
         """A pool callback (it runs in the pool's thread): hand the result to the loop."""
-        return lambda future: self.events.put(("done", chunk, future))
+        return lambda future: self.events.put(ChunkDone(chunk, future))
 
     def done(self, chunk: Chunk, future: Future[ChunkResult]) -> None:
         """A chunk's future is done (its event came back to the main thread)."""

@@ -5,7 +5,7 @@ order: ``dequeue.lua`` moves them to each queue's intermediate list and reads
 the fields the node needs, one script call per 250 jobs. Jobs whose hash is gone
 are dropped, jobs taskfan does not run go to the writer to fail, and the rest
 become one ``worker.scheduler.Batch`` per queue, posted to the node as
-``("rq-read", batches, found_nothing)``. When every queue is empty the read
+``RqRead(batches, found_nothing)`` (``worker.messages``). When every queue is empty the read
 blocks (BLMOVE) on the first queue: ``block_seconds`` with one queue, else
 ``POLL_SECONDS`` before the others are looked at again. ``rq suspend`` holds
 reads back.
@@ -30,9 +30,10 @@ from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Events, OnDemand
+from worker.io_threads import REDIS_ERRORS, OnDemand
+from worker.messages import Events, RqRead
 from worker.redis_io import Delivery
-from worker.rq_writer import RqBatch, RqBooks, RqWriter
+from worker.rq_writer import FailUnsupported, RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch
 from worker.sizing import ChunkSizer
 
@@ -101,7 +102,7 @@ class RqReader(OnDemand):
             except Exception:  # never let the reader die: the node would hang
                 log.exception("reading RQ queues failed, retrying in %.1fs", backoff.delay)
                 backoff.wait(self.closed)
-            self.events.put(("rq-read", found or [], found is None))
+            self.events.put(RqRead(found or [], found is None))
 
     def _batch_size(self) -> int:
         cost = self.sizer.cost(rqa.RUN_JOB)
@@ -158,7 +159,7 @@ class RqReader(OnDemand):
             log.info("RQ queue %s: %d dequeued jobs no longer exist", name, len(found) - len(jobs))
         unsupported = [job for job in jobs if job.unsupported]
         if unsupported:
-            self.writer.put(("unsupported", unsupported))
+            self.writer.put(FailUnsupported(unsupported))
             jobs = [job for job in jobs if not job.unsupported]
         if not jobs:
             return None

@@ -39,10 +39,18 @@ import redis
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Events
+from worker.io_threads import REDIS_ERRORS
+from worker.messages import Events, RqRead, RqWritten
 from worker.redis_io import Delivery
 from worker.rq_reader import RqReader
-from worker.rq_writer import RqBooks, RqWriter
+from worker.rq_writer import (
+    AbandonBatch,
+    FinishBatch,
+    ReleaseBatches,
+    RqBooks,
+    RqWriter,
+    StartJobs,
+)
 from worker.scheduler import Batch
 from worker.sizing import ChunkSizer
 
@@ -138,13 +146,12 @@ class RqSource:
         self.reading = True
         self.reader.request(batches)
 
-    def on_read(self, event: tuple[Any, ...], have_batches: bool) -> list[Batch]:
-        """The node got ("rq-read", batches, found_nothing): the batches for its
-        scheduler (``Scheduler.admit``)."""
-        _, batches, found_nothing = event
+    def on_read(self, event: RqRead, have_batches: bool) -> list[Batch]:
+        """The node got the reader's ``RqRead``: the batches for its scheduler
+        (``Scheduler.admit``)."""
         self.reading = False
-        self.last_read_empty = found_nothing and not have_batches
-        return list(batches)
+        self.last_read_empty = event.found_nothing and not have_batches
+        return list(event.batches)
 
     def started(self, delivery: Delivery, lo: int, hi: int) -> None:
         """A chunk of a batch entered the pool: record its jobs' start (once each)."""
@@ -155,21 +162,20 @@ class RqSource:
         jobs = batch.jobs[max(lo, batch.requested) : hi]
         batch.requested = max(batch.requested, hi)
         if jobs:
-            self.writer.put(("start", batch.queue, jobs))
+            self.writer.put(StartJobs(batch.queue, jobs))
 
     def complete(self, delivery: Delivery, blobs: dict[int, bytes]) -> None:
         """Every job of the batch has an outcome: record them, then post
-        ("rq-written", delivery, ok, failed)."""
-        self.writer.put(("finish", delivery, dict(blobs)))
+        ``RqWritten(delivery, ok, failed)``."""
+        self.writer.put(FinishBatch(delivery, dict(blobs)))
 
-    def count(self, stats: NodeStats, event: tuple[Any, ...]) -> None:
-        """The node got ("rq-written", delivery, ok, failed): count the batch."""
-        _, delivery, ok, failed = event
-        stats.batch(f"rq:{delivery.queue.name}", rqa.RUN_JOB, ok, failed)
+    def count(self, stats: NodeStats, event: RqWritten) -> None:
+        """The node got the writer's ``RqWritten``: count the batch."""
+        stats.batch(f"rq:{event.delivery.queue.name}", rqa.RUN_JOB, event.ok, event.failed)
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Batches the node will not start: their jobs go back to the queue head."""
-        self.writer.put(("release", list(deliveries)))
+        self.writer.put(ReleaseBatches(list(deliveries)))
 
     def stop_reading(self) -> None:
         self.reader.stop_reading()
@@ -181,7 +187,7 @@ class RqSource:
         self.stop_reading()
         if cold:
             for delivery, blobs in unfinished:
-                self.writer.put(("abandon", delivery, dict(blobs)))
+                self.writer.put(AbandonBatch(delivery, dict(blobs)))
         self.writer.close()
         self.reader.close()
         self.closed.set()

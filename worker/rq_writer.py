@@ -4,15 +4,15 @@ Its operations, queued by the node's main thread, the RQ reader and the node's
 shutdown (``RqWriter.put``), go to Redis one after the other, through
 ``worker.rq_adapter``: a job's start is always recorded before its outcome.
 
-- ``("start", queue, jobs)``: a chunk entered the pool (start.lua);
-- ``("finish", delivery, blobs)``: a batch is complete: each job's outcome, from
+- ``StartJobs(queue, jobs)``: a chunk entered the pool (start.lua);
+- ``FinishBatch(delivery, blobs)``: a batch is complete: each job's outcome, from
   the chunks' result blobs, by finish.lua or RQ's own code; then the node gets
-  ``("rq-written", delivery, ok, failed)``;
-- ``("release", deliveries)``: batches the node will not start go back to their
-  queue's head;
-- ``("abandon", delivery, blobs)``: a cold stop: what ran is recorded, what was
+  ``RqWritten(delivery, ok, failed)`` (``worker.messages``);
+- ``ReleaseBatches(deliveries)``: batches the node will not start go back to
+  their queue's head;
+- ``AbandonBatch(delivery, blobs)``: a cold stop: what ran is recorded, what was
   running fails (RQ's failure path), what never started goes back;
-- ``("unsupported", jobs)``: jobs taskfan does not run fail with the reason.
+- ``FailUnsupported(jobs)``: jobs taskfan does not run fail with the reason.
 
 Redis errors are retried with backoff (the outcomes stay in memory meanwhile);
 any other error drops the operation with a logged traceback, leaving its jobs to
@@ -25,9 +25,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -35,10 +34,54 @@ from taskfan.codec import PICKLE
 from taskfan.outcomes import decode_chunk
 from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
-from worker.io_threads import REDIS_ERRORS, Events
+from worker.io_threads import REDIS_ERRORS
+from worker.messages import Events, RqWritten, unhandled
 from worker.redis_io import Delivery
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StartJobs:
+    """A chunk of ``jobs`` of RQ queue ``queue`` entered the pool."""
+
+    queue: str
+    jobs: Sequence[rqa.RqJob]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishBatch:
+    """Every job of a batch has an outcome: record them from the chunks' blobs
+    (offset of a chunk's first job -> its result blob)."""
+
+    delivery: Delivery
+    blobs: Mapping[int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBatches:
+    """Batches the node will not start: their jobs go back to the queue's head."""
+
+    deliveries: Sequence[Delivery]
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonBatch:
+    """A cold stop: record what ran, fail what was running, hand back the rest."""
+
+    delivery: Delivery
+    blobs: Mapping[int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class FailUnsupported:
+    """Jobs taskfan does not run (``RqJob.unsupported`` says why): they fail."""
+
+    jobs: Sequence[rqa.RqJob]
+
+
+#: an operation for the RQ writer thread
+RqOp = StartJobs | FinishBatch | ReleaseBatches | AbandonBatch | FailUnsupported
 
 
 @dataclass(eq=False)
@@ -79,9 +122,9 @@ class RqWriter:
         self.books = books
         self.events = events
         self.lease = lease
-        self._ops: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._ops: queue.Queue[RqOp | None] = queue.Queue()
 
-    def put(self, op: tuple[Any, ...]) -> None:
+    def put(self, op: RqOp) -> None:
         self._ops.put(op)
 
     def close(self) -> None:
@@ -107,37 +150,41 @@ class RqWriter:
                     break
                 backoff.wait(threading.Event())
 
-    def _apply(self, op: tuple[Any, ...]) -> None:
-        kind = op[0]
-        if kind == "start":
-            self._start(op[1], op[2])
-        elif kind == "finish":
-            ok, failed = self._finish(op[1], op[2])
-            self.events.put(("rq-written", op[1], ok, failed))
-        elif kind == "release":
-            self.release(op[1])
-        elif kind == "abandon":
-            self._abandon(op[1], op[2])
-        elif kind == "unsupported":
-            for job in op[1]:
-                assert job.unsupported is not None
-                self.worker.fail_unstarted(job, job.unsupported)
-                log.warning("RQ job %s (queue %s) failed: %s", job.id, job.queue, job.unsupported)
+    def _apply(self, op: RqOp) -> None:
+        match op:
+            case StartJobs(name, jobs):
+                self._start(name, jobs)
+            case FinishBatch(delivery, blobs):
+                ok, failed = self._finish(delivery, blobs)
+                self.events.put(RqWritten(delivery, ok, failed))
+            case ReleaseBatches(deliveries):
+                self.release(deliveries)
+            case AbandonBatch(delivery, blobs):
+                self._abandon(delivery, blobs)
+            case FailUnsupported(jobs):
+                for job in jobs:
+                    assert job.unsupported is not None
+                    self.worker.fail_unstarted(job, job.unsupported)
+                    log.warning(
+                        "RQ job %s (queue %s) failed: %s", job.id, job.queue, job.unsupported
+                    )
+            case _:
+                unhandled(op)
 
-    def _forget(self, op: tuple[Any, ...]) -> None:
+    def _forget(self, op: RqOp) -> None:
         """An op that cannot be applied: let the node go on without it. A batch's
         jobs leave the books (no more lease renewals or held markers): RQ's cleanup
         and the node's maintenance take them from there."""
-        if op[0] == "finish":
+        if isinstance(op, FinishBatch):
             with self.books.lock:
-                batch = self.books.batches.pop(op[1].entry_id, None)
+                batch = self.books.batches.pop(op.delivery.entry_id, None)
                 if batch is not None:
                     for job in batch.jobs:
                         self.books.running.pop(job.member, None)
                         self.books.held[batch.queue].discard(job.id)
-            self.events.put(("rq-written", op[1], 0, 0))
+            self.events.put(RqWritten(op.delivery, 0, 0))
 
-    def _start(self, name: str, jobs: list[rqa.RqJob]) -> None:
+    def _start(self, name: str, jobs: Sequence[rqa.RqJob]) -> None:
         now = time.time()
         codes = rqa.start(self.client, self.worker.name, self.keys[name], jobs, self.lease, now)
         with self.books.lock:
@@ -155,7 +202,7 @@ class RqWriter:
                         why,
                     )
 
-    def _outcomes(self, batch: RqBatch, blobs: dict[int, bytes]) -> dict[int, rqa.Outcome]:
+    def _outcomes(self, batch: RqBatch, blobs: Mapping[int, bytes]) -> dict[int, rqa.Outcome]:
         """Each job's outcome, by index in the batch, from the chunks' result blobs."""
         out: dict[int, rqa.Outcome] = {}
         for lo, blob in blobs.items():
@@ -169,7 +216,7 @@ class RqWriter:
                 out[lo + offset] = rqa.Outcome(rqa.FAILED, text, now, now)
         return out
 
-    def _finish(self, delivery: Delivery, blobs: dict[int, bytes]) -> tuple[int, int]:
+    def _finish(self, delivery: Delivery, blobs: Mapping[int, bytes]) -> tuple[int, int]:
         with self.books.lock:  # it leaves the books once recorded: a retry finds it
             batch = self.books.batches[delivery.entry_id]
         outcomes = self._outcomes(batch, blobs)
@@ -232,7 +279,7 @@ class RqWriter:
                 self.books.held[batch.queue].difference_update(job.id for job in unstarted)
             log.info("RQ queue %s: %d jobs handed back", batch.queue, released)
 
-    def _abandon(self, delivery: Delivery, blobs: dict[int, bytes]) -> None:
+    def _abandon(self, delivery: Delivery, blobs: Mapping[int, bytes]) -> None:
         with self.books.lock:
             batch = self.books.batches.get(delivery.entry_id)
         if batch is None:
