@@ -141,7 +141,7 @@ def _smuggled(**values: Any) -> TaskOptions:
 def _batch(options: TaskOptions, count: int = 2) -> Batch:
     from taskfan.options import CallMode
     from taskfan.protocol import BatchEntry
-    from worker.redis_io import Delivery
+    from worker.batches import Delivery
 
     entry = BatchEntry(
         "0123456789abcdef", 0, 0, count, "tests.tasks:square", "json", CallMode.ONE, 0,

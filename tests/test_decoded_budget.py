@@ -22,8 +22,8 @@ from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+from worker.batches import Completed, Delivery
 from worker.guard import Guard
-from worker.redis_io import Completed, Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 

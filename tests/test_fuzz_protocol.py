@@ -22,8 +22,8 @@ from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes, merged_outcomes
 from taskfan.protocol import BatchEntry
 from taskfan.signing import Keyring
+from worker.batches import Delivery
 from worker.guard import Guard
-from worker.redis_io import Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 

@@ -21,9 +21,9 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env, invoke, outcomes, write_lines
 from tests.conftest import StartWorker
+from worker.batches import Completed, Delivery
 from worker.child import run_chunk
 from worker.guard import Guard
-from worker.redis_io import Completed, Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 

@@ -12,7 +12,8 @@ from producer import Client
 from taskfan import scripts
 from taskfan.keys import JobKeys
 from tests import tasks
-from worker.redis_io import Completed, Delivery, NodeRedis
+from worker.batches import Completed, Delivery
+from worker.redis_io import NodeRedis
 
 
 def test_an_active_job_is_checked_once_a_second_not_once_a_read(r: redis.Redis) -> None:
@@ -88,7 +89,7 @@ def test_recording_a_batch_whose_group_was_lost_drops_it_quietly(
     _wipe(r)
     Client(r).map(tasks.square, [3])  # the stream exists again, its group not yet
     done = Completed(delivery, fields[b"j"].decode(), "0", b"entry", 1, 0)
-    dead = Completed(delivery, "", "", b"", 0, 0, dead_reason="unreadable")
+    dead = Completed.dead_letter(delivery, "unreadable")
     with caplog.at_level(logging.WARNING):
         node.write([done, dead], 0.0)
     assert done.code == scripts.JOB_GONE

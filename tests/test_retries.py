@@ -14,9 +14,8 @@ from taskfan.keys import QueueKeys
 from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry
-from worker.batches import Chunk
+from worker.batches import Chunk, Completed, Delivery
 from worker.child import ChunkResult, Retry, run_chunk
-from worker.redis_io import Completed, Delivery
 from worker.scheduler import HELD_PER_PROCESS, Scheduler
 from worker.sizing import ChunkSizer
 

@@ -14,8 +14,8 @@ from rq.job import Job
 
 from tests import rq_tasks
 from worker import rq_adapter as rqa
+from worker.batches import Delivery
 from worker.messages import Events, RqWritten, new_events
-from worker.redis_io import Delivery
 from worker.rq_source import RqQueueRef
 from worker.rq_writer import FinishBatch, RqBatch, RqBooks, RqWriter, StartJobs
 

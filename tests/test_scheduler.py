@@ -10,9 +10,8 @@ from taskfan.keys import QueueKeys
 from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry
-from worker.batches import Chunk
+from worker.batches import Chunk, Completed, Delivery
 from worker.child import ChunkResult, run_chunk
-from worker.redis_io import Completed, Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 

@@ -21,9 +21,9 @@ from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allow_prefix, module_allowed, resolve
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
+from worker.batches import Delivery
 from worker.child import run_chunk
 from worker.guard import Guard
-from worker.redis_io import Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 

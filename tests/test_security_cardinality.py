@@ -66,7 +66,7 @@ def test_per_function_counters_keep_the_first_functions_and_an_other_bucket() ->
 
 
 def test_a_dead_lettered_batch_counts_under_one_fixed_label() -> None:
-    from worker.redis_io import Completed, Delivery
+    from worker.batches import Completed, Delivery
 
     stats = NodeStats()
     for n in range(1000):

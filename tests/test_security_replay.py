@@ -27,8 +27,8 @@ from taskfan.signing import Keyring
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+from worker.batches import Delivery, JobFacts
 from worker.guard import Guard
-from worker.redis_io import Delivery, JobFacts
 
 SECRET = "replay-secret-0123456789abcdef"
 KEYRING = Keyring([SECRET])

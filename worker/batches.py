@@ -1,8 +1,12 @@
-"""What a node holds: the batches it was given, and the chunks it cuts them into.
+"""What a node holds: the stream entries it was handed (``Delivery``), the
+batches it reads from them (``Batch``), the chunks it cuts them into (``Chunk``)
+and what leaves it (``Completed``).
 
-Plain data, shared by the scheduler (``worker.scheduler``), the intake
-(``worker.intake``), the recorder (``worker.recorder``), the retry heap
-(``worker.retries``) and the RQ source, which builds its batches itself.
+Plain data with no Redis I/O, shared by the pure core (the scheduler
+``worker.scheduler``, the intake ``worker.intake``, the recorder
+``worker.recorder``, the retry heap ``worker.retries``), by the Redis I/O that
+fills and records them (``worker.redis_io``) and by the RQ source, which builds
+its batches itself.
 """
 
 from __future__ import annotations
@@ -11,8 +15,84 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskfan.keys import QueueKeys
 from taskfan.protocol import BatchEntry
-from worker.redis_io import Delivery
+
+#: why a job ended when it was cancelled with terminate: its running items are
+#: killed (``worker.redis_io`` says it of a job, the scheduler acts on it)
+TERMINATED = "the job was cancelled with terminate"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to this node."""
+
+    queue: QueueKeys
+    entry_id: bytes
+    fields: dict[bytes, bytes] | None  #: None when the entry was deleted meanwhile
+    #: why the batch is not to run (its job was cancelled or no longer exists)
+    skip: str | None = None
+    #: how many times the entry was delivered, this time included
+    deliveries: int = 1
+    #: what Redis said of the entry's job when it was read; None: not looked up
+    job: JobFacts | None = None
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """A job as a node saw it when it read one of its entries (``worker.guard``
+    checks a signed entry against it: replays)."""
+
+    state: bytes | None  #: None: no such job (expired or deleted)
+    nonce: bytes | None  #: the nonce in its meta (signed there)
+
+
+@dataclass
+class Completed:
+    """A batch ready to be recorded (or dead-lettered) and acknowledged."""
+
+    delivery: Delivery
+    job_id: str  #: "" when the entry is too broken to name its job
+    field: str  #: the results-hash field: the batch index, or "<index>.<round>" for a retry
+    entry: bytes  #: the result entry
+    ok: int
+    failed: int
+    dead_reason: str | None = None  #: when set, the entry goes to the dead-letter stream
+    #: what record.lua answered, filled in by write()
+    code: int | None = None
+    #: (function reference, seconds per item) to publish for producers' batch sizing
+    cost: tuple[str, float] | None = None
+    #: let go unrecorded after it was fetched: its job ended (``worker.liveness``)
+    skipped: bool = False
+    #: set by write() once the entry is acknowledged (or dead-lettered): a group
+    #: written again after an out-of-memory refusal skips it
+    acked: bool = False
+    #: not to record nor acknowledge: hand the batch back for another node, its
+    #: delivery undone (this node cannot run its function: ``worker.unrunnable``)
+    give_back: bool = False
+
+    @classmethod
+    def ack_only(cls, delivery: Delivery) -> Completed:
+        """Acknowledged with nothing recorded: an entry deleted meanwhile, or a
+        batch whose job was cancelled or is gone before it was read."""
+        return cls(delivery, "", "", b"", 0, 0)
+
+    @classmethod
+    def dead_letter(cls, delivery: Delivery, reason: str) -> Completed:
+        """Moved to the dead-letter stream with ``reason``, nothing recorded: an
+        entry too broken (or too big to fail item by item) to record."""
+        return cls(delivery, "", "", b"", 0, 0, dead_reason=reason)
+
+    @classmethod
+    def let_go(cls, delivery: Delivery) -> Completed:
+        """Acknowledged unrecorded after it was fetched: its job ended meanwhile
+        (``worker.liveness``)."""
+        return cls(delivery, "", "", b"", 0, 0, skipped=True)
+
+    @classmethod
+    def handed_back(cls, delivery: Delivery) -> Completed:
+        """A batch another node should run (``worker.unrunnable``)."""
+        return cls(delivery, "", "", b"", 0, 0, give_back=True)
 
 
 @dataclass(eq=False)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taskfan.settings import Settings
-from worker.io_threads import Reader
 from worker.scheduler import Scheduler
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the demand logic does no I/O itself
+    from worker.io_threads import Reader
     from worker.rq_source import RqSource
 
 

@@ -39,7 +39,7 @@ from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allowed
 from taskfan.settings import DEFAULT_RESULT_TTL, Settings
 from taskfan.signing import Keyring
-from worker.redis_io import Delivery
+from worker.batches import Delivery
 from worker.replays import replay_reason
 
 log = logging.getLogger(__name__)

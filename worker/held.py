@@ -15,9 +15,10 @@ import threading
 from typing import Any
 
 from taskfan.keys import QueueKeys
+from worker.batches import Delivery
 from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, Read, RqRead
-from worker.redis_io import Delivery, NodeRedis
+from worker.redis_io import NodeRedis
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,9 @@ from taskfan.errors import ProtocolError
 from taskfan.limits import decoded_size
 from taskfan.logs import batch_extra
 from taskfan.protocol import BatchEntry
-from worker.batches import CHUNK_BYTES, Batch
+from worker.batches import CHUNK_BYTES, Batch, Completed, Delivery
 from worker.guard import Guard
 from worker.recorder import Recorder
-from worker.redis_io import Completed, Delivery
 from worker.unrunnable import Unrunnable
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class Intake:
         (one to hand back, ``give_back``, when another node should run it)."""
         where, extra = _where(delivery)
         if delivery.fields is None:
-            return Completed(delivery, "", "", b"", 0, 0)
+            return Completed.ack_only(delivery)
         bad_signature = self.guard.bad_signature(delivery)
         if bad_signature is not None:
             return self._reject_unverified(delivery, where, bad_signature, started)
@@ -71,7 +70,7 @@ class Intake:
             return self._reject_malformed(delivery, where, exc, started)
         if delivery.skip:
             log.info("%s: skipped: %s", where, delivery.skip, extra=extra)
-            return Completed(delivery, "", "", b"", 0, 0)
+            return Completed.ack_only(delivery)
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
         verdict = self._verdict(delivery, entry)
         if verdict is not None and not verdict[1]:
@@ -166,7 +165,7 @@ class Intake:
             except ProtocolError:
                 entry = None
         if entry is None:
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=str(exc))
+            return Completed.dead_letter(delivery, str(exc))
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
         return self.recorder.fail_batch(batch, "BadOptions", str(exc), dead=True)
 
@@ -183,7 +182,7 @@ class Intake:
             entry = None
         log.warning("%s: dead-lettered: %s", where, reason, extra=_named(delivery))
         if entry is None or delivery.skip:
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=message)
+            return Completed.dead_letter(delivery, message)
         batch = Batch(delivery, entry, [], started, remaining=entry.count)
         return self.recorder.fail_batch(batch, "BadSignature", message, dead=True, signed=False)
 

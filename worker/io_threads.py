@@ -21,8 +21,9 @@ from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from taskfan.transient import TRANSIENT, Backoff
+from worker.batches import Completed, Delivery
 from worker.messages import Events, Read, Written
-from worker.redis_io import Completed, Delivery, NodeRedis
+from worker.redis_io import NodeRedis
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ here, and the scheduler hands no chunk of theirs to the pool from then on
 (``worker.scheduler``). So a cancel reaches fetched work within one heartbeat
 interval; a chunk already in the pool runs, and ``record.lua`` refuses its
 results. A job cancelled with ``terminate`` (a hard cancel) ends with the reason
-``worker.redis_io.TERMINATED``: its chunks in the pool are killed too (``worker.pool_feed``).
+``worker.batches.TERMINATED``: its chunks in the pool are killed too (``worker.pool_feed``).
 
 Only batches read from the taskfan streams are tracked: an RQ job's liveness is
 RQ's (``worker.rq_source``).

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from worker.batches import Batch, Chunk
+    from worker.batches import Batch, Chunk, Completed, Delivery
     from worker.child import ChunkResult
-    from worker.redis_io import Completed, Delivery
 
 
 @dataclass(frozen=True, slots=True)

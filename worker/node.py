@@ -56,7 +56,7 @@ from taskfan.connection import RedisClient
 from taskfan.errors import ConfigError, TaskfanError
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
-from worker.batches import key
+from worker.batches import Completed, Delivery, key
 from worker.beat import BeatDuties
 from worker.demand import Demand
 from worker.guard import Guard
@@ -76,7 +76,7 @@ from worker.messages import (
     unhandled,
 )
 from worker.pool_feed import PoolFeed
-from worker.redis_io import Completed, Delivery, NodeRedis, new_node_id
+from worker.redis_io import NodeRedis, new_node_id
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 from worker.stats import NodeStats, NodeView

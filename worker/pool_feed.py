@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 from taskfan.boundary import describe
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
-from worker.batches import Chunk
+from worker.batches import Chunk, Completed
 from worker.child import ChunkResult, Escaped, run_chunk
 from worker.messages import ChunkDone, Events
 from worker.pool import Pool
-from worker.redis_io import Completed
 from worker.scheduler import Scheduler
 from worker.sending import UndecodableItems, pack
 from worker.stats import NodeStats

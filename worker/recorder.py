@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from taskfan.codec import get_codec
 from taskfan.errors import TaskfanError
 from taskfan.outcomes import encode_result
-from worker.batches import Batch
+from worker.batches import Batch, Completed
 from worker.guard import Guard
 from worker.parts import encode
-from worker.redis_io import Completed
 from worker.sizing import ChunkSizer
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class Recorder:
                 entry.field,
                 count,
             )
-            return Completed(batch.delivery, "", "", b"", 0, 0, dead_reason=message)
+            return Completed.dead_letter(batch.delivery, message)
         batch.blobs = {0: self.error_blob(batch, 0, count, type_name, message)}
         batch.failures = {0: count}
         batch.failed = count

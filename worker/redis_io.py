@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
@@ -33,64 +32,11 @@ from taskfan.connection import RedisClient
 from taskfan.cost import COST_TTL, encode_cost
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.pipelines import Sequenced
+from worker.batches import TERMINATED, Completed, Delivery, JobFacts
 from worker.stream_reads import stream_reads
 from worker.unrunnable import Peer, parse_peer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One stream entry handed to this node."""
-
-    queue: QueueKeys
-    entry_id: bytes
-    fields: dict[bytes, bytes] | None  #: None when the entry was deleted meanwhile
-    #: why the batch is not to run (its job was cancelled or no longer exists)
-    skip: str | None = None
-    #: how many times the entry was delivered, this time included
-    deliveries: int = 1
-    #: what Redis said of the entry's job when it was read; None: not looked up
-    job: JobFacts | None = None
-
-
-@dataclass(frozen=True)
-class JobFacts:
-    """A job as a node saw it when it read one of its entries (``worker.guard``
-    checks a signed entry against it: replays)."""
-
-    state: bytes | None  #: None: no such job (expired or deleted)
-    nonce: bytes | None  #: the nonce in its meta (signed there)
-
-
-@dataclass
-class Completed:
-    """A batch ready to be recorded (or dead-lettered) and acknowledged."""
-
-    delivery: Delivery
-    job_id: str  #: "" when the entry is too broken to name its job
-    field: str  #: the results-hash field: the batch index, or "<index>.<round>" for a retry
-    entry: bytes  #: the result entry
-    ok: int
-    failed: int
-    dead_reason: str | None = None  #: when set, the entry goes to the dead-letter stream
-    #: what record.lua answered, filled in by write()
-    code: int | None = None
-    #: (function reference, seconds per item) to publish for producers' batch sizing
-    cost: tuple[str, float] | None = None
-    #: let go unrecorded after it was fetched: its job ended (``worker.liveness``)
-    skipped: bool = False
-    #: set by write() once the entry is acknowledged (or dead-lettered): a group
-    #: written again after an out-of-memory refusal skips it
-    acked: bool = False
-    #: not to record nor acknowledge: hand the batch back for another node, its
-    #: delivery undone (this node cannot run its function: ``worker.unrunnable``)
-    give_back: bool = False
-
-    @classmethod
-    def handed_back(cls, delivery: Delivery) -> Completed:
-        """A batch another node should run (``worker.unrunnable``)."""
-        return cls(delivery, "", "", b"", 0, 0, give_back=True)
 
 
 class NodeRedis:
@@ -506,8 +452,6 @@ def _lost_group(exc: Exception) -> bool:
 
 
 ABANDONED = "the job was abandoned (its producer died mid-enqueue)"
-#: why a job ended when it was cancelled with terminate: its running items are killed
-TERMINATED = "the job was cancelled with terminate"
 #: the state of a job cancelled with terminate, as ``_states`` reports it
 _TERMINATED = b"cancelled+terminate"
 #: job state read from Redis -> why a batch of that job is skipped

@@ -24,7 +24,7 @@ within the age limit of a batch of a job that is still active runs again;
 from __future__ import annotations
 
 from taskfan.fields import MAX_NUMBER
-from worker.redis_io import Delivery
+from worker.batches import Delivery
 
 
 def replay_reason(delivery: Delivery, max_age: int, now: float) -> str | None:

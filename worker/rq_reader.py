@@ -30,9 +30,9 @@ from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
+from worker.batches import Delivery
 from worker.io_threads import REDIS_ERRORS, OnDemand
 from worker.messages import Events, RqRead
-from worker.redis_io import Delivery
 from worker.rq_writer import FailUnsupported, RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch
 from worker.sizing import ChunkSizer

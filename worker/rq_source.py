@@ -39,9 +39,9 @@ import redis
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from worker import rq_adapter as rqa
+from worker.batches import Delivery
 from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, RqRead, RqWritten
-from worker.redis_io import Delivery
 from worker.rq_reader import RqReader
 from worker.rq_writer import (
     AbandonBatch,

@@ -34,9 +34,9 @@ from taskfan.codec import PICKLE
 from taskfan.outcomes import decode_chunk
 from taskfan.transient import Backoff
 from worker import rq_adapter as rqa
+from worker.batches import Delivery
 from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, RqWritten, unhandled
-from worker.redis_io import Delivery
 
 log = logging.getLogger(__name__)
 

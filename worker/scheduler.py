@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from taskfan.bounds import MAX_BACKOFF, MAX_TIMEOUT, capped
 from taskfan.logs import batch_extra
 from taskfan.protocol import BatchEntry
-from worker.batches import Batch, Chunk, key
+from worker.batches import TERMINATED, Batch, Chunk, Completed, Delivery, key
 from worker.budget import DecodedBudget
 from worker.child import ChunkResult, Retry
 from worker.guard import Guard
@@ -42,7 +42,6 @@ from worker.intake import Intake
 from worker.liveness import Liveness
 from worker.parts import Part
 from worker.recorder import Recorder
-from worker.redis_io import TERMINATED, Completed, Delivery
 from worker.retries import RetryHeap
 from worker.sizing import ChunkSizer
 from worker.unrunnable import Unrunnable
@@ -90,7 +89,7 @@ class Scheduler:
     def accept(self, delivery: Delivery, now: float | None = None) -> Completed | None:
         """Take a delivered entry (``worker.intake``); returns a Completed when
         there is nothing to run (``give_back``: another node should run it)."""
-        taken = self.intake.take(delivery, time.monotonic() if now is None else now)
+        taken = self.intake.take(delivery, self.clock() if now is None else now)
         if isinstance(taken, Completed):
             return taken
         if self.budget.parked or not self.budget.fits(taken):
@@ -233,7 +232,7 @@ class Scheduler:
                 terminated=batch.terminated,
             ),
         )  # fmt: skip
-        return Completed(batch.delivery, "", "", b"", 0, 0, skipped=True)
+        return Completed.let_go(batch.delivery)
 
     def terminated(self) -> list[Chunk]:
         """The chunks in the pool of jobs cancelled with terminate (a hard cancel):

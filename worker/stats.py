@@ -37,8 +37,7 @@ from taskfan import __version__
 from taskfan.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.batches import Batch
-    from worker.redis_io import Completed
+    from worker.batches import Batch, Completed
 
 #: upper bounds (seconds) of the item duration histogram's buckets; +Inf is implied
 DURATION_BUCKETS = (

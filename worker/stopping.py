@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from worker.batches import Delivery
 from worker.held import HeldEntries
-from worker.redis_io import Delivery
 from worker.scheduler import Scheduler
 
 if TYPE_CHECKING:

@@ -34,7 +34,8 @@ from tests.cli_support import clean_env
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.scale.cluster import LocalCluster
-from worker.redis_io import Completed, Delivery, NodeRedis
+from worker.batches import Completed, Delivery
+from worker.redis_io import NodeRedis
 
 __all__ = ["clean_env"]  # a fixture
 
