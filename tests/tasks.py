@@ -76,7 +76,10 @@ def fail_times(path: str, times: int) -> int:
     """
     counter = Path(path)
     calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(calls))
+    # Written aside and renamed: a test reading the count never sees it half-written.
+    partial = counter.with_name(f"{counter.name}.{os.getpid()}.partial")
+    partial.write_text(str(calls))
+    partial.replace(counter)
     if calls <= times:
         raise ConnectionError(f"call {calls} of {path} fails ({times} fail)")
     return calls
