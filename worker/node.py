@@ -287,9 +287,8 @@ class Node:
                 given_back = sum(self.stats.given_back.values())
                 for delivery in deliveries:
                     self._accept(delivery)
-                if deliveries and sum(self.stats.given_back.values()) - given_back == len(
-                    deliveries
-                ):
+                for_others = sum(self.stats.given_back.values()) - given_back
+                if deliveries and for_others == len(deliveries):
                     self._demand.pause(time.monotonic())  # all of it is for other nodes
             case ChunkDone(chunk, future):
                 self._feed.done(chunk, future)
