@@ -63,7 +63,7 @@ class Intake:
         replay = self.guard.replay(delivery)
         if replay is not None:
             log.warning("%s: dead-lettered: %s", where, replay, extra=extra)
-            return Completed(delivery, "", "", b"", 0, 0, dead_reason=f"{where}: {replay}")
+            return Completed.dead_letter(delivery, f"{where}: {replay}")
         try:
             entry = BatchEntry.parse(delivery.fields, where)
         except ProtocolError as exc:
