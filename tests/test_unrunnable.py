@@ -25,8 +25,8 @@ from tests.cli_support import invoke
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
+from worker.batches import Delivery
 from worker.child import ChunkResult
-from worker.redis_io import Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 from worker.unrunnable import Peer, Unrunnable, parse_peer
