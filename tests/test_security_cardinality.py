@@ -29,9 +29,9 @@ from taskfan.refs import MAX_REF_LENGTH, reference
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
+from worker.batches import Delivery
 from worker.guard import Guard
 from worker.metrics import NodeCollector
-from worker.redis_io import Delivery
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 from worker.stats import MAX_FUNCTIONS, OTHER, REFUSED, NodeStats, NodeView
