@@ -16,10 +16,17 @@ from producer.records import JobSpec
 from taskfan.bounds import MAX_COUNT, MAX_RESULT_TTL, count_problem
 from taskfan.codec import Codec, get_codec
 from taskfan.connection import RedisClient, connect, translate_errors
-from taskfan.errors import ConfigError, LimitExceeded, PickleRefused, ProtocolError
+from taskfan.errors import (
+    ConfigError,
+    EncodeError,
+    LimitExceeded,
+    PickleRefused,
+    ProtocolError,
+)
 from taskfan.keys import QueueKeys
 from taskfan.limits import Limits, format_size
 from taskfan.options import CallMode, TaskOptions
+from taskfan.refs import reference
 from taskfan.settings import (
     DEFAULT_ENQUEUE_LEASE,
     DEFAULT_RESULT_TTL,
@@ -155,6 +162,8 @@ class Client:
         retry_on: Iterable[type[BaseException] | str] = (),
         backoff: float = 0.1,
         backoff_max: float = 10.0,
+        initializer: Callable[..., Any] | str | None = None,
+        initargs: Iterable[Any] = (),
     ) -> Job:
         """Enqueue ``fn`` over every item; returns once every batch is in Redis.
 
@@ -169,6 +178,12 @@ class Client:
         waiting ``backoff`` seconds, doubled per attempt up to ``backoff_max``,
         with jitter. The node holds the wait, not a pool process, which runs
         other items meanwhile.
+
+        ``initializer(*initargs)`` runs in each pool process before its first
+        item of this job there (a module-level function, by reference like
+        ``fn``; ``initargs`` encoded with the job's codec). One that raises fails
+        the job's items given to that process with ``InitializerError``
+        (``worker.setup``).
         """
         options = _task_options(
             timeout, hard_timeout, retries, retry_on, backoff=backoff, backoff_max=backoff_max
@@ -178,6 +193,7 @@ class Client:
         job_codec = self._codec(codec, self.codec.name)
         called = self.describe(fn, job_codec)
         fn_ref = called.fn_ref
+        init_ref, init_blob = self.initializer_of(initializer, initargs, job_codec)
         batch_size = _positive("batch_size", batch_size) or self.batch_size
         plan = sizing.BatchPlan(batch_size) if batch_size else self._plan(fn_ref, iterable)
         spec = JobSpec(
@@ -194,6 +210,8 @@ class Client:
             wrap=called.wrap,
             bound=called.bound,
             label=called.label,
+            initializer=init_ref,
+            initargs=init_blob,
         )
         enqueuer = Enqueuer(
             self.redis, spec, keyring=self.keyring, limits=self.limits, lease=self.enqueue_lease
@@ -212,6 +230,29 @@ class Client:
                 "carries it: bind less (load large data in the task, from a path or URL)"
             )
         return called
+
+    def initializer_of(
+        self, initializer: Callable[..., Any] | str | None, initargs: Iterable[Any], codec: Codec
+    ) -> tuple[str, bytes]:
+        """The initializer's reference and its arguments encoded ("", b"": none);
+        like bound state, its arguments must fit half of ``max_batch_bytes``,
+        as every batch entry carries them."""
+        if initializer is None:
+            if tuple(initargs):
+                raise TypeError("initargs given without an initializer")
+            return "", b""
+        ref = reference(initializer)
+        try:
+            blob = codec.dumps(list(initargs))
+        except EncodeError as exc:
+            raise EncodeError(f"initializer {ref}: its initargs: {exc}") from exc
+        limit = self.limits.max_batch_bytes
+        if len(blob) > limit // 2:
+            raise LimitExceeded(
+                f"initializer {ref}: its initargs encode to {format_size(len(blob))}, over "
+                f"half of max_batch_bytes ({format_size(limit)}), and every batch carries them"
+            )
+        return ref, blob
 
     def _plan(self, fn_ref: str, iterable: Iterable[Any]) -> sizing.BatchPlan:
         """Automatic batch sizes, from the function's published cost and the

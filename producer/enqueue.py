@@ -205,6 +205,8 @@ class Enqueuer:
             options=spec.options,
             wrap=spec.wrap,
             bound=spec.bound,
+            initializer=spec.initializer,
+            initargs=spec.initargs,
         )
         self.total += len(items)
         self.batches += 1

@@ -80,9 +80,15 @@ class Executor(concurrent.futures.Executor):
 
     ``target`` is a Redis URL, a ``redis.Redis`` or ``RedisCluster``, a
     ``producer.Client``, or None (configured by ``TASKFAN_REDIS_URL``).
-    ``max_workers`` is accepted, and ignored, so that
+    ``max_workers`` and ``mp_context`` are accepted, and ignored, so that
     ``ProcessPoolExecutor(max_workers=4)`` becomes ``Executor(url, max_workers=4)``:
-    the nodes decide how many processes run.
+    the nodes decide how many processes run, and how they start them.
+    ``initializer(*initargs)`` runs in each node's pool process before its first
+    call of this executor there (``worker.setup``; one that raises fails those
+    calls with ``InitializerError``, a ``BrokenProcessPool``).
+    ``max_tasks_per_child`` is accepted and is a node's setting only
+    (``taskfan worker --max-tasks-per-child N``): a pool process serves many
+    jobs, so one job cannot decide when it is replaced.
     """
 
     def __init__(
@@ -91,6 +97,10 @@ class Executor(concurrent.futures.Executor):
         queue: str = "default",
         *,
         max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., Any] | str | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
         **client_options: Any,
     ) -> None:
         if isinstance(target, Client):
@@ -101,6 +111,9 @@ class Executor(concurrent.futures.Executor):
             self.client = Client.from_url(target, queue, **client_options)
         else:
             self.client = Client.from_env(queues=(queue,), **client_options)
+        #: the initializer's reference and encoded arguments ("", b"": none)
+        self._init = self.client.initializer_of(initializer, initargs, self.client.codec)
+        self._initializer, self._initargs = initializer, tuple(initargs)
         self._lock = threading.Lock()
         self._shutdown = False
         self._job: Job | None = None
@@ -140,7 +153,8 @@ class Executor(concurrent.futures.Executor):
             index = self._count
             entry = BatchEntry(
                 job.id, index, index, 1, called.fn_ref, client.codec.name, CallMode.CALL, 1,
-                payload, wrap=called.wrap, bound=called.bound,
+                payload, wrap=called.wrap, bound=called.bound, initializer=self._init[0],
+                initargs=self._init[1],
             )  # fmt: skip
             pipe.hincrby(job.keys.meta, "total", 1)
             pipe.hincrby(job.keys.meta, "batches", 1)
@@ -167,8 +181,9 @@ class Executor(concurrent.futures.Executor):
         its queue's index), ahead of the first entry, which names it."""
         client = self.client
         self._spec = JobSpec(
-            client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl
-        )
+            client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl,
+            initializer=self._init[0], initargs=self._init[1],
+        )  # fmt: skip
         self._job = Job(client, new_job_id(), codec=client.codec.name)
         now = time.time()
         pipe: Any = seq.pipe
@@ -281,7 +296,10 @@ class Executor(concurrent.futures.Executor):
         if buffersize is not None:
             return buffered_map(self, fn, iterables, timeout, buffersize)
         end_time = None if timeout is None else time.monotonic() + timeout
-        job = self.client.map(fn, _Zip(iterables), star=True, chunksize=chunksize)
+        job = self.client.map(
+            fn, _Zip(iterables), star=True, chunksize=chunksize,
+            initializer=self._initializer, initargs=self._initargs,
+        )  # fmt: skip
         return self._iterate(job, end_time)
 
     @staticmethod

@@ -93,6 +93,9 @@ class JobSpec:
     wrap: str = ""
     bound: bytes = b""
     label: str = ""
+    #: the job's initializer reference and its encoded arguments ("": none)
+    initializer: str = ""
+    initargs: bytes = b""
 
     def meta(self, job_id: str, now: float, nonce: str) -> dict[str, Any]:
         return {
@@ -117,4 +120,5 @@ class JobSpec:
             "options": self.options.encode(),
             **({"wrap": self.wrap, "bound": self.bound} if self.wrap else {}),
             **({"label": self.label} if self.label else {}),
+            **({"init": self.initializer, "initargs": self.initargs} if self.initializer else {}),
         }

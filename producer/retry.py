@@ -97,6 +97,8 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
                     offsets=tuple(o.index - start for o in kept),
                     wrap=meta.wrap,
                     bound=meta.bound,
+                    initializer=meta.initializer,
+                    initargs=meta.initargs,
                 )
             )
     if left:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
+
 
 class TaskfanError(Exception):
     """Base class of every error taskfan raises on purpose."""
@@ -99,6 +101,14 @@ def job_ended(job_id: str, state: str) -> JobCancelled:
     """The error for a job that ended without finishing (``state``: cancelled or
     abandoned)."""
     return JobAbandoned(job_id) if state == "abandoned" else JobCancelled(job_id)
+
+
+class InitializerError(TaskfanError, BrokenProcessPool):
+    """A job's initializer raised (or could not be loaded) in a pool process: the
+    items of that job given to that process fail with it. A ``BrokenProcessPool``
+    (so a ``BrokenExecutor``), which the standard library raises for the same
+    fault; the pool itself is not broken, since other jobs share it
+    (``worker.setup``)."""
 
 
 class TaskFailed(TaskfanError):

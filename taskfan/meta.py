@@ -84,6 +84,10 @@ class JobMeta:
     wrap: str = ""
     bound: bytes = b""
     label: str = ""
+    #: the job's initializer ("": none) and the codec's encoding of its arguments
+    #: (``worker.setup``): retry rounds send them again
+    initializer: str = ""
+    initargs: bytes = b""
 
     @property
     def function(self) -> str:
@@ -178,6 +182,8 @@ class JobMeta:
             wrap=_wrap(fields, where),
             bound=fields.get(b"bound", b""),
             label=text(fields, b"label", where)[:MAX_LABEL] if b"label" in fields else "",
+            initializer=text(fields, b"init", where) if b"init" in fields else "",
+            initargs=fields.get(b"initargs", b""),
         )
 
 

@@ -14,6 +14,9 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
     w  (optional) wrap: how the node builds the callable from f ("partial",
        "method", "value"), with
     v  its bound state: see ``taskfan.callables``
+    i  (optional) the job's initializer, a function reference run once per pool
+       process before its first item of the job there (``worker.setup``), with
+    ia its arguments: the codec's encoding of a list
     g  (optional) signature, when the producer has a secret: see ``taskfan.signing``
 
 ``parse`` checks every field (a job id usable as a key, a well-formed function
@@ -60,6 +63,9 @@ class BatchEntry:
     #: and the bound state it needs (``taskfan.callables``)
     wrap: str = ""
     bound: bytes = b""
+    #: the job's initializer ("": none) and the codec's encoding of its arguments
+    initializer: str = ""
+    initargs: bytes = b""
 
     @property
     def field(self) -> str:
@@ -86,6 +92,9 @@ class BatchEntry:
         if self.wrap:
             fields["w"] = self.wrap
             fields["v"] = self.bound
+        if self.initializer:
+            fields["i"] = self.initializer
+            fields["ia"] = self.initargs
         return fields
 
     @classmethod
@@ -116,6 +125,7 @@ class BatchEntry:
                 f"{where}: field 'x' holds {len(offsets)} offsets for {count} items"
             )
         wrap, bound = _wrap(fields, codec, where)
+        initializer, initargs = _initializer(fields, where)
         return cls(
             job_id=job_id,
             index=whole_number(fields, b"b", where),
@@ -131,7 +141,23 @@ class BatchEntry:
             offsets=offsets,
             wrap=wrap,
             bound=bound,
+            initializer=initializer,
+            initargs=initargs,
         )
+
+
+def _initializer(fields: Mapping[bytes, bytes], where: str) -> tuple[str, bytes]:
+    """The entry's initializer and its encoded arguments, or ("", b"")."""
+    if b"i" not in fields:
+        if b"ia" in fields:
+            raise ProtocolError(f"{where}: field 'ia' without field 'i'")
+        return "", b""
+    ref = text(fields, b"i", where)
+    if len(ref) > MAX_REF_LENGTH or not well_formed(ref):
+        raise ProtocolError(f"{where}: field 'i': bad initializer reference {ref[:80]!r}")
+    if b"ia" not in fields:
+        raise ProtocolError(f"{where}: field 'i' without field 'ia'")
+    return ref, fields[b"ia"]
 
 
 def _wrap(fields: Mapping[bytes, bytes], codec: str, where: str) -> tuple[str, bytes]:

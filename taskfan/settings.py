@@ -132,6 +132,9 @@ class Settings:
     burst: bool = False
     #: seconds a stopping node spends finishing its batches before it hands the rest back
     grace_period: float = 30.0
+    #: chunks a pool process runs before the node replaces it (None: never), like
+    #: ProcessPoolExecutor's max_tasks_per_child (worker.pool_feed)
+    max_tasks_per_child: int | None = None
     #: folders added to sys.path of a node and its pool, so it can import task modules
     paths: tuple[str, ...] = (".",)
     #: node name; None: host-pid-random
@@ -212,6 +215,7 @@ class Settings:
             "chunksize": (self.chunksize, MAX_COUNT),
             "batch_size": (self.batch_size, MAX_COUNT),
             "max_deliveries": (self.max_deliveries, MAX_COUNT),
+            "max_tasks_per_child": (self.max_tasks_per_child, MAX_COUNT),
         }
         problems = [
             count_problem(name, value, 1, most)
@@ -319,6 +323,7 @@ ENV.update(
         "TASKFAN_BLOCK_SECONDS": ("block_seconds", float),
         "TASKFAN_BURST": ("burst", _flag),
         "TASKFAN_GRACE_PERIOD": ("grace_period", float),
+        "TASKFAN_MAX_TASKS_PER_CHILD": ("max_tasks_per_child", int),
         "TASKFAN_PATH": ("paths", lambda text: tuple(text.split(os.pathsep))),
         "TASKFAN_NODE_NAME": ("node_name", str),
         "TASKFAN_METRICS_PORT": ("metrics_port", int),

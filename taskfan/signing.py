@@ -58,6 +58,9 @@ META_SIGNED = (*META_SIGNED_V1, b"nonce")
 #: signed after META_SIGNED when the meta has any of them, so the signature of
 #: a meta without them is what it always was
 META_SIGNED_CALLABLE = (b"wrap", b"bound", b"label")
+#: meta fields of a job with an initializer (worker.setup): signed after the
+#: others when the meta has any of them
+META_SIGNED_INIT = (b"init", b"initargs")
 #: job meta field that holds the signature of the sealed totals
 TOTALS_SIGNATURE_FIELD = b"tsig"
 #: the meta fields the totals signature covers, in its order
@@ -250,6 +253,8 @@ class Keyring:
         names = META_SIGNED_V1 if version == b"1" else META_SIGNED
         if version != b"1" and any(name in meta for name in META_SIGNED_CALLABLE):
             names = (*names, *META_SIGNED_CALLABLE)
+        if version != b"1" and any(name in meta for name in META_SIGNED_INIT):
+            names = (*names, *META_SIGNED_INIT)
         _update(mac, [meta.get(name, b"") for name in names])
         return mac.digest()
 

@@ -36,6 +36,7 @@ from taskfan.refs import resolve
 from worker.lifeline import FORKSERVER_PID, NODE_PID, die_with_parent
 from worker.parts import Part, encode, encode_parts
 from worker.sending import Unsendable, unpack
+from worker.setup import initialized, initializer_error
 
 _functions: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
 #: callables with bound state (or sent by value) built lately, newest last
@@ -217,6 +218,7 @@ def run_chunk(
     retrying: Sequence[tuple[int, int]] | None = None,
     wrap: str = "",
     bound: bytes = b"",
+    init: tuple[str, str, bytes] | None = None,
 ) -> ChunkResult:
     """Call ``fn_ref`` on every item; never raises for an item's failure.
 
@@ -228,6 +230,8 @@ def run_chunk(
     attempt to make) for each item, offsets ascending (a chunk of retries).
     ``wrap`` and ``bound``: how the callable is built from ``fn_ref``
     (``taskfan.callables``).
+    ``init``: the job's id, initializer and encoded initargs, run first when
+    this process has not run them yet (``worker.setup``).
     """
     codec = get_codec(codec_name)
     call_mode = CallMode(mode)
@@ -248,6 +252,12 @@ def run_chunk(
             0.0,
             unrunnable=cannot,
         )
+    if init is not None:
+        failure = initialized(*init, codec, allow)
+        if failure is not None:
+            return _initializer_failed(
+                init, failure, items, first, retrying, codec, max_result_bytes
+            )
     if options.is_default and retrying is None:  # the hot path: no timer, no retries
         started = time.perf_counter()
         values: list[Any] = []
@@ -268,6 +278,30 @@ def run_chunk(
     offsets, attempts = _places(first, len(items), retrying)
     return _run_with_options(
         fn, call_mode, items, options, codec, max_result_bytes, offsets, attempts
+    )
+
+
+def _initializer_failed(
+    init: tuple[str, str, bytes],
+    failure: Failure,
+    items: Sequence[Any],
+    first: int,
+    retrying: Sequence[tuple[int, int]] | None,
+    codec: Codec,
+    max_result_bytes: int | None,
+) -> ChunkResult:
+    """Every item fails with the job's InitializerError, which carries the
+    initializer's traceback; none is retried (it would fail the same way here)."""
+    exc = initializer_error(init[0], init[1], failure)
+    carried = _carried(exc, codec)
+    text = message(exc)
+    errors = [
+        [i, type_name(exc), text, failure.traceback, carried, item] for i, item in enumerate(items)
+    ]
+    offsets, attempts = _places(first, len(items), retrying)
+    nothing = [None] * len(items)
+    return ChunkResult(
+        encode_parts(nothing, errors, offsets, attempts, codec, max_result_bytes), 0.0
     )
 
 

@@ -36,6 +36,12 @@ from worker.node import Node
     help="Pool processes (default: CPU count) [env: TASKFAN_PROCESSES]",
 )
 @click.option(
+    "--max-tasks-per-child",
+    type=int,
+    help="Chunks a pool process runs before it is replaced by a fresh one (default: "
+    "never) [env: TASKFAN_MAX_TASKS_PER_CHILD]",
+)
+@click.option(
     "--chunksize",
     "-c",
     type=int,

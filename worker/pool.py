@@ -51,6 +51,13 @@ class Pool:
         self.generation += 1
         self.restarts += 1
 
+    def recycle(self) -> None:
+        """Replace an idle pool by a new one (``max_tasks_per_child``): its
+        processes exit once the queue is empty; not counted as a restart."""
+        self._executor.shutdown(wait=True)
+        self._executor = self._new()
+        self.generation += 1
+
     def kill(self) -> None:
         """SIGKILL every process of the pool (its futures then fail as broken)."""
         for process in self._processes():

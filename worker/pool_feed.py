@@ -27,6 +27,7 @@ from worker.messages import ChunkDone, Events
 from worker.pool import Pool
 from worker.scheduler import Scheduler
 from worker.sending import UndecodableItems, pack
+from worker.setup import run_counted
 from worker.stats import NodeStats
 
 if TYPE_CHECKING:
@@ -56,6 +57,12 @@ class PoolFeed:
         #: the future of each chunk in the pool, and the pool generation it went to
         self._futures: dict[Chunk, tuple[Future[ChunkResult], int]] = {}
         self._last_cause = "cause unknown"
+        #: max_tasks_per_child: chunks a pool process runs before it is replaced
+        self._max_tasks = settings.max_tasks_per_child
+        if self._max_tasks:
+            scheduler.depth = 1  # each chunk goes to an idle process (see _recycle)
+        #: a process reached max_tasks_per_child: nothing more goes to this pool
+        self._draining = False
 
     def start(self) -> None:
         settings = self.settings
@@ -73,18 +80,27 @@ class PoolFeed:
         """Put in the pool what the scheduler says to run now."""
         if self.pool is None:
             return
+        if self._draining:
+            if self.scheduler.in_pool:
+                return  # a process ran max_tasks_per_child chunks: let the pool empty
+            self._recycle()
         self.scheduler.retries_due(time.monotonic())
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
             rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
             # an RQ job's own function is checked against the allowlist (rq_adapter.run_job)
             allow = () if rq else self.settings.allow
+            init = (entry.job_id, entry.initializer, entry.initargs) if entry.initializer else None
+            args = (
+                entry.fn_ref, entry.codec, entry.mode.value, pack(chunk.items()), entry.options,
+                allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying, entry.wrap,
+                entry.bound, init,
+            )  # fmt: skip
             try:
-                future = self.pool.submit(
-                    run_chunk, entry.fn_ref, entry.codec, entry.mode.value, pack(chunk.items()),
-                    entry.options, allow, self.settings.max_item_bytes, chunk.lo, chunk.retrying,
-                    entry.wrap, entry.bound,
-                )  # fmt: skip
+                if self._max_tasks:
+                    future = self.pool.submit(run_counted, run_chunk, *args)
+                else:
+                    future = self.pool.submit(run_chunk, *args)
             except BrokenProcessPool:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
                 self.scheduler.unsent(chunk)
@@ -108,7 +124,7 @@ class PoolFeed:
             return  # a stale future: the chunk was settled or sent again meanwhile
         del self._futures[chunk]
         try:
-            result = future.result()
+            result = self._result(future)
         except BrokenProcessPool:
             if current[1] == self.pool.generation:
                 self._last_cause = self.pool.death_cause()
@@ -152,6 +168,34 @@ class PoolFeed:
         if result.retries:
             self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
         self._complete(self.scheduler.done(chunk, result))  # retries due by its clock
+
+    def _result(self, future: Future[Any]) -> ChunkResult:
+        """The chunk's result; with max_tasks_per_child, the pool is drained and
+        replaced once the process that ran it has run that many chunks."""
+        if not self._max_tasks:
+            result: ChunkResult = future.result()
+            return result
+        result, runs = future.result()
+        if runs >= self._max_tasks:
+            self._draining = True
+        return result
+
+    def _recycle(self) -> None:
+        """Replace the pool, which is empty, once one of its processes ran
+        max_tasks_per_child chunks.
+
+        ProcessPoolExecutor's own max_tasks_per_child deadlocks on a backlog
+        of queued calls (CPython gh-115634, unfixed in 3.11 to 3.13), and the
+        node always keeps one. So the node does it: each chunk goes to an idle
+        process (at most one chunk per process in the pool), each result says
+        how many chunks its process has run, and when one reached the limit the
+        node sends nothing more until the pool is empty, then starts a new one.
+        No process runs more than max_tasks_per_child chunks; the others of the
+        pool are replaced early with it.
+        """
+        assert self.pool is not None
+        self._draining = False
+        self.pool.recycle()
 
     def enforce_deadlines(self) -> None:
         """Kill the pool under a chunk past its hard timeout; rerun the others."""
