@@ -130,3 +130,15 @@ def test_without_a_secret_batches_must_be_contiguous_and_add_up(
     r.hset(keys.results, mapping={"0": second, "1": first})  # swapped
     with pytest.raises(ProtocolError, match=rf"^job {job.id} batch 0: starts at item 1"):
         list(job.results())
+
+
+@pytest.mark.parametrize("field", ["init", "initargs"])
+def test_a_changed_initializer_is_refused(signed: Client, r: redis.Redis, field: str) -> None:
+    """Retry rounds send the meta's initializer again, signed: it must be the producer's."""
+    from tests import init_calls
+
+    job = signed.map(tasks.identity, [1], initializer=init_calls.init, initargs=("x",))
+    assert job.wait(timeout=60)
+    r.hset(JobKeys(job.id).meta, field, "os:system")
+    with pytest.raises(SignatureError, match=rf"job {job.id} meta"):
+        job.progress()

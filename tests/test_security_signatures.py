@@ -167,3 +167,17 @@ def test_settings_read_secrets_from_the_environment_without_showing_them(
     with pytest.raises(ConfigError, match=r"TASKFAN_SECRET=\*\*\*: a secret must be") as info:
         Settings.from_env({"TASKFAN_SECRET": "hunter2-short"})
     assert "hunter2" not in str(info.value)
+
+
+def test_changing_or_removing_the_initializer_breaks_the_signature() -> None:
+    """A job's initializer runs code on every node: it is signed like the function."""
+    keyring = Keyring([NEW])
+    with_init = entry(initializer="tests.init_calls:init", initargs=JSON.dumps(["x"]))
+    fields = wire(keyring.sign_batch("default", with_init.fields()))
+    keyring.verify_batch("default", fields)
+    changed = {**fields, b"i": b"os:system"}
+    args = {**fields, b"ia": JSON.dumps(["rm -rf /"])}
+    removed = {k: v for k, v in fields.items() if k not in (b"i", b"ia")}
+    for bad in (changed, args, removed):
+        with pytest.raises(SignatureError, match="changed after it was signed"):
+            keyring.verify_batch("default", bad)

@@ -100,6 +100,8 @@ def test_unparsable_variables_are_named(var: str, text: str) -> None:
         ({"chunksize": -1}, "chunksize must be"),
         ({"batch_size": 1.5}, "batch_size must be"),
         ({"max_deliveries": 0}, "max_deliveries must be"),
+        ({"max_tasks_per_child": 0}, "max_tasks_per_child must be"),
+        ({"max_tasks_per_child": 10**12}, "max_tasks_per_child must be"),
         ({"result_ttl": -1}, "result_ttl must be a whole number from 0"),
         ({"result_ttl": 10**12}, "result_ttl must be a whole number from 0"),
         ({"codec": "yaml"}, "codec must be one of pickle, json, got 'yaml'"),
