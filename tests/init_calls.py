@@ -45,3 +45,13 @@ def mul(x: Any, y: Any) -> Any:
 
 def pid_and_status(x: Any) -> tuple[int, Any]:
     return os.getpid(), INITIALIZER_STATUS
+
+
+def status_after_failing(path: str) -> Any:
+    """Raise on the first call (counted in the file ``path``); then the status."""
+    counter = Path(path)
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    if calls == 1:
+        raise ValueError("first call fails")
+    return INITIALIZER_STATUS

@@ -73,7 +73,7 @@ def test_a_hard_cancel_kills_the_running_item_and_reruns_the_other_jobs_item(
     assert f"job {victim.id}: cancelled with terminate: killing the pool" in log, log
     assert (
         f"job {victim.id} batch 0: the job was cancelled with terminate; 0 items not run, "
-        "1 killed while running" in log
+        "1 stopped in the pool" in log
     ), log
     assert "a pool process died" not in log and "WorkerProcessDied" not in log, log
     assert worker.proc.poll() is None
@@ -102,3 +102,30 @@ def test_a_soft_cancel_lets_the_running_item_finish(
     wait_until(lambda: not _entries_of(r, victim.id), timeout=30, message=worker.log)
     assert "killing the pool" not in worker.log()
     assert _calls(calls) == 1
+
+
+def test_a_hard_cancel_stops_a_batch_running_queued_and_waiting_at_once(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """One process: item 0 runs, item 1 waits in the pool behind it, item 2 waits
+    in the node. The batch is let go once, each item counted once, none rerun."""
+    client = Client.from_url(redis_url)
+    worker = start_worker(processes=1, env=FAST_BEAT)
+    never = str(tmp_path / "never")
+    counters = [tmp_path / f"item{i}" for i in range(3)]
+    victim = client.map(
+        tasks.count_until, [(str(c), never, 120.0) for c in counters], star=True,
+        batch_size=3, chunksize=1,
+    )  # fmt: skip
+    wait_until(counters[0].exists, 30, message=worker.log)
+    assert victim.cancel(terminate=True)
+    wait_until(lambda: not _entries_of(r, victim.id), timeout=20, message=worker.log)
+    assert list(client.map(tasks.square, [4]).results(timeout=60)) == [16]
+    assert [_calls(c) for c in counters] == [1, 0, 0]
+    log = worker.log()
+    line = (
+        f"job {victim.id} batch 0: the job was cancelled with terminate; 1 items not run, "
+        "2 stopped in the pool, 0 waiting to retry dropped"
+    )
+    assert log.count(line) == 1, log
+    assert "(0 chunks of other jobs in it run again)" in log, log

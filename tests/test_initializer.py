@@ -172,3 +172,22 @@ def test_executor_initializer_with_json_codec(redis_url: str, start_worker: Star
         assert ex.submit(init_calls.get_init_status).result(timeout=60) == "j"
         assert list(ex.map(init_calls.get_init_status, [1, 2])) == ["j", "j"]
     assert init_calls.INITIALIZER_STATUS == "uninitialized"  # nothing ran here
+
+
+def test_a_retry_round_runs_with_the_jobs_initializer(
+    redis_url: str, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Retry rounds are built from the job's meta, which keeps the initializer; a
+    fresh node (whose process never met the job) runs it before the retry."""
+    first = start_worker(processes=1)
+    client = Client.from_url(redis_url)
+    job = client.map(
+        init_calls.status_after_failing, [str(tmp_path / "calls")],
+        initializer=init_calls.init, initargs=("retried",),
+    )  # fmt: skip
+    assert [o.ok for o in job.outcomes(timeout=60)] == [False]
+    first.close()
+    start_worker(processes=1)
+    assert job.retry_failed() == 1
+    assert job.wait(timeout=60)
+    assert list(job.results(timeout=60)) == ["retried"]

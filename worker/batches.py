@@ -113,7 +113,7 @@ class Batch:
     retried: int = 0  #: retries so far
     dropped: bool = False  #: given up (handed back, or its job ended): its retries are void
     retries_dropped: int = 0  #: items waiting to retry that were dropped when its job ended
-    terminated: int = 0  #: items killed while running (their job was cancelled with terminate)
+    terminated: int = 0  #: items in a pool killed for a hard cancel of their job
     let_go: bool = False  #: its job ended: acknowledged unrecorded, nothing more of it runs
     #: what its items (and its chunks) take decoded, estimated (taskfan.limits.decoded_size)
     decoded: int = 0

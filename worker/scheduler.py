@@ -226,7 +226,7 @@ class Scheduler:
         batch.let_go = True
         entry = batch.entry
         left = batch.remaining - batch.retries_dropped - batch.terminated
-        killed = f", {batch.terminated} killed while running" if batch.terminated else ""
+        killed = f", {batch.terminated} stopped in the pool" if batch.terminated else ""
         log.info(
             "job %s batch %s: %s; %d items not run%s, %d waiting to retry dropped, batch "
             "acknowledged unrecorded",
