@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from producer import sizing
+from producer import stream as stream_mod
 from producer.callables import Described, describe
 from producer.enqueue import Enqueuer
 from producer.job import Job
@@ -164,8 +165,16 @@ class Client:
         backoff_max: float = 10.0,
         initializer: Callable[..., Any] | str | None = None,
         initargs: Iterable[Any] = (),
+        stream: bool = False,
+        window: int | None = None,
     ) -> Job:
         """Enqueue ``fn`` over every item; returns once every batch is in Redis.
+
+        ``stream=True`` returns at once instead (a ``producer.stream.StreamJob``):
+        a thread enqueues while its ``results()`` are read, never more than
+        ``window`` batches (default 16) ahead of the reader, and frees what was
+        read, so an endless input streams in flat memory; closing the results
+        iterator cancels the rest.
 
         ``star=True`` calls ``fn(*item)`` (like ``itertools.starmap``).
         ``batch_size`` is items per Redis entry, ``chunksize`` items per pool
@@ -213,9 +222,13 @@ class Client:
             initializer=init_ref,
             initargs=init_blob,
         )
-        enqueuer = Enqueuer(
+        kind = stream_mod.StreamEnqueuer if stream else Enqueuer
+        enqueuer = kind(
             self.redis, spec, keyring=self.keyring, limits=self.limits, lease=self.enqueue_lease
         )
+        if isinstance(enqueuer, stream_mod.StreamEnqueuer):
+            size = _positive("window", window) or stream_mod.DEFAULT_WINDOW
+            return stream_mod.start(self, enqueuer, iterable, size)
         return Job(self, enqueuer.run(iterable), codec=spec.codec.name)
 
     def describe(self, fn: Callable[..., Any] | str, codec: Codec) -> Described:

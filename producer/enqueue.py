@@ -58,7 +58,7 @@ FLUSH_BYTES = 8 * 1024 * 1024
 RAMP = 0
 
 
-def _batches(items: Iterable[Any], spec: JobSpec, cap: Callable[[], int]) -> Iterator[list[Any]]:
+def batches_of(items: Iterable[Any], spec: JobSpec, cap: Callable[[], int]) -> Iterator[list[Any]]:
     """Cut ``items`` into lists of ``spec.batch_size`` (or a ramp), never more
     than ``cap()`` items."""
     iterator = iter(items)
@@ -118,7 +118,7 @@ class Enqueuer:
     def _run(self, items: Iterable[Any]) -> None:
         pending: list[BatchEntry | rejects.RecordedBatch] = []
         size = 0
-        for batch in _batches(items, self.spec, lambda: self._cap):
+        for batch in batches_of(items, self.spec, lambda: self._cap):
             for rejected, run in rejects.runs(batch):
                 made = [self._rejected(run)] if rejected else self._entries(run)
                 pending.extend(made)

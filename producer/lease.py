@@ -49,6 +49,11 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stop.set()
 
+    def running(self) -> bool:
+        """Whether it still renews the lease (False once stopped, or once the
+        job was sealed, ended or abandoned)."""
+        return self._thread.is_alive()
+
     def check(self) -> None:
         """Raise JobAbandoned when the job was abandoned under its producer."""
         if self.abandoned:

@@ -16,7 +16,7 @@ results are read as pickle.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from producer.events import Events, scan
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 #: result entries fetched per HMGET
 FETCH = 32
+
+#: what a streaming map's reader calls once its consumer has read a batch:
+#: (batches read so far, that batch's results fields)
+Release = Callable[[int, list[str]], None]
 
 
 def fetch(
@@ -65,9 +69,13 @@ def _exists(job: Job, events: Events | None) -> bool:
         return bool(r.exists(job.keys.meta))
 
 
-def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry], Codec]]:
+def in_order(
+    job: Job, timeout: float | None, release: Release | None = None
+) -> Iterator[tuple[list[ResultEntry], Codec]]:
     """Per batch, in order: its result entry and its retries' (overlays), once
-    all of them are recorded; with the codec to decode them."""
+    all of them are recorded; with the codec to decode them. With ``release``
+    (a streaming map), each batch is released once the consumer asks for the
+    next one, and forgotten here too, so an endless map reads in flat memory."""
     events = Events(job.client.redis, job.keys, timeout)
     meta = events.call("reading the job", job.meta)  # rides out an outage from the start
     events.watch(meta.queue)
@@ -105,6 +113,10 @@ def in_order(job: Job, timeout: float | None) -> Iterator[tuple[list[ResultEntry
                 )
             items += batch[0].count
             yield batch, codec
+            if release is not None:
+                fields = meta.result_fields(index)
+                release(index + 1, fields)
+                events.seen.difference_update(f.encode() for f in fields)
         recorded.difference_update(wanted)
         next_index += len(run)
     if items != total:
@@ -128,16 +140,16 @@ def sealed_total(job: Job, batches: int) -> int:
     return meta.total
 
 
-def outcomes(job: Job, timeout: float | None) -> Iterator[Outcome]:
+def outcomes(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Outcome]:
     """Every item's outcome in input order."""
-    for entries, codec in in_order(job, timeout):
+    for entries, codec in in_order(job, timeout, release):
         yield from merged_outcomes(entries, codec, f"job {job.id}")
 
 
-def values(job: Job, timeout: float | None) -> Iterator[Any]:
+def values(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Any]:
     """Values in input order; raises TaskFailed at the first failed item."""
     where = f"job {job.id}"
-    for entries, codec in in_order(job, timeout):
+    for entries, codec in in_order(job, timeout, release):
         if len(entries) == 1 and entries[0].failed == 0:
             try:
                 chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]

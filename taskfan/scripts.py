@@ -48,6 +48,7 @@ _REQUEUE = _load("requeue", "_rounds")
 _OPEN_ROUND = _load("open_round", "_rounds")
 _LEASE = _load("lease")
 _ABANDON = _load("abandon", "_end_job")
+_RELEASE = _load("release")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED, ROUND_VOID = 1, 0, -1, -2, -3
 #: what record.lua answers when the record finished its job
@@ -56,7 +57,8 @@ RECORDED_LAST = 2
 JOB_ABANDONED = -2
 
 
-_ALL = (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON)
+_ALL = (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON,
+        _RELEASE)  # fmt: skip
 
 #: what to do when a least-privilege user finds the scripts missing
 LOAD_HINT = (
@@ -130,6 +132,13 @@ def abandon_if_lapsed(client: Any, job: JobKeys) -> str:
     (lua/abandon.lua)."""
     reply = _run(_ABANDON, client, list(job.all()), [])
     return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def release_results(client: Any, job: JobKeys, released: int, keep: int, fields: list[str]) -> Any:
+    """Free the results a streaming map's consumer has read: batches below
+    ``released`` and their ``fields``; keep the last ``keep`` events
+    (lua/release.lua)."""
+    return _run(_RELEASE, client, list(job.all()), [released, keep, *fields])
 
 
 def prepare_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:

@@ -34,6 +34,11 @@ if round then
   end
   state = redis.call('HGET', KEYS[1], 'state')
 end
+-- A streaming map frees the results its consumer read (release.lua): a batch
+-- below that mark was recorded before, though its field is gone.
+if not round and tonumber(ARGV[1]) < (tonumber(redis.call('HGET', KEYS[1], 'released')) or 0) then
+  return 0
+end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return 0
 end
