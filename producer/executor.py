@@ -75,6 +75,17 @@ def raise_original(failed: TaskFailed) -> BaseException:
     return exc
 
 
+def _check_pool_arguments(initializer: Any, max_tasks_per_child: Any) -> None:
+    """What ProcessPoolExecutor refuses, refused alike (same types, same words)."""
+    if initializer is not None and not callable(initializer) and not isinstance(initializer, str):
+        raise TypeError("initializer must be a callable")
+    if max_tasks_per_child is not None:
+        if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child, bool):
+            raise TypeError("max_tasks_per_child must be an integer")
+        if max_tasks_per_child <= 0:
+            raise ValueError("max_tasks_per_child must be >= 1")
+
+
 class Executor(concurrent.futures.Executor):
     """Run calls on taskfan worker nodes.
 
@@ -112,6 +123,7 @@ class Executor(concurrent.futures.Executor):
         else:
             self.client = Client.from_env(queues=(queue,), **client_options)
         #: the initializer's reference and encoded arguments ("", b"": none)
+        _check_pool_arguments(initializer, max_tasks_per_child)
         self._init = self.client.initializer_of(initializer, initargs, self.client.codec)
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._lock = threading.Lock()

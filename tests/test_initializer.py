@@ -191,3 +191,19 @@ def test_a_retry_round_runs_with_the_jobs_initializer(
     assert job.retry_failed() == 1
     assert job.wait(timeout=60)
     assert list(job.results(timeout=60)) == ["retried"]
+
+
+def test_the_executor_refuses_what_process_pool_executor_refuses(redis_url: str) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
+        ({"initializer": 42}, TypeError),
+        ({"max_tasks_per_child": 0}, ValueError),
+        ({"max_tasks_per_child": "3"}, TypeError),
+    ]
+    for kwargs, error in cases:
+        with pytest.raises(error) as ours:
+            Executor(redis_url, **kwargs)
+        with pytest.raises(error) as stdlib:
+            ProcessPoolExecutor(1, **kwargs)
+        assert str(ours.value) == str(stdlib.value)
