@@ -20,12 +20,14 @@ and publishing the node record (``worker.io_threads.Heartbeat``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from redis.exceptions import ResponseError
 
 from taskfan.settings import Settings
+from worker import backlog
 from worker.liveness import Liveness
 from worker.messages import Events, JobsEnded
 from worker.redis_io import NodeRedis
@@ -62,6 +64,8 @@ class BeatDuties:
         #: duties Redis refused, said once (``_duty``)
         self._refused: set[str] = set()
         self._metrics: MetricsServer | None = None
+        #: when the next backlog sample is due (monotonic seconds)
+        self._backlog_due = 0.0
 
     def start_metrics(self) -> None:
         from worker.metrics import MetricsServer
@@ -77,6 +81,7 @@ class BeatDuties:
     def __call__(self) -> None:
         """After each heartbeat (heartbeat thread): the metrics' queue depths, the
         jobs of the batches held, and the RQ source's leases."""
+        self.view.beat_at = time.monotonic()  # the node reached Redis: ready (/readyz)
         self._sample_queues()
         self._duty("ending abandoned jobs", self._abandon_lapsed)
         self._duty("reading the other nodes' records", self._decide_unrunnable)
@@ -130,6 +135,10 @@ class BeatDuties:
         """Queue depths for the metrics, once per heartbeat (heartbeat thread)."""
         if self._metrics is not None:
             self.view.queues = self.redis.queue_depths()
+            now = time.monotonic()
+            if now >= self._backlog_due:  # at most 1/20 of the thread's time (10,000 jobs: 0.2 s)
+                self.view.queue_items = backlog.sample(self.redis.client, self.redis.queues)
+                self._backlog_due = now + 20 * (time.monotonic() - now)
 
     def close(self) -> None:
         if self._metrics is not None:

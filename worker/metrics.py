@@ -24,10 +24,17 @@ Metrics (counters end in ``_total``):
   gone); ``taskfan_given_back_batches_total{queue}`` (a function this node
   cannot run, ``worker.unrunnable``)
 - ``taskfan_item_duration_seconds{function}``: histogram, each item at its chunk's average
+- ``taskfan_queue_items_waiting{queue}``, ``taskfan_queue_items_in_flight{queue}``:
+  the backlog in items, for autoscalers (``worker.backlog``; docs/autoscaling.md)
 - ``taskfan_queue_waiting_batches{queue}``, ``taskfan_queue_in_flight_batches{queue}``,
   ``taskfan_queue_dead_letters{queue}``: the queue as the node last saw it
 - ``taskfan_node_info{node,host,version}``, ``taskfan_node_processes``,
   ``taskfan_node_start_time_seconds``
+
+The same server answers health probes (Kubernetes, Docker): ``/healthz`` (live:
+200 while the process serves; a Redis outage does not make a node unhealthy,
+restarting it would not help) and ``/readyz`` (ready: 200 when the last
+heartbeat reached Redis within three heartbeat intervals, else 503).
 """
 
 from __future__ import annotations
@@ -35,16 +42,19 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from taskfan import __version__
@@ -159,22 +169,83 @@ class NodeCollector(Collector):
             in_flight.add_metric([queue], f)
             dead.add_metric([queue], d)
         yield from (waiting, in_flight, dead)
+        items = {
+            "waiting": "Items waiting in the queue: enqueued, not recorded, held by no live node",
+            "in_flight": "Items in batches live nodes hold, not yet recorded",
+        }
+        items_waiting, items_in_flight = (
+            GaugeMetricFamily(f"taskfan_queue_items_{n}", doc, labels=["queue"])
+            for n, doc in items.items()
+        )
+        for queue, (w, f) in dict(self.view.queue_items).items():
+            items_waiting.add_metric([queue], w)
+            items_in_flight.add_metric([queue], f)
+        yield from (items_waiting, items_in_flight)
+
+
+def readiness(view: NodeView, now: float) -> str | None:
+    """Why the node is not ready (None: it is): its heartbeat must have reached
+    Redis within three heartbeat intervals."""
+    if view.beat_at is None:
+        return "no heartbeat has reached Redis yet"
+    late = now - view.beat_at
+    if late > 3 * view.settings.heartbeat_interval:
+        return f"the last heartbeat reached Redis {late:.0f}s ago"
+    return None
+
+
+def _best_family(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    """IPv4 or IPv6, as the host name resolves (``::`` binds IPv6)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds: not for the node's log
 
 
 class MetricsServer:
-    """The HTTP server Prometheus scrapes (``/metrics``), on a thread of its own."""
+    """The HTTP server Prometheus scrapes (``/metrics``) and probes ask
+    (``/healthz``, ``/readyz``), on a thread of its own."""
 
-    def __init__(self, view: NodeView, host: str, port: int) -> None:
+    def __init__(
+        self,
+        view: NodeView,
+        host: str,
+        port: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.view = view
+        self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(view))
+        self._metrics = make_wsgi_app(self.registry)
         try:
-            self._server: Any
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            family, address = _best_family(host, port)
+            server = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+            self._server: Any = make_server(
+                address[0], address[1], self._app, server, handler_class=_Quiet
+            )
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
         self.port: int = self._server.server_port
         self.host = host
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/healthz", "/readyz"):
+            body: Iterable[bytes] = self._metrics(environ, start_response)
+            return body
+        why = readiness(self.view, self.clock()) if path == "/readyz" else None
+        status = "200 OK" if why is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{why or 'ok'}\n".encode()]
 
     @property
     def address(self) -> str:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskfan import __version__
 from taskfan.settings import Settings
+from worker.backlog import HELD_FIELD, held_items
 
 if TYPE_CHECKING:
     from worker.batches import Batch, Completed
@@ -231,6 +232,11 @@ class NodeView:
         self.metrics_address: str | None = None
         #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
         self.queues: dict[str, tuple[int, int, int]] = {}
+        #: queue -> (items waiting, items in flight), sampled each heartbeat
+        #: (``worker.backlog``)
+        self.queue_items: dict[str, tuple[int, int]] = {}
+        #: when the last heartbeat reached Redis (monotonic seconds; None: not yet)
+        self.beat_at: float | None = None
 
     def record(self) -> dict[str, Any]:
         """The node record; docs/operations.md lists its fields."""
@@ -262,6 +268,7 @@ class NodeView:
             "busy": self.pool_chunks(),
             "retrying": self.retrying(),
             "jobs": ",".join(jobs[:10]),
+            HELD_FIELD: held_items((b.delivery.queue.name, b.entry.count) for b in held),
         }
         record.update(self.posture)
         if settings.rq_queues:
