@@ -15,8 +15,8 @@ import threading
 from typing import Any
 
 from taskfan.keys import QueueKeys
+from taskfan.transient import TRANSIENT
 from worker.batches import Delivery
-from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, Read, RqRead
 from worker.redis_io import NodeRedis
 
@@ -53,7 +53,7 @@ class HeldEntries:
         try:
             self.redis.hand_back(held, idle_ms)
             log.info("handed %d unfinished batches back", sum(map(len, held.values())))
-        except REDIS_ERRORS as exc:
+        except TRANSIENT as exc:
             log.warning("could not hand batches back (others reclaim them later): %s", exc)
 
     def give_back(self, delivery: Delivery) -> None:
@@ -65,7 +65,7 @@ class HeldEntries:
         batch = {delivery.queue: [delivery.entry_id]}
         try:
             self.redis.hand_back(batch, idle_ms, deliveries=max(0, delivery.deliveries - 1))
-        except REDIS_ERRORS as exc:
+        except TRANSIENT as exc:
             log.warning(
                 "queue %s: could not hand entry %s back (others reclaim it after its lease): %s",
                 delivery.queue.name, delivery.entry_id.decode(), exc,

@@ -27,10 +27,6 @@ from worker.redis_io import NodeRedis
 
 log = logging.getLogger(__name__)
 
-#: errors after which a thread backs off and tries again, with a one-line
-#: warning (``taskfan.transient``, shared with the producer's waits)
-REDIS_ERRORS = TRANSIENT
-
 
 class OnDemand:
     """A reader thread's side of the node's demand: the main thread calls
@@ -106,7 +102,7 @@ class Reader(OnDemand):
                 if not found and not self.stopping.is_set():
                     found = self.redis.read(want, block_ms)
                 backoff.reset()
-            except REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 if not self.stopping.is_set():
                     log.warning(
                         "reading from Redis failed, retrying in %.1fs: %s", backoff.delay, exc
@@ -181,7 +177,7 @@ class Writer:
             try:
                 self.redis.write(done, time.time())
                 return
-            except REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 log.warning(
                     "recording %d batches (%s) failed (kept in memory), retrying in %.1fs: %s",
                     len(done),
@@ -227,7 +223,7 @@ class Heartbeat:
                 self.redis.publish(self.record(), ttl=self.interval * 3)
                 if self.on_beat is not None:
                     self.on_beat()
-            except REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")

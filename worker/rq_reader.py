@@ -28,10 +28,10 @@ import redis
 from taskfan.options import CallMode
 from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
-from taskfan.transient import Backoff
+from taskfan.transient import TRANSIENT, Backoff
 from worker import rq_adapter as rqa
 from worker.batches import Delivery
-from worker.io_threads import REDIS_ERRORS, OnDemand
+from worker.io_threads import OnDemand
 from worker.messages import Events, RqRead
 from worker.rq_writer import FailUnsupported, RqBatch, RqBooks, RqWriter
 from worker.scheduler import Batch
@@ -92,7 +92,7 @@ class RqReader(OnDemand):
                 if not self.stopping.is_set():
                     found = self._read(want * self._batch_size())
                 backoff.reset()
-            except REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 self._blocking_id = None
                 if not self.stopping.is_set():
                     log.warning(

@@ -38,9 +38,9 @@ import redis
 
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
+from taskfan.transient import TRANSIENT
 from worker import rq_adapter as rqa
 from worker.batches import Delivery
-from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, RqRead, RqWritten
 from worker.rq_reader import RqReader
 from worker.rq_writer import (
@@ -200,7 +200,7 @@ class RqSource:
             if self._scheduler is not None:
                 self._scheduler.stop()
             self.worker.unregister()
-        except REDIS_ERRORS as exc:
+        except TRANSIENT as exc:
             log.warning("could not unregister RQ worker %s: %s", self.worker.name, exc)
         self.client.close()
 
@@ -242,7 +242,7 @@ class RqSource:
                 if time.monotonic() >= next_clean:
                     next_clean = time.monotonic() + interval
                     self._maintain()
-            except REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 log.warning("RQ maintenance failed: %s", exc)
             except Exception:
                 log.exception("RQ maintenance failed")

@@ -32,10 +32,9 @@ import redis
 
 from taskfan.codec import PICKLE
 from taskfan.outcomes import decode_chunk
-from taskfan.transient import Backoff
+from taskfan.transient import TRANSIENT, Backoff
 from worker import rq_adapter as rqa
 from worker.batches import Delivery
-from worker.io_threads import REDIS_ERRORS
 from worker.messages import Events, RqWritten, unhandled
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ class RqWriter:
                 try:
                     self._apply(op)
                     break
-                except REDIS_ERRORS as exc:
+                except TRANSIENT as exc:
                     log.warning(
                         "recording RQ jobs failed (kept in memory), retrying in %.1fs: %s",
                         backoff.delay,
