@@ -29,7 +29,7 @@ def purge(client: RedisClient, queue: str) -> Purged:
     with translate_errors(f"purging queue {queue}"):
         job_ids: Any = client.zrange(keys.jobs, 0, -1)
         scripts.load_all(client)  # the pipeline calls the cancel script by SHA
-        pipe: Any = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         now = time.time()
         for job_id in job_ids:
             scripts.cancel_job(pipe, JobKeys(job_id.decode()), now)

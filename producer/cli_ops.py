@@ -14,7 +14,7 @@ from producer.cli_options import cli_errors, redis_option
 from producer.skipped import Skipped, describe, queue_name
 from producer.status import age, batches_text, rate, render_jobs, render_nodes, table, when
 from taskfan.cli import log_options
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta
 from taskfan.options import DEFAULT_OPTIONS
@@ -101,7 +101,7 @@ def warn(skipped: list[Skipped]) -> None:
         click.echo(line.strip(), err=True)
 
 
-def inspect_data(r: Any, meta: JobMeta, failures: int) -> dict[str, Any]:
+def inspect_data(r: RedisClient, meta: JobMeta, failures: int) -> dict[str, Any]:
     now = overview.server_time(r)
     events: Any = r.xrevrange(JobKeys(meta.id).events, count=overview.RATE_EVENTS)
     options = meta.options

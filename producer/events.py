@@ -21,6 +21,7 @@ import redis
 
 from producer.listeners import NobodyWatch
 from taskfan import scripts
+from taskfan.connection import RedisClient
 from taskfan.errors import JobNotFound, ProtocolError
 from taskfan.keys import JobKeys
 from taskfan.meta import JobState
@@ -38,7 +39,7 @@ _FAILED: Any = object()
 BLOCK_SLICE = 5.0
 
 
-def block_slice(redis_client: Any) -> float:
+def block_slice(redis_client: RedisClient) -> float:
     """The longest block that ends before the client's socket timeout (redis-py 8
     defaults it to 5 s), or every long wait would end in a timeout error."""
     pool = getattr(redis_client, "connection_pool", None)
@@ -59,7 +60,7 @@ class Events:
 
     def __init__(
         self,
-        redis_client: Any,
+        redis_client: RedisClient,
         keys: JobKeys,
         timeout: float | None,
         queue: str | None = None,

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 import redis
 
 from taskfan import scripts
+from taskfan.connection import RedisClient
 from taskfan.errors import JobAbandoned
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """Renews one job's enqueue lease from a daemon thread until ``stop``."""
 
-    def __init__(self, client: Any, job: JobKeys, seconds: float) -> None:
+    def __init__(self, client: RedisClient, job: JobKeys, seconds: float) -> None:
         self.client = client
         self.job = job
         self.seconds = seconds
@@ -84,7 +85,7 @@ class LeaseKeeper:
                 return  # sealed, ended or gone: nothing left to keep alive
 
 
-def settle(client: Any, meta: JobMeta, reread: Any) -> JobMeta:
+def settle(client: RedisClient, meta: JobMeta, reread: Callable[[], JobMeta]) -> JobMeta:
     """``meta``, or, when its enqueue lease has lapsed by this clock, the meta
     after ending it as abandoned (``reread()`` reads it again). Readers call it,
     so a job no node serves still ends."""

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from taskfan import keys
+from taskfan.connection import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _advice(queue: str) -> str:
     return f"the job waits until a worker serving it starts (taskfan worker --queue {queue})"
 
 
-def serving(client: Any, queue: str) -> int:
+def serving(client: RedisClient, queue: str) -> int:
     """How many live nodes serve ``queue``: two round trips."""
     listed: Any = client.zrange(keys.NODES, 0, -1)
     pipe = client.pipeline(transaction=False)
@@ -71,7 +72,7 @@ class NobodyWatch:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         queue: str,
         job_id: str,
         *,

@@ -43,7 +43,7 @@ def fetch(
     """Result entries of these results fields (batch indexes, or "<index>.<round>"),
     verified with the client's keyring when it has one. With ``events``, the read
     rides out Redis outages until their deadline."""
-    r: Any = job.client.redis
+    r = job.client.redis
     if events is not None:
         raw = events.call("reading results", r.hmget, job.keys.results, fields)
     else:
@@ -62,7 +62,7 @@ def fetch(
 
 
 def _exists(job: Job, events: Events | None) -> bool:
-    r: Any = job.client.redis
+    r = job.client.redis
     if events is not None:
         return bool(events.call("checking", r.exists, job.keys.meta))
     with translate_errors(f"reading job {job.id}"):

@@ -16,6 +16,7 @@ from typing import Any
 
 from producer import sizing
 from taskfan.codec import Codec
+from taskfan.connection import RedisPipeline
 from taskfan.keys import QueueKeys
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
@@ -29,7 +30,7 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-def index_job(pipe: Any, queue: QueueKeys, job_id: str, now: float) -> None:
+def index_job(pipe: RedisPipeline, queue: QueueKeys, job_id: str, now: float) -> None:
     """List the job in its queue's index, which keeps the newest JOBS_INDEXED
     jobs: it would otherwise grow by one id per job forever (jobs expire, the
     index does not)."""

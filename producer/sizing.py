@@ -30,7 +30,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from taskfan import keys
 from taskfan.connection import RedisClient
@@ -110,7 +109,7 @@ class CostBoard:
     def read(self, queue: str, fn_ref: str) -> tuple[float | None, Capacity]:
         cached = self._capacity.get(queue)
         fresh = cached is not None and self.clock() - cached[0] < CAPACITY_CACHE_SECONDS
-        pipe: Any = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.cost(fn_ref))
         if not fresh:
             pipe.zrangebyscore(keys.NODES, time.time() - NODE_WINDOW_SECONDS, "+inf")
@@ -126,7 +125,7 @@ class CostBoard:
     def _capacity_of(self, queue: str, node_ids: list[bytes]) -> Capacity:
         if not node_ids:
             return Capacity.unknown()
-        pipe: Any = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for node_id in node_ids:
             with contextlib.suppress(ValueError):  # not a node id: nobody's record
                 pipe.hmget(keys.node(node_id.decode("utf-8", "replace")), "processes", "queues")

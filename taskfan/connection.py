@@ -3,7 +3,7 @@
 ``connect`` is the one place a URL becomes a client (see ``taskfan.urls`` for
 the URLs): a ``redis.Redis`` for one server or a Sentinel-managed master, a
 ``redis.cluster.RedisCluster`` for a cluster. Code that takes either is typed
-``RedisClient``.
+``RedisClient``; a pipeline of either, ``RedisPipeline``.
 """
 
 from __future__ import annotations
@@ -13,23 +13,35 @@ from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.client import Pipeline
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import ClusterError, InvalidResponse, RedisClusterException
 from redis.sentinel import Sentinel
 
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.urls import CLUSTER, SENTINEL, RedisTarget, parse, redact
 
-__all__ = ["RedisClient", "check", "connect", "is_cluster", "redact", "translate_errors"]
+__all__ = [
+    "RedisClient",
+    "RedisPipeline",
+    "check",
+    "connect",
+    "is_cluster",
+    "redact",
+    "translate_errors",
+]
 
 #: what we say of a server that answers, but not in Redis's protocol
 NOT_REDIS = "the server does not answer as Redis does (is that address a Redis server's?)"
 
 #: what ``connect`` returns: one server (or Sentinel's master), or a cluster
 RedisClient: TypeAlias = redis.Redis | RedisCluster
+#: a non-transactional pipeline of either (a subclass of its client, so code that
+#: takes a ``RedisClient`` takes a pipeline too, as the scripts' entry points do)
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 
-def is_cluster(client: Any) -> bool:
+def is_cluster(client: object) -> bool:
     """True for a cluster client or a cluster pipeline (a RedisCluster subclass)."""
     return isinstance(client, RedisCluster)
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskfan.connection import is_cluster
+from taskfan.connection import RedisClient, RedisPipeline, is_cluster
 
 
 class Sequenced:
     """A non-transactional pipeline in phases; use ``pipe`` anew after each barrier."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.cluster = is_cluster(client)
-        self.pipe: Any = client.pipeline(transaction=False)
+        self.pipe: RedisPipeline = client.pipeline(transaction=False)
         #: replies of the phases sent so far (errors as exception objects)
         self.results: list[Any] = []
 

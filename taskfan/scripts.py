@@ -23,6 +23,7 @@ from redis.cluster import ClusterPipeline
 from redis.commands.core import Script
 from redis.exceptions import NoPermissionError
 
+from taskfan.connection import RedisClient
 from taskfan.errors import ConfigError
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 
@@ -70,7 +71,7 @@ LOAD_HINT = (
 )
 
 
-def load_all(client: Any) -> None:
+def load_all(client: RedisClient) -> None:
     """Load every script into the server (every primary of a cluster), so
     pipelines can call them by SHA. A user who may not load scripts (the ACL
     roles) goes on when an admin loaded them already, and gets ConfigError with
@@ -85,7 +86,7 @@ def load_all(client: Any) -> None:
         raise ConfigError(LOAD_HINT) from None
 
 
-def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
+def _run(script: Script, client: RedisClient, keys: list[str], args: list[Any]) -> Any:
     if isinstance(client, (Pipeline, ClusterPipeline)):
         # execute_command: redis-py refuses ClusterPipeline.evalsha by name, but
         # routes the command itself by its keys (all in one slot here).
@@ -99,7 +100,13 @@ def _run(script: Script, client: Any, keys: list[str], args: list[Any]) -> Any:
 
 
 def record_batch(
-    client: Any, job: JobKeys, field: int | str, entry: bytes, ok: int, failed: int, now: float
+    client: RedisClient,
+    job: JobKeys,
+    field: int | str,
+    entry: bytes,
+    ok: int,
+    failed: int,
+    now: float,
 ) -> Any:
     """Record a batch's result entry once, in ``field`` (the batch index, or
     ``"<index>.<round>"`` for a retry); see lua/record.lua for the return codes."""
@@ -107,26 +114,31 @@ def record_batch(
 
 
 def seal_job(
-    client: Any, job: JobKeys, total: int, batches: int, now: float, signature: str | None = None
+    client: RedisClient,
+    job: JobKeys,
+    total: int,
+    batches: int,
+    now: float,
+    signature: str | None = None,
 ) -> Any:
     """Fix a job's size once every batch is sent, with the signature of the totals
     (``Keyring.sign_totals``) when the producer has a secret; see lua/seal.lua."""
     return _run(_SEAL, client, list(job.all()), [total, batches, repr(now), signature or ""])
 
 
-def cancel_job(client: Any, job: JobKeys, now: float, terminate: bool = False) -> Any:
+def cancel_job(client: RedisClient, job: JobKeys, now: float, terminate: bool = False) -> Any:
     """Cancel an active job; ``terminate``: nodes also kill the processes running
     its items (a hard cancel). See lua/cancel.lua for the return codes."""
     return _run(_CANCEL, client, list(job.all()), [repr(now), "1" if terminate else "0"])
 
 
-def renew_lease(client: Any, job: JobKeys, seconds: float) -> Any:
+def renew_lease(client: RedisClient, job: JobKeys, seconds: float) -> Any:
     """Renew the enqueue lease of an unsealed job for ``seconds`` (server clock);
     see lua/lease.lua for the return codes (JOB_ABANDONED: too late)."""
     return _run(_LEASE, client, [job.meta], [repr(float(seconds))])
 
 
-def abandon_if_lapsed(client: Any, job: JobKeys) -> str:
+def abandon_if_lapsed(client: RedisClient, job: JobKeys) -> str:
     """End the job as abandoned when its enqueue lease lapsed (idempotent); its
     state afterwards: enqueuing, active, finished, cancelled, abandoned or gone
     (lua/abandon.lua)."""
@@ -134,28 +146,32 @@ def abandon_if_lapsed(client: Any, job: JobKeys) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def release_results(client: Any, job: JobKeys, released: int, keep: int, fields: list[str]) -> Any:
+def release_results(
+    client: RedisClient, job: JobKeys, released: int, keep: int, fields: list[str]
+) -> Any:
     """Free the results a streaming map's consumer has read: batches below
     ``released`` and their ``fields``; keep the last ``keep`` events
     (lua/release.lua)."""
     return _run(_RELEASE, client, list(job.all()), [released, keep, *fields])
 
 
-def prepare_retry_round(client: Any, job: JobKeys, items: int, entries: int, batches: str) -> Any:
+def prepare_retry_round(
+    client: RedisClient, job: JobKeys, items: int, entries: int, batches: str
+) -> Any:
     """Prepare a retry round of a finished job, which stays as it was until the
     round opens (``open_round``); see lua/_rounds.lua and lua/retry.lua."""
     return _run(_RETRY, client, list(job.all()), [items, entries, batches])
 
 
 def prepare_requeue_round(
-    client: Any, job: JobKeys, dead_id: str, seen_round: int, items: int, index: int
+    client: RedisClient, job: JobKeys, dead_id: str, seen_round: int, items: int, index: int
 ) -> Any:
     """Prepare the retry round that runs a dead-lettered batch again (once per
     dead letter: its round once open); see lua/requeue.lua for the return codes."""
     return _run(_REQUEUE, client, list(job.all()), [dead_id, seen_round, items, index])
 
 
-def sign_round(client: Any, job: JobKeys, round_: int, signature: str) -> Any:
+def sign_round(client: RedisClient, job: JobKeys, round_: int, signature: str) -> Any:
     """Store the signature of prepared round ``round_`` (``Keyring.sign_round``)
     in the job's meta (``rsig:<round>``), before its entries are queued: readers
     with a secret trust ``round:<round>`` only with it. A plain write: the field
@@ -163,14 +179,14 @@ def sign_round(client: Any, job: JobKeys, round_: int, signature: str) -> Any:
     return client.hset(job.meta, f"rsig:{round_}", signature)
 
 
-def open_round(client: Any, job: JobKeys, round_: int) -> Any:
+def open_round(client: RedisClient, job: JobKeys, round_: int) -> Any:
     """Open a prepared retry round, once its entries are queued (idempotent);
     see lua/open_round.lua for the return codes."""
     return _run(_OPEN_ROUND, client, list(job.all()), [round_])
 
 
 def dead_letter(
-    client: Any,
+    client: RedisClient,
     queue: QueueKeys,
     entry_id: bytes | str,
     fields: dict[bytes, bytes],

@@ -28,7 +28,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from taskfan import keys, scripts
-from taskfan.connection import RedisClient
+from taskfan.connection import RedisClient, RedisPipeline
 from taskfan.cost import COST_TTL, encode_cost
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from taskfan.pipelines import Sequenced
@@ -312,7 +312,7 @@ class NodeRedis:
             raise memory[0]
 
     @staticmethod
-    def _acknowledge(pipe: Any, c: Completed, now: float) -> int:
+    def _acknowledge(pipe: RedisPipeline, c: Completed, now: float) -> int:
         """Queue the acknowledgement (or dead-lettering) of ``c``; how many commands."""
         queue, entry_id, fields = c.delivery.queue, c.delivery.entry_id, c.delivery.fields
         if c.dead_reason is not None and fields is not None:

@@ -14,9 +14,9 @@ import logging
 import time
 from base64 import b64decode
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import worker_registration
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
@@ -103,7 +103,7 @@ class RqWorker:
         self._state(pipe, None)
         pipe.execute()
 
-    def _state(self, pipe: Any, busy_job: str | None) -> None:
+    def _state(self, pipe: Pipeline, busy_job: str | None) -> None:
         key = self._worker.key
         state = WorkerStatus.IDLE if busy_job is None else WorkerStatus.BUSY
         pipe.hset(key, "state", state.value)
