@@ -36,7 +36,7 @@ from producer import reader, rejects
 from producer.enqueue import Enqueuer, batches_of
 from producer.job import Job
 from taskfan import scripts
-from taskfan.connection import translate_errors
+from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import JobAbandoned, JobCancelled, TaskfanError
 from taskfan.keys import JobKeys
 from taskfan.protocol import BatchEntry
@@ -215,7 +215,7 @@ class StreamJob(Job):
         self._window.advance(read)
 
 
-def _stop(client: Any, job: JobKeys, window: Window) -> None:
+def _stop(client: RedisClient, job: JobKeys, window: Window) -> None:
     """Stop the enqueuer thread and cancel what is left of the job (nothing
     when it has ended)."""
     window.stop()
