@@ -1,22 +1,21 @@
-"""The Python docs' ProcessPoolExecutor example (``is_prime``), on a taskfan cluster.
+"""The Python docs' ``ProcessPoolExecutor`` example (``is_prime``).
 
-Run from the repository root, with worker nodes on the same Redis::
+``examples/stdlib/map_primes.py`` is the standard library's program (the docs
+write ``concurrent.futures.ProcessPoolExecutor()``; it is imported by name
+here); ``examples/map_primes.py`` is the same program on a taskfan cluster: the
+two differ in one line, the import of the executor (tests/test_examples.py
+checks it). Run the taskfan one from the repository root, with worker nodes on
+the same Redis::
 
     TASKFAN_REDIS_URL=redis://localhost:6379/0 python examples/map_primes.py
 
-``is_prime`` is defined in this script: it travels as the reference
-``examples.map_primes:is_prime``, which nodes started in the repository root
-(or the compose image, which holds ``examples/``) can import.
+``is_prime`` travels as the reference ``examples.map_primes:is_prime``, which
+nodes started in the repository root (or the compose image, which holds
+``examples/``) can import.
 """
 
-from __future__ import annotations
-
 import math
-import os
-
-from producer import Executor
-
-REDIS_URL = os.environ.get("TASKFAN_REDIS_URL", "redis://localhost:6379/0")
+from producer import Executor as ProcessPoolExecutor
 
 PRIMES = [
     112272535095293,
@@ -43,9 +42,9 @@ def is_prime(n: int) -> bool:
 
 
 def main() -> None:
-    with Executor(REDIS_URL) as executor:  # was: concurrent.futures.ProcessPoolExecutor()
-        for number, prime in zip(PRIMES, executor.map(is_prime, PRIMES), strict=True):
-            print(f"{number} is prime: {prime}")
+    with ProcessPoolExecutor() as executor:
+        for number, prime in zip(PRIMES, executor.map(is_prime, PRIMES)):  # noqa: B905
+            print("%d is prime: %s" % (number, prime))  # noqa: UP031 (the docs' line)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,18 @@
-"""The seed article's submit sample, on a taskfan cluster.
+"""The seed article's submit sample (the Python docs' ``ProcessPoolExecutor`` one).
 
-Run from the repository root, with worker nodes on the same Redis
-(``taskfan worker`` or ``docker compose up``)::
+``examples/stdlib/submit.py`` is the standard library's program; ``examples/
+submit.py`` is the same program on a taskfan cluster: the two differ in one
+line, the import of the executor (tests/test_examples.py checks it). Run the
+taskfan one from the repository root, with worker nodes on the same Redis::
 
     TASKFAN_REDIS_URL=redis://localhost:6379/0 python examples/submit.py
-
-The only change from the ``concurrent.futures`` version is the line that makes
-the executor: ``ProcessPoolExecutor(max_workers=1)`` became ``Executor(...)``.
 """
 
-from __future__ import annotations
-
-import os
-
-from producer import Executor
-
-REDIS_URL = os.environ.get("TASKFAN_REDIS_URL", "redis://localhost:6379/0")
+from producer import Executor as ProcessPoolExecutor
 
 
 def main() -> None:
-    with Executor(REDIS_URL, max_workers=1) as executor:
+    with ProcessPoolExecutor(max_workers=1) as executor:
         future = executor.submit(pow, 323, 1235)
         print(future.result())
 

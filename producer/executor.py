@@ -92,7 +92,9 @@ class Executor(concurrent.futures.Executor):
     ``target`` is a Redis URL, a ``redis.Redis`` or ``RedisCluster``, a
     ``producer.Client``, or None (configured by ``TASKFAN_REDIS_URL``).
     ``max_workers`` and ``mp_context`` are accepted, and ignored, so that
-    ``ProcessPoolExecutor(max_workers=4)`` becomes ``Executor(url, max_workers=4)``:
+    ``ProcessPoolExecutor(max_workers=4)`` becomes ``Executor(url, max_workers=4)``
+    (and ``Executor(4)``, as ``ProcessPoolExecutor(4)``, reads the URL from
+    ``TASKFAN_REDIS_URL``):
     the nodes decide how many processes run, and how they start them.
     ``initializer(*initargs)`` runs in each node's pool process before its first
     call of this executor there (``worker.setup``; one that raises fails those
@@ -104,7 +106,7 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(
         self,
-        target: str | RedisClient | Client | None = None,
+        target: str | RedisClient | Client | int | None = None,
         queue: str = "default",
         *,
         max_workers: int | None = None,
@@ -114,6 +116,12 @@ class Executor(concurrent.futures.Executor):
         max_tasks_per_child: int | None = None,
         **client_options: Any,
     ) -> None:
+        if isinstance(target, int) and not isinstance(target, bool):
+            # ProcessPoolExecutor(4) with this class imported in its place:
+            # max_workers, ignored like the keyword; the Redis is the environment's
+            max_workers, target = target, None
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")  # as the stdlib's
         if isinstance(target, Client):
             self.client = target
         elif isinstance(target, (redis.Redis, RedisCluster)):
