@@ -6,6 +6,7 @@ Run it from the repository root (worker nodes and pool processes import
     .venv/bin/python -m benchmarks                       # everything, 7 runs each
     .venv/bin/python -m benchmarks --scenarios b,c --repeats 3
     .venv/bin/python -m benchmarks --quick               # tiny sizes: a smoke test
+    .venv/bin/python -m benchmarks --scenarios a,b,c --peers   # Celery, Dask, Ray beside
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from benchmarks import report, suite
 from benchmarks.config import ALL, Options
+from benchmarks.peers import PEERS, parse_peers
 
 
 def parse(argv: Sequence[str]) -> tuple[Options, bool]:
@@ -34,6 +36,15 @@ def parse(argv: Sequence[str]) -> tuple[Options, bool]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the code")
     parser.add_argument("--no-rq", dest="rq", action="store_false", help="leave RQ out")
     parser.add_argument("--rq-items", type=int, help="items RQ runs in (b) and (c)")
+    parser.add_argument(
+        "--peers",
+        nargs="?",
+        const=",".join(PEERS),
+        default="",
+        metavar="LIST",
+        help=f"also run peers on (a), (b), (c): {','.join(PEERS)} (default: all of them); "
+        "one not installed is skipped with the reason",
+    )
     parser.add_argument("--output", default=Options.output, help="JSON file (default: %(default)s)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no timings on stderr")
     args = parser.parse_args(argv)
@@ -45,6 +56,7 @@ def parse(argv: Sequence[str]) -> tuple[Options, bool]:
             rq=args.rq,
             rq_items=args.rq_items,
             output=args.output,
+            peers=parse_peers(args.peers),
         )
     except ValueError as exc:
         parser.error(str(exc))

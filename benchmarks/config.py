@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from benchmarks.peers import PEERS
+
 #: the seed's three shapes, then the producer and node measurements, then RQ
 #: queues drained by RQ's workers and by a taskfan node (issue 9)
 THROUGHPUT = ("a", "b", "c")
@@ -32,6 +34,14 @@ class Scenario:
     extra_settings: tuple[Setting, ...]
     #: items RQ runs (it takes milliseconds per job); 0: RQ is not measured
     rq_items: int = 0
+    #: items the peers' one-task-per-item variants (Dask per item) run; 0: all
+    per_item_limit: int = 0
+
+    @property
+    def peer_chunksize(self) -> int:
+        """The peers' chunks: 4 per worker process of 2, as taskfan's automatic
+        sizes cut a job into (PEER_CHUNKS_PER_JOB chunks)."""
+        return max(1, -(-self.items // PEER_CHUNKS_PER_JOB))
 
     def taskfan_settings(self) -> list[Setting]:
         """The sweep at ``sweep_batch``, the extra settings, and the automatic defaults."""
@@ -56,6 +66,8 @@ class Plan:
 
 
 CHUNKSIZES = (1, 10, 100, 1000)
+#: the peers' chunked variants cut a job into this many chunks (4 per process)
+PEER_CHUNKS_PER_JOB = 8
 #: a setting whose runs all took longer than this many seconds ...
 SLOW_SECONDS = 5.0
 #: ... runs at most this many times (chunksize 1 on (c) takes 10 s a run)
@@ -81,6 +93,7 @@ FULL = Plan(
             sweep_batch=1000,
             extra_settings=((100, 100), (5_000, 1_250), (10_000, 100)),
             rq_items=2_000,
+            per_item_limit=2_000,
         ),
         "c": Scenario(
             name="c",
@@ -91,6 +104,7 @@ FULL = Plan(
             sweep_batch=1000,
             extra_settings=((100, 100), (10_000, 1000), (25_000, 2_500), (50_000, 12_500)),
             rq_items=2_000,
+            per_item_limit=2_000,
         ),
     },
     submit_calls=1000,
@@ -154,6 +168,8 @@ class Options:
     #: overrides the items RQ runs in (b) and (c)
     rq_items: int | None = None
     output: str = "benchmarks/results/latest.json"
+    #: peers run beside taskfan on (a), (b), (c) (issue 18): celery, dask, ray
+    peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in ALL]
@@ -161,6 +177,9 @@ class Options:
             raise ValueError(f"unknown scenarios {unknown}: choose from {', '.join(ALL)}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        unknown_peers = [p for p in self.peers if p not in PEERS]
+        if unknown_peers:
+            raise ValueError(f"unknown peers {unknown_peers}: choose from {', '.join(PEERS)}")
         if self.rq_items is not None and self.rq_items < 1:
             raise ValueError(f"rq_items must be at least 1, got {self.rq_items}")
 

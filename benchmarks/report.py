@@ -1,4 +1,10 @@
-"""The suite's JSON, as markdown tables, and judged against the goals of issue 5."""
+"""The suite's JSON, as markdown tables, and judged against the goals of issue 5.
+
+Every setting shows its median and its worst run; a worst run over UNSTEADY
+times the median is flagged, and listed under "Unsteady settings" (issue 18,
+item 4). The peers (``--peers``) get a table of their own: each system's
+median and worst against the best local chunksize of the same run.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.config import SLOW_REPEATS, SLOW_SECONDS
+from benchmarks.measure import UNSTEADY
 
 Data = dict[str, Any]
 
@@ -79,6 +86,10 @@ def markdown(data: Data) -> str:
     scenarios = data.get("scenarios", {})
     if scenarios:
         parts += [_runs_table(scenarios, data["meta"]["repeats"]), _summary_table(scenarios)]
+    if "peers" in data:
+        parts.append(_peers_table(scenarios, data["peers"]))
+    if scenarios:
+        parts.append(_unsteady_table(scenarios))
     extras = _extras_table(data)
     if extras:
         parts.append(extras)
@@ -98,9 +109,9 @@ def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str
 def _runs_table(scenarios: Data, repeats: int) -> str:
     rows = []
     for name, scenario in scenarios.items():
-        best = scenario["summary"]["local_best"]["median"]
-        for run in scenario["local"] + scenario["taskfan"]:
-            rows.append([f"({name}) {scenario['title']}", run["label"], *_timing(run, best)])
+        best = scenario["summary"]["local_best"]
+        for run in scenario["local"] + scenario["taskfan"] + scenario.get("peers", []):
+            rows.append([f"({name}) {scenario['title']}", _label(run), *_timing(run, best)])
         rq = scenario.get("rq")
         if rq:
             for run in (rq["rq"], rq["taskfan_auto"]):
@@ -109,13 +120,81 @@ def _runs_table(scenarios: Data, repeats: int) -> str:
                     label += f", {run['items']:,} items (beside RQ)"
                 rows.append([f"({name}) {scenario['title']}", label, *_timing(run, None)])
     slow = f", {SLOW_REPEATS} for settings over {SLOW_SECONDS:.0f} s" * (repeats > SLOW_REPEATS)
-    title = f"### Every setting (median of {repeats} runs{slow}; ratio: time / best local time)\n\n"
-    return title + _table(["scenario", "runner, setting", "median s", "items/s", "ratio"], rows, 2)
+    title = (
+        f"### Every setting (median and worst of {repeats} runs{slow}; ratio: median time / "
+        f"best local median; worst / median over {UNSTEADY}x in bold)\n\n"
+    )
+    header = ["scenario", "runner, setting", "median s", "worst s", "worst / median"]
+    return title + _table([*header, "items/s", "ratio"], rows, 2)
 
 
-def _timing(run: Data, best: float | None) -> list[str]:
-    ratio = "" if best is None else f"{run['median'] / best:.2f}x"
-    return [f"{run['median']:.3f}", f"{run['items_per_s']:,.0f}", ratio]
+def _label(run: Data) -> str:
+    if run["items"] and run.get("variant") == "items":
+        return f"{run['label']} ({run['items']:,} items)"
+    return str(run["label"])
+
+
+def _timing(run: Data, best: Data | None) -> list[str]:
+    ratio = "" if best is None else f"{_ratio(run, best, 'median'):.2f}x"
+    spread = run.get("worst_over_median", 1.0)
+    mark = "**" if run.get("unsteady") else ""
+    return [
+        f"{run['median']:.3f}",
+        f"{run.get('worst', run['median']):.3f}",
+        f"{mark}{spread:.2f}x{mark}",
+        f"{run['items_per_s']:,.0f}",
+        ratio,
+    ]
+
+
+def _ratio(run: Data, best: Data, key: str) -> float:
+    """``run``'s time per item (its median or worst) over ``best``'s median per item:
+    the plain time ratio when both ran the same items."""
+    return float(run[key] / run["items"] / (best["median"] / best["items"]))
+
+
+def _peers_table(scenarios: Data, peers: Data) -> str:
+    """Issue 18, item 3: every system against the best local chunksize of the run."""
+    rows = []
+    for name, scenario in scenarios.items():
+        best = scenario["summary"]["local_best"]
+        auto = scenario["summary"]["taskfan_auto"]
+        for run in [best, auto, *scenario.get("peers", [])]:
+            rows.append(
+                [
+                    f"({name})",
+                    _label(run),
+                    f"{run['median']:.3f}",
+                    f"{run['worst']:.3f}",
+                    f"{_ratio(run, best, 'median'):.2f}x",
+                    f"{_ratio(run, best, 'worst'):.2f}x",
+                ]
+            )
+    lines = ["### Peers (ratio: time per item / best local chunksize's median time per item)", ""]
+    versions = ", ".join(f"{n} {v}" for n, v in peers.get("versions", {}).items())
+    if versions:
+        lines.append(f"Ran: {versions}.")
+    lines += [f"- {n} skipped: {why}" for n, why in peers.get("skipped", {}).items()]
+    title = "\n".join(lines) + ("\n\n" if len(lines) > 2 else "")
+    header = ["scenario", "system", "median s", "worst s", "median ratio", "worst ratio"]
+    return title + _table(header, rows, 2)
+
+
+def _unsteady_table(scenarios: Data) -> str:
+    """Issue 18, item 4: every setting whose worst run is over UNSTEADY x its median."""
+    rows = []
+    for name, scenario in scenarios.items():
+        rq = scenario.get("rq") or {}
+        runs = [*scenario["local"], *scenario["taskfan"], *scenario.get("peers", [])]
+        runs += [rq[key] for key in ("rq", "taskfan_auto") if key in rq]
+        for run in runs:
+            if run.get("unsteady"):
+                times = ", ".join(f"{t:.3f}" for t in run["seconds"])
+                rows.append([f"({name})", _label(run), f"{run['worst_over_median']:.2f}x", times])
+    title = f"### Unsteady settings (worst run over {UNSTEADY}x the median)\n\n"
+    if not rows:
+        return title + "None in this run."
+    return title + _table(["scenario", "runner, setting", "worst / median", "runs (s)"], rows, 2)
 
 
 def _summary_table(scenarios: Data) -> str:

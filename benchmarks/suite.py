@@ -8,6 +8,7 @@ RSS measurement starts a fresh node of its own.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
 import os
@@ -22,6 +23,8 @@ from typing import Any
 from benchmarks import report
 from benchmarks.config import SLOW_REPEATS, SLOW_SECONDS, THROUGHPUT, Options
 from benchmarks.memory import measure_rss
+from benchmarks.peers import REQUIRES, skip_reason
+from benchmarks.peers.cluster import PeerCluster, PeerError
 from benchmarks.processes import REPO, NodeProcess
 from benchmarks.producer_side import measure_enqueue, measure_submit
 from benchmarks.throughput import measure_scenario
@@ -40,9 +43,14 @@ def run(options: Options, say: Say) -> dict[str, Any]:
     if options.rq and not rq:
         say("rq is not installed: RQ is left out (pip install -e '.[bench]')")
     data: dict[str, Any] = {}
-    with RedisServer() as server:
+    # the peers' clusters stop (stack) before their redis-server does
+    with RedisServer() as server, contextlib.ExitStack() as stack:
         data["meta"] = _meta(options, server.version, rq)
         client = Client.from_url(server.url, NODE_QUEUE)
+        peers: list[PeerCluster] = []
+        if options.peers and any(name in chosen for name in THROUGHPUT):
+            data["peers"] = start_peers(options.peers, server.url, stack, say)
+            peers = data["peers"].pop("clusters")
         if any(name in chosen for name in (*THROUGHPUT, "submit")):
             node = NodeProcess(server.url, NODE_QUEUE, processes=2)
             try:
@@ -57,8 +65,11 @@ def run(options: Options, say: Say) -> dict[str, Any]:
                             options.repeats,
                             server.url if rq else None,
                             say,
+                            peers,
                         )
                         scenarios[name] = result.to_json()
+                for peer in peers:  # no idle clusters beside the measurements below
+                    peer.stop()
                 if scenarios:
                     data["scenarios"] = scenarios
                 if "submit" in chosen:
@@ -81,6 +92,35 @@ def run(options: Options, say: Say) -> dict[str, Any]:
     data["goals"] = report.goals(data)
     data["meta"]["elapsed_seconds"] = time.perf_counter() - started
     return data
+
+
+def start_peers(
+    names: tuple[str, ...], redis_url: str, stack: contextlib.ExitStack, say: Say
+) -> dict[str, Any]:
+    """Start and warm every installed peer (each stopped when ``stack`` closes);
+    the others, and any that fails to start, are skipped with the reason."""
+    started: list[PeerCluster] = []
+    skipped: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    for name in names:
+        reason = skip_reason(name)
+        if reason is None:
+            cluster = PeerCluster(name, redis_url)
+            stack.callback(cluster.stop)
+            try:
+                cluster.wait_ready()
+            except PeerError as exc:
+                reason = f"failed to start: {str(exc).splitlines()[0]}"
+                cluster.stop()
+            else:
+                started.append(cluster)
+                versions[name] = version(REQUIRES[name][0])
+                say(f"{name} {versions[name]} ready (driver pid {cluster.proc.pid})")
+                continue
+        skipped[name] = reason
+        say(f"{name} skipped: {reason}")
+    return {"ran": [c.name for c in started], "skipped": skipped, "versions": versions,
+            "clusters": started}  # fmt: skip
 
 
 def _meta(options: Options, redis_version: str, rq: bool) -> dict[str, Any]:
