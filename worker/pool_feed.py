@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from taskfan.boundary import describe
 from taskfan.logs import batch_extra
@@ -59,8 +59,6 @@ class PoolFeed:
         self._last_cause = "cause unknown"
         #: max_tasks_per_child: chunks a pool process runs before it is replaced
         self._max_tasks = settings.max_tasks_per_child
-        if self._max_tasks:
-            scheduler.depth = 1  # each chunk goes to an idle process (see _recycle)
         #: a process reached max_tasks_per_child: nothing more goes to this pool
         self._draining = False
 
@@ -98,7 +96,7 @@ class PoolFeed:
             )  # fmt: skip
             try:
                 if self._max_tasks:
-                    future = self.pool.submit(run_counted, run_chunk, *args)
+                    future = self.pool.submit(run_counted, self._max_tasks, run_chunk, *args)
                 else:
                     future = self.pool.submit(run_chunk, *args)
             except BrokenProcessPool:
@@ -125,6 +123,9 @@ class PoolFeed:
         del self._futures[chunk]
         try:
             result = self._result(future)
+            if result is None:  # its process had run max_tasks_per_child chunks: not run
+                self._complete(self.scheduler.requeue(chunk))
+                return
         except BrokenProcessPool:
             if current[1] == self.pool.generation:
                 self._last_cause = self.pool.death_cause()
@@ -169,16 +170,17 @@ class PoolFeed:
             self.stats.retried(chunk.batch.delivery.queue.name, entry.fn_ref, len(result.retries))
         self._complete(self.scheduler.done(chunk, result))  # retries due by its clock
 
-    def _result(self, future: Future[Any]) -> ChunkResult:
-        """The chunk's result; with max_tasks_per_child, the pool is drained and
-        replaced once the process that ran it has run that many chunks."""
+    def _result(self, future: Future[Any]) -> ChunkResult | None:
+        """The chunk's result (None: not run, its process was spent); with
+        max_tasks_per_child, the pool is drained and replaced once the process
+        that ran it has run that many chunks."""
         if not self._max_tasks:
-            result: ChunkResult = future.result()
-            return result
+            done: ChunkResult = future.result()
+            return done
         result, runs = future.result()
         if runs >= self._max_tasks:
             self._draining = True
-        return result
+        return cast("ChunkResult | None", result)
 
     def _recycle(self) -> None:
         """Replace the pool, which is empty, once one of its processes ran
@@ -186,12 +188,13 @@ class PoolFeed:
 
         ProcessPoolExecutor's own max_tasks_per_child deadlocks on a backlog
         of queued calls (CPython gh-115634, unfixed in 3.11 to 3.13), and the
-        node always keeps one. So the node does it: each chunk goes to an idle
-        process (at most one chunk per process in the pool), each result says
-        how many chunks its process has run, and when one reached the limit the
-        node sends nothing more until the pool is empty, then starts a new one.
-        No process runs more than max_tasks_per_child chunks; the others of the
-        pool are replaced early with it.
+        node always keeps one. So the node does it: a process counts the chunks
+        it runs (``worker.setup.run_counted``) and hands back unrun any chunk it
+        takes once it reached the limit (the node puts it back in front); each
+        result says how many chunks its process has run, and once one reached
+        the limit the node sends nothing more until the pool is empty, then
+        starts a new one. No process runs more than max_tasks_per_child
+        chunks; the others of the pool are replaced early with it.
         """
         assert self.pool is not None
         self._draining = False

@@ -63,10 +63,6 @@ class Scheduler:
         unrunnable: Unrunnable | None = None,
     ) -> None:
         self.processes = processes
-        #: chunks in the pool per process: one running and one queued behind it;
-        #: 1 with max_tasks_per_child, so each chunk goes to an idle process
-        #: whose count of chunks run the node already knows (worker.pool_feed)
-        self.depth = 2
         self.clock = clock
         self.sizer = sizer
         self.max_deliveries = max_deliveries
@@ -291,7 +287,7 @@ class Scheduler:
     def _next_chunk(self) -> Chunk | None:
         if self.suspects:
             return self.suspects.popleft() if not self.in_pool else None
-        if not self.pending or len(self.in_pool) >= self.depth * self.processes:
+        if not self.pending or len(self.in_pool) >= 2 * self.processes:
             return None
         if self.pending[0].batch.entry.options.hard_timeout and len(self.in_pool) >= self.processes:
             return None  # its clock must start when it starts: wait for a free process

@@ -72,9 +72,12 @@ def initializer_error(job_id: str, ref: str, failure: Failure) -> InitializerErr
     )
 
 
-def run_counted(run: Any, *args: Any) -> tuple[Any, int]:
-    """``run(*args)``, and how many chunks this process has run, this one included
-    (the node replaces a process that reached ``max_tasks_per_child``)."""
+def run_counted(limit: int, run: Any, *args: Any) -> tuple[Any, int]:
+    """``run(*args)`` unless this process already ran ``limit`` chunks (then None:
+    the chunk was not run, the node sends it again to a new process); and how
+    many chunks this process has run, this one included (``max_tasks_per_child``)."""
     global _chunks_run
+    if _chunks_run >= limit:
+        return None, _chunks_run
     _chunks_run += 1
     return run(*args), _chunks_run
