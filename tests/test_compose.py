@@ -4,9 +4,11 @@ local redis-server started with the redis service's own command line."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,6 +67,13 @@ def test_the_file_has_what_a_cluster_needs() -> None:
     assert worker["command"] == ["taskfan", "worker"]
     assert "replicas" not in worker and "container_name" not in worker  # --scale works
     assert seconds(worker["stop_grace_period"]) >= 30  # batches take seconds
+    # graceful stop: SIGTERM, and Docker's patience outlasts the node's grace period
+    assert worker["stop_signal"] == "SIGTERM"
+    grace = float(worker["environment"]["TASKFAN_GRACE_PERIOD"])
+    assert seconds(worker["stop_grace_period"]) >= grace + 10
+    health = worker["healthcheck"]
+    assert health["test"][:3] == ["CMD", "python", "-c"] and "/readyz" in health["test"][3]
+    assert seconds(health["timeout"]) < seconds(health["interval"])
     for name in ("worker", "producer"):
         assert SERVICES[name]["environment"]["TASKFAN_REDIS_URL"] == "redis://redis:6379/0"
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -84,14 +93,31 @@ def redis_service() -> Iterator[RedisServer]:
         yield server
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def healthy(env: dict[str, str]) -> bool:
+    """The worker service's healthcheck command, run here with the worker's environment."""
+    test = SERVICES["worker"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]
+    done = subprocess.run([sys.executable, *test[2:]], env=env, capture_output=True,
+                          timeout=30)  # fmt: skip
+    return done.returncode == 0
+
+
 class Service:
     """One container of a service, as a local process logging to ``log``."""
 
-    def __init__(self, name: str, port: int, log: Path) -> None:
+    def __init__(self, name: str, port: int, log: Path, **env: str) -> None:
         self.log = log
+        self.env = {**local_env(name, port), **env}
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
-                local(SERVICES[name]["command"]), cwd=REPO, env=local_env(name, port),
+                local(SERVICES[name]["command"]), cwd=REPO, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -101,6 +127,8 @@ class Service:
 
 def test_the_services_commands_work_end_to_end(redis_service: RedisServer, tmp_path: Path) -> None:
     port = redis_service.port
+    nobody = {**local_env("worker", port), "TASKFAN_METRICS_PORT": str(free_port())}
+    assert not healthy(nobody)  # the healthcheck fails where no node answers
     with redis.Redis(port=port) as client:
         assert client.config_get("appendonly") == {"appendonly": "yes"}
     check = SERVICES["redis"]["healthcheck"]["test"][1:]
@@ -109,10 +137,13 @@ def test_the_services_commands_work_end_to_end(redis_service: RedisServer, tmp_p
     )
     assert health.stdout.strip() == "PONG"
 
-    workers = [
-        Service("worker", port, tmp_path / f"worker-{i}.log") for i in range(2)
-    ]  # docker compose up --scale worker=2
+    workers = [  # docker compose up --scale worker=2 (a metrics port each: no containers here)
+        Service("worker", port, tmp_path / f"worker-{i}.log", TASKFAN_METRICS_PORT=str(free_port()))
+        for i in range(2)
+    ]
     try:
+        for worker in workers:  # the worker's healthcheck, run as Docker runs it
+            wait_until(functools.partial(healthy, worker.env), timeout=30, message=worker.output)
         producer = subprocess.run(
             local(SERVICES["producer"]["command"]), cwd=REPO, env=local_env("producer", port),
             capture_output=True, text=True, timeout=120,
