@@ -126,7 +126,7 @@ class NodeCollector(Collector):
             yield family
         yield CounterMetricFamily(
             "taskfan_pool_restarts", "Times the process pool was rebuilt (a process died, "
-            "or a hard timeout killed it)", value=view.pool_restarts(),
+            "or a hard timeout or a hard cancel killed it)", value=view.pool_restarts(),
         )  # fmt: skip
         yield GaugeMetricFamily(
             "taskfan_batches_in_flight", "Batches the node holds", value=len(view.batches())
