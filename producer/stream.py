@@ -145,6 +145,7 @@ class StreamEnqueuer(Enqueuer):
             for rejected, run in rejects.runs(batch):
                 made.extend([self._rejected(run)] if rejected else self._entries(run))
             self._flush(made, seal=False)
+            self._sent_ids.clear()  # kept by Enqueuer for abort(); a stream cancels instead
         return not window.stopped
 
     def _alive(self) -> bool:
