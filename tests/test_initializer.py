@@ -4,6 +4,7 @@ with InitializerError and breaks nothing else (``worker.setup``)."""
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
@@ -196,14 +197,17 @@ def test_a_retry_round_runs_with_the_jobs_initializer(
 def test_the_executor_refuses_what_process_pool_executor_refuses(redis_url: str) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    cases: list[tuple[dict[str, Any], type[Exception]]] = [
-        ({"initializer": 42}, TypeError),
-        ({"max_tasks_per_child": 0}, ValueError),
-        ({"max_tasks_per_child": "3"}, TypeError),
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"initializer": 42}, TypeError, "initializer must be a callable"),
+        ({"max_tasks_per_child": 0}, ValueError, "max_tasks_per_child must be >= 1"),
+        ({"max_tasks_per_child": "3"}, TypeError, "max_tasks_per_child must be an integer"),
     ]
-    for kwargs, error in cases:
+    for kwargs, error, words in cases:
         with pytest.raises(error) as ours:
             Executor(redis_url, **kwargs)
+        assert str(ours.value) == words
+        if "max_tasks_per_child" in kwargs and sys.version_info < (3, 11):
+            continue  # ProcessPoolExecutor takes max_tasks_per_child from 3.11
         with pytest.raises(error) as stdlib:
             ProcessPoolExecutor(1, **kwargs)
-        assert str(ours.value) == str(stdlib.value)
+        assert str(stdlib.value) == words
