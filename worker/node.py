@@ -94,19 +94,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Node:
-    def __init__(self, settings: Settings, client: RedisClient | None = None) -> None:
-        if client is None:
-            if settings.redis_url is None:
-                raise TaskfanError("a worker node needs a Redis URL (--redis-url)")
-            from taskfan.connection import connect
+def connect_node_redis(settings: Settings, client: RedisClient | None = None) -> NodeRedis:
+    """The node's Redis I/O for ``settings``: on ``client``, else on a connection
+    to ``settings.redis_url``."""
+    if client is None:
+        if settings.redis_url is None:
+            raise TaskfanError("a worker node needs a Redis URL (--redis-url)")
+        from taskfan.connection import connect
 
-            client = connect(settings.redis_url, block_seconds=settings.block_seconds)
+        client = connect(settings.redis_url, block_seconds=settings.block_seconds)
+    node_id = settings.node_name or new_node_id()
+    return NodeRedis(client, settings.queues, node_id, recheck_recorded=bool(settings.secrets))
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        client: RedisClient | None = None,
+        *,
+        node_redis: NodeRedis | None = None,
+    ) -> None:
+        """A node for ``settings``. Every Redis command of its taskfan queues goes
+        through ``node_redis``: given (a test passes a fake one and drives the node
+        in-process, its pool real), or built here on ``client``, else on a
+        connection to ``settings.redis_url``."""
         self.settings = settings
-        self.id = settings.node_name or new_node_id()
-        self.redis = NodeRedis(
-            client, settings.queues, self.id, recheck_recorded=bool(settings.secrets)
-        )
+        if node_redis is None:
+            node_redis = connect_node_redis(settings, client)
+        client = node_redis.client
+        self.id = node_redis.node_id
+        self.redis = node_redis
         sizer = ChunkSizer(settings.processes, settings.chunksize)
         self.guard = Guard.from_settings(settings)
         #: functions this node cannot import or may not run: their batches go back

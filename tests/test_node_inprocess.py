@@ -1,0 +1,139 @@
+"""A node driven in-process: a fake queue in place of its Redis I/O, a real pool.
+
+``Node(settings, node_redis=...)`` takes its Redis I/O from the caller, so a
+test can hand a node batches and watch what it records and hands back without
+a server or a subprocess, while its threads, scheduler, demand, stopping logic
+and process pool run for real.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import fakeredis
+
+from taskfan.keys import QueueKeys
+from taskfan.options import CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
+from taskfan.settings import Settings
+from tests.helpers import wait_until
+from worker.batches import Completed, Delivery, key
+from worker.node import Node
+from worker.redis_io import NodeRedis
+
+QUEUE = QueueKeys("default")
+
+
+def delivery(index: int, items: list[object]) -> Delivery:
+    """Batch ``index`` of job ``job1``: ``tests.tasks.sleep`` on each item."""
+    entry = BatchEntry(
+        job_id="job1", index=index, start=index * 100, count=len(items),
+        fn_ref="tests.tasks:sleep", codec="pickle", mode=CallMode.ONE, chunksize=1,
+        payload=pickle.dumps(items), options=TaskOptions(),
+    )  # fmt: skip
+    fields = {
+        k.encode(): v if isinstance(v, bytes) else str(v).encode()
+        for k, v in entry.fields().items()
+    }
+    return Delivery(QUEUE, f"1-{index}".encode(), fields)
+
+
+class FakeQueue(NodeRedis):
+    """A node's Redis I/O with no Redis: it hands out ``batches`` one per read,
+    and keeps what the node recorded and handed back."""
+
+    def __init__(self, batches: Sequence[Delivery]) -> None:
+        super().__init__(fakeredis.FakeRedis(), [QUEUE.name], "in-process-node")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.waiting = list(batches)
+        self.handed_out: list[Delivery] = []
+        self.written: list[Completed] = []
+        self.handed_back: list[bytes] = []
+
+    def prepare(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def read(self, count: int, block_ms: int) -> list[Delivery]:
+        with self._lock:
+            found, self.waiting = self.waiting[:1], self.waiting[1:]
+            self.handed_out += found
+        if not found:
+            self._wake.wait(block_ms / 1000)
+            self._wake.clear()
+        return found
+
+    def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:
+        return []
+
+    def write(self, done: Sequence[Completed], now: float) -> None:
+        with self._lock:
+            self.written += done
+
+    def refresh(self, entries: dict[QueueKeys, list[Any]]) -> None:
+        pass
+
+    def hand_back(
+        self, entries: dict[QueueKeys, list[Any]], idle_ms: int, deliveries: int | None = None
+    ) -> None:
+        with self._lock:
+            self.handed_back += [entry for ids in entries.values() for entry in ids]
+
+    def ended(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def abandon_lapsed(self) -> dict[str, str]:
+        return {}
+
+    def publish(self, record: dict[str, Any], ttl: float) -> None:
+        pass
+
+    def unpublish(self) -> None:
+        pass
+
+
+def test_a_stopping_node_finishes_what_runs_and_hands_back_what_did_not_start() -> None:
+    # One process (two chunks in the pool at most): batch 0's two chunks fill it,
+    # so batch 1, read next, waits with nothing started; batch 2 is never read.
+    batches = [delivery(i, [1.5, 1.5]) for i in range(3)]
+    fake = FakeQueue(batches)
+    settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2, grace_period=60)
+    node = Node(settings, node_redis=fake)
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
+    runner.start()
+    try:
+        wait_until(
+            lambda: key(batches[1]) in node.scheduler.batches,
+            timeout=60,
+            message="the node holds batch 1",
+        )
+        started = {chunk.batch.entry.index for chunk in node.scheduler.in_pool}
+        node.stop()
+        runner.join(timeout=60)
+    finally:
+        if runner.is_alive():
+            node.stop(cold=True)
+            runner.join(timeout=30)
+    assert outcome == [0], "the node did not stop in time"
+    assert started == {0}  # what the assertions below rely on
+    # Batch 0 ran to its end and was recorded; batch 1 went back unstarted and
+    # unrecorded; batch 2 was never read.
+    assert [c.delivery.entry_id for c in fake.written] == [b"1-0"]
+    assert (fake.written[0].ok, fake.written[0].failed) == (2, 0)
+    assert fake.handed_back == [b"1-1"]
+    assert [d.entry_id for d in fake.handed_out] == [b"1-0", b"1-1"]
+    assert not node.scheduler.batches
+
+
+def test_the_fake_queue_is_what_the_node_uses() -> None:
+    """No connection is made: the node takes its id and client from the fake."""
+    fake = FakeQueue([])
+    node = Node(Settings(processes=1), node_redis=fake)
+    assert node.redis is fake and node.id == "in-process-node"
