@@ -17,12 +17,16 @@ from taskfan import keys
 from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from tests import tasks
+from tests.cli_support import clean_env
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.test_ops_metrics import free_port, samples, scrape
 from worker import backlog
 from worker.metrics import MetricsServer
 from worker.stats import NodeStats, NodeView
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+__all__ = ["clean_env"]
 
 FAST = {"TASKFAN_HEARTBEAT_INTERVAL": "0.2", "TASKFAN_VISIBILITY_TIMEOUT": "2"}
 
@@ -105,6 +109,32 @@ def test_the_counts_come_back_after_a_node_is_killed(
                  processes=2, env={**FAST, "TASKFAN_VISIBILITY_TIMEOUT": "1"})  # fmt: skip
     assert job.wait(timeout=60)
     assert job.progress()[:2] == (10, 0)  # nothing lost, nothing failed
+    wait_until(lambda: gauges(port) == (0, 0), timeout=30, message=lambda: str(gauges(port)))
+    assert items(r) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        ((), {"TASKFAN_SECRET": "s" * 32}),  # unsigned batches: dead-lettered, items failed
+        (("--allow", "examples"), {}),  # a function it may not run: handed back, then
+    ],  # failed, since no live node can run it
+    ids=["dead-lettered", "handed-back"],
+)
+def test_batches_a_node_refuses_leave_the_backlog(
+    r: redis.Redis,
+    client: Client,
+    start_worker: StartWorker,
+    args: tuple[str, ...],
+    env: dict[str, str],
+) -> None:
+    port = free_port()
+    worker = start_worker(*args, "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+                 env={**FAST, **env})  # fmt: skip
+    wait_until(lambda: gauges(port) is not None, timeout=30, message=worker.log)
+    job = client.map(tasks.sleep, [0.01] * 30, batch_size=10)
+    wait_until(lambda: job.progress().done == 30, timeout=60, message=lambda: str(job.progress()))
+    assert job.progress().failed == 30
     wait_until(lambda: gauges(port) == (0, 0), timeout=30, message=lambda: str(gauges(port)))
     assert items(r) == (0, 0)
 
