@@ -137,3 +137,37 @@ def test_the_fake_queue_is_what_the_node_uses() -> None:
     fake = FakeQueue([])
     node = Node(Settings(processes=1), node_redis=fake)
     assert node.redis is fake and node.id == "in-process-node"
+
+
+def test_a_burst_node_reads_on_demand_records_each_batch_once_and_ends_when_empty() -> None:
+    batches = [delivery(i, [0.01] * 3) for i in range(5)]
+    fake = FakeQueue(batches)
+    settings = Settings(processes=2, heartbeat_interval=0.2, block_seconds=0.2, burst=True)
+    node = Node(settings, node_redis=fake)
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():
+        node.stop(cold=True)
+        runner.join(timeout=30)
+    assert outcome == [0], "the burst node did not end once the queue was empty"
+    assert sorted(c.delivery.entry_id for c in fake.written) == [d.entry_id for d in batches]
+    assert all((c.ok, c.failed) == (3, 0) for c in fake.written)
+    assert fake.handed_back == []
+
+
+def test_a_cold_stop_hands_back_the_batch_that_runs_too() -> None:
+    batches = [delivery(0, [30.0, 30.0])]
+    fake = FakeQueue(batches)
+    settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2)
+    node = Node(settings, node_redis=fake)
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
+    runner.start()
+    wait_until(lambda: node.scheduler.in_pool, timeout=60, message="batch 0 in the pool")
+    node.stop(cold=True)
+    runner.join(timeout=30)
+    assert outcome == [0], "the cold stop did not end the node at once"
+    assert fake.written == []  # nothing recorded: another node runs it all again
+    assert fake.handed_back == [b"1-0"]
