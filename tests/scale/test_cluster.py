@@ -23,6 +23,7 @@ from producer import Client
 from producer.enqueue import Enqueuer
 from producer.job import Job
 from producer.records import JobSpec
+from taskfan import scripts
 from taskfan.cli import main
 from taskfan.codec import get_codec
 from taskfan.connection import connect
@@ -167,7 +168,8 @@ def test_a_record_refused_for_lack_of_memory_is_written_again(r: redis.Redis) ->
     finally:
         r.config_set("maxmemory", limit["maxmemory"])
     node.write([completed], time.time())  # as the writer does, after its backoff
-    assert (completed.code, completed.acked, pending(r)) == (1, True, 0)
+    # the job's only batch: recorded, and the record that finished the job
+    assert (completed.code, completed.acked, pending(r)) == (scripts.RECORDED_LAST, True, 0)
     assert r.hget(job.results, "0") == b"entry" and r.hget(job.meta, "state") == b"finished"
 
 
