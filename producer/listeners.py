@@ -12,7 +12,6 @@ dashboard say it from ``producer.overview`` (``warnings``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import redis
 
 from taskfan import keys
 from taskfan.connection import RedisClient
+from taskfan.fields import queue_names
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,7 @@ def serving(client: RedisClient, queue: str) -> int:
         count += 1
     if not count:
         return 0
-    return sum(queue in _queues(field) for field in pipe.execute())
-
-
-def _queues(field: bytes | None) -> list[str]:
-    """A node record's ``queues``: a JSON list, or older nodes' comma list."""
-    if not field or len(field) > 65536:
-        return []
-    text = field.decode("utf-8", "replace")
-    try:
-        names = json.loads(text)
-    except (ValueError, RecursionError):
-        return text.split(",")
-    return [str(n) for n in names] if isinstance(names, list) else [str(names)]
+    return sum(queue in queue_names(field) for field in pipe.execute())
 
 
 class NobodyWatch:

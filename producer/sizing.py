@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from taskfan import keys
 from taskfan.connection import RedisClient
 from taskfan.cost import parse_cost
+from taskfan.fields import queue_names
 
 BATCH_SECONDS = 2.0
 BATCHES_PER_NODE = 4
@@ -131,7 +132,7 @@ class CostBoard:
                 pipe.hmget(keys.node(node_id.decode("utf-8", "replace")), "processes", "queues")
         processes = []
         for found, queues in pipe.execute():
-            if found is None or queue not in (queues or b"").decode("utf-8", "replace").split(","):
+            if found is None or queue not in queue_names(queues):
                 continue
             try:
                 processes.append(max(1, int(found)))

@@ -57,3 +57,20 @@ def whole_numbers(raw: bytes, most: int) -> list[int] | None:
     if not isinstance(numbers, list) or not all(type(n) is int and 0 <= n <= most for n in numbers):
         return None
     return numbers
+
+
+def queue_names(raw: bytes | str | None) -> list[str]:
+    """A node record's ``queues`` (or ``rq_queues``): the JSON list nodes write (a
+    name may hold a comma), or the comma list older nodes wrote. The one reader of
+    it: producers count the nodes serving a queue from it (``producer.sizing``,
+    ``producer.listeners``) and nodes their peers (``worker.unrunnable``), so a
+    change of the encoding cannot miss one of them again. Anything unreadable or
+    over 64 KiB counts as no queue (anyone can write a record)."""
+    if not raw or len(raw) > 65536:
+        return []
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        names = json.loads(text)
+    except (ValueError, RecursionError):
+        return text.split(",")
+    return [str(n) for n in names] if isinstance(names, list) else [str(names)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from typing import Any
 
@@ -95,6 +96,18 @@ def test_the_board_counts_live_nodes_of_the_queue(fake: Any) -> None:
     cost, capacity = CostBoard(fake).read("default", "m:f")
     assert cost == 0.25
     assert capacity == Capacity(nodes=3, processes=4)  # median of 2, 4, 8
+
+
+def test_the_board_reads_queues_as_nodes_write_them(fake: Any) -> None:
+    """Nodes write their queues as a JSON list (a name may hold a comma): the
+    board must count them, or every node looks like none and batches are sized
+    for one node like this machine (issue 19: 32 one-process nodes got batches
+    for 1 node of 2 processes)."""
+    publish_node(fake, "a", 1, json.dumps(["default", "x,y"]))
+    publish_node(fake, "b", 1, json.dumps(["x,y"]))
+    publish_node(fake, "c", 1, json.dumps(["default"]))
+    assert CostBoard(fake).read("default", "m:f")[1] == Capacity(nodes=2, processes=1)
+    assert CostBoard(fake).read("x,y", "m:f")[1] == Capacity(nodes=2, processes=1)
 
 
 def test_with_no_node_the_board_assumes_one_like_this_machine(fake: Any) -> None:
@@ -194,7 +207,7 @@ def test_a_cost_is_published_when_new_moved_or_due() -> None:
 
 
 def test_a_node_publishes_the_cost_it_measured(r: redis.Redis, start_worker: Any) -> None:
-    start_worker(processes=2)
+    start_worker(processes=1)  # not this machine's core count: Capacity.unknown()'s
     client = Client(r)
     list(client.map(tasks.nap_square, range(8), batch_size=4).results(timeout=60))
     key = keys.cost(f"{tasks.__name__}:nap_square")
@@ -205,7 +218,7 @@ def test_a_node_publishes_the_cost_it_measured(r: redis.Redis, start_worker: Any
     # and the producer sizes the next job of it from the cost and the node
     wait_until(lambda: r.zcard(keys.NODES) > 0, timeout=30, message="the node's record")
     cost_now, capacity = CostBoard(r).read("default", f"{tasks.__name__}:nap_square")
-    assert capacity == Capacity(nodes=1, processes=2)
+    assert capacity == Capacity(nodes=1, processes=1)
     assert cost_now is not None
     job = Client(r).map(tasks.nap_square, range(1000))
     assert job.meta().batch_size == plan(1000, cost_now, capacity).size

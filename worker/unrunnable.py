@@ -33,6 +33,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from taskfan.fields import queue_names
+
 log = logging.getLogger(__name__)
 
 #: functions a node record lists, at most, and characters of each reason
@@ -126,14 +128,7 @@ class Unrunnable:
 def parse_peer(node_id: str, queues: bytes | None, cannot_run: bytes | None) -> Peer:
     """A peer from its record's ``queues`` (a JSON list, or older nodes' comma
     list) and ``cannot_run`` fields; anything unreadable counts as nothing."""
-    names: tuple[str, ...] = ()
-    if queues:
-        text = queues.decode("utf-8", "replace")
-        try:
-            loaded = json.loads(text)
-            names = tuple(str(q) for q in loaded) if isinstance(loaded, list) else (str(loaded),)
-        except (ValueError, RecursionError):  # older nodes wrote a comma list
-            names = tuple(text.split(","))
+    names = tuple(queue_names(queues))
     cannot: dict[str, str] = {}
     if cannot_run and len(cannot_run) < 65536:
         try:
