@@ -121,6 +121,7 @@ def inspect_data(r: RedisClient, meta: JobMeta, failures: int) -> dict[str, Any]
         "chunksize": meta.chunksize or "auto",
         "result_ttl": meta.result_ttl,
         "retry_rounds": meta.rounds,
+        "initializer": meta.initializer or None,  # its arguments are not decoded here
         "options": {
             "timeout": options.timeout,
             "hard_timeout": options.hard_timeout,
@@ -178,6 +179,7 @@ def render_inspect(data: dict[str, Any]) -> str:
         ["chunksize", data["chunksize"]],
         ["result ttl", f"{data['result_ttl']}s" if data["result_ttl"] else "kept"],
         ["options", options or "defaults"],
+        ["initializer", data.get("initializer") or "-"],
         ["nodes on it", ", ".join(data["nodes"]) or "-"],
     ]  # fmt: skip
     lines = table(rows)

@@ -4,6 +4,8 @@ with InitializerError and breaks nothing else (``worker.setup``)."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
@@ -211,3 +213,15 @@ def test_the_executor_refuses_what_process_pool_executor_refuses(redis_url: str)
         with pytest.raises(error) as stdlib:
             ProcessPoolExecutor(1, **kwargs)
         assert str(stdlib.value) == words
+
+
+def test_inspect_names_the_initializer(redis_url: str) -> None:
+    from tests.cli_support import invoke
+
+    job = Client.from_url(redis_url).map(
+        tasks.square, [1], initializer=init_calls.init, initargs=(1,)
+    )
+    result = invoke("inspect", job.id, "--json", "--redis-url", redis_url)
+    assert json.loads(result.stdout)["initializer"] == INIT
+    text = invoke("inspect", job.id, "--redis-url", redis_url).stdout
+    assert re.search(rf"^  initializer +{INIT}$", text, re.MULTILINE), text
