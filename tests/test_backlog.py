@@ -139,6 +139,17 @@ def test_batches_a_node_refuses_leave_the_backlog(
     assert items(r) == (0, 0)
 
 
+def test_only_the_newest_jobs_are_read(
+    r: redis.Redis, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged index of millions of jobs costs no more than the producers' cap."""
+    old = client.map(tasks.add, [(1, 1)] * 5)
+    new = client.map(tasks.add, [(1, 1)] * 3)
+    assert items(r) == (8, 0)
+    monkeypatch.setattr(backlog, "MAX_JOBS", 1)
+    assert items(r) == (3, 0) and old.id != new.id
+
+
 def test_unreadable_records_count_as_nothing(r: redis.Redis) -> None:
     r.zadd(keys.NODES, {"n-bad": 1, "n-worse": 1})
     r.hset(keys.node("n-bad"), mapping={backlog.HELD_FIELD: "not json", "heartbeat_at": 1})

@@ -33,6 +33,11 @@ from taskfan.keys import JobKeys, QueueKeys
 
 #: the node record's field with the items held per queue
 HELD_FIELD = "held_items"
+#: jobs read per queue, newest first: the size producers keep the index at
+#: (``producer.records.JOBS_INDEXED``), so a forged index cannot make it larger
+MAX_JOBS = 10_000
+#: node records read
+MAX_NODES = 10_000
 
 
 def held_items(queue_counts: Iterable[tuple[str, int]]) -> str:
@@ -65,8 +70,8 @@ def sample(client: RedisClient, queues: Sequence[QueueKeys]) -> dict[str, tuple[
     """Per queue: (items waiting, items in flight)."""
     pipe = client.pipeline(transaction=False)
     for queue in queues:
-        pipe.zrange(queue.jobs, 0, -1)
-    pipe.zrange(keys.NODES, 0, -1)
+        pipe.zrange(queue.jobs, -MAX_JOBS, -1)  # the newest
+    pipe.zrange(keys.NODES, -MAX_NODES, -1)  # the latest heartbeats
     *indexes, listed = pipe.execute(raise_on_error=False)
     pipe = client.pipeline(transaction=False)
     counted: list[int] = []
