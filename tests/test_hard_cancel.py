@@ -129,3 +129,20 @@ def test_a_hard_cancel_stops_a_batch_running_queued_and_waiting_at_once(
     )
     assert log.count(line) == 1, log
     assert "(0 chunks of other jobs in it run again)" in log, log
+
+
+def test_a_soft_cancel_can_be_made_hard(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    client = Client.from_url(redis_url)
+    worker = start_worker(processes=1, env=FAST_BEAT)
+    calls = tmp_path / "calls"
+    victim = client.map(
+        tasks.count_until, [(str(calls), str(tmp_path / "never"), 120.0)], star=True
+    )
+    wait_until(calls.exists, 30, message=worker.log)
+    assert victim.cancel()
+    assert not victim.cancel(terminate=True)  # already cancelled: made hard, says False
+    wait_until(lambda: not _entries_of(r, victim.id), timeout=20, message=worker.log)
+    assert f"job {victim.id}: cancelled with terminate: killing the pool" in worker.log()
+    assert list(client.map(tasks.square, [5]).results(timeout=60)) == [25]
