@@ -314,7 +314,11 @@ class Executor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if buffersize is not None:
-            return buffered_map(self, fn, iterables, timeout, buffersize)
+            values = buffered_map(
+                self.client, fn, iterables, timeout, buffersize, chunksize=chunksize,
+                initializer=self._initializer, initargs=self._initargs,
+            )  # fmt: skip
+            return _originals(values)
         end_time = None if timeout is None else time.monotonic() + timeout
         job = self.client.map(
             fn, _Zip(iterables), star=True, chunksize=chunksize,
@@ -363,6 +367,16 @@ class Executor(concurrent.futures.Executor):
                 self._keeper.stop()
         if wait and self._collector is not None:
             self._collector.join()
+
+
+def _originals(values: Iterator[Any]) -> Iterator[Any]:
+    """``values``, a failed item raised as its own exception (``raise_original``);
+    closing this closes ``values``."""
+    try:
+        yield from values
+    except TaskFailed as failed:
+        exc = raise_original(failed)
+        raise exc from exc.__cause__
 
 
 class _Zip:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
+import redis
 
 from producer import Executor
+from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
 from tests.workers import WorkerProcess
 
@@ -130,3 +133,22 @@ def test_never_more_than_buffersize_ahead_of_the_consumer(
             assert counting.taken - consumed <= 3
         results.close()  # type: ignore[attr-defined]
         assert counting.taken <= 43
+
+
+def test_an_endless_buffered_map_holds_about_buffersize_in_redis(
+    redis_url: str, node: WorkerProcess, r: redis.Redis
+) -> None:
+    """Each result read is freed in Redis, and closing the map cancels the rest."""
+    queue = QueueKeys("default")
+    with Executor(redis_url) as executor:
+        results = executor.map(tasks.square, itertools.count(), buffersize=4)
+        for index, value in enumerate(itertools.islice(results, 1_000)):
+            assert value == index * index
+            if index % 100 == 99:
+                ids = cast(list[bytes], r.zrange(queue.jobs, 0, -1))
+                (job_id,) = [raw.decode() for raw in ids]
+                assert r.hlen(JobKeys(job_id).results) <= 4 + 1
+                assert r.xlen(JobKeys(job_id).events) <= 4 + 1 + 16 + 4 + 1
+                assert r.xlen(queue.stream) <= 4 + 1
+        results.close()  # type: ignore[attr-defined]
+        assert r.hget(JobKeys(job_id).meta, "state") == b"cancelled"
