@@ -24,10 +24,12 @@ from producer import Client
 from taskfan import acl, scripts
 from taskfan.cli import main
 from taskfan.errors import ConfigError
+from taskfan.keys import QueueKeys
 from taskfan.server import HOST, RedisServer
 from tests import tasks
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
+from worker import backlog
 
 PASSWORDS = {"worker": os.urandom(8).hex(), "producer": os.urandom(8).hex()}
 BUSY_LOOP = "local i = 0 while true do i = i + 1 end"
@@ -155,5 +157,32 @@ def test_the_worker_role_ends_abandoned_jobs_and_reads_its_peers(fresh: Server) 
         assert len(errors) == 2 and "no live node serving queue default" in errors[0].message
         refused = [e for e in fresh.admin.acl_log() if "setinfo" not in str(e["object"])]
         assert refused == [], "the ACL refused a command taskfan needs"
+    finally:
+        node.close()
+
+
+def test_the_worker_role_samples_the_backlog_for_its_metrics(fresh: Server) -> None:
+    """A node with --metrics-port reads the queue's jobs and the nodes' records
+    at each heartbeat (worker.backlog): its role allows it, nothing is refused."""
+    scripts.load_all(fresh.admin)
+    fresh.admin.acl_log_reset()
+    client = Client.from_url(fresh.url("producer"))
+    job = client.map(tasks.square, range(12), batch_size=4)
+    node = WorkerProcess(fresh.url("worker"), "--metrics-port", "0",
+                         env={"TASKFAN_HEARTBEAT_INTERVAL": "0.2"})  # fmt: skip
+    try:
+        assert job.wait(timeout=60), node.log()
+
+        def sampled() -> bool:  # a heartbeat since the job ended, each with its sample
+            records: Any = fresh.admin.keys("taskfan:node:*")
+            return bool(records) and fresh.admin.hget(records[0], "held_items") == b"{}"
+
+        wait_until(sampled, timeout=30, message=node.log)
+        assert backlog.sample(fresh.as_role("worker"), [QueueKeys("default")]) == {
+            "default": (0, 0)
+        }
+        refused = [e for e in fresh.admin.acl_log() if "setinfo" not in str(e["object"])]
+        assert refused == [], "the ACL refused a command taskfan needs"
+        assert "heartbeat failed" not in node.log()
     finally:
         node.close()
