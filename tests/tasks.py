@@ -69,6 +69,14 @@ def spin_on(x: int, bad: int = 3, limit: float = 60.0) -> int:
     return x
 
 
+def _write_count(counter: Path, calls: int) -> None:
+    """Written aside and renamed: a reader (a test, or another process counting)
+    never sees the count half-written."""
+    partial = counter.with_name(f"{counter.name}.{os.getpid()}.partial")
+    partial.write_text(str(calls))
+    partial.replace(counter)
+
+
 def fail_times(path: str, times: int) -> int:
     """Raise ConnectionError on the first ``times`` calls (counted in the file ``path``).
 
@@ -76,10 +84,7 @@ def fail_times(path: str, times: int) -> int:
     """
     counter = Path(path)
     calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    # Written aside and renamed: a test reading the count never sees it half-written.
-    partial = counter.with_name(f"{counter.name}.{os.getpid()}.partial")
-    partial.write_text(str(calls))
-    partial.replace(counter)
+    _write_count(counter, calls)
     if calls <= times:
         raise ConnectionError(f"call {calls} of {path} fails ({times} fail)")
     return calls
@@ -187,7 +192,7 @@ def count_until(path: str, release: str, limit: float = 60.0) -> int:
     until the file ``release`` exists; the number of calls."""
     counter = Path(path)
     calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(calls))
+    _write_count(counter, calls)
     deadline = time.monotonic() + limit
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.01)

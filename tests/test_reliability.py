@@ -51,19 +51,25 @@ def test_a_killed_node_s_batches_are_reclaimed(
 
 @pytest.mark.cluster
 def test_a_cold_stop_hands_batches_back_at_once(
-    start_worker: StartWorker, client: Client, r: redis.Redis
+    start_worker: StartWorker, client: Client, r: redis.Redis, tmp_path: Path
 ) -> None:
     # Leases last 60 s: the job can only finish in time if the batches come back at once.
     slow_leases = {"TASKFAN_VISIBILITY_TIMEOUT": "60", "TASKFAN_HEARTBEAT_INTERVAL": "0.5"}
     first = start_worker(processes=1, env=slow_leases)
-    job = client.map(tasks.sleep, [0.3] * 6, batch_size=2)
-    wait_until(lambda: pending(r) > 0, timeout=30, message="the first node holds a batch")
+    # Items that run until released: the first node's graceful stop cannot end before
+    # the second SIGTERM (a process already exiting would die of it, Python having
+    # restored SIG_DFL), as it could when the node held a batch it had not started.
+    counter, release = tmp_path / "calls", tmp_path / "release"
+    job = client.map(tasks.count_until, [(str(counter), str(release))] * 6, star=True,
+                     batch_size=2)  # fmt: skip
+    wait_until(counter.exists, timeout=30, message="the first node runs an item")
     first.signal(signal.SIGTERM)
     wait_until(lambda: "finishing the batches in flight" in first.log(), timeout=10,
                message="the first SIGTERM is handled")  # fmt: skip
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0
     assert "cold stop" in first.log()
+    release.touch()
     start_worker(processes=2, env=slow_leases)
     assert job.wait(timeout=30)
     one_outcome_each(r, client, job.id, 6)
