@@ -209,3 +209,19 @@ def test_a_node_answers_its_probes(start_worker: StartWorker) -> None:
 @pytest.mark.parametrize("raw", [None, b"[]", b"{", b'{"q": 1.5}', b"\xff"])
 def test_held_items_parse_defensively(raw: bytes | None) -> None:
     assert backlog._held(raw) == {}
+
+
+def test_the_groups_lag_counts_the_batches_no_node_has_read(
+    r: redis.Redis, client: Client, start_worker: StartWorker
+) -> None:
+    """What KEDA's redis-streams trigger (lagCount) reads to wake nodes from zero:
+    XINFO GROUPS' lag stays a number after nodes acknowledge and delete entries."""
+    queue = QueueKeys("default")
+    node = start_worker(env=FAST)
+    assert client.map(tasks.add, [(1, 1)] * 6, batch_size=2).wait(timeout=60), node.log()
+    assert node.stop() == 0  # scaled to zero
+    client.map(tasks.add, [(1, 1)] * 40, batch_size=10)
+    groups: Any = r.xinfo_groups(queue.stream)
+    (group,) = [g for g in groups if g["name"] == keys.GROUP.encode()]
+    assert group["lag"] == 4  # batches, not the 40 items: the items gauge says those
+    assert items(r) == (40, 0)
