@@ -90,10 +90,11 @@ class DelayProxy:
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            writer.close()  # each pipe then reads its end and finishes
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=MAX_RTT)
+            for task in late:
+                task.cancel()
 
     async def _accept(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

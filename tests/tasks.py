@@ -123,6 +123,12 @@ def nap_square(x: int) -> int:
     return x * x
 
 
+def slow_square(x: int) -> int:
+    """x * x after 20 ms of sleep: throughput follows the processes, not this machine's CPUs."""
+    time.sleep(0.02)
+    return x * x
+
+
 #: inputs that poison ``poison``: segfault, ``os._exit(3)``, an endless loop
 SEGFAULT, EXIT, HANG = -11, -3, -1
 
