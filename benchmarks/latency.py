@@ -5,8 +5,9 @@ reaches it directly ("node delayed") or through a proxy of its own with the
 same delay ("node and producer delayed"). For each round trip (0, 1, 5, 20 and
 40 ms by default) the proxies' delay is set, one untimed job lets the node's
 connections settle, and then seed workloads (b) and (c) run at automatic sizes,
-``repeats`` times each, alternating. The goal (issue 19): a job's median at
-round trip r is at most 1.10 x its median at 0 ms plus 2 r.
+``repeats`` times each; the round trips alternate within each repeat. The goal
+(issue 19): a job's median at round trip r is at most 1.10 x its median at 0 ms
+plus 2 r.
 """
 
 from __future__ import annotations
@@ -59,10 +60,8 @@ def run(options: Options, rtts_ms: Sequence[float], say: Say) -> dict[str, Any]:
             try:
                 node.wait_ready(clients["node"])
                 say(f"node pid {node.pid} ready behind {node_proxy.url}")
-                rows = []
-                for rtt_ms in rtts_ms:
-                    node_proxy.rtt = producer_proxy.rtt = rtt_ms / 1000
-                    rows += _measure(node, clients, items, rtt_ms, options.repeats, say)
+                proxies = [node_proxy, producer_proxy]
+                rows = _measure(node, proxies, clients, items, rtts_ms, options.repeats, say)
             finally:
                 node.stop()
                 for client in clients.values():
@@ -75,26 +74,32 @@ def run(options: Options, rtts_ms: Sequence[float], say: Say) -> dict[str, Any]:
 
 def _measure(
     node: NodeProcess,
+    proxies: list[DelayProxy],
     clients: dict[str, Client],
     items: dict[str, Items],
-    rtt_ms: float,
+    rtts_ms: Sequence[float],
     repeats: int,
     say: Say,
 ) -> list[dict[str, Any]]:
-    """Every mode and scenario ``repeats`` times at one round trip, interleaved."""
-    time_taskfan(clients["node"], items["c"][:100], AUTO)  # untimed: connections settle
+    """Every round trip, mode and scenario ``repeats`` times. The round trips
+    alternate within each repeat (forwards, then backwards), so that a machine
+    whose load drifts spreads the drift over all of them, not onto the last."""
     expected: dict[str, list[Any]] = {}
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[float, str, str], list[float]] = {}
     for repeat in range(repeats):
-        for mode, client in clients.items():
-            for name in SCENARIOS if repeat % 2 == 0 else SCENARIOS[::-1]:
-                node.check_alive()
-                seconds, results = time_taskfan(client, items[name], AUTO)
-                if expected.setdefault(name, results) != results:
-                    raise RuntimeError(f"({name}) at {rtt_ms} ms: the results differ")
-                times.setdefault((mode, name), []).append(seconds)
-                say(f"rtt {rtt_ms:g} ms, {MODES[mode]}, ({name}): {seconds:.3f}s")
-    return [_row(rtt_ms, mode, name, seconds) for (mode, name), seconds in sorted(times.items())]
+        for rtt_ms in rtts_ms if repeat % 2 == 0 else rtts_ms[::-1]:
+            for proxy in proxies:
+                proxy.rtt = rtt_ms / 1000
+            time_taskfan(clients["node"], items["c"][:100], AUTO)  # untimed: the new delay settles
+            for mode, client in clients.items():
+                for name in SCENARIOS:
+                    node.check_alive()
+                    seconds, results = time_taskfan(client, items[name], AUTO)
+                    if expected.setdefault(name, results) != results:
+                        raise RuntimeError(f"({name}) at {rtt_ms} ms: the results differ")
+                    times.setdefault((rtt_ms, mode, name), []).append(seconds)
+                    say(f"rtt {rtt_ms:g} ms, {MODES[mode]}, ({name}): {seconds:.3f}s")
+    return [_row(*key, seconds) for key, seconds in sorted(times.items())]
 
 
 def _row(rtt_ms: float, mode: str, name: str, seconds: list[float]) -> dict[str, Any]:
