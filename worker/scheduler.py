@@ -43,7 +43,7 @@ from worker.liveness import Liveness
 from worker.parts import Part
 from worker.recorder import Recorder
 from worker.retries import RetryHeap
-from worker.sizing import ChunkSizer
+from worker.sizing import REGROW, ChunkSizer, regrown
 from worker.unrunnable import Unrunnable
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Scheduler:
         if entry.count == 0:
             return self.recorder.finish(batch)
         self.batches[key(batch.delivery)] = batch
-        size = batch.chunk_size or self._chunk_size(entry)
+        size = batch.chunk_size = batch.chunk_size or self._chunk_size(entry)
         for lo in range(0, entry.count, size):
             self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
         self.last_chunks = -(-entry.count // size)
@@ -150,7 +150,7 @@ class Scheduler:
         one measured (``worker.sizing``)."""
         if entry.options.hard_timeout:
             return 1
-        return self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize)
+        return self.sizer.chunksize(entry.fn_ref, entry.count, entry.chunksize, entry.job_id)
 
     def batches_wanted(self) -> int:
         """How many batches to read: none while a chunk per process waits, else
@@ -302,7 +302,7 @@ class Scheduler:
             if entry.options.hard_timeout:
                 size = 1
             else:
-                size = self.sizer.chunksize(entry.fn_ref, len(due), entry.chunksize)
+                size = self.sizer.chunksize(entry.fn_ref, len(due), entry.chunksize, entry.job_id)
             chunks += [Chunk.of_retries(batch, due[i : i + size]) for i in range(0, len(due), size)]
         self.pending.extendleft(reversed(chunks))
 
@@ -333,7 +333,9 @@ class Scheduler:
         self.in_pool.discard(chunk)
         if self._dropped(chunk):
             return None
-        self.sizer.observe(chunk.batch.entry.fn_ref, chunk.size, result.seconds)
+        entry = chunk.batch.entry
+        self.sizer.observe(entry.fn_ref, chunk.size, result.seconds, entry.job_id)
+        self._regrow(entry)
         if result.retries and now is None:
             now = self.clock()
         return self._store(chunk.batch, result.parts, result.retries, now or 0.0)
@@ -404,6 +406,27 @@ class Scheduler:
         self.suspects = deque(c for c in self.suspects if id(c.batch) != gone)
         self.release(batch.delivery)
         return Completed.handed_back(batch.delivery)
+
+    def _regrow(self, entry: BatchEntry) -> None:
+        """The job's own cost is measured: re-cut the chunks of its batches that
+        wait for the pool when it makes them ``REGROW`` times larger (a job
+        cut with another job's cost of the same function)."""
+        if entry.options.hard_timeout or not self.sizer.automatic(entry.chunksize):
+            return
+        job = entry.job_id
+        waiting: dict[int, Batch] = {}
+        for c in self.pending:
+            b = c.batch
+            if b.entry.job_id == job and c.retrying is None and not c.suspect:
+                waiting.setdefault(id(b), b)
+        grown = {}
+        for batch in waiting.values():
+            size = self.sizer.chunksize(entry.fn_ref, batch.entry.count, 0, job)
+            if size >= REGROW * max(1, batch.chunk_size):
+                batch.chunk_size = size  # larger: the budget counted more chunks
+                grown[id(batch)] = batch
+        if grown:
+            self.pending = deque(regrown(self.pending, grown))
 
     def _dropped(self, chunk: Chunk) -> bool:
         """Whether the chunk's batch was let go while the chunk ran (its result is

@@ -1,0 +1,137 @@
+"""Sizes that adapt inside a job (issue 18 item 1): a job of a function whose items
+cost far more or less than the function's earlier jobs is re-cut from its own
+measured cost, and producers are told a low estimate. Pure: no Redis, no pool,
+no clock (chunk seconds are given)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+
+from taskfan.options import CallMode, TaskOptions
+from taskfan.protocol import BatchEntry
+from tests.test_scheduler import QUEUE, drain, run
+from worker.batches import Chunk, Delivery
+from worker.child import ChunkResult
+from worker.scheduler import Scheduler
+from worker.sizing import JOBS_REMEMBERED, TARGET_SECONDS, ChunkSizer, regrown
+
+FN = "tests.tasks:square"
+#: the seed's (a) and (b): 3.6 ms and 35 us per item
+DEAR, CHEAP = 3.6e-3, 35e-6
+
+
+def delivery(job_id: str, index: int, count: int, *, chunksize: int = 0,
+             options: TaskOptions | None = None) -> Delivery:  # fmt: skip
+    entry = BatchEntry(
+        job_id=job_id, index=index, start=index * count, count=count, fn_ref=FN,
+        codec="pickle", mode=CallMode.ONE, chunksize=chunksize,
+        payload=pickle.dumps(list(range(count))), options=options or TaskOptions(),
+    )  # fmt: skip
+    fields = {
+        k.encode(): v if isinstance(v, bytes) else str(v).encode()
+        for k, v in entry.fields().items()
+    }
+    return Delivery(QUEUE, f"{job_id}-{index}".encode(), fields)
+
+
+def took(chunk: Chunk, per_item: float) -> ChunkResult:
+    """The chunk's real outcomes, timed as if each item took ``per_item``."""
+    return run(chunk)._replace(seconds=chunk.size * per_item)
+
+
+def dear_history(sizer: ChunkSizer) -> None:
+    """An earlier job measured the function at DEAR seconds an item."""
+    for _ in range(20):
+        sizer.observe(FN, 10, 10 * DEAR, "earlier")
+
+
+def spans(chunks: list[Chunk]) -> list[tuple[int, int]]:
+    return [(c.lo, c.hi) for c in chunks]
+
+
+def test_a_job_100x_cheaper_than_the_last_is_re_cut_after_its_first_chunk() -> None:
+    sizer = ChunkSizer(2)
+    dear_history(sizer)
+    s = Scheduler(2, sizer)
+    assert s.accept(delivery("cheap", 0, 10_000)) is None
+    first = int(TARGET_SECONDS / DEAR)  # cut with the function's (old) cost
+    assert s.batches_wanted() == 0 and len(s.pending) == -(-10_000 // first)
+    sent = drain(s)
+    assert all(c.size == first for c in sent)
+    s.done(sent[0], took(sent[0], CHEAP))
+    # re-cut from the job's own cost: 50 ms of 35 us items, capped at a quarter
+    # of the batch (two chunks per process)
+    grown = min(10_000 // 4, int(TARGET_SECONDS / CHEAP))
+    assert {c.size for c in list(s.pending)[:-1]} == {grown}
+    # every item is still in exactly one chunk, in order
+    covered = spans([*sent, *s.pending])
+    assert covered[0] == (0, first) and covered[-1][1] == 10_000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))
+
+
+def test_every_held_batch_of_the_job_is_re_cut_and_other_jobs_are_not() -> None:
+    sizer = ChunkSizer(2)
+    dear_history(sizer)
+    s = Scheduler(2, sizer)
+    s.accept(delivery("cheap", 0, 4_000))
+    s.accept(delivery("other", 0, 4_000))
+    s.accept(delivery("cheap", 1, 4_000))
+    sent = drain(s)
+    s.done(sent[0], took(sent[0], CHEAP))
+    sizes: dict[tuple[str, int], set[int]] = {}
+    for c in s.pending:
+        sizes.setdefault((c.batch.entry.job_id, c.batch.entry.index), set()).add(c.size)
+    assert max(sizes["cheap", 0]) == max(sizes["cheap", 1]) == 1_000  # a quarter of 4,000
+    assert max(sizes["other", 0]) == int(TARGET_SECONDS / DEAR)  # its own job: not measured
+
+
+def test_fixed_and_hard_timeout_chunks_are_never_re_cut() -> None:
+    for asked, options in ((5, None), (0, TaskOptions(hard_timeout=10.0))):
+        sizer = ChunkSizer(2)
+        dear_history(sizer)
+        s = Scheduler(2, sizer)
+        s.accept(delivery("cheap", 0, 1_000, chunksize=asked, options=options))
+        before = [c.size for c in s.pending]
+        sent = drain(s)
+        s.done(sent[0], took(sent[0], CHEAP))
+        assert {c.size for c in s.pending} == set(before[len(sent) :])
+
+
+def test_regrown_keeps_retries_suspects_and_other_batches_in_place() -> None:
+    s = Scheduler(2, ChunkSizer(2))
+    s.accept(delivery("j", 0, 20, chunksize=2))
+    s.accept(delivery("k", 0, 6, chunksize=2))
+    batch_j = s.pending[0].batch
+    retry = Chunk.of_retries(batch_j, [(1, 2)])
+    suspect = Chunk(batch_j, 0, 2, suspect=True)
+    pending = [retry, suspect, *s.pending]
+    batch_j.chunk_size = 8
+    out = list(regrown(pending, {id(batch_j): batch_j}))
+    assert out[:2] == [retry, suspect]
+    js = [c for c in out[2:] if c.batch is batch_j]
+    assert spans(js) == [(0, 8), (8, 16), (16, 20)]
+    assert [c.batch.entry.job_id for c in out[2:]] == ["j"] * 3 + ["k"] * 3
+
+
+def test_producers_are_told_the_lowest_recent_cost() -> None:
+    sizer = ChunkSizer(2)
+    sizer.observe(FN, 100, 100 * CHEAP, "b")
+    for _ in range(30):  # a long dear job pulls the average up ...
+        sizer.observe(FN, 10, 10 * DEAR, "a")
+    assert sizer.cost(FN) is not None and sizer.cost(FN) > 50 * CHEAP  # type: ignore[operator]
+    # ... but a producer sizing the next job by it would cut a cheap one into
+    # hundreds of tiny batches: it is told the cheap job's cost
+    assert sizer.to_publish(FN, now=0.0) == CHEAP
+    assert math.isclose(sizer.job_cost("a") or 0, DEAR)
+    assert math.isclose(sizer.job_cost("b") or 0, CHEAP)
+
+
+def test_a_node_remembers_a_bounded_number_of_jobs() -> None:
+    sizer = ChunkSizer(2)
+    for n in range(JOBS_REMEMBERED + 10):
+        sizer.observe(FN, 1, 1.0, f"job{n}")
+    assert sizer.job_cost("job0") is None
+    assert sizer.job_cost(f"job{JOBS_REMEMBERED + 9}") == 1.0
+    assert len(sizer._jobs) == JOBS_REMEMBERED
