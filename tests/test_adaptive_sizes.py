@@ -135,3 +135,27 @@ def test_a_node_remembers_a_bounded_number_of_jobs() -> None:
     assert sizer.job_cost("job0") is None
     assert sizer.job_cost(f"job{JOBS_REMEMBERED + 9}") == 1.0
     assert len(sizer._jobs) == JOBS_REMEMBERED
+
+
+def test_a_node_of_short_chunks_reads_one_batch_ahead_before_it_runs_dry() -> None:
+    sizer = ChunkSizer(1)
+    for _ in range(5):
+        sizer.observe(FN, 2, 2 * 0.02, "earlier")  # items of 20 ms
+    s = Scheduler(1, sizer)
+    s.accept(delivery("nap", 0, 25))  # chunks of 2 (50 ms each)
+    assert [c.size for c in s.pending][:2] == [2, 2]
+    wanted = []
+    while s.pending:
+        wanted.append(s.batches_wanted())
+        chunk = s.next_chunk()
+        if chunk is None:  # the pool is full: one finishes
+            done = next(iter(s.in_pool))
+            s.done(done, took(done, 0.02))
+            continue
+        s.sent(chunk, 0.0)
+    # nothing while more than READ_AHEAD_SECONDS of work waits, then one batch
+    assert wanted[0] == 0 and wanted[-1] == 1
+    waiting_at_first_want = len(wanted) - wanted.index(1)
+    assert 0 < waiting_at_first_want <= 4
+    s.accept(delivery("nap", 1, 25))
+    assert s.batches_wanted() == 0  # one batch ahead at most

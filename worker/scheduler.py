@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: batches a node holds per process, at most (reached only when many wait for retries)
 HELD_PER_PROCESS = 64
+#: a node reads its next batch when the chunks waiting hold less than this many
+#: seconds of work per process (``Scheduler.batches_wanted``)
+READ_AHEAD_SECONDS = 0.1
 
 
 class Scheduler:
@@ -156,14 +159,35 @@ class Scheduler:
         """How many batches to read: none while a chunk per process waits, else
         enough to fill the pool's free slots (two chunks per process), counting
         that a batch gives as many chunks as the last one did. So a node of
-        large batches holds one at a time, not one per free slot."""
+        large batches holds one at a time, not one per free slot. One batch
+        more when the chunks waiting are of one batch and hold little work
+        (``_runs_dry``)."""
         backlog = len(self.pending) + len(self.suspects)
-        if self.budget.full():
+        if self.budget.full() or len(self.batches) >= HELD_PER_PROCESS * self.processes:
             return 0
-        if backlog >= self.processes or len(self.batches) >= HELD_PER_PROCESS * self.processes:
-            return 0
+        if backlog >= self.processes:
+            return 1 if self._runs_dry() else 0
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
         return -(-slots // max(1, self.last_chunks))
+
+    def _runs_dry(self) -> bool:
+        """Whether the chunks waiting are of one batch and hold less than
+        ``READ_AHEAD_SECONDS`` of work for the pool (by each job's measured
+        cost): then the next batch is read now, so that a node of many small
+        chunks (items of 20 ms, chunks of one or two) does not wait for the read
+        and decode of its next batch with its processes idle. At most one batch
+        is read ahead so: others' nodes need the rest."""
+        if self.suspects or not self.pending:
+            return False
+        first = self.pending[0].batch
+        if any(c.batch is not first for c in self.pending):
+            return False
+        entry = first.entry
+        cost = self.sizer.job_cost(entry.job_id) or self.sizer.cost(entry.fn_ref)
+        if cost is None:
+            return False  # not measured: a chunk per process is ahead already
+        items = sum(c.size for c in self.pending)
+        return items * cost < READ_AHEAD_SECONDS * self.processes
 
     def take_unstarted(self) -> list[Batch]:
         """Remove and return the batches none of whose chunks has run or is running
