@@ -15,8 +15,10 @@ of a function whose cost per item nodes published (``keys.cost``):
 - the job's items spread evenly over the batches that makes.
 
 With no published cost (a function no node has run yet) batches stay small,
-about ``UNKNOWN_COST_BATCHES`` per job of at most ``UNKNOWN_COST_MAX`` items:
-a slow function still spreads, and nodes measure it within the first batches.
+about ``UNKNOWN_COST_BATCHES`` per job, or ``BATCHES_PER_NODE`` per live node
+when there are more nodes, of at most ``UNKNOWN_COST_MAX`` items: a slow
+function still spreads over every node from the first moment, and nodes
+measure it within the first batches.
 With no length (a generator), batches ramp up 1, 2, 4, ... so the first
 results come back fast, to the size the rules above give per node, or to
 ``RAMP_MAX_UNKNOWN`` items with no published cost.
@@ -75,7 +77,8 @@ def plan(total: int | None, cost: float | None, capacity: Capacity) -> BatchPlan
     if cost is None:
         if total is None:
             return BatchPlan(0, RAMP_MAX_UNKNOWN)
-        return BatchPlan(_even(total, min(UNKNOWN_COST_MAX, _ceil(total, UNKNOWN_COST_BATCHES))))
+        batches = max(UNKNOWN_COST_BATCHES, BATCHES_PER_NODE * max(1, capacity.nodes))
+        return BatchPlan(_even(total, min(UNKNOWN_COST_MAX, _ceil(total, batches))))
     by_time = MAX_BATCH if cost <= 0 else int(BATCH_SECONDS * capacity.processes / cost)
     per_node = max(1, min(MAX_BATCH, by_time))
     if total is None:

@@ -9,6 +9,7 @@ import itertools
 import math
 import pickle
 
+from producer.sizing import BATCHES_PER_NODE, Capacity, plan
 from taskfan.options import CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
 from tests.test_scheduler import QUEUE, drain, run
@@ -159,3 +160,17 @@ def test_a_node_of_short_chunks_reads_one_batch_ahead_before_it_runs_dry() -> No
     assert 0 < waiting_at_first_want <= 4
     s.accept(delivery("nap", 1, 25))
     assert s.batches_wanted() == 0  # one batch ahead at most
+
+
+def test_a_first_job_gives_every_one_of_many_nodes_batches() -> None:
+    """No published cost yet: 64 batches would leave half of 128 nodes idle."""
+    assert plan(6_400, None, Capacity(nodes=1, processes=2)).size == 100  # 64 batches
+    many = plan(6_400, None, Capacity(nodes=128, processes=1)).size
+    assert -(-6_400 // many) >= (BATCHES_PER_NODE - 1) * 128  # about 4 per node, rounded
+
+
+def test_batches_for_many_one_process_nodes_leave_none_idle() -> None:
+    """Issue 19: 32 one-process nodes, 3,200 items of 20 ms: every node gets
+    several batches (and each batch at least two chunks)."""
+    size = plan(3_200, 0.02, Capacity(nodes=32, processes=1)).size
+    assert -(-3_200 // size) >= BATCHES_PER_NODE * 32
