@@ -54,6 +54,19 @@ class PythonProcess:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-4000:]
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` if the process still runs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Whether the process exited within ``timeout`` seconds."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
