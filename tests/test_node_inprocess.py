@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fakeredis
@@ -98,6 +99,40 @@ class FakeQueue(NodeRedis):
         pass
 
 
+def drive(node: Node, script: Callable[[], None], timeout: float = 60) -> int:
+    """Run ``node`` in this (the main) thread while ``script`` runs in another,
+    and return the node's exit code; ``script``'s failure is raised here.
+
+    The node runs in the main thread as it does for real: its pool processes and
+    their forkserver die with the thread that started them (``worker.lifeline``),
+    so a node run in a thread that ends would kill the forkserver under the next
+    test's pool. Should the node not stop, it is stopped cold after ``timeout``.
+    """
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def play() -> None:
+        try:
+            script()
+        except BaseException as exc:  # raised in the test's thread, below
+            failures.append(exc)
+            node.stop(cold=True)
+        if not done.wait(timeout):
+            failures.append(AssertionError(f"the node did not stop within {timeout} s"))
+            node.stop(cold=True)
+
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
+    try:
+        code = node.run()
+    finally:
+        done.set()
+        player.join(timeout=30)
+    if failures:
+        raise failures[0]
+    return code
+
+
 def test_a_stopping_node_finishes_what_runs_and_hands_back_what_did_not_start() -> None:
     # One process (two chunks in the pool at most): batch 0's two chunks fill it,
     # so batch 1, read next, waits with nothing started; batch 2 is never read.
@@ -105,23 +140,15 @@ def test_a_stopping_node_finishes_what_runs_and_hands_back_what_did_not_start() 
     fake = FakeQueue(batches)
     settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2, grace_period=60)
     node = Node(settings, node_redis=fake)
-    outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
-    runner.start()
-    try:
-        wait_until(
-            lambda: key(batches[1]) in node.scheduler.batches,
-            timeout=60,
-            message="the node holds batch 1",
-        )
-        started = {chunk.batch.entry.index for chunk in node.scheduler.in_pool}
+    started: set[int] = set()
+
+    def stop_while_batch_1_waits() -> None:
+        wait_until(lambda: key(batches[1]) in node.scheduler.batches, timeout=60,
+                   message="the node holds batch 1")  # fmt: skip
+        started.update(chunk.batch.entry.index for chunk in list(node.scheduler.in_pool))
         node.stop()
-        runner.join(timeout=60)
-    finally:
-        if runner.is_alive():
-            node.stop(cold=True)
-            runner.join(timeout=30)
-    assert outcome == [0], "the node did not stop in time"
+
+    assert drive(node, stop_while_batch_1_waits) == 0
     assert started == {0}  # what the assertions below rely on
     # Batch 0 ran to its end and was recorded; batch 1 went back unstarted and
     # unrecorded; batch 2 was never read.
@@ -144,30 +171,53 @@ def test_a_burst_node_reads_on_demand_records_each_batch_once_and_ends_when_empt
     fake = FakeQueue(batches)
     settings = Settings(processes=2, heartbeat_interval=0.2, block_seconds=0.2, burst=True)
     node = Node(settings, node_redis=fake)
-    outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
-    runner.start()
-    runner.join(timeout=60)
-    if runner.is_alive():
-        node.stop(cold=True)
-        runner.join(timeout=30)
-    assert outcome == [0], "the burst node did not end once the queue was empty"
+    assert drive(node, lambda: None) == 0  # it ends by itself
     assert sorted(c.delivery.entry_id for c in fake.written) == [d.entry_id for d in batches]
     assert all((c.ok, c.failed) == (3, 0) for c in fake.written)
     assert fake.handed_back == []
 
 
 def test_a_cold_stop_hands_back_the_batch_that_runs_too() -> None:
-    batches = [delivery(0, [30.0, 30.0])]
-    fake = FakeQueue(batches)
+    fake = FakeQueue([delivery(0, [30.0, 30.0])])
     settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2)
     node = Node(settings, node_redis=fake)
-    outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(node.run()), daemon=True)
-    runner.start()
-    wait_until(lambda: node.scheduler.in_pool, timeout=60, message="batch 0 in the pool")
-    node.stop(cold=True)
-    runner.join(timeout=30)
-    assert outcome == [0], "the cold stop did not end the node at once"
+
+    def stop_cold_while_it_runs() -> None:
+        wait_until(lambda: node.scheduler.in_pool, timeout=60, message="batch 0 in the pool")
+        node.stop(cold=True)
+
+    assert drive(node, stop_cold_while_it_runs, timeout=20) == 0
     assert fake.written == []  # nothing recorded: another node runs it all again
+    assert fake.handed_back == [b"1-0"]
+
+
+class Clock:
+    """A monotonic clock a test moves on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_graceful_stop_turns_cold_when_the_node_s_clock_passes_its_grace_period() -> None:
+    fake = FakeQueue([delivery(0, [30.0, 30.0])])
+    clock = Clock()
+    # Two minutes of grace: only the node's own clock can end them within the test.
+    settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2, grace_period=120)
+    node = Node(settings, node_redis=fake, clock=clock)
+    graceful: list[bool] = []
+
+    def stop_then_let_the_grace_period_pass() -> None:
+        wait_until(lambda: node.scheduler.in_pool, timeout=60, message="batch 0 in the pool")
+        node.stop()  # graceful: batch 0 runs on, within its grace period
+        time.sleep(0.5)  # (a stretch of the node's loop, not a synchronisation)
+        graceful.append(bool(node.scheduler.in_pool) and not fake.handed_back)
+        clock.now += 121  # the grace period is over by the node's clock
+        node.stop()  # (wakes its loop, which reads the clock)
+
+    assert drive(node, stop_then_let_the_grace_period_pass, timeout=20) == 0
+    assert graceful == [True]  # it had not given up batch 0 before its clock said so
+    assert fake.written == []
     assert fake.handed_back == [b"1-0"]

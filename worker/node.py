@@ -46,6 +46,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis
@@ -114,12 +115,15 @@ class Node:
         client: RedisClient | None = None,
         *,
         node_redis: NodeRedis | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """A node for ``settings``. Every Redis command of its taskfan queues goes
         through ``node_redis``: given (a test passes a fake one and drives the node
         in-process, its pool real), or built here on ``client``, else on a
-        connection to ``settings.redis_url``."""
+        connection to ``settings.redis_url``. ``clock`` (monotonic seconds) times
+        its grace period, retries, deadlines and pauses."""
         self.settings = settings
+        self.clock = clock
         if node_redis is None:
             node_redis = connect_node_redis(settings, client)
         client = node_redis.client
@@ -133,6 +137,7 @@ class Node:
             settings.processes,
             sizer,
             settings.max_deliveries,
+            clock=clock,
             guard=self.guard,
             unrunnable=self.unrunnable,
         )
@@ -199,7 +204,7 @@ class Node:
         """
         self._cold = self._cold or cold
         if self._stop_by is None:
-            self._stop_by = time.monotonic() + self.settings.grace_period
+            self._stop_by = self.clock() + self.settings.grace_period
         self._stop.set()
         self.events.put(Stop())
         # From a signal handler too: a short call on another connection.
@@ -244,7 +249,7 @@ class Node:
             self._threads.append(thread)
         try:
             while not self._finished():
-                self._demand.ask(stopping=self._stop.is_set(), now=time.monotonic())
+                self._demand.ask(stopping=self._stop.is_set(), now=self.clock())
                 with contextlib.suppress(queue.Empty):
                     self._handle(self.events.get(timeout=self._until_next_deadline()))
                 if self._stop.is_set():
@@ -293,7 +298,7 @@ class Node:
         hand_back_unfinishable(scheduler, self._held, self._rq, self._release, self._stop_by)
         if not self._cold and self._stop_by is not None:
             self._cold = grace_over(
-                scheduler, self.settings.grace_period, self._stop_by, time.monotonic()
+                scheduler, self.settings.grace_period, self._stop_by, self.clock()
             )
 
     # ----------------------------------------------------------------- event loop
@@ -307,7 +312,7 @@ class Node:
                     self._accept(delivery)
                 for_others = sum(self.stats.given_back.values()) - given_back
                 if deliveries and for_others == len(deliveries):
-                    self._demand.pause(time.monotonic())  # all of it is for other nodes
+                    self._demand.pause(self.clock())  # all of it is for other nodes
             case ChunkDone(chunk, future):
                 self._feed.done(chunk, future)
             case Written(completed):
@@ -367,7 +372,7 @@ class Node:
         if not deadlines:
             return None  # an event wakes it
         # Capped (taskfan.bounds): no deadline a value made can overflow the wait.
-        return capped(min(deadlines) - time.monotonic(), MAX_LOOP_WAIT)
+        return capped(min(deadlines) - self.clock(), MAX_LOOP_WAIT)
 
     def _complete_maybe(self, completed: Completed | None) -> None:
         if completed is not None:
@@ -390,7 +395,7 @@ class Node:
         if completed.job_id:
             delivery = completed.delivery
             batch = self.scheduler.batches.get(key(delivery))
-            elapsed = time.monotonic() - batch.started if batch else 0.0
+            elapsed = self.clock() - batch.started if batch else 0.0
             retries = batch.retried if batch else 0
             items = completed.ok + completed.failed
             log.info(

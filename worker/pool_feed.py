@@ -12,7 +12,6 @@ to, so a broken pool's late callbacks are told apart from the new pool's.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -82,7 +81,7 @@ class PoolFeed:
             if self.scheduler.in_pool:
                 return  # a process ran max_tasks_per_child chunks: let the pool empty
             self._recycle()
-        self.scheduler.retries_due(time.monotonic())
+        self.scheduler.retries_due(self.scheduler.clock())
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
             rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
@@ -103,7 +102,7 @@ class PoolFeed:
                 # The pool broke under chunks still in it; their callbacks rebuild it.
                 self.scheduler.unsent(chunk)
                 return
-            self.scheduler.sent(chunk, time.monotonic())
+            self.scheduler.sent(chunk, self.scheduler.clock())
             if rq:
                 assert self._rq is not None
                 self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
@@ -202,7 +201,7 @@ class PoolFeed:
 
     def enforce_deadlines(self) -> None:
         """Kill the pool under a chunk past its hard timeout; rerun the others."""
-        expired = self.scheduler.expired(time.monotonic())
+        expired = self.scheduler.expired(self.scheduler.clock())
         if not expired or self.pool is None:
             return
         for chunk in expired:
