@@ -18,8 +18,9 @@ How batches move through a node::
                     +--------------+  the jobs of the batches held still active?
 
 All state lives in the main thread; the other threads talk to it only through
-the ``events`` queue, so nothing needs a lock but the held entry ids that the
-heartbeat reads (``worker.held``). The main thread's parts: ``worker.scheduler``
+the ``events`` queue (typed messages, one class per kind: ``worker.messages``),
+so nothing needs a lock but the held entry ids that the heartbeat reads
+(``worker.held``). The main thread's parts: ``worker.scheduler``
 keeps the books, ``worker.pool_feed`` talks to the pool, ``worker.demand``
 decides when to read, ``worker.stopping`` what a stopping node lets go of;
 ``worker.beat`` is what the heartbeat does besides leases and the node record.
