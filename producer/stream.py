@@ -37,7 +37,7 @@ from producer.enqueue import Enqueuer, batches_of
 from producer.job import Job
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
-from taskfan.errors import JobAbandoned, JobCancelled, TaskfanError
+from taskfan.errors import ConfigError, JobAbandoned, JobCancelled, TaskfanError
 from taskfan.keys import JobKeys
 from taskfan.protocol import BatchEntry
 
@@ -191,6 +191,14 @@ class StreamJob(Job):
     def outcomes(self, timeout: float | None = None) -> Generator[Any, None, None]:
         """Every item's outcome in input order (once: each batch is freed as it is read)."""
         return self._read(reader.outcomes(self, timeout, self._release))
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[Any]:
+        """Refused: only the in-order reader frees what it read and lets the
+        enqueuer go on; this one would stall the job at its window."""
+        raise ConfigError(
+            f"job {self.id} is a streaming map: read it in order with results() or "
+            "outcomes(), which let its enqueuer go on"
+        )
 
     def _read(self, source: Iterator[Any]) -> Generator[Any, None, None]:
         complete = False

@@ -18,6 +18,7 @@ import redis
 from producer import Client
 from producer.stream import StreamJob
 from taskfan import scripts
+from taskfan.errors import ConfigError
 from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
 from tests.workers import WorkerProcess
@@ -227,3 +228,11 @@ def test_window_is_bounded(redis_url: str) -> None:
 
 def test_the_thread_is_a_daemon() -> None:
     assert all(t.daemon for t in threading.enumerate() if t.name.startswith("taskfan-stream"))
+
+
+def test_as_completed_is_refused_with_the_fix(redis_url: str) -> None:
+    client = Client.from_url(redis_url)
+    job = stream_job(client, range(3))
+    with pytest.raises(ConfigError, match=r"results\(\) or outcomes\(\)"):
+        job.as_completed()
+    job.cancel()
