@@ -115,7 +115,7 @@ def in_order(
             yield batch, codec
             if release is not None:
                 fields = meta.result_fields(index)
-                release(index + 1, fields)
+                events.call("releasing results", release, index + 1, fields)  # rides out outages
                 events.seen.difference_update(f.encode() for f in fields)
         recorded.difference_update(wanted)
         next_index += len(run)
