@@ -109,6 +109,21 @@ def _dumps(codec: Codec, value: Any, portable: bool | None = None) -> tuple[byte
         raise EncodeError(f"cannot encode {type(value).__name__}: {brief(exc)}") from exc
 
 
+def _cause(exc: EncodeError, codec: Codec) -> BaseException | None:
+    """What encoding the value raised (a PicklingError, or the SystemExit of its
+    ``__reduce__``), for the reader to raise as ``ProcessPoolExecutor`` does;
+    None unless the codec carries it there and back."""
+    cause = exc.__cause__
+    if cause is None or not codec.carries_exceptions:
+        return None
+    try:
+        cause = cause.with_traceback(None)
+        back = codec.loads(codec.dumps(cause))
+    except BaseException:  # its pickling ran its own code
+        return None
+    return cause if type(back) is type(cause) else None
+
+
 def _encode_each(
     values: list[Any],
     errors: list[list[Any]],
@@ -140,7 +155,7 @@ def _encode_each(
             piece, plain = _dumps(codec, value, known)
         except EncodeError as exc:
             message = f"the result cannot be encoded with the {codec.name} codec: {exc}"
-            errors.append([offset, "EncodeError", message, "", None])
+            errors.append([offset, "EncodeError", message, "", _cause(exc, codec)])
             values[offset] = None
             continue
         if limit is not None and len(piece) > limit:
