@@ -15,6 +15,7 @@ script: the same NoScriptError, handled the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -50,6 +51,8 @@ _OPEN_ROUND = _load("open_round", "_rounds")
 _LEASE = _load("lease")
 _ABANDON = _load("abandon", "_end_job")
 _RELEASE = _load("release")
+_CANCEL_CALL = _load("cancel_call")
+_STARTED = _load("started")
 
 RECORDED, ALREADY_RECORDED, JOB_GONE, JOB_CANCELLED, ROUND_VOID = 1, 0, -1, -2, -3
 #: what record.lua answers when the record finished its job
@@ -59,7 +62,7 @@ JOB_ABANDONED = -2
 
 
 _ALL = (_RECORD, _SEAL, _DEAD_LETTER, _CANCEL, _RETRY, _REQUEUE, _OPEN_ROUND, _LEASE, _ABANDON,
-        _RELEASE)  # fmt: skip
+        _RELEASE, _CANCEL_CALL, _STARTED)  # fmt: skip
 
 #: what to do when a least-privilege user finds the scripts missing
 LOAD_HINT = (
@@ -130,6 +133,17 @@ def cancel_job(client: RedisClient, job: JobKeys, now: float, terminate: bool = 
     """Cancel an active job; ``terminate``: nodes also kill the processes running
     its items (a hard cancel). See lua/cancel.lua for the return codes."""
     return _run(_CANCEL, client, list(job.all()), [repr(now), "1" if terminate else "0"])
+
+
+def cancel_call(client: RedisClient, queue: QueueKeys, entry_id: bytes | str) -> bool:
+    """Delete a queued entry no node has read yet; False when one has (it runs,
+    or ran) or it is gone (lua/cancel_call.lua)."""
+    return bool(_run(_CANCEL_CALL, client, [queue.stream], [GROUP, entry_id]) == 1)
+
+
+def mark_started(client: RedisClient, job: JobKeys, batches: Sequence[bytes | str]) -> Any:
+    """Add a "started" event per batch to an active job (lua/started.lua)."""
+    return _run(_STARTED, client, [job.meta, job.events], list(batches))
 
 
 def renew_lease(client: RedisClient, job: JobKeys, seconds: float) -> Any:

@@ -31,12 +31,16 @@ from taskfan import keys, scripts
 from taskfan.connection import RedisClient, RedisPipeline
 from taskfan.cost import COST_TTL, encode_cost
 from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.options import CallMode
 from taskfan.pipelines import Sequenced
 from worker.batches import TERMINATED, Completed, Delivery, JobFacts
 from worker.stream_reads import stream_reads
 from worker.unrunnable import Peer, parse_peer
 
 log = logging.getLogger(__name__)
+
+#: the call mode of Executor.submit's entries (taskfan.options.CallMode.CALL)
+_CALL = CallMode.CALL.value.encode()
 
 
 class NodeRedis:
@@ -111,7 +115,25 @@ class NodeRedis:
         for stream, entries in reply:
             queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
-        return self._check_jobs(out)
+        out = self._check_jobs(out)
+        self._announce_calls(out)
+        return out
+
+    def _announce_calls(self, deliveries: list[Delivery]) -> None:
+        """Tell the producers of submit calls (call mode) that this node took
+        them, so their futures turn running: one script call per job, only for
+        reads that hold calls. Advisory: a failure is logged, the batch runs."""
+        by_job: dict[bytes, list[bytes]] = {}
+        for d in deliveries:
+            if d.skip is None and d.fields and d.fields.get(b"m") == _CALL and b"b" in d.fields:
+                by_job.setdefault(d.fields.get(b"j", b""), []).append(d.fields[b"b"])
+        for job_id, batches in by_job.items():
+            if _job_key(job_id) is None:
+                continue
+            try:
+                scripts.mark_started(self.client, JobKeys(job_id.decode()), batches)
+            except (ResponseError, ValueError) as exc:
+                log.warning("job %s: could not mark batches %s started: %s", job_id, batches, exc)
 
     def _check_jobs(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Mark batches of cancelled or vanished jobs.
