@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 import weakref
@@ -27,17 +28,20 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from producer import futures
 from producer.buffered import buffered_map, check_buffersize
 from producer.client import Client
 from producer.events import Events, scan
+from producer.futures import CallFuture, raise_original
 from producer.job import Job
 from producer.lease import LeaseKeeper, lease_field
 from producer.reader import FETCH, fetch
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
-from taskfan.boundary import message, reraise_interrupt, type_name
+from taskfan.boundary import message, type_name
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
+    EncodeError,
     JobNotFound,
     LimitExceeded,
     ProtocolError,
@@ -48,31 +52,10 @@ from taskfan.errors import (
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
 from taskfan.options import CallMode
-from taskfan.outcomes import Outcome, iter_outcomes
+from taskfan.outcomes import Outcome, encode_result, iter_outcomes
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
 from taskfan.transient import AWAY, Backoff
-
-
-class _RemoteTraceback(Exception):
-    def __init__(self, tb: str) -> None:
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
-
-
-def raise_original(failed: TaskFailed) -> BaseException:
-    """The exception to raise for a failed item: the remote one where we have it."""
-    if failed.exception is None:
-        return failed
-    exc = failed.exception
-    try:
-        exc.__cause__ = _RemoteTraceback(f'\n"""\n{failed.traceback}"""')
-    except BaseException as error:  # its class's own __setattr__ ran
-        reraise_interrupt(error)
-        return failed
-    return exc
 
 
 def _check_pool_arguments(initializer: Any, max_tasks_per_child: Any) -> None:
@@ -103,6 +86,9 @@ class Executor(concurrent.futures.Executor):
     (``taskfan worker --max-tasks-per-child N``): a pool process serves many
     jobs, so one job cannot decide when it is replaced.
     """
+
+    #: what a call cancelled before any node took it is recorded as
+    CANCELLED_ERROR = [0, "CancelledError", "cancelled before any node took it", "", None]
 
     def __init__(
         self,
@@ -139,20 +125,33 @@ class Executor(concurrent.futures.Executor):
         self._job: Job | None = None
         self._count = 0
         self._nonce = new_nonce()
-        self._futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self._futures: dict[int, CallFuture] = {}
+        #: jobs of map() calls not yet known to be over: shutdown(wait=True) waits for them
+        self._maps: list[Job] = []
         self._collector: threading.Thread | None = None
         self._spec: JobSpec | None = None
         #: renews the shared job's enqueue lease while this executor lives
         self._keeper: LeaseKeeper | None = None
+        futures.register(self)  # the interpreter's exit waits for our calls
 
     # ----------------------------------------------------------------- submit
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
+        futures.check_accepting()
         called = self.client.describe(fn, self.client.codec)
         fn_ref = called.shown
-        payload = self.client.codec.dumps([(args, kwargs)])
+        try:
+            payload = self.client.codec.dumps([(args, kwargs)])
+        except EncodeError as exc:
+            if exc.__cause__ is None:
+                raise
+            # As the stdlib: the pickling error itself, on the future (it pickles
+            # calls in a thread of its own, so submit() cannot raise it).
+            failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            failed.set_exception(exc.__cause__)
+            return failed
         limit = self.client.limits.max_item_bytes
         if len(payload) > limit:
             raise LimitExceeded(
@@ -181,12 +180,12 @@ class Executor(concurrent.futures.Executor):
             fields = batch_fields(entry, client.queue, client.keyring, self._nonce, time.time())
             pipe.xadd(queue.stream, fields)
             with translate_errors(f"submitting to job {job.id}"):
-                seq.execute()
+                entry_id = seq.execute()[-1]
             if self._keeper is None:  # the job's meta exists now
                 keeper = LeaseKeeper(client.redis, job.keys, client.enqueue_lease).start()
                 self._keeper = keeper
                 weakref.finalize(self, keeper.stop)  # an executor dropped without shutdown()
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future = CallFuture(functools.partial(self._take_back, index, entry_id))
             self._futures[index] = future
             self._count += 1
             if self._collector is None:
@@ -215,17 +214,38 @@ class Executor(concurrent.futures.Executor):
         seq.barrier(raise_on_error=True)  # the job exists before an entry names it
         return self._job
 
+    def _take_back(self, index: int, entry_id: bytes) -> bool:
+        """Delete call ``index`` from the queue if no node took it yet, and
+        record it as cancelled, so that the job still completes; False if a node
+        has it (``CallFuture.cancel``)."""
+        client, job = self.client, self._job
+        assert job is not None
+        with translate_errors(f"cancelling call {index} of job {job.id}"):
+            if not scripts.cancel_call(client.redis, QueueKeys(client.queue), entry_id):
+                return False
+            with self._lock:
+                self._futures.pop(index, None)
+            blob = client.codec.dumps([[None], [self.CANCELLED_ERROR], []])
+            entry = encode_result(index, 1, 1, [blob])
+            if client.keyring is not None:
+                entry = client.keyring.seal_result(job.id, index, client.codec.name, entry)
+            scripts.record_batch(client.redis, job.keys, index, entry, 0, 1, time.time())
+        return True
+
     def _collect(self) -> None:
         assert self._job is not None
         job = self._job
         events = Events(self.client.redis, job.keys, None, self.client.queue)
         backoff = Backoff()
         while True:
-            with self._lock:
-                if self._shutdown and all(f.done() for f in self._futures.values()):
-                    return
+            with self._lock:  # (done() takes the future's lock: not under ours)
+                shutdown, pending = self._shutdown, list(self._futures.values())
+            if shutdown and all(f.done() for f in pending):
+                return
             try:
-                ready, _, stopped = scan(job.id, events.read(), None)
+                fresh = events.read()
+                self._mark_running(fresh)
+                ready, _, stopped = scan(job.id, fresh, None)
                 backoff.reset()
                 for start in range(0, len(ready), FETCH):
                     self._settle_batches(job, ready[start : start + FETCH], events)
@@ -241,6 +261,18 @@ class Executor(concurrent.futures.Executor):
                 text = f"{type_name(exc)}: {message(exc)}"
                 self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {text}"))
                 return
+
+    def _mark_running(self, events: list[dict[bytes, bytes]]) -> None:
+        """A node took these calls ("s=<batch>" events, worker/redis_io.py):
+        their futures are running, and can no longer be cancelled."""
+        for fields in events:
+            started = fields.get(b"s")
+            if started is None or not started.isdigit():
+                continue
+            with self._lock:
+                future = self._futures.get(int(started))
+            if future is not None:
+                future.start()
 
     def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:
         """Settle the futures of these batches. Each submit is a batch of its own
@@ -268,13 +300,13 @@ class Executor(concurrent.futures.Executor):
     def _fail_one(self, index: int, exc: BaseException) -> None:
         with self._lock:
             future = self._futures.pop(index, None)
-        if future is not None and future.set_running_or_notify_cancel():
+        if future is not None and future.start():
             future.set_exception(exc)
 
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:
             future = self._futures.pop(outcome.index, None)
-        if future is None or not future.set_running_or_notify_cancel():
+        if future is None or not future.start():
             return
         if outcome.error is None:
             future.set_result(outcome.value)
@@ -285,9 +317,9 @@ class Executor(concurrent.futures.Executor):
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
-            futures, self._futures = self._futures, {}
-        for future in futures.values():
-            if future.set_running_or_notify_cancel():
+            pending, self._futures = self._futures, {}
+        for future in pending.values():
+            if future.start():
                 future.set_exception(exc)
 
     # ----------------------------------------------------------------- map
@@ -311,6 +343,7 @@ class Executor(concurrent.futures.Executor):
         check_buffersize(buffersize)
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        futures.check_accepting()
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if buffersize is not None:
@@ -320,14 +353,20 @@ class Executor(concurrent.futures.Executor):
             )  # fmt: skip
             return _originals(values)
         end_time = None if timeout is None else time.monotonic() + timeout
-        job = self.client.map(
-            fn, _Zip(iterables), star=True, chunksize=chunksize,
-            initializer=self._initializer, initargs=self._initargs,
-        )  # fmt: skip
+        try:
+            job = self.client.map(
+                fn, _Zip(iterables), star=True, chunksize=chunksize,
+                initializer=self._initializer, initargs=self._initargs,
+            )  # fmt: skip
+        except EncodeError as exc:  # as the stdlib: the pickling error itself
+            if exc.__cause__ is None:
+                raise
+            raise exc.__cause__ from None
+        with self._lock:
+            self._maps.append(job)
         return self._iterate(job, end_time)
 
-    @staticmethod
-    def _iterate(job: Job, end_time: float | None) -> Iterator[Any]:
+    def _iterate(self, job: Job, end_time: float | None) -> Iterator[Any]:
         remaining = None if end_time is None else max(0.0, end_time - time.monotonic())
         complete = False
         try:
@@ -342,6 +381,7 @@ class Executor(concurrent.futures.Executor):
                 # iterator is dropped or raises: stop the rest of the job.
                 with contextlib.suppress(TaskfanError, redis.RedisError):
                     job.cancel()
+            self._forget(job)
 
     # ----------------------------------------------------------------- shutdown
 
@@ -349,10 +389,11 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             already = self._shutdown
             self._shutdown = True
-            futures = list(self._futures.values())
+            pending = list(self._futures.values())
             job, count = self._job, self._count
+            maps = list(self._maps)
         if cancel_futures:
-            for future in futures:
+            for future in pending:
                 future.cancel()
         if job is not None and not already:
             keyring = self.client.keyring
@@ -365,8 +406,43 @@ class Executor(concurrent.futures.Executor):
                 )
             if self._keeper is not None:
                 self._keeper.stop()
-        if wait and self._collector is not None:
-            self._collector.join()
+        if not wait:
+            return
+        while self._collector is not None:
+            self._collector.join(timeout=futures.EXIT_PATIENCE)
+            if not self._collector.is_alive() or not _keep_waiting(self.client):
+                break
+        for map_job in maps:  # as the stdlib, which waits for map()'s futures too
+            self._wait_map(map_job)
+            self._forget(map_job)
+
+    def _forget(self, job: Job) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._maps.remove(job)
+
+    @staticmethod
+    def _wait_map(job: Job) -> None:
+        """Until the job ends; at interpreter exit, only while Redis answers."""
+        while True:
+            try:
+                if job.wait(timeout=futures.EXIT_PATIENCE):
+                    return
+            except (TaskfanError, redis.RedisError):  # cancelled, gone, or Redis went
+                return
+            if not _keep_waiting(job.client):
+                return
+
+
+def _keep_waiting(client: Client) -> bool:
+    """Whether to go on waiting: always, except at interpreter exit with Redis
+    unreachable (the exit would never end; the calls stay queued)."""
+    if not futures.exiting():
+        return True
+    try:
+        client.redis.ping()
+    except (redis.RedisError, OSError):
+        return False
+    return True
 
 
 def _originals(values: Iterator[Any]) -> Iterator[Any]:

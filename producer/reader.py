@@ -157,13 +157,26 @@ def values(job: Job, timeout: float | None, release: Release | None = None) -> I
                 chunks = [None]
             whole = [chunk for chunk in chunks if chunk is not None]
             if len(whole) == len(chunks) and sum(map(len, whole)) == entries[0].count:
+                del chunks
                 for chunk in whole:  # fast path: no Outcome per item
-                    yield from chunk
+                    yield from _drain(chunk)
+                del whole
                 continue
-        for outcome in merged_outcomes(entries, codec, where):
-            if outcome.error is not None:
-                raise outcome.error.to_task_failed(job.id, outcome.index)
-            yield outcome.value
+        merged = merged_outcomes(entries, codec, where)
+        merged.reverse()
+        while merged:
+            error = merged[-1].error
+            if error is not None:
+                raise error.to_task_failed(job.id, merged[-1].index)
+            yield merged.pop().value  # held by nothing here once yielded
+
+
+def _drain(items: list[Any]) -> Iterator[Any]:
+    """The items in order, each let go by the list as it is yielded: a value the
+    caller dropped is freed at once, as the stdlib's ``Executor.map`` promises."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
