@@ -1,0 +1,56 @@
+"""``Executor`` futures: a cancelled call never runs, a call a node took cannot
+be cancelled, and ``running()`` is True while a node has it (issue 17)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from producer import Executor
+from taskfan import keys
+from tests import tasks
+from tests.conftest import StartWorker
+from tests.stdlib_futures import calls
+from tests.stdlib_futures.calls import FileEvent
+
+
+def _until(condition: object, what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not callable(condition) or not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_cancelled_call_never_runs(
+    redis_url: str, start_worker: StartWorker, r: redis.Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    with Executor(redis_url) as executor:
+        future = executor.submit(tasks.touch, str(marker))  # no node yet: still queued
+        assert future.cancel()
+        assert future.cancelled()
+        start_worker()
+        assert executor.submit(tasks.add, 1, 2).result(timeout=60) == 3  # the node serves
+    assert not marker.exists()
+    # the job still completes: the cancelled call counts as failed
+    listed: Any = r.zrange(keys.QueueKeys("default").jobs, 0, -1)
+    (job_id,) = [j.decode() for j in listed]
+    meta = executor.client.job(job_id).meta()
+    assert (meta.state.value, meta.ok, meta.failed) == ("finished", 1, 1)
+
+
+def test_a_call_a_node_runs_is_running_and_cannot_be_cancelled(
+    redis_url: str, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    start_worker()
+    event = FileEvent(str(tmp_path / "go"))
+    with Executor(redis_url) as executor:
+        future = executor.submit(calls.wait_for, event)
+        _until(future.running, "the future never turned running")
+        assert not future.cancel()
+        assert future.running() and not future.cancelled()
+        event.set()
+        assert future.result(timeout=60) is True
