@@ -16,7 +16,14 @@ from tests.test_scheduler import QUEUE, drain, run
 from worker.batches import Chunk, Delivery
 from worker.child import ChunkResult
 from worker.scheduler import Scheduler
-from worker.sizing import JOBS_REMEMBERED, TARGET_SECONDS, ChunkSizer, regrown
+from worker.sizing import (
+    JOBS_REMEMBERED,
+    LONGEST_SECONDS,
+    TARGET_SECONDS,
+    ChunkSizer,
+    guided,
+    regrown,
+)
 
 FN = "tests.tasks:square"
 #: the seed's (a) and (b): 3.6 ms and 35 us per item
@@ -57,10 +64,11 @@ def test_a_job_100x_cheaper_than_the_last_is_re_cut_after_its_first_chunk() -> N
     dear_history(sizer)
     s = Scheduler(2, sizer)
     assert s.accept(delivery("cheap", 0, 10_000)) is None
-    first = int(TARGET_SECONDS / DEAR)  # cut with the function's (old) cost
-    assert s.batches_wanted() == 0 and len(s.pending) == -(-10_000 // first)
+    # cut with the function's (old) cost: chunks of 0.25 s down to 50 ms of it
+    longest = int(LONGEST_SECONDS / DEAR)
     sent = drain(s)
-    assert all(c.size == first for c in sent)
+    first = sent[0].size
+    assert all(c.size <= longest for c in [*sent, *s.pending])
     s.done(sent[0], took(sent[0], CHEAP))
     # re-cut from the job's own cost: 50 ms of 35 us items, capped at a quarter
     # of the batch (two chunks per process)
@@ -85,7 +93,8 @@ def test_every_held_batch_of_the_job_is_re_cut_and_other_jobs_are_not() -> None:
     for c in s.pending:
         sizes.setdefault((c.batch.entry.job_id, c.batch.entry.index), set()).add(c.size)
     assert max(sizes["cheap", 0]) == max(sizes["cheap", 1]) == 1_000  # a quarter of 4,000
-    assert max(sizes["other", 0]) == int(TARGET_SECONDS / DEAR)  # its own job: not measured
+    # the other job is not measured: still cut with the function's cost
+    assert max(sizes["other", 0]) == int(LONGEST_SECONDS / DEAR)
 
 
 def test_fixed_and_hard_timeout_chunks_are_never_re_cut() -> None:
@@ -143,8 +152,8 @@ def test_a_node_of_short_chunks_reads_one_batch_ahead_before_it_runs_dry() -> No
     for _ in range(5):
         sizer.observe(FN, 2, 2 * 0.02, "earlier")  # items of 20 ms
     s = Scheduler(1, sizer)
-    s.accept(delivery("nap", 0, 25))  # chunks of 2 (50 ms each)
-    assert [c.size for c in s.pending][:2] == [2, 2]
+    s.accept(delivery("nap", 0, 25))  # guided: chunks of 12 items (0.25 s) down to 2
+    assert [c.size for c in s.pending] == [12, 7, 3, 2, 1]
     wanted = []
     while s.pending:
         wanted.append(s.batches_wanted())
@@ -174,3 +183,13 @@ def test_batches_for_many_one_process_nodes_leave_none_idle() -> None:
     several batches (and each batch at least two chunks)."""
     size = plan(3_200, 0.02, Capacity(nodes=32, processes=1)).size
     assert -(-3_200 // size) >= BATCHES_PER_NODE * 32
+
+
+def test_guided_chunks_shrink_toward_the_end_of_a_batch() -> None:
+    assert list(guided(25, 2, 12, 1)) == [(0, 12), (12, 19), (19, 22), (22, 24), (24, 25)]
+    assert list(guided(2_500, 625, 625, 2)) == [(0, 625), (625, 1250), (1250, 1875), (1875, 2500)]
+    assert list(guided(10, 3, 3, 2)) == [(0, 3), (3, 6), (6, 9), (9, 10)]  # fixed: even
+    many = list(guided(10_000, 10, 1_000, 4))
+    assert many[0] == (0, 1_000) and many[-1][1] == 10_000
+    sizes = [hi - lo for lo, hi in many]
+    assert sizes == sorted(sizes, reverse=True) and min(sizes[:-1]) == 10

@@ -43,7 +43,7 @@ from worker.liveness import Liveness
 from worker.parts import Part
 from worker.recorder import Recorder
 from worker.retries import RetryHeap
-from worker.sizing import REGROW, ChunkSizer, regrown
+from worker.sizing import REGROW, ChunkSizer, guided, regrown
 from worker.unrunnable import Unrunnable
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,13 @@ class Scheduler:
             return self.recorder.finish(batch)
         self.batches[key(batch.delivery)] = batch
         size = batch.chunk_size = batch.chunk_size or self._chunk_size(entry)
-        for lo in range(0, entry.count, size):
-            self.pending.append(Chunk(batch, lo, min(lo + size, entry.count)))
-        self.last_chunks = -(-entry.count // size)
+        large = size
+        if not entry.options.hard_timeout:
+            large = self.sizer.largest(entry.fn_ref, entry.count, entry.chunksize, entry.job_id)
+        before = len(self.pending)
+        for lo, hi in guided(entry.count, size, large, self.processes):
+            self.pending.append(Chunk(batch, lo, hi))
+        self.last_chunks = len(self.pending) - before
         return None
 
     def _chunk_size(self, entry: BatchEntry) -> int:

@@ -38,6 +38,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from worker.batches import Batch, Chunk
 
 TARGET_SECONDS = 0.05
+#: early in a batch, chunks are aimed at up to this many seconds: chunks shrink
+#: toward the batch's end (guided self-scheduling, ``guided``) to TARGET_SECONDS
+LONGEST_SECONDS = 0.25
 #: chunks per process per batch, at least (when the batch has the items)
 CHUNKS_PER_PROCESS = 2
 #: weight of the newest measurement in the moving average
@@ -114,6 +117,18 @@ class ChunkSizer:
                 cost = min(cost, seconds / items)
         return cost
 
+    def largest(self, fn_ref: str, batch_items: int, asked: int = 0, job_id: str = "") -> int:
+        """The largest chunk of a batch, early in it (``guided``): as ``chunksize``
+        but aimed at LONGEST_SECONDS; equal to it when the chunksize is fixed."""
+        size = self.chunksize(fn_ref, batch_items, asked, job_id)
+        if not self.automatic(asked):
+            return size
+        cost = (self.job_cost(job_id) if job_id else None) or self._cost.get(fn_ref)
+        if cost is None or cost <= 0:
+            return size
+        cap = max(1, math.ceil(batch_items / (self.processes * CHUNKS_PER_PROCESS)))
+        return max(size, min(cap, int(LONGEST_SECONDS / cost)))
+
     def to_publish(self, fn_ref: str, now: float) -> float | None:
         """The cost of ``fn_ref`` if it is new, moved enough or is due again since
         it was last published (then it counts as published), else None."""
@@ -129,6 +144,20 @@ class ChunkSizer:
             return None
         self._published[fn_ref] = (cost, now)
         return cost
+
+
+def guided(count: int, small: int, large: int, processes: int) -> Iterator[tuple[int, int]]:
+    """Bounds (lo, hi) of the chunks of a batch of ``count`` items: guided
+    self-scheduling, each chunk ``remaining / (CHUNKS_PER_PROCESS * processes)``
+    items, at most ``large`` and at least ``small``. Long chunks early cost
+    fewer hand-offs (a node of many small processes on a loaded machine waits
+    on each); short ones at the end keep the last chunk from running alone."""
+    lo = 0
+    while lo < count:
+        share = -(-(count - lo) // (CHUNKS_PER_PROCESS * max(1, processes)))
+        size = max(1, small, min(large, share))
+        yield lo, min(count, lo + size)
+        lo += size
 
 
 def regrown(pending: Iterable[Chunk], grown: Mapping[int, Batch]) -> Iterator[Chunk]:
