@@ -1,9 +1,9 @@
 """The suite's side of a peer: its driver subprocess, asked to time runs.
 
-The driver (and every process its cluster starts that stays in its session) is
-in a process group of its own: ``stop()`` asks it to close its cluster, and
-kills the whole group if it does not exit in time, so a failed run leaves no
-stray processes.
+The driver starts a session of its own (and so a process group): ``stop()``
+asks it to close its cluster, kills its group if it does not exit in time, and
+then every process left in its session (Ray puts each worker in a group of its
+own, but not in a session of its own), so a failed run leaves no strays.
 """
 
 from __future__ import annotations
@@ -17,12 +17,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.processes import REPO
 
 READY_TIMEOUT = 180.0
 RUN_TIMEOUT = 900.0
+
+
+def session_members(sid: int) -> list[int]:
+    """The live (not zombie) processes in session ``sid`` (Linux /proc; none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 class PeerError(RuntimeError):
@@ -69,6 +83,7 @@ class PeerCluster:
                         self.proc.wait(10)
             self._kill_group(signal.SIGKILL)  # whatever its cluster left in the group
             self.proc.wait()
+            self._kill_session()  # ... or in its session
         finally:
             for stream in (self.proc.stdin, self.proc.stdout):
                 if stream is not None:
@@ -78,6 +93,17 @@ class PeerCluster:
     def log(self) -> str:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-4000:]
+
+    def _kill_session(self, timeout: float = 10.0) -> None:
+        """SIGKILL every live process of the driver's session until none is left."""
+        deadline = time.monotonic() + timeout
+        while members := session_members(self.proc.pid):
+            if time.monotonic() > deadline:
+                raise PeerError(f"{self.name}: processes {members} outlived SIGKILL")
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
 
     def _kill_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
