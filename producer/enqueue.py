@@ -131,6 +131,10 @@ class Enqueuer:
             return
         if pending:
             self._flush(pending, seal=False)
+        self._seal()
+
+    def _seal(self) -> None:
+        """Record the job's totals (signed when a keyring is set): no more batches."""
         signature = None
         if self.keyring is not None:
             signature = self.keyring.sign_totals(self.job_id, self.nonce, self.batches, self.total)

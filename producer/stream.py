@@ -37,7 +37,7 @@ from producer.enqueue import Enqueuer, batches_of
 from producer.job import Job
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
-from taskfan.errors import ConfigError, JobAbandoned, JobCancelled, TaskfanError
+from taskfan.errors import ConfigError, JobCancelled, TaskfanError
 from taskfan.keys import JobKeys
 from taskfan.protocol import BatchEntry
 
@@ -158,16 +158,6 @@ class StreamEnqueuer(Enqueuer):
         except (redis.RedisError, OSError):
             return True
         return state == b"active"
-
-    def _seal(self) -> None:
-        signature = None
-        if self.keyring is not None:
-            signature = self.keyring.sign_totals(self.job_id, self.nonce, self.batches, self.total)
-        code = scripts.seal_job(
-            self.client, self.job, self.total, self.batches, time.time(), signature
-        )
-        if code == scripts.JOB_ABANDONED:
-            raise JobAbandoned(self.job_id)
 
 
 class StreamJob(Job):
