@@ -80,8 +80,21 @@ def test_the_file_has_what_a_cluster_needs() -> None:
     assert "--wait" in SERVICES["producer"]["command"]
     assert DOCKERFILE.startswith("#") and "FROM python:3.11-slim" in DOCKERFILE
     assert "RUN pip install ." in DOCKERFILE and "COPY examples" in DOCKERFILE
-    host_port = interpolate(redis_service["ports"][0])
+    # nothing published: whoever reaches this Redis runs code in the workers
+    assert all("ports" not in service for service in SERVICES.values())
+
+
+def test_publishing_redis_on_the_host_requires_a_shared_secret() -> None:
+    """docker-compose.host.yml: Redis on the host's loopback, every node signed-only."""
+    host: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.host.yml").read_text())
+    services = host["services"]
+    host_port = interpolate(services["redis"]["ports"][0])
     assert host_port.startswith("127.0.0.1:") and host_port.endswith(":6379")
+    assert set(services) == {"redis", "worker", "producer"}  # no other service, no other door
+    for name in ("worker", "producer"):
+        secret = services[name]["environment"]["TASKFAN_SECRET"]
+        # ${VAR:?message}: compose refuses to start without it
+        assert re.fullmatch(r"\$\{TASKFAN_SECRET:\?[^}]+\}", secret), secret
 
 
 @pytest.fixture
