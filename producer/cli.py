@@ -42,8 +42,8 @@ from taskfan.errors import ConfigError, FunctionReferenceError
 from taskfan.keys import JobKeys
 from taskfan.options import CallMode
 from taskfan.refs import reference
+from taskfan.secret import read_secret_file
 from taskfan.settings import Settings
-from taskfan.signing import read_secret_file
 from taskfan.transient import AWAY
 
 

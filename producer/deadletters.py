@@ -53,7 +53,8 @@ from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.protocol import BatchEntry
-from taskfan.signing import SIGNATURE_FIELD, Keyring
+from taskfan.sign_batch import SIGNATURE_FIELD
+from taskfan.signing import Keyring
 
 #: fields dead_letter.lua adds in front of the entry's own
 _META_FIELDS = (b"reason", b"entry", b"at")

@@ -8,7 +8,7 @@ that imports nothing: every class or function a pickle names becomes an inert
 placeholder (``Opaque``), which keeps the strings and lists around it intact.
 Values are thus not the real objects (a tool that wants them uses ``Job``),
 but errors, which are plain strings, come through whole. Signed entries are read
-past their signature unchecked (``signing.unverified``): what is shown is what
+past their signature unchecked (``sign_result.unverified``): what is shown is what
 Redis holds; ``Job`` verifies.
 """
 
@@ -32,7 +32,7 @@ from taskfan.outcomes import (
     iter_outcomes,
     merged_outcomes,
 )
-from taskfan.signing import unverified
+from taskfan.sign_result import unverified
 
 #: result entries fetched per HMGET while looking for failures
 FETCH = 32

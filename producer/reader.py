@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from producer.events import Events, scan
-from taskfan import signing
+from taskfan import sign_result
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, ProtocolError, job_ended
@@ -56,7 +56,7 @@ def fetch(
         where = f"job {job.id} batch {field}"
         if data is None:
             raise ProtocolError(f"{where}: result missing (expired or deleted?)")
-        data = signing.open_result(job.client.keyring, data, job.id, field, codec, where)
+        data = sign_result.open_result(job.client.keyring, data, job.id, field, codec, where)
         entries.append(ResultEntry.parse(data, where))
     return entries
 

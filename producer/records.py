@@ -20,7 +20,8 @@ from taskfan.connection import RedisPipeline
 from taskfan.keys import QueueKeys
 from taskfan.options import DEFAULT_OPTIONS, CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
-from taskfan.signing import META_SIGNATURE_FIELD, TOTALS_SIGNATURE_FIELD, Keyring
+from taskfan.sign_meta import META_SIGNATURE_FIELD, TOTALS_SIGNATURE_FIELD
+from taskfan.signing import Keyring
 
 #: jobs a queue's index lists (for status and purge); older ids drop out of it
 JOBS_INDEXED = 10_000

@@ -35,7 +35,7 @@ from taskfan.limits import (
     parse_size,
 )
 from taskfan.refs import check_allow_prefix
-from taskfan.signing import check_secret, read_secret_file
+from taskfan.secret import check_secret, read_secret_file
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 #: seconds an unsealed job lives without its producer renewing its enqueue lease

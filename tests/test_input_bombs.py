@@ -18,7 +18,7 @@ import pytest
 from producer.inputs import read
 from producer.rejects import Rejected
 from taskfan.errors import ConfigError, InvalidInput
-from taskfan.signing import MAX_SECRET_FILE, read_secret_file
+from taskfan.secret import MAX_SECRET_FILE, read_secret_file
 from tests.cli_support import REPO, clean_environ, taskfan
 
 MiB = 1024 * 1024

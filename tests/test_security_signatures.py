@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from taskfan import signing
+from taskfan import secret, sign_result
 from taskfan.codec import JSON
 from taskfan.errors import ConfigError, SignatureError
 from taskfan.options import CallMode, TaskOptions
@@ -106,8 +106,8 @@ def test_results_are_bound_to_job_field_and_codec() -> None:
     with pytest.raises(SignatureError, match="not one of this producer's secrets"):
         Keyring([OLD]).open_result(sealed, "job1", "3", "json", "w")
     # A reader without a keyring drops the envelope unchecked.
-    assert signing.open_result(None, sealed, "job1", "3", "json", "w") == result
-    assert signing.open_result(None, result, "job1", "3", "json", "w") == result
+    assert sign_result.open_result(None, sealed, "job1", "3", "json", "w") == result
+    assert sign_result.open_result(None, result, "job1", "3", "json", "w") == result
 
 
 def test_meta_signatures_cover_what_a_retry_would_run() -> None:
@@ -144,15 +144,15 @@ def test_secrets_must_be_long_enough() -> None:
 def test_secret_files_hold_one_secret_per_line(tmp_path: Path) -> None:
     path = tmp_path / "secret"
     path.write_text(f"\n{NEW}\n  {OLD}  \n\n")
-    assert signing.read_secret_file(str(path)) == (NEW, OLD)
+    assert secret.read_secret_file(str(path)) == (NEW, OLD)
     path.write_text("\n\n")
     with pytest.raises(ConfigError, match=f"secret file {path}: holds no secret"):
-        signing.read_secret_file(str(path))
+        secret.read_secret_file(str(path))
     path.write_text(f"{NEW}\ntooshort\n")
     with pytest.raises(ConfigError, match="secret 2: a secret must be at least 16 bytes"):
-        signing.read_secret_file(str(path))
+        secret.read_secret_file(str(path))
     with pytest.raises(ConfigError, match="cannot read: No such file"):
-        signing.read_secret_file(str(tmp_path / "missing"))
+        secret.read_secret_file(str(tmp_path / "missing"))
 
 
 def test_settings_read_secrets_from_the_environment_without_showing_them(

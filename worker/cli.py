@@ -11,8 +11,8 @@ import click
 from taskfan.cli import BYTE_SIZE, CliError, log_options, warn_secret_argument
 from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
+from taskfan.secret import read_secret_file
 from taskfan.settings import Settings
-from taskfan.signing import read_secret_file
 from worker.node import Node
 
 
