@@ -186,3 +186,32 @@ def test_the_worker_role_samples_the_backlog_for_its_metrics(fresh: Server) -> N
         assert "heartbeat failed" not in node.log()
     finally:
         node.close()
+
+
+def test_the_roles_run_executor_futures_cancel_and_start(fresh: Server, tmp_path: Any) -> None:
+    """A producer takes a queued call back (cancel_call.lua: XRANGE, XINFO
+    GROUPS, XDEL, then record.lua); a worker announces the calls it takes
+    (started.lua): neither is refused."""
+    from producer import Executor
+    from tests.stdlib_futures import calls
+
+    scripts.load_all(fresh.admin)
+    fresh.admin.acl_log_reset()
+    executor = Executor(fresh.url("producer"))
+    node = None
+    try:
+        queued = executor.submit(tasks.square, 2)  # no node yet
+        assert queued.cancel()
+        node = WorkerProcess(fresh.url("worker"))
+        event = calls.FileEvent(str(tmp_path / "go"))
+        taken = executor.submit(calls.wait_for, event)
+        wait_until(taken.running, 60, message="the call never turned running")
+        assert not taken.cancel()
+        event.set()
+        assert taken.result(timeout=60) is True
+    finally:
+        executor.shutdown(wait=False)  # a failure above must not wait for a node
+        if node is not None:
+            node.close()
+    refused = [e for e in fresh.admin.acl_log() if "setinfo" not in str(e["object"])]
+    assert refused == [], "the ACL refused a command taskfan needs"
