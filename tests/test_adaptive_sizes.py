@@ -70,10 +70,11 @@ def test_a_job_100x_cheaper_than_the_last_is_re_cut_after_its_first_chunk() -> N
     first = sent[0].size
     assert all(c.size <= longest for c in [*sent, *s.pending])
     s.done(sent[0], took(sent[0], CHEAP))
-    # re-cut from the job's own cost: 50 ms of 35 us items, capped at a quarter
-    # of the batch (two chunks per process)
-    grown = min(10_000 // 4, int(TARGET_SECONDS / CHEAP))
-    assert {c.size for c in list(s.pending)[:-1]} == {grown}
+    # re-cut from the job's own cost: from a quarter of the batch (two chunks per
+    # process; 0.25 s would be more) down to 50 ms of 35 us items
+    grown = [c.size for c in s.pending]
+    assert 2_000 < grown[0] <= 10_000 // 4 and grown == sorted(grown, reverse=True)
+    assert min(grown[:-1]) == int(TARGET_SECONDS / CHEAP)
     # every item is still in exactly one chunk, in order
     covered = spans([*sent, *s.pending])
     assert covered[0] == (0, first) and covered[-1][1] == 10_000
@@ -117,8 +118,8 @@ def test_regrown_keeps_retries_suspects_and_other_batches_in_place() -> None:
     retry = Chunk.of_retries(batch_j, [(1, 2)])
     suspect = Chunk(batch_j, 0, 2, suspect=True)
     pending = [retry, suspect, *s.pending]
-    batch_j.chunk_size = 8
-    out = list(regrown(pending, {id(batch_j): batch_j}))
+    batch_j.chunk_size = batch_j.chunk_large = 8
+    out = list(regrown(pending, {id(batch_j): batch_j}, 2))
     assert out[:2] == [retry, suspect]
     js = [c for c in out[2:] if c.batch is batch_j]
     assert spans(js) == [(0, 8), (8, 16), (16, 20)]
@@ -193,3 +194,16 @@ def test_guided_chunks_shrink_toward_the_end_of_a_batch() -> None:
     assert many[0] == (0, 1_000) and many[-1][1] == 10_000
     sizes = [hi - lo for lo, hi in many]
     assert sizes == sorted(sizes, reverse=True) and min(sizes[:-1]) == 10
+
+
+def test_a_job_cut_with_a_far_dearer_cost_is_re_cut_into_guided_chunks() -> None:
+    """Items of 20 ms after the node measured the function at 0.3 s (one chunk of
+    one item each): re-cut, from the job's own cost, into chunks from 0.25 s down."""
+    sizer = ChunkSizer(1)
+    sizer.observe(FN, 1, 0.3, "earlier")
+    s = Scheduler(1, sizer)
+    s.accept(delivery("nap", 0, 25))
+    assert {c.size for c in s.pending} == {1}
+    sent = drain(s)
+    s.done(sent[0], took(sent[0], 0.02))
+    assert [c.size for c in s.pending] == [12, 6, 3, 2]  # the 23 items left

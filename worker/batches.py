@@ -118,6 +118,8 @@ class Batch:
     #: what its items (and its chunks) take decoded, estimated (taskfan.limits.decoded_size)
     decoded: int = 0
     chunk_size: int = 0  #: items per chunk, decided when it was taken (0: when admitted)
+    #: items of its first chunks when it was cut (``worker.sizing.guided``; 0: not yet)
+    chunk_large: int = 0
 
 
 #: what the node's bookkeeping takes per chunk (measured: 152 bytes with its

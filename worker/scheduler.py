@@ -146,6 +146,7 @@ class Scheduler:
         large = size
         if not entry.options.hard_timeout:
             large = self.sizer.largest(entry.fn_ref, entry.count, entry.chunksize, entry.job_id)
+        batch.chunk_large = large
         before = len(self.pending)
         for lo, hi in guided(entry.count, size, large, self.processes):
             self.pending.append(Chunk(batch, lo, hi))
@@ -449,12 +450,18 @@ class Scheduler:
                 waiting.setdefault(id(b), b)
         grown = {}
         for batch in waiting.values():
-            size = self.sizer.chunksize(entry.fn_ref, batch.entry.count, 0, job)
-            if size >= REGROW * max(1, batch.chunk_size):
-                batch.chunk_size = size  # larger: the budget counted more chunks
+            count = batch.entry.count
+            small = self.sizer.chunksize(entry.fn_ref, count, 0, job)
+            large = self.sizer.largest(entry.fn_ref, count, 0, job)
+            if small >= REGROW * max(1, batch.chunk_size) or large >= REGROW * max(
+                1, batch.chunk_large
+            ):
+                # never smaller: the budget counted the chunks of the first cut
+                batch.chunk_size = max(small, batch.chunk_size)
+                batch.chunk_large = max(large, batch.chunk_size)
                 grown[id(batch)] = batch
         if grown:
-            self.pending = deque(regrown(self.pending, grown))
+            self.pending = deque(regrown(self.pending, grown, self.processes))
 
     def _dropped(self, chunk: Chunk) -> bool:
         """Whether the chunk's batch was let go while the chunk ran (its result is

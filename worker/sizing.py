@@ -160,10 +160,13 @@ def guided(count: int, small: int, large: int, processes: int) -> Iterator[tuple
         lo += size
 
 
-def regrown(pending: Iterable[Chunk], grown: Mapping[int, Batch]) -> Iterator[Chunk]:
+def regrown(
+    pending: Iterable[Chunk], grown: Mapping[int, Batch], processes: int
+) -> Iterator[Chunk]:
     """``pending`` with the plain chunks of the batches in ``grown`` (by id) re-cut
-    at their batch's ``chunk_size``: each batch's run of items that follow each
-    other is cut anew where its first chunk stood; everything else keeps its place."""
+    from their batch's ``chunk_large`` down to its ``chunk_size`` (``guided``):
+    each batch's run of items that follow each other is cut anew where its first
+    chunk stood; everything else keeps its place."""
     runs: dict[int, list[tuple[int, int]]] = {}
     for c in pending:
         if id(c.batch) in grown and c.retrying is None and not c.suspect:
@@ -178,7 +181,8 @@ def regrown(pending: Iterable[Chunk], grown: Mapping[int, Batch]) -> Iterator[Ch
             yield c
         elif id(c.batch) not in placed:
             placed.add(id(c.batch))
-            size = max(1, c.batch.chunk_size)
+            small = max(1, c.batch.chunk_size)
+            large = max(small, c.batch.chunk_large)
             for lo, hi in runs[id(c.batch)]:
-                for at in range(lo, hi, size):
-                    yield Chunk(c.batch, at, min(at + size, hi))
+                for a, b in guided(hi - lo, small, large, processes):
+                    yield Chunk(c.batch, lo + a, lo + b)
