@@ -7,8 +7,10 @@ functions and bound methods the node cannot import) is adapted, and every
 adaptation says so in a ``# ADAPTED: <why>`` comment. The functions the node
 runs live in ``tests/stdlib_futures/calls.py`` so that it can import them.
 
-Left out, with item 3 of issue 17 (not here yet): the ``initializer`` tests
-(``test_init.py``) and the ``max_tasks_per_child`` tests. Left out as not
+Not here: the ``initializer`` tests (``test_init.py``) and the
+``max_tasks_per_child`` tests belong to item 3 of issue 17 (its port:
+``tests/test_stdlib_init.py``); ``map(buffersize=...)`` to item 4
+(``tests/test_executor_buffersize.py``). Left out as not
 applicable to a remote pool: tests that expect ``BrokenProcessPool`` (a node
 isolates a crashing item and fails it alone instead of breaking the pool:
 docs/reliability.md), tests that count or kill a pool's processes or threads
