@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from taskfan.cli import main
+from taskfan.keys import JobKeys, QueueKeys
 
 REPO = Path(__file__).resolve().parents[1]
 #: TASKFAN_* variables that say where the tests' own Redis is; the rest are cleared
@@ -133,3 +136,49 @@ def descendants(pid: int) -> set[int]:
 def running(pids: set[int]) -> set[int]:
     """The pids that still run (zombies waiting for a reaper do not)."""
     return {pid for pid in pids if process_state(pid) not in ("gone", "Z", "X")}
+
+
+# ------------------------------------------------------------- taskfan run
+
+
+def start_run(
+    popen: list[subprocess.Popen[str]],
+    *args: str,
+    env: dict[str, str],
+    wrap: tuple[str, ...] | None = None,
+) -> subprocess.Popen[str]:
+    """``taskfan run`` of tests.tasks:sleep, one process, batches of 2, its stderr
+    piped; with SIGINT at its default unless ``wrap`` says how else to start it.
+    Added to ``popen`` (the fixture), which kills it at the end of the test."""
+    command = taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args)
+    proc = subprocess.Popen(
+        sigint_default(command) if wrap is None else [*wrap, *command],
+        cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    popen.append(proc)
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
+    """Read the process's stderr line by line until ``pattern`` matches."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        match = pattern.search(line)
+        if match:
+            return match
+    raise AssertionError("never printed " + pattern.pattern + ":\n" + "".join(seen))
+
+
+def job_ids(client: redis.Redis) -> list[str]:
+    """The ids of the jobs on queue ``default``."""
+    ids: Any = client.zrange(QueueKeys("default").jobs, 0, -1)
+    return [i.decode() for i in ids]
+
+
+def some_batches_done(client: redis.Redis) -> bool:
+    """Whether the first job on queue ``default`` has a batch done."""
+    ids = job_ids(client)
+    return bool(ids) and int(client.hget(JobKeys(ids[0]).meta, "batches_done") or 0) > 0

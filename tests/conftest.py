@@ -14,9 +14,11 @@ runs twice: on the server, then on the cluster (``redis_url`` is then a
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -26,6 +28,7 @@ import redis
 from producer import Client
 from taskfan.connection import connect
 from taskfan.server import RedisServer
+from tests.cli_support import write_lines
 from tests.scale.cluster import LocalCluster
 from tests.workers import WorkerProcess
 
@@ -170,3 +173,29 @@ def start_worker(redis_url: str) -> Iterator[StartWorker]:
 @pytest.fixture
 def client(redis_url: str) -> Client:
     return Client.from_url(redis_url)
+
+
+@pytest.fixture
+def popen() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes the test starts (append them): killed at its end if still running."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def slow_input(tmp_path: Path) -> Path:
+    """Input for a ``taskfan run`` of tests.tasks:sleep that takes a while
+    (``tests.cli_support.start_run``): 200 items of 50 ms."""
+    return write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
+
+
+@pytest.fixture
+def node(redis_url: str) -> Iterator[WorkerProcess]:
+    """A worker node on ``redis_url`` (default options), closed after the test."""
+    worker = WorkerProcess(redis_url)
+    yield worker
+    worker.close()

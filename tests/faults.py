@@ -8,21 +8,26 @@ handshake) and, at the k-th:
 - ``"after"``: sends, drops the connection and raises ConnectionError (the
   server did it, the reply is lost);
 - ``"pause"``: prints ``paused <k>`` on stdout after sending and blocks, for a
-  parent process to SIGKILL (``python -m tests.faults URL JOB K``).
+  parent process to SIGKILL (``python -m tests.faults URL JOB K``, which
+  ``kill_retry_at`` runs and kills).
 
 The client makes no retries of its own, so each fault reaches the caller.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -65,6 +70,22 @@ def _main(url: str, job_id: str, at: int) -> None:
     fault = Fault(at, "pause")
     count = Client(faulty_client(url, fault)).job(job_id).retry_failed()
     print(f"done {count}", flush=True)
+
+
+def kill_retry_at(url: str, job_id: str, at: int) -> str:
+    """Retry the job's failed items in a child process that pauses at round trip
+    ``at``; SIGKILL it there. The first line it printed: ``paused <at>``, or
+    ``done <count>`` when the retry needed fewer round trips."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.faults", url, job_id, str(at)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        return child.stdout.readline()
+    finally:
+        child.kill()
+        child.wait()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
-"""Helpers for tests. ``wait_until`` is the only polling tests may do: no sleeps."""
+"""Helpers for tests. ``wait_until`` is the only polling tests may do: no sleeps.
+``Counting`` is an endless input that counts what was taken from it; ``entries_of``
+lists a job's batch entries still in the default queue's stream."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import redis
+
+from taskfan.keys import QueueKeys
 
 T = TypeVar("T")
+
+#: worker env for cancel tests: the node learns of a cancel at its next heartbeat
+FAST_BEAT = {"TASKFAN_HEARTBEAT_INTERVAL": "0.2"}
 
 
 def wait_until(
@@ -29,3 +40,28 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout}s waiting for {text}")
         time.sleep(interval)
+
+
+class Counting:
+    """An endless input (0, 1, 2, ...) that counts the items taken from it
+    (``taken``), and the most it was ever ahead of ``consumed`` (``worst``),
+    which a test advances as it reads results."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.consumed = 0
+        self.worst = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[int]:
+        for n in itertools.count():
+            with self._lock:
+                self.taken += 1
+                self.worst = max(self.worst, self.taken - self.consumed)
+            yield n
+
+
+def entries_of(r: redis.Redis, job_id: str) -> list[Any]:
+    """The ids of job ``job_id``'s entries in queue ``default``'s stream."""
+    entries: Any = r.xrange(QueueKeys("default").stream)
+    return [entry_id for entry_id, fields in entries if fields[b"j"] == job_id.encode()]

@@ -4,7 +4,6 @@ while it sits in the node (read, waiting for a free process) does not run."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -12,17 +11,10 @@ from producer import Client
 from taskfan.keys import GROUP, QueueKeys
 from tests import tasks
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import FAST_BEAT, entries_of, wait_until
 from tests.test_retries_node import node_record
 
 STREAM = QueueKeys("default").stream
-#: the node learns of a cancel at its next heartbeat
-FAST_BEAT = {"TASKFAN_HEARTBEAT_INTERVAL": "0.2"}
-
-
-def _entries_of(r: redis.Redis, job_id: str) -> list[Any]:
-    entries: Any = r.xrange(STREAM)
-    return [entry_id for entry_id, fields in entries if fields[b"j"] == job_id.encode()]
 
 
 def test_a_batch_fetched_before_its_job_was_cancelled_does_not_run(
@@ -45,7 +37,7 @@ def test_a_batch_fetched_before_its_job_was_cancelled_does_not_run(
     wait_until(lambda: node_record(r).get("in_flight") == "2", timeout=30, message=worker.log)
     assert r.xpending(STREAM, GROUP)["pending"] == 2
     assert victim.cancel()
-    wait_until(lambda: not _entries_of(r, victim.id), timeout=30, message=worker.log)
+    wait_until(lambda: not entries_of(r, victim.id), timeout=30, message=worker.log)
     release.write_text("go")
     assert list(blocker.results(timeout=60)) == [1, 1]
     assert list(client.map(tasks.square, [3]).results(timeout=60)) == [9]

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,14 @@ from tests.cli_support import (
     SIGINT_IGNORED,
     clean_environ,
     descendants,
+    job_ids,
     outcomes,
+    read_until,
     run_taskfan,
     running,
     sigint_default,
-    taskfan,
+    some_batches_done,
+    start_run,
     write_lines,
 )
 from tests.helpers import wait_until
@@ -37,11 +39,6 @@ from tests.helpers import wait_until
 EMBEDDED = re.compile(
     r"no Redis configured: using an embedded redis-server \S+ on the unix socket (\S+) "
 )
-
-
-def job_ids(client: redis.Redis) -> list[str]:
-    ids: Any = client.zrange(QueueKeys("default").jobs, 0, -1)
-    return [i.decode() for i in ids]
 
 
 def embedded(socket: str) -> redis.Redis:
@@ -156,56 +153,6 @@ def test_run_imports_task_modules_from_path(tmp_path: Path, how: str) -> None:
         done = run_taskfan(*args, env=clean_environ(TASKFAN_PATH=str(folder)))
     assert done.returncode == 0, done.stderr
     assert [o["result"] for o in outcomes(done.stdout)] == [3, 6]
-
-
-@pytest.fixture
-def slow_input(tmp_path: Path) -> Path:
-    return write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
-
-
-@pytest.fixture
-def popen() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def start_run(
-    popen: list[subprocess.Popen[str]],
-    *args: str,
-    env: dict[str, str],
-    wrap: tuple[str, ...] | None = None,
-) -> subprocess.Popen[str]:
-    """``taskfan run`` of tests.tasks:sleep; with SIGINT at its default unless
-    ``wrap`` says how else to start it."""
-    command = taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", *args)
-    proc = subprocess.Popen(
-        sigint_default(command) if wrap is None else [*wrap, *command],
-        cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    popen.append(proc)
-    return proc
-
-
-def read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
-    """Read the process's stderr line by line until ``pattern`` matches."""
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        match = pattern.search(line)
-        if match:
-            return match
-    raise AssertionError("never printed " + pattern.pattern + ":\n" + "".join(seen))
-
-
-def some_batches_done(client: redis.Redis) -> bool:
-    ids = job_ids(client)
-    return bool(ids) and int(client.hget(JobKeys(ids[0]).meta, "batches_done") or 0) > 0
 
 
 def busy_embedded_run(

@@ -14,13 +14,6 @@ from tests import tasks
 from tests.workers import WorkerProcess
 
 
-@pytest.fixture
-def node(redis_url: str) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(redis_url)
-    yield worker
-    worker.close()
-
-
 def outcomes_of(iterator: Iterator[object]) -> list[object]:
     """Values until the first exception, then (type, args) of that exception."""
     out: list[object] = []

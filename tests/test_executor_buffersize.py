@@ -7,8 +7,6 @@ the bound with an instrumented input."""
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Iterator
 from typing import cast
 
 import pytest
@@ -17,28 +15,8 @@ import redis
 from producer import Executor
 from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
+from tests.helpers import Counting
 from tests.workers import WorkerProcess
-
-
-@pytest.fixture
-def node(redis_url: str) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(redis_url)
-    yield worker
-    worker.close()
-
-
-class Counting:
-    """An endless input that counts the items taken from it."""
-
-    def __init__(self) -> None:
-        self.taken = 0
-        self._lock = threading.Lock()
-
-    def __iter__(self) -> Iterator[int]:
-        for n in itertools.count():
-            with self._lock:
-                self.taken += 1
-            yield n
 
 
 @pytest.mark.parametrize("buffersize", ["foo", 2.0])

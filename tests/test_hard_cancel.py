@@ -7,28 +7,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from producer import Client
 from taskfan.errors import JobCancelled
-from taskfan.keys import QueueKeys
 from tests import tasks
 from tests.cli_support import invoke
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import FAST_BEAT, entries_of, wait_until
 from tests.test_retries_node import node_record
-
-STREAM = QueueKeys("default").stream
-#: the node learns of a cancel at its next heartbeat
-FAST_BEAT = {"TASKFAN_HEARTBEAT_INTERVAL": "0.2"}
-
-
-def _entries_of(r: redis.Redis, job_id: str) -> list[Any]:
-    entries: Any = r.xrange(STREAM)
-    return [entry_id for entry_id, fields in entries if fields[b"j"] == job_id.encode()]
 
 
 def _calls(path: Path) -> int:
@@ -56,7 +45,7 @@ def test_a_hard_cancel_kills_the_running_item_and_reruns_the_other_jobs_item(
         result = invoke("cancel", "--terminate", victim.id, "--redis-url", redis_url)
         assert result.exit_code == 0 and "cancelled" in result.stderr, result.output
     # The node kills the victim's process at its next heartbeat and lets its batch go.
-    wait_until(lambda: not _entries_of(r, victim.id), timeout=20, message=worker.log)
+    wait_until(lambda: not entries_of(r, victim.id), timeout=20, message=worker.log)
     assert time.monotonic() - started < 20  # promptly: far before the task's 120 s
     with pytest.raises(JobCancelled):
         victim.wait(timeout=10)
@@ -97,9 +86,9 @@ def test_a_soft_cancel_lets_the_running_item_finish(
         return len(beats) > 3
 
     wait_until(three_beats, 30)
-    assert _entries_of(r, victim.id), "the running batch was let go before it finished"
+    assert entries_of(r, victim.id), "the running batch was let go before it finished"
     release.write_text("go")
-    wait_until(lambda: not _entries_of(r, victim.id), timeout=30, message=worker.log)
+    wait_until(lambda: not entries_of(r, victim.id), timeout=30, message=worker.log)
     assert "killing the pool" not in worker.log()
     assert _calls(calls) == 1
 
@@ -119,7 +108,7 @@ def test_a_hard_cancel_stops_a_batch_running_queued_and_waiting_at_once(
     )  # fmt: skip
     wait_until(counters[0].exists, 30, message=worker.log)
     assert victim.cancel(terminate=True)
-    wait_until(lambda: not _entries_of(r, victim.id), timeout=20, message=worker.log)
+    wait_until(lambda: not entries_of(r, victim.id), timeout=20, message=worker.log)
     assert list(client.map(tasks.square, [4]).results(timeout=60)) == [16]
     assert [_calls(c) for c in counters] == [1, 0, 0]
     log = worker.log()
@@ -143,6 +132,6 @@ def test_a_soft_cancel_can_be_made_hard(
     wait_until(calls.exists, 30, message=worker.log)
     assert victim.cancel()
     assert not victim.cancel(terminate=True)  # already cancelled: made hard, says False
-    wait_until(lambda: not _entries_of(r, victim.id), timeout=20, message=worker.log)
+    wait_until(lambda: not entries_of(r, victim.id), timeout=20, message=worker.log)
     assert f"job {victim.id}: cancelled with terminate: killing the pool" in worker.log()
     assert list(client.map(tasks.square, [5]).results(timeout=60)) == [25]

@@ -10,8 +10,6 @@ started afterwards must work.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,8 @@ from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
 from tests import tasks
 from tests.conftest import StartWorker
-from tests.faults import Fault, faulty_client
+from tests.faults import Fault, faulty_client, kill_retry_at
 from tests.helpers import wait_until
-from tests.workers import REPO
 
 STREAM = QueueKeys("default").stream
 ITEMS = 4
@@ -105,19 +102,7 @@ def test_a_retry_killed_at_any_round_trip_leaves_the_job_whole(
     at = 1
     while True:
         job = _finished_job(client, tmp_path / f"kill{at}")
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults", redis_url, job.id, str(at)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert child.stdout is not None
-            line = child.stdout.readline()
-            child.kill()
-            child.wait()
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        line = kill_retry_at(redis_url, job.id, at)
         _finish(r, client, job, f"SIGKILL after round trip {at}")
         if line.startswith("done"):
             break

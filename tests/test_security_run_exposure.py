@@ -13,68 +13,24 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from taskfan import keys
-from taskfan.keys import JobKeys, QueueKeys
 from taskfan.server import RedisServer
 from tests.cli_support import (
-    REPO,
     clean_environ,
     descendants,
-    sigint_default,
-    taskfan,
-    write_lines,
+    read_until,
+    some_batches_done,
+    start_run,
 )
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
 
 EMBEDDED = re.compile(r"using an embedded redis-server \S+ on the unix socket (\S+) ")
 PASSWORD = "run-exposure-pw-5b1f0c"
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def start_run(
-    started: list[subprocess.Popen[str]], tmp_path: Path, env: dict[str, str]
-) -> subprocess.Popen[str]:
-    """A ``taskfan run`` that takes a while: 200 items of 50 ms on one process."""
-    items = write_lines(tmp_path / "sleeps.jsonl", ["0.05"] * 200)
-    command = taskfan("run", "tests.tasks:sleep", "-p", "1", "--batch-size", "2", "-i", str(items))
-    proc = subprocess.Popen(
-        sigint_default(command), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    started.append(proc)
-    return proc
-
-
-def read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        match = pattern.search(line)
-        if match:
-            return match
-    raise AssertionError("never printed " + pattern.pattern + ":\n" + "".join(seen))
-
-
-def some_batches_done(client: redis.Redis) -> bool:
-    ids: list[bytes] = client.zrange(QueueKeys("default").jobs, 0, -1)  # type: ignore[assignment]
-    return bool(ids) and int(client.hget(JobKeys(ids[0].decode()).meta, "batches_done") or 0) > 0
 
 
 def cmdline(pid: int) -> str:
@@ -101,9 +57,9 @@ def listening_tcp(pid: int) -> list[str]:
 
 
 def test_the_embedded_server_listens_on_no_port_and_the_worker_refuses_pickle(
-    run: list[subprocess.Popen[str]], tmp_path: Path
+    popen: list[subprocess.Popen[str]], slow_input: Path
 ) -> None:
-    proc = start_run(run, tmp_path, clean_environ())
+    proc = start_run(popen, "-i", str(slow_input), env=clean_environ())
     socket = read_until(proc, EMBEDDED).group(1)
     with redis.Redis(unix_socket_path=socket) as client:
         wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
@@ -121,11 +77,12 @@ def test_the_embedded_server_listens_on_no_port_and_the_worker_refuses_pickle(
 
 
 def test_no_child_shows_the_password_of_a_configured_redis(
-    run: list[subprocess.Popen[str]], tmp_path: Path
+    popen: list[subprocess.Popen[str]], slow_input: Path
 ) -> None:
     with RedisServer(password=PASSWORD) as server:
         assert PASSWORD in server.url and PASSWORD not in cmdline(server.pid or 0)
-        proc = start_run(run, tmp_path, clean_environ(TASKFAN_REDIS_URL=server.url))
+        env = clean_environ(TASKFAN_REDIS_URL=server.url)
+        proc = start_run(popen, "-i", str(slow_input), env=env)
         with redis.Redis.from_url(server.url) as client:
             wait_until(lambda: some_batches_done(client), timeout=30, message="a batch done")
         children = descendants(proc.pid)

@@ -21,33 +21,10 @@ from taskfan import scripts
 from taskfan.errors import ConfigError
 from taskfan.keys import JobKeys, QueueKeys
 from tests import tasks
+from tests.helpers import Counting
 from tests.workers import WorkerProcess
 
 DEADLINE = 10.0
-
-
-@pytest.fixture
-def node(redis_url: str) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(redis_url)
-    yield worker
-    worker.close()
-
-
-class Counting:
-    """An endless input that counts the items taken from it, and checks on each
-    take that it is never more than ``ahead`` items ahead of ``consumed``."""
-
-    def __init__(self, ahead: int | None = None) -> None:
-        self.taken = 0
-        self.consumed = 0
-        self.ahead = ahead
-        self.worst = 0
-
-    def __iter__(self) -> Iterator[int]:
-        for n in itertools.count():
-            self.taken += 1
-            self.worst = max(self.worst, self.taken - self.consumed)
-            yield n
 
 
 def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:

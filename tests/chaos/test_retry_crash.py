@@ -10,8 +10,6 @@ the counters agree with the outcomes, and every key of the job expires.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +27,8 @@ from taskfan.outcomes import ResultEntry, iter_outcomes
 from tests import tasks
 from tests.chaos.conftest import Report
 from tests.conftest import StartWorker
+from tests.faults import kill_retry_at
 from tests.helpers import wait_until
-from tests.workers import REPO
 
 pytestmark = pytest.mark.chaos
 
@@ -95,16 +93,7 @@ def test_a_retry_killed_at_every_round_trip_loses_nothing(
         items = [(str(folder / f"c{i}"), _fails(i)) for i in range(ITEMS)]
         job = client.map(tasks.fail_times, items, star=True, batch_size=BATCH)
         assert job.wait(timeout=120)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults", redis_url, job.id, str(at)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert child.stdout is not None
-            line = child.stdout.readline()
-        finally:
-            child.kill()
-            child.wait()
+        line = kill_retry_at(redis_url, job.id, at)
         where = f"retry SIGKILLed after round trip {at}"
         wait_until(lambda: _settled(r, job), timeout=60, message=where)  # noqa: B023
         if line.startswith("paused"):  # a cut: where did it leave the job?
