@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from taskfan import boundary
 from taskfan.callables import METHOD, PARTIAL, VALUE
 from taskfan.codec import Codec
 from taskfan.errors import EncodeError, FunctionReferenceError
@@ -152,7 +153,7 @@ def _by_value(fn: Callable[..., Any], codec: Codec) -> Described:
     except BaseException as exc:  # its reducers ran: anything may come out
         if not isinstance(exc, Exception):
             raise
-        raise EncodeError(f"{fn!r} cannot be pickled by value: {exc}") from None
+        raise EncodeError(f"{fn!r} cannot be pickled by value: {boundary.brief(exc)}") from None
     target = _target(fn)
     module = getattr(target, "__module__", None) or "__main__"
     qualname = getattr(target, "__qualname__", None) or type(target).__name__
