@@ -31,45 +31,28 @@ from redis.cluster import RedisCluster
 from producer import futures
 from producer.buffered import buffered_map, check_buffersize
 from producer.client import Client
-from producer.events import Events, scan
+from producer.collector import Collector
 from producer.futures import CallFuture, raise_original
 from producer.job import Job
 from producer.lease import LeaseKeeper, lease_field
-from producer.reader import FETCH, fetch
+from producer.pool_compat import Zip, check_pool_arguments, originals
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
-from taskfan.boundary import message, type_name
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
     EncodeError,
-    JobNotFound,
     LimitExceeded,
-    ProtocolError,
     TaskFailed,
     TaskfanError,
-    job_ended,
 )
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
 from taskfan.options import CallMode
-from taskfan.outcomes import Outcome, encode_result, iter_outcomes
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
-from taskfan.transient import AWAY, Backoff
 
 
-def _check_pool_arguments(initializer: Any, max_tasks_per_child: Any) -> None:
-    """What ProcessPoolExecutor refuses, refused alike (same types, same words)."""
-    if initializer is not None and not callable(initializer) and not isinstance(initializer, str):
-        raise TypeError("initializer must be a callable")
-    if max_tasks_per_child is not None:
-        if not isinstance(max_tasks_per_child, int) or isinstance(max_tasks_per_child, bool):
-            raise TypeError("max_tasks_per_child must be an integer")
-        if max_tasks_per_child <= 0:
-            raise ValueError("max_tasks_per_child must be >= 1")
-
-
-class Executor(concurrent.futures.Executor):
+class Executor(Collector, concurrent.futures.Executor):
     """Run calls on taskfan worker nodes.
 
     ``target`` is a Redis URL, a ``redis.Redis`` or ``RedisCluster``, a
@@ -86,9 +69,6 @@ class Executor(concurrent.futures.Executor):
     (``taskfan worker --max-tasks-per-child N``): a pool process serves many
     jobs, so one job cannot decide when it is replaced.
     """
-
-    #: what a call cancelled before any node took it is recorded as
-    CANCELLED_ERROR = [0, "CancelledError", "cancelled before any node took it", "", None]
 
     def __init__(
         self,
@@ -117,7 +97,7 @@ class Executor(concurrent.futures.Executor):
         else:
             self.client = Client.from_env(queues=(queue,), **client_options)
         #: the initializer's reference and encoded arguments ("", b"": none)
-        _check_pool_arguments(initializer, max_tasks_per_child)
+        check_pool_arguments(initializer, max_tasks_per_child)
         self._init = self.client.initializer_of(initializer, initargs, self.client.codec)
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._lock = threading.Lock()
@@ -214,114 +194,6 @@ class Executor(concurrent.futures.Executor):
         seq.barrier(raise_on_error=True)  # the job exists before an entry names it
         return self._job
 
-    def _take_back(self, index: int, entry_id: bytes) -> bool:
-        """Delete call ``index`` from the queue if no node took it yet, and
-        record it as cancelled, so that the job still completes; False if a node
-        has it (``CallFuture.cancel``)."""
-        client, job = self.client, self._job
-        assert job is not None
-        with translate_errors(f"cancelling call {index} of job {job.id}"):
-            if not scripts.cancel_call(client.redis, QueueKeys(client.queue), entry_id):
-                return False
-            with self._lock:
-                self._futures.pop(index, None)
-            blob = client.codec.dumps([[None], [self.CANCELLED_ERROR], []])
-            entry = encode_result(index, 1, 1, [blob])
-            if client.keyring is not None:
-                entry = client.keyring.seal_result(job.id, index, client.codec.name, entry)
-            scripts.record_batch(client.redis, job.keys, index, entry, 0, 1, time.time())
-        return True
-
-    def _collect(self) -> None:
-        assert self._job is not None
-        job = self._job
-        events = Events(self.client.redis, job.keys, None, self.client.queue)
-        backoff = Backoff()
-        while True:
-            with self._lock:  # (done() takes the future's lock: not under ours)
-                shutdown, pending = self._shutdown, list(self._futures.values())
-            if shutdown and all(f.done() for f in pending):
-                return
-            try:
-                fresh = events.read()
-                self._mark_running(fresh)
-                ready, _, stopped = scan(job.id, fresh, None)
-                backoff.reset()
-                for start in range(0, len(ready), FETCH):
-                    self._settle_batches(job, ready[start : start + FETCH], events)
-                if stopped:  # cancelled, or abandoned: no further result will come
-                    self._fail_all(job_ended(job.id, stopped))
-                    return
-            except AWAY:
-                time.sleep(backoff.next())  # Redis is away: try again; futures stay pending
-            except (JobNotFound, TaskfanError) as exc:
-                self._fail_all(exc)
-                return
-            except BaseException as exc:  # never leave futures pending for good
-                text = f"{type_name(exc)}: {message(exc)}"
-                self._fail_all(ProtocolError(f"job {job.id}: reading results failed: {text}"))
-                return
-
-    def _mark_running(self, events: list[dict[bytes, bytes]]) -> None:
-        """A node took these calls ("s=<batch>" events, worker/redis_io.py):
-        their futures are running, and can no longer be cancelled."""
-        for fields in events:
-            started = fields.get(b"s")
-            if started is None or not started.isdigit():
-                continue
-            with self._lock:
-                future = self._futures.get(int(started))
-            if future is not None:
-                future.start()
-
-    def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:
-        """Settle the futures of these batches. Each submit is a batch of its own
-        (batch index = item index), so a batch that cannot be read (a bad
-        signature, a broken entry) fails its own future and no other."""
-        codec = self.client.codec
-        try:
-            entries = fetch(job, fields, codec.name, events)
-        except ProtocolError as exc:
-            if len(fields) == 1:
-                self._fail_one(int(fields[0]), exc)
-            else:
-                for field in fields:
-                    self._settle_batches(job, [field], events)
-            return
-        for field, entry in zip(fields, entries, strict=True):
-            try:
-                outcomes = list(iter_outcomes(entry, codec, f"job {job.id} batch {field}"))
-            except ProtocolError as exc:
-                self._fail_one(int(field), exc)
-                continue
-            for outcome in outcomes:
-                self._settle(job.id, outcome)
-
-    def _fail_one(self, index: int, exc: BaseException) -> None:
-        with self._lock:
-            future = self._futures.pop(index, None)
-        if future is not None and future.start():
-            future.set_exception(exc)
-
-    def _settle(self, job_id: str, outcome: Outcome) -> None:
-        with self._lock:
-            future = self._futures.pop(outcome.index, None)
-        if future is None or not future.start():
-            return
-        if outcome.error is None:
-            future.set_result(outcome.value)
-        else:
-            future.set_exception(
-                raise_original(outcome.error.to_task_failed(job_id, outcome.index))
-            )
-
-    def _fail_all(self, exc: BaseException) -> None:
-        with self._lock:
-            pending, self._futures = self._futures, {}
-        for future in pending.values():
-            if future.start():
-                future.set_exception(exc)
-
     # ----------------------------------------------------------------- map
 
     def map(
@@ -351,11 +223,11 @@ class Executor(concurrent.futures.Executor):
                 self.client, fn, iterables, timeout, buffersize, chunksize=chunksize,
                 initializer=self._initializer, initargs=self._initargs,
             )  # fmt: skip
-            return _originals(values)
+            return originals(values)
         end_time = None if timeout is None else time.monotonic() + timeout
         try:
             job = self.client.map(
-                fn, _Zip(iterables), star=True, chunksize=chunksize,
+                fn, Zip(iterables), star=True, chunksize=chunksize,
                 initializer=self._initializer, initargs=self._initargs,
             )  # fmt: skip
         except EncodeError as exc:  # as the stdlib: the pickling error itself
@@ -410,7 +282,7 @@ class Executor(concurrent.futures.Executor):
             return
         while self._collector is not None:
             self._collector.join(timeout=futures.EXIT_PATIENCE)
-            if not self._collector.is_alive() or not _keep_waiting(self.client):
+            if not self._collector.is_alive() or not futures.keep_waiting(self.client.redis):
                 break
         for map_job in maps:  # as the stdlib, which waits for map()'s futures too
             self._wait_map(map_job)
@@ -429,47 +301,5 @@ class Executor(concurrent.futures.Executor):
                     return
             except (TaskfanError, redis.RedisError):  # cancelled, gone, or Redis went
                 return
-            if not _keep_waiting(job.client):
+            if not futures.keep_waiting(job.client.redis):
                 return
-
-
-def _keep_waiting(client: Client) -> bool:
-    """Whether to go on waiting: always, except at interpreter exit with Redis
-    unreachable (the exit would never end; the calls stay queued)."""
-    if not futures.exiting():
-        return True
-    try:
-        client.redis.ping()
-    except (redis.RedisError, OSError):
-        return False
-    return True
-
-
-def _originals(values: Iterator[Any]) -> Iterator[Any]:
-    """``values``, a failed item raised as its own exception (``raise_original``);
-    closing this closes ``values``."""
-    try:
-        yield from values
-    except TaskFailed as failed:
-        exc = raise_original(failed)
-        raise exc from exc.__cause__
-
-
-class _Zip:
-    """``zip(*iterables)`` with a length when every iterable has one, so that
-    the client sizes batches from it (zip() itself has no length)."""
-
-    def __init__(self, iterables: tuple[Iterable[Any], ...]) -> None:
-        self.iterables = iterables
-        try:
-            self._length: int | None = min(len(it) for it in iterables)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            self._length = None
-
-    def __iter__(self) -> Iterator[Any]:
-        return zip(*self.iterables, strict=False)
-
-    def __len__(self) -> int:
-        if self._length is None:
-            raise TypeError("the inputs have no length")
-        return self._length

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from taskfan.boundary import reraise_interrupt
+from taskfan.connection import RedisClient
 from taskfan.errors import TaskFailed, TaskfanError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,18 @@ def check_accepting() -> None:
 def exiting() -> bool:
     """Whether the interpreter has started to exit."""
     return _interpreter_exiting
+
+
+def keep_waiting(r: RedisClient) -> bool:
+    """Whether to go on waiting: always, except at interpreter exit with Redis
+    unreachable (the exit would never end; the calls stay queued)."""
+    if not exiting():
+        return True
+    try:
+        r.ping()
+    except (redis.RedisError, OSError):
+        return False
+    return True
 
 
 def _python_exit() -> None:
