@@ -1,12 +1,15 @@
 """Helpers for tests. ``wait_until`` is the only polling tests may do: no sleeps.
 ``Counting`` is an endless input that counts what was taken from it; ``entries_of``
-lists a job's batch entries still in the default queue's stream."""
+lists a job's batch entries still in the default queue's stream; ``free_port`` and
+``scrape`` serve tests of a node's metrics port."""
 
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -65,3 +68,18 @@ def entries_of(r: redis.Redis, job_id: str) -> list[Any]:
     """The ids of job ``job_id``'s entries in queue ``default``'s stream."""
     entries: Any = r.xrange(QueueKeys("default").stream)
     return [entry_id for entry_id, fields in entries if fields[b"j"] == job_id.encode()]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> str:
+    """The Prometheus page a node serves on ``port`` (``--metrics-port``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text

@@ -19,8 +19,8 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
-from tests.test_ops_metrics import free_port, samples, scrape
+from tests.helpers import free_port, scrape, wait_until
+from tests.test_ops_metrics import samples
 from worker import backlog
 from worker.metrics import MetricsServer
 from worker.stats import NodeStats, NodeView

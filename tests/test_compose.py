@@ -8,7 +8,6 @@ import functools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import yaml
 from examples.tasks import collatz_steps
 from taskfan.server import RedisServer
 from tests.cli_support import REPO, clean_environ, outcomes
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -104,13 +103,6 @@ def redis_service() -> Iterator[RedisServer]:
     assert command[0] == "redis-server"
     with RedisServer(extra_args=command[1:]) as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def healthy(env: dict[str, str]) -> bool:

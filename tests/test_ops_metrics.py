@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import urllib.request
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env, invoke
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import free_port, scrape, wait_until
 from worker.metrics import NodeCollector
 from worker.stats import DURATION_BUCKETS, NodeStats, NodeView
 
@@ -35,19 +34,6 @@ def samples(text: str) -> Samples:
 
 def value(found: Samples, name: str, **labels: str) -> float:
     return found[(name, tuple(sorted(labels.items())))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-        return text
 
 
 def test_stats_rate_and_weighted_durations() -> None:

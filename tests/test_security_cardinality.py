@@ -12,8 +12,6 @@ enqueue and on nodes), and per-function counters track at most
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
 from typing import Any
 
 import pytest
@@ -28,7 +26,7 @@ from taskfan.protocol import BatchEntry
 from taskfan.refs import MAX_REF_LENGTH, reference
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import free_port, scrape, wait_until
 from worker.batches import Delivery
 from worker.guard import Guard
 from worker.metrics import NodeCollector
@@ -88,19 +86,6 @@ def test_a_function_reference_has_a_length_limit_at_enqueue_and_on_nodes() -> No
         BatchEntry.parse(fields, "entry 1-0")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-        return text
-
-
 @pytest.mark.parametrize("secret", [True, False], ids=["signed-node", "open-node"])
 def test_thousands_of_forged_function_names_leave_the_metrics_page_bounded(
     redis_url: str, r: redis.Redis, start_worker: StartWorker, secret: bool
@@ -109,7 +94,7 @@ def test_thousands_of_forged_function_names_leave_the_metrics_page_bounded(
     a node with a secret refuses them unverified, a node without one fails them
     (no such module); either way its page stays small."""
     forged = 3000
-    port = _free_port()
+    port = free_port()
     env = {"TASKFAN_SECRET": SECRET} if secret else {}
     worker = start_worker("--metrics-port", str(port), "--metrics-host", "127.0.0.1", env=env)
     client = Client.from_url(redis_url, secret=SECRET if secret else None)
@@ -125,7 +110,7 @@ def test_thousands_of_forged_function_names_leave_the_metrics_page_bounded(
 
     def processed() -> float:
         try:
-            page = _scrape(port)
+            page = scrape(port)
         except OSError:
             return -1
         return sum(
@@ -136,7 +121,7 @@ def test_thousands_of_forged_function_names_leave_the_metrics_page_bounded(
 
     wait_until(lambda: processed() >= forged + 1, timeout=180,
                message=lambda: f"forged entries processed:\n{worker.log()[-2000:]}")  # fmt: skip
-    page = _scrape(port)
+    page = scrape(port)
     assert len(page) < 400 * 1024, len(page)
     assert page.count("forged_module_") <= 3 * MAX_FUNCTIONS * 10
 
