@@ -32,7 +32,18 @@ CORE = [
     "worker.sizing",
 ]
 #: what the core may not import, directly or through what it imports
-FORBIDDEN = ("redis", "worker.redis_io", "worker.io_threads", "worker.stream_reads")
+FORBIDDEN = (
+    "redis",
+    "worker.redis_io",
+    "worker.redis_groups",
+    "worker.batch_reads",
+    "worker.job_states",
+    "worker.batch_writes",
+    "worker.leases",
+    "worker.node_record",
+    "worker.io_threads",
+    "worker.stream_reads",
+)
 
 
 def _source(module: str) -> Path | None:

@@ -19,7 +19,7 @@ from taskfan.keys import QueueKeys
 from taskfan.protocol import BatchEntry
 
 #: why a job ended when it was cancelled with terminate: its running items are
-#: killed (``worker.redis_io`` says it of a job, the scheduler acts on it)
+#: killed (``worker.job_states`` says it of a job, the scheduler acts on it)
 TERMINATED = "the job was cancelled with terminate"
 
 

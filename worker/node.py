@@ -77,8 +77,9 @@ from worker.messages import (
     new_events,
     unhandled,
 )
+from worker.node_record import new_node_id
 from worker.pool_feed import PoolFeed
-from worker.redis_io import NodeRedis, new_node_id
+from worker.redis_io import NodeRedis
 from worker.scheduler import Scheduler
 from worker.sizing import ChunkSizer
 from worker.stats import NodeStats, NodeView

@@ -16,7 +16,7 @@ and a node refuses a signed entry
 
 A refused entry is dead-lettered with the reason and nothing of it is recorded:
 its job has ended, or what it claims cannot be trusted. Cancelled and abandoned
-jobs are skipped as before (``worker.redis_io``). What stays open: a replay
+jobs are skipped as before (``worker.job_states``). What stays open: a replay
 within the age limit of a batch of a job that is still active runs again;
 ``record.lua`` records each batch once, so its first outcome stands.
 """
