@@ -1,8 +1,9 @@
 """The node's scheduling core stays pure: no Redis, no clock of its own.
 
-The scheduler, intake, recorder, retry heap, chunk sizing, decoded budget,
-liveness books, demand and the core types (``worker.batches``) decide what to
-run and what a batch's outcome is; the Redis I/O and the threads live around
+The scheduler and its parts (held books, chunk queue, chunk results, job
+ends), intake, recorder, retry heap, chunk sizing, decoded budget, liveness
+books, demand and the core types (``worker.batches``) decide what to run and
+what a batch's outcome is; the Redis I/O and the threads live around
 them. These checks read the source (no import runs): a core module, or anything
 it imports at run time (``TYPE_CHECKING`` blocks aside), must not import
 ``redis`` or the node's Redis I/O modules, and a core module must not call
@@ -23,8 +24,12 @@ from tests.cli_support import REPO
 CORE = [
     "worker.batches",
     "worker.budget",
+    "worker.chunk_queue",
+    "worker.chunk_results",
     "worker.demand",
+    "worker.held_books",
     "worker.intake",
+    "worker.job_ends",
     "worker.liveness",
     "worker.recorder",
     "worker.retries",
