@@ -45,6 +45,15 @@ def wait_until(
         time.sleep(interval)
 
 
+def dead_letters(r: redis.Redis, queue: str, count: int = 1, timeout: float = 30) -> Any:
+    """The queue's dead letters, once there are at least ``count``. A node records a
+    refused batch's outcomes (job slot) before it writes the dead letter (queue
+    slot), so a reader may see the outcomes first."""
+    key = QueueKeys(queue).dead
+    wait_until(lambda: r.xlen(key) >= count, timeout, message=f"{count} dead letter(s) in {key}")
+    return r.xrange(key)
+
+
 class Counting:
     """An endless input (0, 1, 2, ...) that counts the items taken from it
     (``taken``), and the most it was ever ahead of ``consumed`` (``worst``),

@@ -26,7 +26,6 @@ from taskfan import keys
 from taskfan.callables import METHOD, PARTIAL, VALUE
 from taskfan.codec import JSON, PICKLE
 from taskfan.errors import EncodeError, FunctionReferenceError, LimitExceeded, TaskFailed
-from taskfan.keys import QueueKeys
 from taskfan.meta import JobMeta
 from taskfan.options import CallMode
 from taskfan.protocol import BatchEntry
@@ -35,7 +34,7 @@ from taskfan.signing import Keyring
 from tests import tasks
 from tests.cli_support import invoke
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import dead_letters, wait_until
 from worker.guard import Guard
 
 #: (callable, argument, result, label) for each kind of callable
@@ -268,7 +267,7 @@ def test_functions_by_value_run_when_asked_and_no_pickle_nodes_refuse_them(
     assert job.wait(timeout=60)
     [error] = [o.error for o in job.outcomes() if o.error]
     assert error.type == "PickleRefused" and "sent by value" in error.message
-    letters: Any = r.xrange(QueueKeys("strict").dead)
+    letters: Any = dead_letters(r, "strict")
     assert any(b"sent by value" in fields[b"reason"] for _, fields in letters)
     with pytest.raises(TaskFailed, match="sent by value"):
         list(strict.submit(lambda: 1).results(timeout=60))

@@ -21,7 +21,7 @@ from taskfan.options import CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.conftest import StartWorker
-from tests.helpers import wait_until
+from tests.helpers import dead_letters, wait_until
 from worker.batches import Completed, Delivery
 from worker.guard import Guard
 from worker.scheduler import Scheduler
@@ -140,7 +140,7 @@ def test_a_node_dead_letters_a_batch_that_decodes_too_large_and_keeps_serving(
     assert error is not None and error.type == "BatchTooLarge", error
     assert "(500003 containers, 2 chunks) would take about" in error.message, error.message
     assert "over this node's max_decoded_bytes (32 MiB)" in error.message
-    letters: Any = r.xrange(QUEUE.dead)
+    letters: Any = dead_letters(r, QUEUE.name)
     assert [fields[b"reason"] for _, fields in letters] == [error.message.encode()]
     good = client.map(tasks.identity, [[[]] * 1000] * 20, batch_size=5)
     assert list(good.results(timeout=60)) == [[[]] * 1000] * 20

@@ -21,6 +21,7 @@ from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allow_prefix, module_allowed, resolve
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
+from tests.helpers import dead_letters
 from worker.batches import Delivery
 from worker.child import run_chunk
 from worker.guard import Guard
@@ -143,7 +144,7 @@ def test_a_node_runs_only_allowed_functions(
     assert "outside its allowlist" in next(refused.errors()).error.message  # type: ignore[union-attr]
     assert "defined in 'posix'" in next(escape.errors()).error.message  # type: ignore[union-attr]
     assert not marker.exists() and not shell.exists()
-    letters: Any = r.xrange(QueueKeys("default").dead)
+    letters: Any = dead_letters(r, "default", count=2)
     # Both refused once no live node serving the queue would run them: dead letters
     # (the import refused in the pool process, too: worker.unrunnable).
     reasons = sorted(fields[b"reason"] for _, fields in letters)

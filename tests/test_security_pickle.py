@@ -13,11 +13,11 @@ import redis
 
 from producer import Client, Executor
 from taskfan.errors import ConfigError, PickleRefused, TaskFailed
-from taskfan.keys import QueueKeys
 from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env, invoke, outcomes, write_lines
 from tests.conftest import StartWorker
+from tests.helpers import dead_letters
 
 __all__ = ["clean_env"]
 
@@ -54,7 +54,7 @@ def test_a_no_pickle_node_refuses_pickle_batches_without_reading_them(
     assert failed[0].error is not None
     assert f"job {job.id} batch 0: uses the pickle codec" in failed[0].error.message
     assert not marker.exists()
-    entries: Any = r.xrange(QueueKeys("default").dead)
+    entries: Any = dead_letters(r, "default")
     [(_, letter)] = entries
     assert b"which this node refuses (--no-pickle" in letter[b"reason"]
 
