@@ -145,7 +145,11 @@ def test_three_nodes_one_cannot_import_the_task_module(
     task module on its path (as in the issue, where 600 of 20,000 items failed)."""
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "lifemod.py").write_text("def square(x):\n    return x * x\n")
+    # 0.5 ms an item: the job lasts seconds, so the bad node surely takes batches
+    # (on a quiet machine the good nodes ran trivial items before it read once)
+    (folder / "lifemod.py").write_text(
+        "import time\n\ndef square(x):\n    time.sleep(0.0005)\n    return x * x\n"
+    )
     good = [start_worker("--path", str(folder), processes=1, env=FAST_NODE) for _ in range(2)]
     bad = start_worker(processes=1, env=FAST_NODE)
     wait_until(lambda: r.zcard(keys.NODES) == 3, timeout=30, message=bad.log)
