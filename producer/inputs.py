@@ -42,7 +42,7 @@ from typing import IO, Any
 from producer.input_lines import Lines, text_lines, too_long
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput, TaskfanError
-from taskfan.limits import format_size
+from taskfan.limits import DECODED_PER_BYTE, DECODED_PER_CONTAINER, decoded_size, format_size
 
 FORMATS = ("jsonl", "csv", "lines")
 CSV_TYPES = ("str", "auto")
@@ -127,6 +127,28 @@ class _SizeCheck:
         self.limit = limit
         self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
+    def decoded(self, text: str, line: int) -> InvalidInput | None:
+        """The InvalidInput for a JSON line whose items would take more than
+        ``DECODED_PER_BYTE`` times the limit once decoded (an item of scalars within
+        the limit never does: only one of many containers, ``[[],[],...]``, can), by
+        the estimate nodes budget with; None when it may be decoded."""
+        limit = self.limit
+        if limit is None or len(text) * (DECODED_PER_BYTE + DECODED_PER_CONTAINER) <= (
+            DECODED_PER_BYTE * limit
+        ):
+            return None
+        estimate, containers = decoded_size("json", text.encode("utf-8", "surrogatepass"))
+        if estimate <= DECODED_PER_BYTE * limit:
+            return None
+        return InvalidInput(
+            f"the item would take about {format_size(estimate)} decoded ({containers:,} "
+            f"lists and objects), over {DECODED_PER_BYTE} times max_item_bytes "
+            f"({format_size(DECODED_PER_BYTE * limit)}; --max-item-bytes, "
+            "TASKFAN_MAX_ITEM_BYTES): pass large data by reference (a path or URL the task opens)",
+            source=self.source,
+            line=line,
+        )
+
     def __call__(self, item: Any, chars: int, cells: int, line: int) -> Any:
         """The item, or the InvalidInput that says it is too large."""
         limit = self.limit
@@ -161,6 +183,9 @@ def _jsonl(lines: Lines, size: _SizeCheck) -> Iterator[Any]:
         if isinstance(text, InvalidInput):
             yield text
         elif text.strip():
+            if (too_big := size.decoded(text, number)) is not None:
+                yield too_big
+                continue
             try:
                 yield size(
                     json.loads(text, parse_constant=_no_constants, parse_float=_finite),

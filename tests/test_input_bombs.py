@@ -57,6 +57,24 @@ def test_the_cap_is_the_item_limit_by_default_and_counts_no_line_break() -> None
     assert items(b"z" * 100_000, "lines") == ["z" * 100_000]
 
 
+def test_a_line_of_nested_empty_lists_is_refused_before_it_is_decoded() -> None:
+    # 1 MiB of "[]," decodes to 350,000 lists (about 23 MiB as Python objects): a
+    # 16 MiB line of them once took the producer 560 MiB, and a node as much again.
+    # Refused by the decoded-size estimate (taskfan.limits.decoded_size, what nodes
+    # budget by), naming the line, before json.loads builds it.
+    bomb = b"[" + b"[]," * (MiB // 3) + b"[]]"
+    data = b'"ok"\n' + bomb + b"\n[[1, 2], [3, 4]]\n"
+    with pytest.raises(InvalidInput) as info:
+        items(data, "jsonl", max_item_bytes=MiB + MiB // 2)
+    assert str(info.value).startswith("in.x:2: the item would take about "), info.value
+    assert "decoded" in str(info.value)
+    got = items(data, "jsonl", max_item_bytes=MiB + MiB // 2, skip_invalid=True)
+    assert got[0] == "ok" and isinstance(got[1], Rejected) and got[2] == [[1, 2], [3, 4]]
+    # an ordinary nested item of the same length passes
+    matrix = ("[" + ",".join(["[1.25, 2.5, 3.75, 4.0, 5.5]"] * 40_000) + "]").encode()
+    assert len(items(matrix, "jsonl", max_item_bytes=MiB + MiB // 2)[0]) == 40_000
+
+
 def test_a_csv_record_of_many_short_lines_is_capped_as_a_whole() -> None:
     data = b'a,b\n1,2\n3,"' + b"\n" * 50 + b'"\n'
     with pytest.raises(InvalidInput, match=r"^in\.x:3: a record of several lines longer than 40"):
