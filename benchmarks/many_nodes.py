@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         default="10,1000",
         help="batch sizes of the probe's jobs (default %(default)s)",
     )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="how long idle nodes are measured (default %(default)s)",
+    )
     parser.add_argument("--cluster", action="store_true",
                         help="on a local Redis Cluster of three primaries")  # fmt: skip
     args = parser.parse_args(argv)
@@ -113,6 +119,14 @@ def main(argv: list[str] | None = None) -> None:
                       f"worst {min(s.shares):.0%} of ideal ({len(s.shares)} runs)")  # fmt: skip
             print(f"load {os.getloadavg()[0]:.1f}")
             _report(settings, servers, client, args)
+            before = servers.take()
+            time.sleep(args.idle_seconds)
+            idle = servers.since(before, 0, 0, args.idle_seconds)
+            calls = sum(idle.calls.values())
+            print(f"\n{args.nodes} idle nodes for {args.idle_seconds:g}s: Redis CPU "
+                  f"{1e6 * idle.cpu / args.idle_seconds / args.nodes:.0f} µs per second per "
+                  f"node, {calls / args.idle_seconds / args.nodes:.2f} commands per second "
+                  f"per node ({idle.commands()})")  # fmt: skip
         finally:
             for node in nodes:
                 node.stop()
@@ -174,7 +188,13 @@ def _warm(client: Client, nodes: list[NodeProcess]) -> None:
     # warm every node's pool: one item per node, each holding its node a while
     job = client.map(nap, [0.3] * len(nodes), batch_size=1, chunksize=1)
     list(job.results(timeout=TIMEOUT))
-    client.redis.delete(*JobKeys(job.id).all(), keys.cost(reference(nap)))
+    client.redis.delete(*JobKeys(job.id).all())
+    # A node publishes the cost after recording (on a cluster a round trip after):
+    # wait for it, then remove it.
+    cost = keys.cost(reference(nap))
+    while not client.redis.exists(cost) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.redis.delete(cost)
 
 
 def _plan(client: Client, total: int) -> str:

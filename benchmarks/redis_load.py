@@ -85,8 +85,13 @@ class Usage:
         busy = (
             ", ".join(f"{n} {s.cpu / self.seconds:.0%}" for n, s in pairs) if self.seconds else "-"
         )
+        by_server = ""
+        if len(self.per_server) > 1:
+            each = ", ".join(f"{n} {1e6 * s.cpu / batches:.0f}"
+                             for n, s in zip(self.names, self.per_server, strict=True))  # fmt: skip
+            by_server = f" ({each})"
         return (
-            f"Redis CPU {1e6 * self.cpu / batches:.0f} µs per batch, "
+            f"Redis CPU {1e6 * self.cpu / batches:.0f} µs per batch{by_server}, "
             f"{1e6 * self.cpu / items:.1f} µs per item; {sum(self.calls.values()) / batches:.1f} "
             f"commands per batch; busy (CPU / wall time): {busy}"
         )

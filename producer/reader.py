@@ -42,15 +42,22 @@ def fetch(
 ) -> list[ResultEntry]:
     """Result entries of these results fields (batch indexes, or "<index>.<round>"),
     verified with the client's keyring when it has one. With ``events``, the read
-    rides out Redis outages until their deadline."""
+    rides out Redis outages until their deadline, and the entries it already
+    read with the events (``Events.fetched``) are taken from there: when all
+    are, no round trip."""
     r = job.client.redis
-    if events is not None:
-        raw = events.call("reading results", r.hmget, job.keys.results, fields)
-    else:
-        with translate_errors(f"reading results of job {job.id}"):
-            raw = r.hmget(job.keys.results, fields)
-    if None in raw and not _exists(job, events):  # the job's keys went meanwhile
-        raise JobNotFound(job.id)
+    held = events.fetched if events is not None else {}
+    raw: list[bytes | None] = [held.pop(f, None) for f in fields]
+    missing = [f for f, data in zip(fields, raw, strict=True) if data is None]
+    if missing:
+        if events is not None:
+            more = iter(events.call("reading results", r.hmget, job.keys.results, missing))
+        else:
+            with translate_errors(f"reading results of job {job.id}"):
+                more = iter(r.hmget(job.keys.results, missing))
+        raw = [next(more) if data is None else data for data in raw]
+        if None in raw and not _exists(job, events):  # the job's keys went meanwhile
+            raise JobNotFound(job.id)
     entries = []
     for field, data in zip(fields, raw, strict=True):
         where = f"job {job.id} batch {field}"
@@ -95,8 +102,10 @@ def in_order(
         if not run:
             if cancelled:
                 raise job_ended(job.id, cancelled)
+            ahead = range(next_index, next_index + FETCH if batches is None else batches)
+            prefetch = [f for index in ahead[:FETCH] for f in meta.result_fields(index)]
             with translate_errors(f"waiting for results of job {job.id}"):
-                found, sealed, cancelled = scan(job.id, events.read(), batches)
+                found, sealed, cancelled = scan(job.id, events.read(prefetch), batches)
             if batches is None and sealed is not None:
                 total = events.call("reading the job", sealed_total, job, sealed)
             batches = sealed
