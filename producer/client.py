@@ -192,7 +192,7 @@ class Client:
         item of this job there (a module-level function, by reference like
         ``fn``; ``initargs`` encoded with the job's codec). One that raises fails
         the job's items given to that process with ``InitializerError``
-        (``worker.setup``).
+        (``worker.pool.process_setup``).
         """
         options = _task_options(
             timeout, hard_timeout, retries, retry_on, backoff=backoff, backoff_max=backoff_max

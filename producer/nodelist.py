@@ -44,7 +44,7 @@ def _names(field: str | None) -> list[str]:
 
 def _reasons(field: str | None) -> dict[str, str]:
     """A node record's ``cannot_run``: function -> why that node cannot run it
-    (``worker.unrunnable``); {} when missing or unreadable."""
+    (``worker.core.unrunnable``); {} when missing or unreadable."""
     try:
         found = json.loads(field) if field and len(field) < 65536 else {}
     except (ValueError, RecursionError):

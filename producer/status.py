@@ -103,7 +103,7 @@ def render_nodes(nodes: list[dict[str, Any]], now: float) -> list[str]:
     if not nodes:
         return ["  (none)"]
     # Functions a node cannot import or may not run: it hands their batches to
-    # nodes that can (worker.unrunnable).
+    # nodes that can (worker.core.unrunnable).
     cannot = [
         f"  {n['id']} cannot run {fn}: {why}"
         for n in nodes

@@ -1,10 +1,10 @@
 """Least-privilege Redis ACL rules for worker nodes and producers.
 
 Each role gets the taskfan keys (``~taskfan:*``), no pub/sub channel, and only
-the commands it sends, counted from the code: those of ``worker/redis_io.py``
+the commands it sends, counted from the code: those of ``worker/sources/streams/redis_io.py``
 (and the modules its ``NodeRedis`` gathers: ``redis_groups``, ``batch_reads``,
 ``job_states``, ``batch_writes``, ``leases``, ``node_record``) and
-``worker/stream_reads.py`` for a worker; of ``producer/`` for a producer
+``worker/sources/streams/stream_reads.py`` for a worker; of ``producer/`` for a producer
 (enqueue, wait, results, cancel, retry, and the operators' commands: status,
 nodes, jobs, inspect, dead letters, dashboard, purge); plus the commands the
 Lua scripts each role runs call (Redis checks those against the caller too),

@@ -108,7 +108,7 @@ class InitializerError(TaskfanError, BrokenProcessPool):
     items of that job given to that process fail with it. A ``BrokenProcessPool``
     (so a ``BrokenExecutor``), which the standard library raises for the same
     fault; the pool itself is not broken, since other jobs share it
-    (``worker.setup``)."""
+    (``worker.pool.process_setup``)."""
 
 
 class TaskFailed(TaskfanError):

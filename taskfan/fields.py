@@ -63,7 +63,7 @@ def queue_names(raw: bytes | str | None) -> list[str]:
     """A node record's ``queues`` (or ``rq_queues``): the JSON list nodes write (a
     name may hold a comma), or the comma list older nodes wrote. The one reader of
     it: producers count the nodes serving a queue from it (``producer.sizing``,
-    ``producer.listeners``) and nodes their peers (``worker.unrunnable``), so a
+    ``producer.listeners``) and nodes their peers (``worker.core.unrunnable``), so a
     change of the encoding cannot miss one of them again. Anything unreadable or
     over 64 KiB counts as no queue (anyone can write a record)."""
     if not raw or len(raw) > 65536:

@@ -10,6 +10,11 @@ than Linux this does nothing.
 
 The request is tied to the *thread* that started the child: start such children
 from a thread that lives as long as the parent (the main thread).
+
+A worker node ties its forkserver to itself (``worker.pool.forkserver_preload``)
+and each pool process to its parent (the pool initializer,
+``worker.pool.child.init_child``); the node and the forkserver leave their pids
+in the environment under ``NODE_PID`` and ``FORKSERVER_PID``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import sys
 from collections.abc import Sequence
 
 PR_SET_PDEATHSIG = 1
+
+#: the environment variables in which a worker node and its forkserver leave their pids
+NODE_PID = "TASKFAN_NODE_PID"
+FORKSERVER_PID = "TASKFAN_FORKSERVER_PID"
 
 
 def die_with_parent(expected_parent: str | None, signum: int = signal.SIGKILL) -> None:

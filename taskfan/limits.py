@@ -25,7 +25,7 @@ its pool. So:
   (``[0]`` elements 25 times), so a 15 MiB item once peaked a node at 619 MiB.
   A batch estimated over the limit is dead-lettered (``BatchTooLarge``); one
   that would take the node over it while it holds others waits, undecoded,
-  until they are done (``worker.budget``).
+  until they are done (``worker.core.decoded_budget``).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class JobMeta:
     bound: bytes = b""
     label: str = ""
     #: the job's initializer ("": none) and the codec's encoding of its arguments
-    #: (``worker.setup``): retry rounds send them again
+    #: (``worker.pool.process_setup``): retry rounds send them again
     initializer: str = ""
     initargs: bytes = b""
 

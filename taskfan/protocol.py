@@ -15,7 +15,7 @@ Batch entry (one field-value entry of the queue stream, one batch of items)::
        "method", "value"), with
     v  its bound state: see ``taskfan.callables``
     i  (optional) the job's initializer, a function reference run once per pool
-       process before its first item of the job there (``worker.setup``), with
+       process before its first item of the job there (``worker.pool.process_setup``), with
     ia its arguments: the codec's encoding of a list
     g  (optional) signature, when the producer has a secret: see ``taskfan.signing``
 

@@ -133,7 +133,7 @@ class Settings:
     #: seconds a stopping node spends finishing its batches before it hands the rest back
     grace_period: float = 30.0
     #: chunks a pool process runs before the node replaces it (None: never), like
-    #: ProcessPoolExecutor's max_tasks_per_child (worker.pool_feed)
+    #: ProcessPoolExecutor's max_tasks_per_child (worker.pool.pool_feed)
     max_tasks_per_child: int | None = None
     #: folders added to sys.path of a node and its pool, so it can import task modules
     paths: tuple[str, ...] = (".",)

@@ -6,7 +6,7 @@ round and offsets, payload, issue time ``t`` and job nonce ``u``, and any field
 a later version adds), canonically serialised: sorted by name, each name and
 value length-prefixed. So no field can be changed, added or removed, and the
 entry cannot be moved to another queue. Version 1 entries (no issue time) are
-refused; replays of a valid entry are bounded by ``worker.guard``.
+refused; replays of a valid entry are bounded by ``worker.core.entry_checks``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ META_SIGNED = (*META_SIGNED_V1, b"nonce")
 #: signed after META_SIGNED when the meta has any of them, so the signature of
 #: a meta without them is what it always was
 META_SIGNED_CALLABLE = (b"wrap", b"bound", b"label")
-#: meta fields of a job with an initializer (worker.setup): signed after the
+#: meta fields of a job with an initializer (worker.pool.process_setup): signed after the
 #: others when the meta has any of them
 META_SIGNED_INIT = (b"init", b"initargs")
 #: job meta field that holds the signature of the sealed totals

@@ -17,7 +17,7 @@ What is signed:
   length-prefixed. So no field can be changed, added or removed, and the entry
   cannot be moved to another queue. A copy of a signed entry is still valid
   (replay), so nodes bound replays with the signed issue time and nonce (see
-  ``worker.guard``). Version 1 entries (no issue time) are refused.
+  ``worker.core.entry_checks``). Version 1 entries (no issue time) are refused.
 - **Result entries** are wrapped: ``b"TFS1" | key id (8 ASCII) | mac (32 bytes)
   | entry``. The MAC covers the job id, the results field (the batch index, or
   ``"<index>.<round>"``), the codec and the entry's bytes, so a result cannot

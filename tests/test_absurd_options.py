@@ -23,11 +23,11 @@ from taskfan.keys import QueueKeys
 from taskfan.options import TaskOptions
 from tests import tasks
 from tests.conftest import StartWorker
-from worker import child
-from worker.batches import Batch, Chunk
-from worker.child import ChunkResult, Retry, backoff_delay
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Batch, Chunk
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import Scheduler
+from worker.pool import child
+from worker.pool.child import ChunkResult, Retry, backoff_delay
 
 STREAM = QueueKeys("default").stream
 DEAD = QueueKeys("default").dead
@@ -141,7 +141,7 @@ def _smuggled(**values: Any) -> TaskOptions:
 def _batch(options: TaskOptions, count: int = 2) -> Batch:
     from taskfan.options import CallMode
     from taskfan.protocol import BatchEntry
-    from worker.batches import Delivery
+    from worker.core.batches import Delivery
 
     entry = BatchEntry(
         "0123456789abcdef", 0, 0, count, "tests.tasks:square", "json", CallMode.ONE, 0,
@@ -250,7 +250,7 @@ def test_the_node_loop_waits_at_most_its_cap_whatever_deadline_a_value_made(
 ) -> None:
     """SimpleQueue.get(timeout=1e10) raises OverflowError: the loop's wait is capped."""
     from taskfan.settings import Settings
-    from worker.node import Node
+    from worker.node.node import Node
 
     node = Node(Settings(processes=1), client=r)
     chunk = Chunk(_batch(TaskOptions()), 0, 1)

@@ -13,10 +13,8 @@ from producer.sizing import BATCHES_PER_NODE, Capacity, plan
 from taskfan.options import CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
 from tests.test_scheduler import QUEUE, drain, run
-from worker.batches import Chunk, Delivery
-from worker.child import ChunkResult
-from worker.scheduler import Scheduler
-from worker.sizing import (
+from worker.core.batches import Chunk, Delivery
+from worker.core.chunk_sizing import (
     JOBS_REMEMBERED,
     LONGEST_SECONDS,
     TARGET_SECONDS,
@@ -24,6 +22,8 @@ from worker.sizing import (
     guided,
     regrown,
 )
+from worker.core.scheduler import Scheduler
+from worker.pool.child import ChunkResult
 
 FN = "tests.tasks:square"
 #: the seed's (a) and (b): 3.6 ms and 35 us per item

@@ -1,4 +1,4 @@
-"""The backlog in items (``worker.backlog``): waiting and in flight per queue, as
+"""The backlog in items (``worker.services.backlog``): waiting and in flight per queue, as
 gauges on a node's metrics server, and its health probes."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from tests.cli_support import clean_env
 from tests.conftest import StartWorker
 from tests.helpers import free_port, scrape, wait_until
 from tests.test_ops_metrics import samples
-from worker import backlog
-from worker.metrics import MetricsServer
-from worker.stats import NodeStats, NodeView
+from worker.services import backlog
+from worker.services.metrics import MetricsServer
+from worker.services.stats import NodeStats, NodeView
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 __all__ = ["clean_env"]

@@ -35,7 +35,7 @@ from tests import tasks
 from tests.cli_support import invoke
 from tests.conftest import StartWorker
 from tests.helpers import dead_letters, wait_until
-from worker.guard import Guard
+from worker.core.entry_checks import Guard
 
 #: (callable, argument, result, label) for each kind of callable
 CASES: list[tuple[Callable[..., Any], Any, Any, str]] = [

@@ -1,6 +1,6 @@
 """Memory on decoded size, not wire size: a node budgets the items it holds by
 an estimate made from a payload's bytes before it decodes anything
-(``taskfan.limits.decoded_size``, ``worker.budget``)."""
+(``taskfan.limits.decoded_size``, ``worker.core.decoded_budget``)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import dead_letters, wait_until
-from worker.batches import Completed, Delivery
-from worker.guard import Guard
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Completed, Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.entry_checks import Guard
+from worker.core.scheduler import Scheduler
 
 QUEUE = QueueKeys("default")
 N = 20_000

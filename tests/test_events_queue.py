@@ -15,7 +15,7 @@ from tests.cli_support import REPO
 
 SCRIPT = """
 import queue, signal, time
-from worker.messages import Stop, new_events
+from worker.node.messages import Stop, new_events
 
 events = new_events()
 signal.signal(signal.SIGALRM, lambda signum, frame: events.put(Stop()))

@@ -22,10 +22,10 @@ from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, encode_result, iter_outcomes, merged_outcomes
 from taskfan.protocol import BatchEntry
 from taskfan.signing import Keyring
-from worker.batches import Delivery
-from worker.guard import Guard
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.entry_checks import Guard
+from worker.core.scheduler import Scheduler
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYRING = Keyring(["fuzz-secret-0123456789abcdef"])

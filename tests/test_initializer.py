@@ -1,6 +1,6 @@
 """Per-process setup: a job's initializer runs once in each pool process before
 its first item of that job there; one that raises fails that job's items there
-with InitializerError and breaks nothing else (``worker.setup``)."""
+with InitializerError and breaks nothing else (``worker.pool.process_setup``)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from taskfan.options import CallMode
 from taskfan.protocol import BatchEntry
 from tests import init_calls, tasks
 from tests.conftest import StartWorker
-from worker import setup
-from worker.child import run_chunk
-from worker.parts import Part
+from worker.pool import process_setup as setup
+from worker.pool.child import run_chunk
+from worker.pool.outcome_parts import Part
 
 PICKLE = get_codec("pickle")
 INIT = "tests.init_calls:init"

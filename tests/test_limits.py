@@ -21,11 +21,11 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.cli_support import clean_env, invoke, outcomes, write_lines
 from tests.conftest import StartWorker
-from worker.batches import Completed, Delivery
-from worker.child import run_chunk
-from worker.guard import Guard
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Completed, Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.entry_checks import Guard
+from worker.core.scheduler import Scheduler
+from worker.pool.child import run_chunk
 
 __all__ = ["clean_env"]
 

@@ -1,4 +1,4 @@
-"""A node's cached liveness of the jobs it holds batches of (``worker.liveness``),
+"""A node's cached liveness of the jobs it holds batches of (``worker.core.liveness``),
 alone: a job found ended runs nothing more of what the node fetched. The real
 node's case is in tests/test_cancel_fetched.py."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from taskfan.options import TaskOptions
 from tests.test_retries import delivery, drain, run
-from worker.batches import Batch
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Batch
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import Scheduler
 
 CANCELLED = {"job1": "the job was cancelled"}
 

@@ -21,9 +21,9 @@ from taskfan.options import CallMode, TaskOptions
 from taskfan.protocol import BatchEntry
 from taskfan.settings import Settings
 from tests.helpers import wait_until
-from worker.batches import Completed, Delivery, key
-from worker.node import Node
-from worker.redis_io import NodeRedis
+from worker.core.batches import Completed, Delivery, key
+from worker.node.node import Node
+from worker.sources.streams.redis_io import NodeRedis
 
 QUEUE = QueueKeys("default")
 
@@ -104,7 +104,7 @@ def drive(node: Node, script: Callable[[], None], timeout: float = 60) -> int:
     and return the node's exit code; ``script``'s failure is raised here.
 
     The node runs in the main thread as it does for real: its pool processes and
-    their forkserver die with the thread that started them (``worker.lifeline``),
+    their forkserver die with the thread that started them (``taskfan.lifeline``),
     so a node run in a thread that ends would kill the forkserver under the next
     test's pool. Should the node not stop, it is stopped cold after ``timeout``.
     """

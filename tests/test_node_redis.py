@@ -1,4 +1,4 @@
-"""worker.redis_io.NodeRedis against a real server: the reads' job-state check,
+"""worker.sources.streams.redis_io.NodeRedis against a real server: the reads' job-state check,
 and every path after a Redis restarted without persistence (no group, no scripts)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from producer import Client
 from taskfan import scripts
 from taskfan.keys import JobKeys
 from tests import tasks
-from worker.batches import Completed, Delivery
-from worker.redis_io import NodeRedis
+from worker.core.batches import Completed, Delivery
+from worker.sources.streams.redis_io import NodeRedis
 
 
 def test_an_active_job_is_checked_once_a_second_not_once_a_read(r: redis.Redis) -> None:

@@ -15,8 +15,8 @@ from tests import tasks
 from tests.cli_support import clean_env, invoke
 from tests.conftest import StartWorker
 from tests.helpers import free_port, scrape, wait_until
-from worker.metrics import NodeCollector
-from worker.stats import DURATION_BUCKETS, NodeStats, NodeView
+from worker.services.metrics import NodeCollector
+from worker.services.stats import DURATION_BUCKETS, NodeStats, NodeView
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -14,10 +14,10 @@ from taskfan.keys import QueueKeys
 from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import Outcome, ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry
-from worker.batches import Chunk, Completed, Delivery
-from worker.child import ChunkResult, Retry, run_chunk
-from worker.scheduler import HELD_PER_PROCESS, Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Chunk, Completed, Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import HELD_PER_PROCESS, Scheduler
+from worker.pool.child import ChunkResult, Retry, run_chunk
 
 QUEUE = QueueKeys("default")
 #: retries after a backoff of 5 to 10 s (full jitter under a 10 s ceiling)
@@ -214,7 +214,7 @@ def test_a_released_batch_s_retries_are_void_and_held_batches_are_bounded(
 
 @pytest.mark.parametrize("attempt", [1, 2, 3])
 def test_backoff_doubles_within_its_jitter(attempt: int) -> None:
-    from worker.child import backoff_delay
+    from worker.pool.child import backoff_delay
 
     options = TaskOptions(retries=5, backoff=1.0, backoff_max=3.0)
     ceiling = min(3.0, 2 ** (attempt - 1))

@@ -23,7 +23,7 @@ from rq.utils import utcformat
 
 from taskfan.errors import ConfigError
 from tests import rq_tasks
-from worker import rq_adapter as rqa
+from worker.sources.rq import adapter as rqa
 
 QUEUE = "adapter"
 
@@ -354,9 +354,9 @@ def test_the_allowlist_applies_to_the_rq_jobs_own_function(r: redis.Redis) -> No
 
 
 def test_nothing_outside_the_adapter_package_imports_rq() -> None:
-    """The issue's rule: every touch of RQ's internals is in worker/rq_adapter/."""
+    """The issue's rule: every touch of RQ's internals is in worker/sources/rq/adapter/."""
     root = Path(__file__).resolve().parent.parent
-    adapter = root / "worker" / "rq_adapter"
+    adapter = root / "worker" / "sources" / "rq" / "adapter"
     offenders = []
     for package in ("taskfan", "producer", "worker"):
         for path in sorted((root / package).rglob("*.py")):
@@ -378,7 +378,7 @@ def test_nothing_outside_the_adapter_package_imports_rq() -> None:
 def test_the_timeout_cache_of_a_pool_process_stays_small(r: redis.Redis) -> None:
     """Each distinct timeout field is parsed once; distinct values written by anyone
     must not grow a pool process's memory without end."""
-    from worker.rq_adapter import execute
+    from worker.sources.rq.adapter import execute
 
     for n in range(1, 1500):
         execute._parse_timeout(str(n).encode())

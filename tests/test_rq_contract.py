@@ -35,7 +35,7 @@ from tests.conftest import TestRedis
 from tests.helpers import wait_until
 from tests.rq_support import counts, db_url, run_rq_worker, snapshot
 from tests.workers import WorkerProcess
-from worker import rq_adapter as rqa
+from worker.sources.rq import adapter as rqa
 
 QUEUE = "contract"
 RQ_DB, TASKFAN_DB = 1, 2

@@ -19,7 +19,7 @@ from producer import Client
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.workers import REPO
-from worker import rq_adapter as rqa
+from worker.sources.rq import adapter as rqa
 
 #: a sitecustomize that makes ``import rq`` fail as if RQ were not installed
 _NO_RQ = textwrap.dedent(
@@ -75,7 +75,7 @@ def test_the_core_install_is_small() -> None:
 
 def test_neither_the_producer_nor_a_node_imports_rq_or_the_metrics_client() -> None:
     code = (
-        "import sys, producer, taskfan.cli, worker.cli, worker.node; "
+        "import sys, producer, taskfan.cli, worker.cli, worker.node.node; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'rq', 'prometheus_client'}))"
     )
     done = subprocess.run(

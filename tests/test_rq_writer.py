@@ -13,11 +13,11 @@ from rq import Queue
 from rq.job import Job
 
 from tests import rq_tasks
-from worker import rq_adapter as rqa
-from worker.batches import Delivery
-from worker.messages import Events, RqWritten, new_events
-from worker.rq_source import RqQueueRef
-from worker.rq_writer import FinishBatch, RqBatch, RqBooks, RqWriter, StartJobs
+from worker.core.batches import Delivery
+from worker.node.messages import Events, RqWritten, new_events
+from worker.sources.rq import adapter as rqa
+from worker.sources.rq.rq_source import RqQueueRef
+from worker.sources.rq.rq_writer import FinishBatch, RqBatch, RqBooks, RqWriter, StartJobs
 
 QUEUE = "writer"
 

@@ -10,10 +10,10 @@ from taskfan.keys import QueueKeys
 from taskfan.options import CallMode, TaskOptions
 from taskfan.outcomes import ResultEntry, iter_outcomes
 from taskfan.protocol import BatchEntry
-from worker.batches import Chunk, Completed, Delivery
-from worker.child import ChunkResult, run_chunk
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Chunk, Completed, Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import Scheduler
+from worker.pool.child import ChunkResult, run_chunk
 
 QUEUE = QueueKeys("default")
 

@@ -29,7 +29,7 @@ from taskfan.server import HOST, RedisServer
 from tests import tasks
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
-from worker import backlog
+from worker.services import backlog
 
 PASSWORDS = {"worker": os.urandom(8).hex(), "producer": os.urandom(8).hex()}
 BUSY_LOOP = "local i = 0 while true do i = i + 1 end"
@@ -163,7 +163,7 @@ def test_the_worker_role_ends_abandoned_jobs_and_reads_its_peers(fresh: Server) 
 
 def test_the_worker_role_samples_the_backlog_for_its_metrics(fresh: Server) -> None:
     """A node with --metrics-port reads the queue's jobs and the nodes' records
-    at each heartbeat (worker.backlog): its role allows it, nothing is refused."""
+    at each heartbeat (worker.services.backlog): its role allows it, nothing is refused."""
     scripts.load_all(fresh.admin)
     fresh.admin.acl_log_reset()
     client = Client.from_url(fresh.url("producer"))

@@ -22,11 +22,11 @@ from taskfan.refs import check_allow_prefix, module_allowed, resolve
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
 from tests.helpers import dead_letters
-from worker.batches import Delivery
-from worker.child import run_chunk
-from worker.guard import Guard
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
+from worker.core.batches import Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.entry_checks import Guard
+from worker.core.scheduler import Scheduler
+from worker.pool.child import run_chunk
 
 MARKED = "tests.marker_task"
 
@@ -146,7 +146,7 @@ def test_a_node_runs_only_allowed_functions(
     assert not marker.exists() and not shell.exists()
     letters: Any = dead_letters(r, "default", count=2)
     # Both refused once no live node serving the queue would run them: dead letters
-    # (the import refused in the pool process, too: worker.unrunnable).
+    # (the import refused in the pool process, too: worker.core.unrunnable).
     reasons = sorted(fields[b"reason"] for _, fields in letters)
     assert len(reasons) == 2, reasons
     assert all(b"no live node serving queue default can run" in why for why in reasons)

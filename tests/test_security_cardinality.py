@@ -6,7 +6,7 @@ name became a label of its own, 20,000 forged entries would grow the node by
 tens of MiB and its metrics page by hundreds. Refused and unverified batches
 count under one fixed label, a function reference has a length limit (at
 enqueue and on nodes), and per-function counters track at most
-``worker.stats.MAX_FUNCTIONS`` functions, the rest under ``(other)``.
+``worker.services.stats.MAX_FUNCTIONS`` functions, the rest under ``(other)``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from taskfan.refs import MAX_REF_LENGTH, reference
 from taskfan.settings import Settings
 from tests.conftest import StartWorker
 from tests.helpers import free_port, scrape, wait_until
-from worker.batches import Delivery
-from worker.guard import Guard
-from worker.metrics import NodeCollector
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
-from worker.stats import MAX_FUNCTIONS, OTHER, REFUSED, NodeStats, NodeView
-from worker.unrunnable import MAX_TRACKED, Unrunnable
+from worker.core.batches import Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.entry_checks import Guard
+from worker.core.scheduler import Scheduler
+from worker.core.unrunnable import MAX_TRACKED, Unrunnable
+from worker.services.metrics import NodeCollector
+from worker.services.stats import MAX_FUNCTIONS, OTHER, REFUSED, NodeStats, NodeView
 
 SECRET = "cardinality-secret-0123456789"
 
@@ -64,7 +64,7 @@ def test_per_function_counters_keep_the_first_functions_and_an_other_bucket() ->
 
 
 def test_a_dead_lettered_batch_counts_under_one_fixed_label() -> None:
-    from worker.batches import Completed, Delivery
+    from worker.core.batches import Completed, Delivery
 
     stats = NodeStats()
     for n in range(1000):

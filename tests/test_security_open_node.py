@@ -28,7 +28,7 @@ from tests.cli_support import clean_env, invoke
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
-from worker.guard import Guard
+from worker.core.entry_checks import Guard
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 __all__ = ["clean_env"]

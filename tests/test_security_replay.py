@@ -5,7 +5,7 @@ A copy of a signed entry is still signed. Signed entries carry their issue time
 node with the secret refuses (dead-letters, with the reason, running nothing) an
 entry older than ``max_entry_age`` (default: the result TTL), one of a job that
 has finished, expired or been deleted, and one whose nonce is not its job's.
-See ``worker.replays``.
+See ``worker.core.replays``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from taskfan.signing import Keyring
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
-from worker.batches import Delivery, JobFacts
-from worker.guard import Guard
+from worker.core.batches import Delivery, JobFacts
+from worker.core.entry_checks import Guard
 
 SECRET = "replay-secret-0123456789abcdef"
 KEYRING = Keyring([SECRET])

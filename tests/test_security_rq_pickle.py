@@ -24,7 +24,7 @@ from taskfan.errors import ConfigError
 from taskfan.settings import Settings
 from tests import rq_tasks
 from tests.workers import WorkerProcess
-from worker import rq_adapter as rqa
+from worker.sources.rq import adapter as rqa
 
 
 class Touch:

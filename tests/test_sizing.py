@@ -19,7 +19,12 @@ from taskfan.keys import QueueKeys
 from taskfan.protocol import BatchEntry
 from tests import tasks
 from tests.helpers import wait_until
-from worker.sizing import CHUNKS_PER_PROCESS, REPUBLISH_SECONDS, TARGET_SECONDS, ChunkSizer
+from worker.core.chunk_sizing import (
+    CHUNKS_PER_PROCESS,
+    REPUBLISH_SECONDS,
+    TARGET_SECONDS,
+    ChunkSizer,
+)
 
 ONE_NODE = Capacity(nodes=1, processes=2)
 

@@ -122,7 +122,7 @@ class TestMaxTasksPerChild:
     ) -> None:
         # gh-115634: a backlog queued while workers hit their task limit must not
         # deadlock (ProcessPoolExecutor's own limit does on 3.11 to 3.13; a node
-        # does not use it: worker.pool_feed).
+        # does not use it: worker.pool.pool_feed).
         # ADAPTED: subTest -> parametrize; the limit and the processes are the node's.
         start_worker("--max-tasks-per-child", str(max_tasks), processes=max_workers)
         executor = Executor(redis_url, max_workers=max_workers, max_tasks_per_child=max_tasks)

@@ -29,7 +29,7 @@ from taskfan.errors import ProtocolError, TaskFailed
 from taskfan.outcomes import Outcome, ResultEntry, encode_result, iter_outcomes
 from tests import tasks
 from tests.conftest import StartWorker
-from worker.parts import encode
+from worker.pool.outcome_parts import encode
 
 #: each bad input: (the type of its error, words of its message)
 BAD = {

@@ -25,11 +25,11 @@ from tests.cli_support import invoke
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.workers import WorkerProcess
-from worker.batches import Delivery
-from worker.child import ChunkResult
-from worker.scheduler import Scheduler
-from worker.sizing import ChunkSizer
-from worker.unrunnable import Peer, Unrunnable, parse_peer
+from worker.core.batches import Delivery
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import Scheduler
+from worker.core.unrunnable import Peer, Unrunnable, parse_peer
+from worker.pool.child import ChunkResult
 
 FAST_NODE = {"TASKFAN_HEARTBEAT_INTERVAL": "0.5", "TASKFAN_VISIBILITY_TIMEOUT": "2"}
 FN = "lifemod:square"

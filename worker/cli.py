@@ -13,7 +13,7 @@ from taskfan.connection import check, connect, redact
 from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.secret import read_secret_file
 from taskfan.settings import Settings
-from worker.node import Node
+from worker.node.node import Node
 
 
 @click.command()

@@ -35,8 +35,8 @@ from tests.cli_support import clean_env
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.scale.cluster import LocalCluster
-from worker.batches import Completed, Delivery
-from worker.redis_io import NodeRedis
+from worker.core.batches import Completed, Delivery
+from worker.sources.streams.redis_io import NodeRedis
 
 __all__ = ["clean_env"]  # a fixture
 

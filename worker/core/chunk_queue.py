@@ -1,0 +1,141 @@
+"""What goes to the pool next, and when a node reads more batches.
+
+At most ``2 * processes`` chunks are in the pool (one running and one queued per
+process); suspects (``worker.core.chunk_results``) run one at a time; chunks of a job
+with a ``hard_timeout`` enter only when a process is free; retries due go ahead
+of new chunks. A job whose cost is measured meanwhile has its waiting chunks
+re-cut larger (``worker.core.chunk_sizing.regrown``). Part of the node's ``Scheduler``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from taskfan.bounds import MAX_TIMEOUT, capped
+from taskfan.protocol import BatchEntry
+from worker.core.batches import Batch, Chunk
+from worker.core.chunk_sizing import REGROW, regrown
+from worker.core.held_books import HeldBooks
+
+#: batches a node holds per process, at most (reached only when many wait for retries)
+HELD_PER_PROCESS = 64
+#: a node reads its next batch when the chunks waiting hold less than this many
+#: seconds of work per process (``Scheduler.batches_wanted``)
+READ_AHEAD_SECONDS = 0.1
+
+
+class ChunkQueue(HeldBooks):
+    """The Scheduler's part for what goes to the pool next."""
+
+    def batches_wanted(self) -> int:
+        """How many batches to read: none while a chunk per process waits, else
+        enough to fill the pool's free slots (two chunks per process), counting
+        that a batch gives as many chunks as the last one did. So a node of
+        large batches holds one at a time, not one per free slot. One batch
+        more when the chunks waiting are of one batch and hold little work
+        (``_runs_dry``)."""
+        backlog = len(self.pending) + len(self.suspects)
+        if self.budget.full() or len(self.batches) >= HELD_PER_PROCESS * self.processes:
+            return 0
+        if backlog >= self.processes:
+            return 1 if self._runs_dry() else 0
+        slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
+        return -(-slots // max(1, self.last_chunks))
+
+    def _runs_dry(self) -> bool:
+        """Whether the chunks waiting are of one batch and hold less than
+        ``READ_AHEAD_SECONDS`` of work for the pool (by each job's measured
+        cost): then the next batch is read now, so that a node of many small
+        chunks (items of 20 ms, chunks of one or two) does not wait for the read
+        and decode of its next batch with its processes idle. At most one batch
+        is read ahead so: others' nodes need the rest."""
+        if self.suspects or not self.pending:
+            return False
+        first = self.pending[0].batch
+        if any(c.batch is not first for c in self.pending):
+            return False
+        entry = first.entry
+        cost = self.sizer.job_cost(entry.job_id) or self.sizer.cost(entry.fn_ref)
+        if cost is None:
+            return False  # not measured: a chunk per process is ahead already
+        items = sum(c.size for c in self.pending)
+        return items * cost < READ_AHEAD_SECONDS * self.processes
+
+    # ----------------------------------------------------------------- to the pool
+
+    def next_chunk(self) -> Chunk | None:
+        """The chunk to put in the pool now, if any: never one of a job found
+        ended (``worker.core.liveness``; ``ended`` lets its batch go)."""
+        while (chunk := self._next_chunk()) is not None:
+            if self.liveness.why_ended(chunk.batch) is None:
+                return chunk
+        return None
+
+    def _next_chunk(self) -> Chunk | None:
+        if self.suspects:
+            return self.suspects.popleft() if not self.in_pool else None
+        if not self.pending or len(self.in_pool) >= 2 * self.processes:
+            return None
+        if self.pending[0].batch.entry.options.hard_timeout and len(self.in_pool) >= self.processes:
+            return None  # its clock must start when it starts: wait for a free process
+        return self.pending.popleft()
+
+    def retries_due(self, now: float) -> None:
+        """Items whose retry is due go to the front of the queue, in chunks of
+        their batch's items due together."""
+        chunks = []
+        for batch, due in self.retries.pop_due(now):
+            entry = batch.entry
+            if entry.options.hard_timeout:
+                size = 1
+            else:
+                size = self.sizer.chunksize(entry.fn_ref, len(due), entry.chunksize, entry.job_id)
+            chunks += [Chunk.of_retries(batch, due[i : i + size]) for i in range(0, len(due), size)]
+        self.pending.extendleft(reversed(chunks))
+
+    def next_retry(self) -> float | None:
+        """When the earliest retry is due (monotonic seconds)."""
+        return self.retries.next_due()
+
+    def sent(self, chunk: Chunk, now: float) -> None:
+        hard = chunk.batch.entry.options.hard_timeout
+        chunk.deadline = now + capped(hard, MAX_TIMEOUT) if hard else None
+        self.in_pool.add(chunk)
+
+    def unsent(self, chunk: Chunk) -> None:
+        """The pool refused the chunk (it is broken): put it back at the front."""
+        (self.suspects if chunk.suspect else self.pending).appendleft(chunk)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [c.deadline for c in self.in_pool if c.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+    def expired(self, now: float) -> list[Chunk]:
+        return [c for c in self.in_pool if c.deadline is not None and c.deadline <= now]
+
+    def _regrow(self, entry: BatchEntry) -> None:
+        """The job's own cost is measured: re-cut the chunks of its batches that
+        wait for the pool when it makes them ``REGROW`` times larger (a job
+        cut with another job's cost of the same function)."""
+        if entry.options.hard_timeout or not self.sizer.automatic(entry.chunksize):
+            return
+        job = entry.job_id
+        waiting: dict[int, Batch] = {}
+        for c in self.pending:
+            b = c.batch
+            if b.entry.job_id == job and c.retrying is None and not c.suspect:
+                waiting.setdefault(id(b), b)
+        grown = {}
+        for batch in waiting.values():
+            count = batch.entry.count
+            small = self.sizer.chunksize(entry.fn_ref, count, 0, job)
+            large = self.sizer.largest(entry.fn_ref, count, 0, job)
+            if small >= REGROW * max(1, batch.chunk_size) or large >= REGROW * max(
+                1, batch.chunk_large
+            ):
+                # never smaller: the budget counted the chunks of the first cut
+                batch.chunk_size = max(small, batch.chunk_size)
+                batch.chunk_large = max(large, batch.chunk_size)
+                grown[id(batch)] = batch
+        if grown:
+            self.pending = deque(regrown(self.pending, grown, self.processes))

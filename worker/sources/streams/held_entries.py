@@ -1,0 +1,103 @@
+"""The stream entries a node holds, and handing them back.
+
+The main thread adds an entry when it accepts a batch and removes it once the
+batch is recorded and acknowledged, or handed back; the heartbeat thread reads
+a snapshot each beat and renews their leases (``XCLAIM ... JUSTID``). Handing
+back claims them with a large idle time, so that other nodes reclaim them at
+their next check instead of after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from taskfan.keys import QueueKeys
+from taskfan.transient import TRANSIENT
+from worker.core.batches import Delivery
+from worker.node.messages import Events, Read, RqRead
+from worker.sources.streams.redis_io import NodeRedis
+
+log = logging.getLogger(__name__)
+
+
+class HeldEntries:
+    def __init__(self, node_redis: NodeRedis, visibility_timeout: float) -> None:
+        self.redis = node_redis
+        self.visibility_timeout = visibility_timeout
+        self._lock = threading.Lock()
+        self._held: dict[QueueKeys, set[bytes]] = {}
+
+    def hold(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
+
+    def holds(self, delivery: Delivery) -> bool:
+        with self._lock:
+            return delivery.entry_id in self._held.get(delivery.queue, ())
+
+    def forget(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.get(delivery.queue, set()).discard(delivery.entry_id)
+
+    def snapshot(self) -> dict[QueueKeys, list[Any]]:
+        with self._lock:
+            return {q: sorted(ids) for q, ids in self._held.items() if ids}
+
+    def hand_back(self, held: dict[QueueKeys, list[Any]] | None = None) -> None:
+        """Make batches (all held, unless given) reclaimable by others at once."""
+        held = self.snapshot() if held is None else held
+        idle_ms = int(self.visibility_timeout * 1000) * 2
+        try:
+            self.redis.hand_back(held, idle_ms)
+            log.info("handed %d unfinished batches back", sum(map(len, held.values())))
+        except TRANSIENT as exc:
+            log.warning("could not hand batches back (others reclaim them later): %s", exc)
+
+    def give_back(self, delivery: Delivery) -> None:
+        """Hand back one batch this node will not run (it cannot import its
+        function: ``worker.core.unrunnable``), restoring its delivery count: this
+        delivery is not used up, so the batch is not dead-lettered for it."""
+        self.forget(delivery)
+        idle_ms = int(self.visibility_timeout * 1000) * 2
+        batch = {delivery.queue: [delivery.entry_id]}
+        try:
+            self.redis.hand_back(batch, idle_ms, deliveries=max(0, delivery.deliveries - 1))
+        except TRANSIENT as exc:
+            log.warning(
+                "queue %s: could not hand entry %s back (others reclaim it after its lease): %s",
+                delivery.queue.name, delivery.entry_id.decode(), exc,
+            )  # fmt: skip
+
+    def hand_back_late_reads(self, events: Events) -> list[Delivery]:
+        """Batches a read delivered after the loop ended go straight back (RQ's
+        batches: returned, for the RQ source to hand back)."""
+        late, late_rq = late_reads(events)
+        if late:
+            self.hand_back(late)
+        return late_rq
+
+
+def late_reads(
+    events: Events,
+) -> tuple[dict[QueueKeys, list[Any]], list[Delivery]]:
+    """What reads delivered after the node's loop ended, left in its events: the
+    stream entries to hand back, and the RQ source's batches (for it to hand back)."""
+    late: dict[QueueKeys, list[Any]] = {}
+    late_rq: list[Delivery] = []
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            break
+        match event:
+            case Read(deliveries):
+                for delivery in deliveries:
+                    late.setdefault(delivery.queue, []).append(delivery.entry_id)
+            case RqRead(batches):
+                late_rq += [batch.delivery for batch in batches]
+            case _:
+                pass  # nothing else holds a batch
+    return late, late_rq
