@@ -370,6 +370,7 @@ class Node:
                 scheduler.next_retry(),
                 self._stop_by,
                 self._demand.paused_until,
+                self._feed.retry_at,
             )
             if d is not None
         ]

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, cast
 
-from taskfan.boundary import describe
+from taskfan.boundary import brief, describe
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from worker.core.batches import Chunk, Completed
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from worker.sources.rq.rq_source import RqSource
 
 log = logging.getLogger(__name__)
+
+#: seconds before a pool that refused a chunk, new as it was, is rebuilt and tried again
+RETRY_SECONDS = 1.0
 
 
 class PoolFeed:
@@ -60,6 +63,8 @@ class PoolFeed:
         self._max_tasks = settings.max_tasks_per_child
         #: a process reached max_tasks_per_child: nothing more goes to this pool
         self._draining = False
+        #: when to try a pool that refused chunks with none in it again (the node's clock)
+        self.retry_at: float | None = None
 
     def start(self) -> None:
         settings = self.settings
@@ -77,11 +82,13 @@ class PoolFeed:
         """Put in the pool what the scheduler says to run now."""
         if self.pool is None:
             return
+        self.retry_at = None
         if self._draining:
             if self.scheduler.in_pool:
                 return  # a process ran max_tasks_per_child chunks: let the pool empty
             self._recycle()
         self.scheduler.retries_due(self.scheduler.clock())
+        rebuilt = False
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
             rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
@@ -98,16 +105,39 @@ class PoolFeed:
                     future = self.pool.submit(run_counted, self._max_tasks, run_chunk, *args)
                 else:
                     future = self.pool.submit(run_chunk, *args)
-            except BrokenProcessPool:
-                # The pool broke under chunks still in it; their callbacks rebuild it.
+            except BaseException as exc:  # BrokenProcessPool; or what a pool breaking
+                # as the chunk went in raised (CPython 3.11: OSError, handle is closed)
                 self.scheduler.unsent(chunk)
-                return
+                if rebuilt:  # a new pool refused at once too: try again a second later
+                    self.retry_at = self.scheduler.clock() + RETRY_SECONDS
+                    return
+                if not self._broken_on_submit(exc):
+                    return
+                rebuilt = True
+                continue
             self.scheduler.sent(chunk, self.scheduler.clock())
             if rq:
                 assert self._rq is not None
                 self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
             self._futures[chunk] = (future, self.pool.generation)
             future.add_done_callback(self._on_done(chunk))
+
+    def _broken_on_submit(self, exc: BaseException) -> bool:
+        """The pool refused a chunk. With chunks of it still in it, their
+        callbacks rebuild it; with none (a process died while the pool was idle:
+        the OOM killer, a thread a task left behind), nothing else would, and
+        the node would hold its batches forever: rebuild it now (True)."""
+        assert self.pool is not None
+        generation = self.pool.generation
+        if any(sent == generation for _, sent in self._futures.values()):
+            return False
+        cause = self.pool.death_cause()
+        log.warning(
+            "a pool process died while idle (%s); rebuilding the pool (%s)", cause, brief(exc)
+        )
+        self._last_cause = cause
+        self.pool.rebuild()
+        return True
 
     def _on_done(self, chunk: Chunk) -> Callable[[Future[ChunkResult]], None]:
         """A pool callback (it runs in the pool's thread): hand the result to the loop."""
