@@ -20,8 +20,8 @@ from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
 from tests.test_node_inprocess import FakeQueue, delivery, drive
-from worker.node import Node
-from worker.pool import Pool
+from worker.node.node import Node
+from worker.pool.process_pool import Pool
 
 
 def _gone(pid: int) -> bool:
