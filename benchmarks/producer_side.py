@@ -11,7 +11,7 @@ from benchmarks.measure import percentile
 from benchmarks.runners import TIMEOUT, make_items
 from benchmarks.tasks import task
 from producer import Client, Job
-from producer.admin import purge
+from producer.ops.admin import purge
 from taskfan.keys import JobKeys
 
 Say = Callable[[str], None]

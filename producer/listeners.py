@@ -7,7 +7,7 @@ record has not expired); ``NobodyWatch`` asks at most every ``every`` seconds
 while a producer waits, says ``no live node serves queue Q`` (for ``taskfan wait
 --progress``), and logs it once as a WARNING after ``after`` seconds of it
 (``Job.wait``, ``Job.results``, the ``Executor``). ``taskfan status`` and the
-dashboard say it from ``producer.overview`` (``warnings``).
+dashboard say it from ``producer.ops.overview`` (``warnings``).
 """
 
 from __future__ import annotations

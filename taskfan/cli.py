@@ -1,6 +1,6 @@
 """The ``taskfan`` command line: the root group.
 
-Each command lives with the role it serves (``worker.cli``, ``producer.cli``) and
+Each command lives with the role it serves (``worker.cli``, ``producer.ops.cli``) and
 is imported only when it runs, so ``taskfan --help`` stays fast and the roles
 never import each other.
 """
@@ -26,19 +26,19 @@ from taskfan.urls import redact
 #: command name -> "module:attribute" of its click command
 COMMANDS: dict[str, str] = {
     "worker": "worker.cli:worker",
-    "enqueue": "producer.cli:enqueue",
-    "wait": "producer.cli:wait",
-    "results": "producer.cli:results",
-    "status": "producer.status:status",
-    "run": "producer.run:run",
-    "cancel": "producer.cli_admin:cancel",
-    "retry": "producer.cli_admin:retry",
-    "purge": "producer.cli_admin:purge",
-    "nodes": "producer.cli_ops:nodes",
-    "jobs": "producer.cli_ops:jobs",
-    "inspect": "producer.cli_ops:inspect",
-    "dead": "producer.cli_dead:dead",
-    "dashboard": "producer.dashboard:dashboard",
+    "enqueue": "producer.ops.cli:enqueue",
+    "wait": "producer.ops.cli:wait",
+    "results": "producer.ops.cli:results",
+    "status": "producer.ops.status:status",
+    "run": "producer.ops.run:run",
+    "cancel": "producer.ops.cli_admin:cancel",
+    "retry": "producer.ops.cli_admin:retry",
+    "purge": "producer.ops.cli_admin:purge",
+    "nodes": "producer.ops.cli_ops:nodes",
+    "jobs": "producer.ops.cli_ops:jobs",
+    "inspect": "producer.ops.cli_ops:inspect",
+    "dead": "producer.ops.cli_dead:dead",
+    "dashboard": "producer.ops.dashboard:dashboard",
     "acl": "taskfan.acl:acl",
 }
 

@@ -18,9 +18,9 @@ import redis
 
 from producer import Client, Executor
 from producer.callables import describe
-from producer.dashboard import Dashboard
 from producer.enqueue import Enqueuer
 from producer.job import Job
+from producer.ops.dashboard import Dashboard
 from producer.records import JobSpec
 from taskfan import keys
 from taskfan.callables import METHOD, PARTIAL, VALUE

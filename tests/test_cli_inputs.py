@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producer import Client
-from producer.inputs import detect_format, open_input, parse_cell, read
-from producer.outputs import ProgressBar, write_outcomes
+from producer.ops.inputs import detect_format, open_input, parse_cell, read
+from producer.ops.outputs import ProgressBar, write_outcomes
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput
 from taskfan.keys import QueueKeys

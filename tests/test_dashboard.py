@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from producer import Client
-from producer.dashboard import Dashboard, DashboardServer
+from producer.ops.dashboard import Dashboard, DashboardServer
 from taskfan import keys, scripts
 from taskfan.keys import JobKeys
 from taskfan.outcomes import encode_result

@@ -13,7 +13,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer import inputs
+from producer.ops import inputs
 from producer.rejects import Rejected
 from taskfan.codec import JSON
 from taskfan.errors import InvalidInput

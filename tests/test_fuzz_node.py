@@ -13,7 +13,8 @@ from typing import Any, cast
 import pytest
 import redis
 
-from producer import Client, overview
+from producer import Client
+from producer.ops import overview
 from taskfan import keys
 from taskfan.codec import JSON
 from taskfan.keys import QueueKeys

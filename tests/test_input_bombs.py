@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.inputs import read
+from producer.ops.inputs import read
 from producer.rejects import Rejected
 from taskfan.errors import ConfigError, InvalidInput
 from taskfan.secret import MAX_SECRET_FILE, read_secret_file

@@ -11,8 +11,9 @@ import fakeredis
 import pytest
 import redis
 
-from producer import Client, Executor, events, listeners, overview
+from producer import Client, Executor, events, listeners
 from producer.listeners import NobodyWatch, serving
+from producer.ops import overview
 from taskfan import keys
 from tests import tasks
 from tests.cli_support import invoke

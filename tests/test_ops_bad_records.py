@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, overview, peek
-from producer.dashboard import Dashboard, DashboardServer
+from producer import Client
+from producer.ops import overview, peek
+from producer.ops.dashboard import Dashboard, DashboardServer
 from taskfan import keys, scripts
 from taskfan.keys import JobKeys, QueueKeys
 from taskfan.meta import JobMeta

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, deadletters
-from producer.overview import nodes as live_nodes
+from producer import Client
+from producer.ops import deadletters
+from producer.ops.overview import nodes as live_nodes
 from taskfan import scripts
 from taskfan.errors import TaskfanError
 from taskfan.keys import GROUP, JobKeys, QueueKeys

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, overview, peek
-from producer.status import age, bar, watch_loop
+from producer import Client
+from producer.ops import overview, peek
+from producer.ops.status import age, bar, watch_loop
 from taskfan.errors import BrokerUnavailable
 from taskfan.keys import NODES, JobKeys
 from taskfan.meta import JobMeta, JobState

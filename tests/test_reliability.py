@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from producer import Client
-from producer.admin import purge
+from producer.ops.admin import purge
 from taskfan.errors import JobCancelled, TaskfanError
 from taskfan.keys import GROUP, JobKeys, QueueKeys
 from tests import tasks

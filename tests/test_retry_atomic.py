@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, deadletters
+from producer import Client
 from producer.job import Job
+from producer.ops import deadletters
 from taskfan import scripts
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys

@@ -10,8 +10,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from producer import Client, Executor, deadletters, peek
+from producer import Client, Executor
 from producer.enqueue import Enqueuer
+from producer.ops import deadletters, peek
 from producer.records import JobSpec
 from taskfan import scripts
 from taskfan.codec import JSON, PICKLE

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from producer import Client, Executor
-from producer.dashboard import Dashboard
+from producer.ops.dashboard import Dashboard
 from taskfan.errors import ConfigError
 from taskfan.signing import Keyring
 from tests import tasks

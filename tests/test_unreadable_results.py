@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from producer import Client, Executor
-from producer.executor import raise_original
-from producer.outputs import outcome_line
+from producer.executor.futures import raise_original
+from producer.ops.outputs import outcome_line
 from taskfan.codec import PICKLE
 from taskfan.errors import ProtocolError, TaskFailed
 from taskfan.outcomes import Outcome, ResultEntry, encode_result, iter_outcomes

@@ -21,9 +21,9 @@ import redis
 from click.testing import CliRunner
 
 from producer import Client
-from producer.admin import purge
-from producer.deadletters import Requeued, requeue_all
-from producer.overview import gather
+from producer.ops.admin import purge
+from producer.ops.deadletters import Requeued, requeue_all
+from producer.ops.overview import gather
 from producer.rejects import Rejected
 from taskfan import acl, scripts
 from taskfan.cli import main

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from producer.executor import CallFuture
+from producer.executor.futures import CallFuture
 from tests.stdlib_futures.conftest import (
     CANCELLED_AND_NOTIFIED_FUTURE,
     CANCELLED_FUTURE,

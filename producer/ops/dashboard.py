@@ -2,7 +2,7 @@
 
 The standard library's ``http.server`` serves one static page
 (``dashboard.html``, with a little inline JavaScript that polls) and one JSON
-endpoint, ``/api/overview``, built by ``producer.overview``. Read-only by
+endpoint, ``/api/overview``, built by ``producer.ops.overview``. Read-only by
 default. ``--allow-actions`` adds two POST endpoints (cancel a job, requeue a
 dead letter); they need the page's random token in an ``X-Taskfan-Token``
 header, so another site open in the same browser cannot post to them.
@@ -30,10 +30,10 @@ from urllib.parse import unquote, urlsplit
 import click
 import redis
 
-from producer import deadletters, overview
-from producer.cli import load_settings, open_client
-from producer.cli_options import cli_errors, redis_option, secret_option
-from producer.skipped import Skipped
+from producer.ops import deadletters, overview
+from producer.ops.cli import load_settings, open_client
+from producer.ops.cli_options import cli_errors, redis_option, secret_option
+from producer.ops.skipped import Skipped
 from taskfan import scripts
 from taskfan.cli import log_options, warn_secret_argument
 from taskfan.connection import RedisClient
@@ -124,7 +124,7 @@ class Dashboard:
 
 
 def page(token: str | None) -> bytes:
-    html = (resources.files("producer") / "dashboard.html").read_text(encoding="utf-8")
+    html = (resources.files("producer.ops") / "dashboard.html").read_text(encoding="utf-8")
     return html.replace("{{TOKEN}}", token or "").encode("utf-8")
 
 

@@ -1,6 +1,6 @@
 """``taskfan enqueue``, ``wait`` and ``results``: batch jobs from the shell.
 
-Shell jobs use the json codec. Exit codes: see ``producer.cli_options``.
+Shell jobs use the json codec. Exit codes: see ``producer.ops.cli_options``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from typing import Any
 
 import click
 
-from producer import inputs
-from producer.cli_options import (
+from producer.client import Client
+from producer.job import Job
+from producer.listeners import NobodyWatch
+from producer.ops import inputs
+from producer.ops.cli_options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,11 +34,8 @@ from producer.cli_options import (
     redis_option,
     secret_option,
 )
-from producer.client import Client
-from producer.job import Job
-from producer.listeners import NobodyWatch
-from producer.local_check import check_if_importable
-from producer.outputs import ProgressBar, open_output, write_outcomes
+from producer.ops.local_check import check_if_importable
+from producer.ops.outputs import ProgressBar, open_output, write_outcomes
 from taskfan.cli import log_options
 from taskfan.connection import check
 from taskfan.errors import ConfigError, FunctionReferenceError

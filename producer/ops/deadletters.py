@@ -44,9 +44,9 @@ from typing import Any
 
 import redis
 
-from producer import peek
+from producer.ops import peek
+from producer.ops.skipped import finite
 from producer.records import batch_fields
-from producer.skipped import finite
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError

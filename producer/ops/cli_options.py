@@ -1,7 +1,7 @@
 """The CLI's shared parts: exit codes, error handling, and option groups.
 
-Exit codes (every command of ``producer.cli``, ``producer.status`` and
-``producer.run``): 0 every item succeeded, 1 some items failed, 2 an error (bad
+Exit codes (every command of ``producer.ops.cli``, ``producer.ops.status`` and
+``producer.ops.run``): 0 every item succeeded, 1 some items failed, 2 an error (bad
 usage or input, unusable settings, Redis unreachable, job not found), 3 timed
 out, 4 the job was cancelled or abandoned, 130 interrupted.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from producer import inputs
+from producer.ops import inputs
 from taskfan.cli import (  # noqa: F401 - the exit codes are re-exported for producer's commands
     BYTE_SIZE,
     EXIT_CANCELLED,

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from producer import deadletters, overview, peek
-from producer.cli import attach, load_settings, open_client
-from producer.cli_options import cli_errors, redis_option
-from producer.skipped import Skipped, describe, queue_name
-from producer.status import age, batches_text, rate, render_jobs, render_nodes, table, when
+from producer.ops import deadletters, overview, peek
+from producer.ops.cli import attach, load_settings, open_client
+from producer.ops.cli_options import cli_errors, redis_option
+from producer.ops.skipped import Skipped, describe, queue_name
+from producer.ops.status import age, batches_text, rate, render_jobs, render_nodes, table, when
 from taskfan.cli import log_options
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.keys import JobKeys

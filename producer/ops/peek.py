@@ -20,7 +20,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from producer.skipped import Skipped
+from producer.ops.skipped import Skipped
 from taskfan.connection import RedisClient
 from taskfan.errors import ProtocolError
 from taskfan.keys import JobKeys

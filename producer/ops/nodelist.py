@@ -4,7 +4,7 @@ Nodes write their records (``keys.node``) and the ``nodes`` index, but anyone
 who can write to Redis can change them: a record's counters are read as 0 when
 they are not numbers, its times as None when they are not finite, and an index
 entry that cannot be a node id, or whose heartbeat is not a finite time, is
-skipped and named (``producer.skipped``) and leaves the index with the records
+skipped and named (``producer.ops.skipped``) and leaves the index with the records
 that expired.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from producer.skipped import Skipped, finite, shown
+from producer.ops.skipped import Skipped, finite, shown
 from taskfan import keys
 from taskfan.connection import RedisClient
 

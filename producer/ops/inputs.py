@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from producer.input_lines import Lines, text_lines, too_long
+from producer.ops.input_lines import Lines, text_lines, too_long
 from producer.rejects import Rejected
 from taskfan.errors import InvalidInput, TaskfanError
 from taskfan.limits import DECODED_PER_BYTE, DECODED_PER_CONTAINER, decoded_size, format_size

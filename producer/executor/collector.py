@@ -16,7 +16,7 @@ import time
 
 from producer.client import Client
 from producer.events import Events, scan
-from producer.futures import CallFuture, raise_original
+from producer.executor.futures import CallFuture, raise_original
 from producer.job import Job
 from producer.reader import FETCH, fetch
 from taskfan import scripts

@@ -10,7 +10,7 @@ is gone (expired after their result TTL, or purged) leave their queue's
 
 A record that cannot be read (a queue name or job id that cannot be one, a meta
 hash that does not parse, a result entry that does not) is passed over and
-listed in ``skipped`` (``producer.skipped``); the rest still shows.
+listed in ``skipped`` (``producer.ops.skipped``); the rest still shows.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from producer import lease, peek
+from producer import lease
 from producer.listeners import nobody_serves
-from producer.nodelist import nodes as nodes  # re-exported: the views read nodes here
-from producer.skipped import Skipped, job_id, queue_name
+from producer.ops import peek
+from producer.ops.nodelist import nodes as nodes  # re-exported: the views read nodes here
+from producer.ops.skipped import Skipped, job_id, queue_name
 from taskfan import keys
 from taskfan.connection import RedisClient
 from taskfan.errors import ProtocolError
@@ -213,7 +214,7 @@ def recent_failures(
     skipped: list[Skipped] | None = None,
 ) -> list[dict[str, Any]]:
     """The first failed items of the newest jobs with failures (decoded safely:
-    ``producer.peek``), each with its job, index, error type, message and traceback."""
+    ``producer.ops.peek``), each with its job, index, error type, message and traceback."""
     skipped = [] if skipped is None else skipped
     out: list[dict[str, Any]] = []
     for row in job_rows:

@@ -28,14 +28,14 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from producer import futures
-from producer.buffered import buffered_map, check_buffersize
 from producer.client import Client
-from producer.collector import Collector
-from producer.futures import CallFuture, raise_original
+from producer.executor import futures
+from producer.executor.buffered import buffered_map, check_buffersize
+from producer.executor.collector import Collector
+from producer.executor.futures import CallFuture, raise_original
+from producer.executor.pool_compat import Zip, check_pool_arguments, originals
 from producer.job import Job
 from producer.lease import LeaseKeeper, lease_field
-from producer.pool_compat import Zip, check_pool_arguments, originals
 from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient, translate_errors
@@ -210,7 +210,7 @@ class Executor(Collector, concurrent.futures.Executor):
         ``chunksize`` is the node's items per pool message; left out, the node
         measures the function and picks one. ``buffersize`` is Python 3.14's:
         at most that many calls submitted ahead of the consumer, the input read
-        lazily (``producer.buffered``), on every Python.
+        lazily (``producer.executor.buffered``), on every Python.
         """
         check_buffersize(buffersize)
         if chunksize is not None and chunksize < 1:

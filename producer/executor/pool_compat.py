@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from producer.futures import raise_original
+from producer.executor.futures import raise_original
 from taskfan.errors import TaskFailed
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from producer.cli import (
+from producer.ops.cli import (
     enqueue_file,
     follow,
     load_settings,
@@ -36,7 +36,7 @@ from producer.cli import (
     summary,
     write_results,
 )
-from producer.cli_options import (
+from producer.ops.cli_options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
@@ -49,7 +49,7 @@ from producer.cli_options import (
     redis_option,
     secret_option,
 )
-from producer.local_check import check_importable
+from producer.ops.local_check import check_importable
 from taskfan.cli import LOGGING_META, log_options, warn_secret_argument
 from taskfan.connection import check, connect, redact
 from taskfan.errors import FunctionReferenceError

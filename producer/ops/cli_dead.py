@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from producer import deadletters
-from producer.cli import load_settings, open_client
-from producer.cli_options import (
+from producer.client import Client
+from producer.ops import deadletters
+from producer.ops.cli import load_settings, open_client
+from producer.ops.cli_options import (
     EXIT_ERROR,
     CliError,
     cli_errors,
@@ -20,9 +21,8 @@ from producer.cli_options import (
     redis_option,
     secret_option,
 )
-from producer.client import Client
-from producer.deadletters import Requeued
-from producer.status import age, table
+from producer.ops.deadletters import Requeued
+from producer.ops.status import age, table
 from taskfan.cli import log_options
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys

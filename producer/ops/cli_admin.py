@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from producer.admin import purge as purge_queue
-from producer.cli import attach, load_settings, open_client
-from producer.cli_options import (
+from producer.ops.admin import purge as purge_queue
+from producer.ops.cli import attach, load_settings, open_client
+from producer.ops.cli_options import (
     allow_pickle_option,
     cli_errors,
     confirm,

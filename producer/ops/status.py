@@ -1,6 +1,6 @@
 """``taskfan status``: queues, jobs and worker nodes at a glance, once or live.
 
-The data comes from ``producer.overview`` (read-only, but for pruning expired
+The data comes from ``producer.ops.overview`` (read-only, but for pruning expired
 job ids and dead nodes from their indexes); this module draws it as tables.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
-from producer import overview
-from producer.cli import attach, load_settings, open_client
-from producer.cli_options import cli_errors, interruptible, redis_option
 from producer.listeners import nobody_serves, serving
-from producer.skipped import describe
+from producer.ops import overview
+from producer.ops.cli import attach, load_settings, open_client
+from producer.ops.cli_options import cli_errors, interruptible, redis_option
+from producer.ops.skipped import describe
 from taskfan.cli import log_options
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import TaskfanError
