@@ -159,6 +159,41 @@ def test_a_stopping_node_finishes_what_runs_and_hands_back_what_did_not_start() 
     assert not node.scheduler.batches
 
 
+class GreedyQueue(FakeQueue):
+    """A fake queue that hands out as many batches as a read asks for."""
+
+    def read(self, count: int, block_ms: int) -> list[Delivery]:
+        with self._lock:
+            found, self.waiting = self.waiting[:count], self.waiting[count:]
+            self.handed_out += found
+        if not found:
+            self._wake.wait(block_ms / 1000)
+            self._wake.clear()
+        return found
+
+
+def test_a_stopping_node_hands_back_every_batch_it_did_not_start() -> None:
+    # Two processes: the first read asks for four batches; batches 0 and 1 fill
+    # the pool (two chunks each), 2 and 3 wait with nothing started.
+    batches = [delivery(i, [1.5, 1.5]) for i in range(4)]
+    fake = GreedyQueue(batches)
+    settings = Settings(processes=2, heartbeat_interval=0.2, block_seconds=0.2, grace_period=60)
+    node = Node(settings, node_redis=fake)
+    started: set[int] = set()
+
+    def stop_while_two_wait() -> None:
+        wait_until(lambda: len(node.scheduler.batches) == 4 and len(node.scheduler.in_pool) == 4,
+                   timeout=60, message="four batches held, two of them in the pool")  # fmt: skip
+        started.update(chunk.batch.entry.index for chunk in list(node.scheduler.in_pool))
+        node.stop()
+
+    assert drive(node, stop_while_two_wait) == 0
+    assert started == {0, 1}  # what the assertions below rely on
+    assert sorted(c.delivery.entry_id for c in fake.written) == [b"1-0", b"1-1"]
+    # Both went back at once, not only the last of the queue's.
+    assert sorted(fake.handed_back) == [b"1-2", b"1-3"]
+
+
 def test_the_fake_queue_is_what_the_node_uses() -> None:
     """No connection is made: the node takes its id and client from the fake."""
     fake = FakeQueue([])

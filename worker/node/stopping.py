@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from taskfan.keys import QueueKeys
 from worker.core.batches import Delivery
 from worker.core.scheduler import Scheduler
 from worker.sources.streams.held_entries import HeldEntries
@@ -72,7 +73,10 @@ def hand_back_unfinishable(
         # They cannot finish in the grace period: back now, not at its end.
         unstarted += scheduler.take_waiting(after=stop_by)
     if unstarted:
-        held.hand_back({b.delivery.queue: [b.delivery.entry_id] for b in unstarted})
+        entries: dict[QueueKeys, list[Any]] = {}
+        for batch in unstarted:  # every batch of each queue, not only its last
+            entries.setdefault(batch.delivery.queue, []).append(batch.delivery.entry_id)
+        held.hand_back(entries)
         for batch in unstarted:
             release(batch.delivery)
 
