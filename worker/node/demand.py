@@ -49,8 +49,9 @@ class Demand:
             return
         if self.paused_until is not None:
             if now < self.paused_until:
-                if self._rq is not None:
-                    self._rq.request(self.scheduler.batches_wanted())
+                want = self.scheduler.batches_wanted()
+                if self._rq is not None and want:  # never for none: no read would answer
+                    self._rq.request(want)
                 return
             self.paused_until = None
         want = self.scheduler.batches_wanted()
