@@ -1,11 +1,10 @@
 """When a node reads, and from which source (``worker.node.demand``), with fake
-readers: no Redis, no threads, the clock an argument."""
+sources: no Redis, no threads, the clock an argument."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskfan.settings import Settings
 from worker.node.demand import Demand
 
 
@@ -18,7 +17,7 @@ class FakeScheduler:
         return self.want
 
 
-class FakeReader:
+class FakeSource:
     def __init__(self) -> None:
         self.asked: list[int] = []
 
@@ -26,34 +25,64 @@ class FakeReader:
         self.asked.append(batches)
 
 
-class FakeRq(FakeReader):
-    """As the RQ source: a request is a no-op while its read is out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reading = False
-        self.last_read_empty = False
-
-    def request(self, batches: int) -> None:
-        if self.reading:
-            return
-        self.reading = True
-        super().request(batches)
+def _demand(*sources: Any) -> tuple[Demand, FakeScheduler]:
+    scheduler = FakeScheduler()
+    return Demand(scheduler, sources, rest_seconds=5.0), scheduler
 
 
-def test_a_paused_stream_leaves_rq_reading_and_rq_is_never_asked_for_nothing() -> None:
-    """While the taskfan queues rest (their last read went wholly to other
-    nodes), RQ is not asked for zero batches: that left it waiting for an
-    answer that never came, and it was never read again."""
-    settings = Settings(queues=("q",), rq_queues=("r",), heartbeat_interval=5)
-    scheduler, reader, rq = FakeScheduler(), FakeReader(), FakeRq()
-    demand = Demand(settings, scheduler, reader, rq)
-    demand.pause(now=0.0)
-    demand.ask(stopping=False, now=1.0)  # paused, and nothing wanted
-    assert rq.asked == [] and demand.idle()
+def test_each_source_has_one_read_out_at_most() -> None:
+    a, b = FakeSource(), FakeSource()
+    demand, scheduler = _demand(a, b)
+    scheduler.want = 3
+    demand.ask(stopping=False, now=0.0)
+    demand.ask(stopping=False, now=0.0)
+    assert (a.asked, b.asked) == ([3], [3])
+    assert not demand.idle()
+    demand.read(a, found=True)
+    demand.ask(stopping=False, now=0.0)
+    assert (a.asked, b.asked) == ([3, 3], [3])
+
+
+def test_nothing_is_asked_while_stopping_or_when_nothing_is_wanted() -> None:
+    a = FakeSource()
+    demand, scheduler = _demand(a)
+    demand.ask(stopping=False, now=0.0)  # wants none
     scheduler.want = 2
-    demand.ask(stopping=False, now=1.0)  # still paused: only RQ reads
-    assert (reader.asked, rq.asked) == ([], [2])
-    rq.reading = False  # its answer came
+    demand.ask(stopping=True, now=0.0)
+    assert a.asked == [] and demand.idle()
+
+
+def test_a_paused_source_leaves_the_others_reading_and_none_is_asked_for_nothing() -> None:
+    """A source whose read went wholly to other nodes rests; another source is not
+    asked for zero batches meanwhile (which left it waiting for an answer that
+    never came: it was never read again), and reads once batches are wanted."""
+    paused, other = FakeSource(), FakeSource()
+    demand, scheduler = _demand(paused, other)
+    demand.pause(paused, now=0.0)
+    assert demand.paused_until == 5.0
+    demand.ask(stopping=False, now=1.0)  # paused, and nothing wanted
+    assert (paused.asked, other.asked) == ([], [])
+    scheduler.want = 2
+    demand.ask(stopping=False, now=1.0)  # still paused: only the other reads
+    assert (paused.asked, other.asked) == ([], [2])
+    demand.read(other, found=False)
     demand.ask(stopping=False, now=6.0)  # the pause is over
-    assert (reader.asked, rq.asked) == ([2], [2, 2])
+    assert (paused.asked, other.asked) == ([2], [2, 2])
+    assert demand.paused_until is None
+
+
+def test_a_burst_node_is_done_once_every_source_found_nothing() -> None:
+    a, b = FakeSource(), FakeSource()
+    demand, scheduler = _demand(a, b)
+    scheduler.want = 1
+    demand.ask(stopping=False, now=0.0)
+    demand.read(a, found=False)
+    assert not demand.empty()
+    demand.read(b, found=True)
+    assert not demand.empty()
+    demand.ask(stopping=False, now=0.0)
+    demand.read(b, found=False)
+    assert demand.empty() and not demand.idle()  # a was asked again, not answered yet
+    scheduler.batches = {"held": object()}
+    demand.read(a, found=False)
+    assert not demand.empty()  # nothing found, but batches are still held

@@ -6,7 +6,7 @@ books, demand and the core types (``worker.core.batches``) decide what to run an
 what a batch's outcome is; the Redis I/O and the threads live around
 them. These checks read the source (no import runs): a core module, or anything
 it imports at run time (``TYPE_CHECKING`` blocks aside), must not import
-``redis``, a source of batches (``worker.sources``) or the node's I/O threads,
+``redis``, a source of batches (``worker.sources``) or the node's heartbeat thread,
 and a core module must not call ``time.*`` itself: the clock is an argument
 (``clock``, ``now``), so tests drive the core's time.
 """
@@ -27,12 +27,12 @@ CORE = [
     "worker.node.demand",
 ]
 #: what the core may not import, directly or through what it imports: Redis, any
-#: source of batches (the queue streams' Redis I/O, RQ), the node's I/O threads
+#: source of batches (the queue streams' Redis I/O, RQ), the node's heartbeat thread
 FORBIDDEN = (
     "redis",
     "rq",
     "worker.sources",
-    "worker.node.io_threads",
+    "worker.node.heartbeat",
 )
 
 
@@ -139,7 +139,7 @@ def test_the_core_calls_no_clock_of_its_own(module: str) -> None:
 
 def test_the_checks_see_a_forbidden_import_and_a_clock_call() -> None:
     """The checks can fail: they find what they look for in a module that has it."""
-    seen = _import_chain("worker.node.io_threads")
+    seen = _import_chain("worker.node.heartbeat")
     assert "redis" in seen
     tree = ast.parse("import time\nif TYPE_CHECKING:\n    import redis\nx = time.monotonic()\n")
     assert _runtime_imports(tree) == {"time"}

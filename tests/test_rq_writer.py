@@ -14,7 +14,6 @@ from rq.job import Job
 
 from tests import rq_tasks
 from worker.core.batches import Delivery
-from worker.node.messages import Events, RqWritten, new_events
 from worker.sources.rq import adapter as rqa
 from worker.sources.rq.rq_source import RqQueueRef
 from worker.sources.rq.rq_writer import FinishBatch, RqBatch, RqBooks, RqWriter, StartJobs
@@ -33,8 +32,8 @@ def test_a_redis_error_while_recording_outcomes_is_retried(
     delivery = Delivery(RqQueueRef(QUEUE), b"rq-1", None)
     books = RqBooks(held={QUEUE: {job.id for job in jobs}})
     books.batches[delivery.entry_id] = RqBatch(delivery, QUEUE, jobs)
-    events: Events = new_events()
-    writer = RqWriter(r, worker, {QUEUE: keys}, books, events, lease=60)
+    written: list[tuple[Delivery, int, int]] = []
+    writer = RqWriter(r, worker, {QUEUE: keys}, books, lambda *done: written.append(done), lease=60)
     real_finish, calls = rqa.finish, []
 
     def flaky_finish(*args: Any, **kwargs: Any) -> Any:
@@ -52,7 +51,7 @@ def test_a_redis_error_while_recording_outcomes_is_retried(
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert events.get_nowait() == RqWritten(delivery, 3, 0)
+    assert written == [(delivery, 3, 0)]
     assert len(calls) == 2
     assert [Job.fetch(i, connection=r).return_value() for i in ids] == [0, 2, 4]
     assert not books.batches and not books.running and not books.held[QUEUE]

@@ -5,8 +5,8 @@ and what leaves it (``Completed``).
 Plain data with no Redis I/O, shared by the pure core (the scheduler
 ``worker.core.scheduler``, the intake ``worker.core.intake``, the recorder
 ``worker.core.recorder``, the retry heap ``worker.core.retries``), by the Redis I/O that
-fills and records them (``worker.sources.streams.redis_io``) and by the RQ source, which builds
-its batches itself.
+fills and records them (``worker.sources.streams.redis_io``) and by sources
+that build their batches themselves (``worker.sources.base``).
 """
 
 from __future__ import annotations
@@ -93,6 +93,12 @@ class Completed:
     def handed_back(cls, delivery: Delivery) -> Completed:
         """A batch another node should run (``worker.core.unrunnable``)."""
         return cls(delivery, "", "", b"", 0, 0, give_back=True)
+
+    @classmethod
+    def counted(cls, delivery: Delivery, ok: int, failed: int) -> Completed:
+        """A batch its source recorded its own way: only how many items it
+        recorded as done and as failed (``worker.sources.base.Source.complete``)."""
+        return cls(delivery, "", "", b"", ok, failed)
 
 
 @dataclass(eq=False)

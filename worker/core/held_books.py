@@ -110,8 +110,8 @@ class HeldBooks:
     def admit(self, batch: Batch) -> Completed | None:
         """Take a batch whose entry and items are known: cut it into chunks.
 
-        ``accept``'s second half, and the way in for batches that do not come
-        from a stream entry (the RQ source's, ``worker.sources.rq.rq_source``)."""
+        ``accept``'s second half, and the way in for batches a source built
+        itself, with no entry for the intake to check (``worker.sources.base``)."""
         entry = batch.entry
         if entry.count == 0:
             return self.recorder.finish(batch)

@@ -12,8 +12,9 @@ results. A job cancelled with ``terminate`` (a hard cancel) ends with the reason
 ``worker.core.batches.TERMINATED``: its chunks in the pool are killed too
 (``worker.pool.pool_feed``).
 
-Only batches read from the taskfan streams are tracked: an RQ job's liveness is
-RQ's (``worker.sources.rq.rq_source``).
+Only batches taken in through the intake (``Scheduler.accept``: taskfan's
+entries, whose jobs have a state in Redis) are tracked; a batch a source built
+itself (``Scheduler.admit``) is its source's to watch.
 """
 
 from __future__ import annotations

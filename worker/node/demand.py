@@ -2,77 +2,91 @@
 
 The node reads only when its scheduler wants batches (``batches_wanted``: fewer
 chunks wait locally than it has processes), and never while a stop is under
-way. Each source (the taskfan queues' reader, the RQ source with
-``--rq-queue``) has at most one read out at a time; both are asked for the
-same number, and whichever answers first feeds the scheduler. Whether a read is
-out, and whether the last came back empty, tell a burst node when it is done.
+way. Each source (``worker.sources.base.Source``) has at most one read out at a
+time; every source without one is asked for the same number, and whichever
+answers first feeds the scheduler. A source whose last read went wholly to
+other nodes (functions this node cannot run) rests for a heartbeat interval.
+Whether a read is out, and whether the last came back empty, tell a burst node
+when it is done.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from taskfan.settings import Settings
 from worker.core.scheduler import Scheduler
 
 if TYPE_CHECKING:  # types only: the demand logic does no I/O itself
-    from worker.node.io_threads import Reader
-    from worker.sources.rq.rq_source import RqSource
+    from worker.sources.base import Source
+
+
+@dataclass
+class Reads:
+    """One source's reads, as the demand sees them."""
+
+    #: a read is out (asked, not answered yet)
+    out: bool = False
+    #: the last read found nothing, and nothing was held
+    empty: bool = False
+    #: until when (monotonic seconds) the source is not read: its last read held
+    #: only batches this node cannot run (``worker.core.unrunnable``)
+    paused_until: float | None = None
 
 
 class Demand:
     def __init__(
-        self, settings: Settings, scheduler: Scheduler, reader: Reader, rq: RqSource | None
+        self, scheduler: Scheduler, sources: Sequence[Source], rest_seconds: float
     ) -> None:
-        self.settings = settings
         self.scheduler = scheduler
-        self._reader = reader
-        self._rq = rq
-        self._reading = False  #: a read of the taskfan queues is out
-        #: the last read found nothing, and nothing was held (an RQ-only node: no
-        #: taskfan queue to read)
-        self._last_read_empty = not settings.queues
-        #: until when (monotonic seconds) the taskfan queues are not read: the
-        #: last read held only batches this node cannot run (``worker.core.unrunnable``)
-        self.paused_until: float | None = None
+        #: how long a source rests after a read that went wholly to other nodes
+        self.rest_seconds = rest_seconds
+        self._reads = {source: Reads() for source in sources}
 
-    def pause(self, now: float) -> None:
-        """Read the taskfan queues again only after a heartbeat interval: every
-        batch of the last read went back (functions this node cannot run), and
-        reading again at once would take them back only to hand them back."""
-        self.paused_until = now + self.settings.heartbeat_interval
+    def pause(self, source: Source, now: float) -> None:
+        """Read ``source`` again only after a heartbeat interval: every batch of
+        its last read went back (functions this node cannot run), and reading
+        again at once would take them back only to hand them back."""
+        self._reads[source].paused_until = now + self.rest_seconds
+
+    @property
+    def paused_until(self) -> float | None:
+        """When the earliest pause ends (the loop wakes then), if any."""
+        ends = [r.paused_until for r in self._reads.values() if r.paused_until is not None]
+        return min(ends) if ends else None
 
     def ask(self, stopping: bool, now: float = 0.0) -> None:
-        """Ask the readers for as many batches as the scheduler wants, if any."""
-        rq_reading = self._rq is None or self._rq.reading
-        if (self._reading and rq_reading) or stopping:
+        """Ask each source without a read out for as many batches as the
+        scheduler wants, if any."""
+        if stopping:
             return
-        if self.paused_until is not None:
-            if now < self.paused_until:
+        want: int | None = None
+        for source, reads in self._reads.items():
+            if reads.out:
+                continue
+            if reads.paused_until is not None:
+                if now < reads.paused_until:
+                    continue
+                reads.paused_until = None
+            if want is None:
                 want = self.scheduler.batches_wanted()
-                if self._rq is not None and want:  # never for none: no read would answer
-                    self._rq.request(want)
+            if not want:
                 return
-            self.paused_until = None
-        want = self.scheduler.batches_wanted()
-        if not want:
-            return
-        if self._rq is not None:
-            self._rq.request(want)  # no-op while its read is out
-            if not self.settings.queues or self._reading:
-                return
-        self._reading = True
-        self._reader.request(want)
+            reads.out = True
+            source.request(want)
 
-    def read(self, found: bool) -> None:
-        """A read of the taskfan queues came back, with batches or not."""
-        self._reading = False
-        self._last_read_empty = not found and not self.scheduler.batches
+    def read(self, source: Source, found: bool) -> None:
+        """A read of ``source`` came back, with batches or not (before the node
+        takes them in)."""
+        reads = self._reads[source]
+        reads.out = False
+        reads.empty = not found and not self.scheduler.batches
 
     def idle(self) -> bool:
         """No read is out."""
-        return not self._reading and (self._rq is None or not self._rq.reading)
+        return not any(reads.out for reads in self._reads.values())
 
     def empty(self) -> bool:
         """Every source's last read found nothing."""
-        return self._last_read_empty and (self._rq is None or self._rq.last_read_empty)
+        return all(reads.empty for reads in self._reads.values())

@@ -1,20 +1,19 @@
 """What the node's threads tell its main thread: one small frozen class per kind.
 
-Every thread that is not the main thread (the reader, the writer, the heartbeat,
-the pool's callback thread, the RQ source's reader and writer, and ``Node.stop``
-from a signal handler) talks to the main thread only by putting one of these on
-the node's ``Events`` queue; the main thread's loop (``Node._handle``) dispatches
-on the type with ``match``, and mypy checks that every kind is handled::
+Every thread that is not the main thread (the sources' readers and writers,
+the heartbeat, the pool's callback thread, and ``Node.stop`` from a signal
+handler) talks to the main thread only by putting one of these on the node's
+``Events`` queue; the main thread's loop (``Node._handle``) dispatches on the
+type with ``match``, and mypy checks that every kind is handled::
 
-  Read(deliveries)                   reader: stream entries read (maybe none)
-  ChunkDone(chunk, future)           pool callback: a chunk's future is done
-  Written(completed)                 writer: a batch is recorded and acknowledged
-  JobsEnded(jobs)                    heartbeat: jobs cancelled, gone or abandoned
-  Stop()                             Node.stop: stop reading, finish what is held
-  RqRead(batches, found_nothing)     RQ reader: RQ batches read (maybe none)
-  RqWritten(delivery, ok, failed)    RQ writer: an RQ batch is recorded
+  Read(source, entries, batches, found)  a source's reader: batches read (maybe none)
+  ChunkDone(chunk, future)               pool callback: a chunk's future is done
+  Written(source, completed)             a source's writer: a batch is recorded
+  JobsEnded(jobs)                        heartbeat: jobs cancelled, gone or abandoned
+  Stop()                                 Node.stop: stop reading, finish what is held
 
-The RQ writer's own operations are typed the same way in ``worker.sources.rq.rq_writer``.
+``Read`` and ``Written`` name the source (``worker.sources.base.Source``) they
+come from, so the node answers the right one without knowing what it is.
 """
 
 from __future__ import annotations
@@ -28,13 +27,26 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from worker.core.batches import Batch, Chunk, Completed, Delivery
     from worker.pool.child import ChunkResult
+    from worker.sources.base import Source
 
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """The reader's answer to the node's demand: new or reclaimed stream entries."""
+    """A source's answer to the node's demand (one per ``Source.request``).
 
-    deliveries: Sequence[Delivery]
+    ``entries`` are delivered entries for the node's intake to check and decode
+    (``Scheduler.accept``); ``batches`` are batches the source built itself, their
+    items known (``Scheduler.admit``). ``found``: the read found something (a
+    burst node ends once every source's last read found nothing)."""
+
+    source: Source
+    entries: Sequence[Delivery] = ()
+    batches: Sequence[Batch] = ()
+    found: bool = False
+
+    def deliveries(self) -> list[Delivery]:
+        """Every delivery it holds, its batches' included."""
+        return [*self.entries, *(batch.delivery for batch in self.batches)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +59,10 @@ class ChunkDone:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """The writer recorded (or let go) a batch: the node may forget it."""
+    """A source recorded (or let go) a batch: the node may forget it.
+    ``completed`` says what the source recorded (its ``ok`` and ``failed``)."""
 
+    source: Source
     completed: Completed
 
 
@@ -65,26 +79,8 @@ class Stop:
     """The node was asked to stop (``Node.stop``, maybe from a signal handler)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RqRead:
-    """The RQ reader's answer: batches of RQ jobs; ``found_nothing`` when every
-    RQ queue was empty."""
-
-    batches: Sequence[Batch]
-    found_nothing: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RqWritten:
-    """The RQ writer recorded an RQ batch's outcomes: ``ok`` and ``failed`` jobs."""
-
-    delivery: Delivery
-    ok: int
-    failed: int
-
-
 #: anything a thread may tell the node's main thread
-Event = Read | ChunkDone | Written | JobsEnded | Stop | RqRead | RqWritten
+Event = Read | ChunkDone | Written | JobsEnded | Stop
 
 #: the node's event queue. A SimpleQueue: its put() may run in a signal handler
 #: (``Node.stop``) while the main thread waits in get(); a Queue's lock would

@@ -3,41 +3,43 @@
 How batches move through a node::
 
                     +--------------+  demand   +----------------+  submit  +-----------+
-  queue stream ---> | reader       | <-------- |  main thread:  | -------> |  process  |
-  XREADGROUP,       | thread       | --read--> |  event loop +  |          |  pool     |
-  XAUTOCLAIM        +--------------+           |  Scheduler     | <------- | run_chunk |
-                                               |                |   done   +-----------+
+  each source   --> | its reader   | <-------- |  main thread:  | -------> |  process  |
+  (queue streams:   | thread       | --Read--> |  event loop +  |          |  pool     |
+  XREADGROUP,       +--------------+           |  Scheduler     | <------- | run_chunk |
+  XAUTOCLAIM)                                  |                |   done   +-----------+
                     +--------------+           | cuts batches   | (callback: outcomes,
-  record.lua,  <--- | writer       | <-------- | into chunks,   |  and items to retry)
-  XACK, XDEL        | thread       | written-> | keeps the pool |
-  (pipelined)       +--------------+           | fed, joins     | retry  +-------------+
+  its records  <--- | its writer   | <-------- | into chunks,   |  and items to retry)
+  (record.lua,      | thread       | Written-> | keeps the pool |
+  XACK, XDEL)       +--------------+           | fed, joins     | retry  +-------------+
                                                | chunk results  | -----> | retry heap  |
                     +--------------+           |                | <----- | by due time |
                     | heartbeat    | --ended-> +----------------+  due   +-------------+
-                    | thread       |  lease refresh (XCLAIM JUSTID), node record; are
-                    +--------------+  the jobs of the batches held still active?
+                    | thread       |  each source's leases, node record; are the
+                    +--------------+  jobs of the batches held still active?
+
+A node reads from one or more sources (``worker.sources.base.Source``: the
+queue streams with ``--queue``, others as plug-ins, ``worker.sources.registry``)
+and knows none of them: it asks each for batches, hands each batch back to the
+source that owns it to record or to take back, and lets the heartbeat renew
+each source's leases. All of them feed the same Scheduler and pool.
 
 All state lives in the main thread; the other threads talk to it only through
 the ``events`` queue (typed messages, one class per kind: ``worker.node.messages``),
-so nothing needs a lock but the held entry ids that the heartbeat reads
-(``worker.sources.streams.held_entries``). The main thread's parts: ``worker.core.scheduler``
-keeps the books, ``worker.pool.pool_feed`` talks to the pool, ``worker.node.demand``
-decides when to read, ``worker.node.stopping`` what a stopping node lets go of;
-``worker.services.heartbeat_duties`` is what the heartbeat does besides leases and the node record.
-The reader reads only when the main thread asks: when fewer chunks wait locally
-than the node has processes. So a node holds about one batch beyond what its
-processes run, never hoarding work another node could start sooner, and the
-pool does not drain at batch boundaries.
+so nothing needs a lock but what a source shares with its own threads. The main
+thread's parts: ``worker.core.scheduler`` keeps the books,
+``worker.pool.pool_feed`` talks to the pool, ``worker.node.demand`` decides when
+to read, ``worker.node.stopping`` what a stopping node lets go of;
+``worker.services.heartbeat_duties`` is what the heartbeat does besides leases
+and the node record. A source reads only when the main thread asks: when fewer
+chunks wait locally than the node has processes. So a node holds about one batch
+beyond what its processes run, never hoarding work another node could start
+sooner, and the pool does not drain at batch boundaries.
 
 An item that raised and may be tried again waits out its backoff in the retry
 heap (``worker.core.retries``), not in a pool process: the process goes on with its
 chunk and then with other work. The loop wakes when the earliest retry is due
 and sends the items due then back to the pool, ahead of new chunks. Their batch
 stays held, its lease refreshed, until every item has its final outcome.
-
-With ``--rq-queue``, RQ queues are a second source of batches (``worker.sources.rq.rq_source``,
-its own reader and writer threads): its batches go through the same Scheduler
-and pool, and leave the node through it instead of the taskfan writer.
 """
 
 from __future__ import annotations
@@ -47,32 +49,28 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import redis
 from redis.exceptions import RedisClusterException
 
 from taskfan.bounds import MAX_LOOP_WAIT, capped
 from taskfan.connection import RedisClient
-from taskfan.errors import ConfigError, TaskfanError
-from taskfan.logs import batch_extra
+from taskfan.errors import TaskfanError
 from taskfan.settings import Settings
-from worker.core.batches import Completed, Delivery, key
+from worker.core.batches import Batch, Completed, Delivery, key
 from worker.core.chunk_sizing import ChunkSizer
 from worker.core.entry_checks import Guard
 from worker.core.scheduler import Scheduler
 from worker.core.unrunnable import Unrunnable
 from worker.node.demand import Demand
-from worker.node.io_threads import Heartbeat, Reader, Writer
+from worker.node.heartbeat import Heartbeat
 from worker.node.messages import (
     ChunkDone,
     Event,
     Events,
     JobsEnded,
     Read,
-    RqRead,
-    RqWritten,
     Stop,
     Written,
     new_events,
@@ -82,17 +80,15 @@ from worker.node.stopping import (
     grace_over,
     hand_back_unfinishable,
     install_signal_handlers,
-    rq_unfinished,
+    late_reads,
 )
 from worker.pool.pool_feed import PoolFeed
 from worker.services.heartbeat_duties import BeatDuties
 from worker.services.stats import NodeStats, NodeView
-from worker.sources.streams.held_entries import HeldEntries
+from worker.sources.base import NodeParts, Source
+from worker.sources.registry import build_sources
 from worker.sources.streams.node_record import new_node_id
 from worker.sources.streams.redis_io import NodeRedis
-
-if TYPE_CHECKING:
-    from worker.sources.rq.rq_source import RqSource
 
 #: the name operators filter the node's log by (docs/operations.md), as before the
 #: node moved into worker/node/
@@ -120,17 +116,19 @@ class Node:
         *,
         node_redis: NodeRedis | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sources: Callable[[NodeParts], Sequence[Source]] = build_sources,
     ) -> None:
-        """A node for ``settings``. Every Redis command of its taskfan queues goes
-        through ``node_redis``: given (a test passes a fake one and drives the node
-        in-process, its pool real), or built here on ``client``, else on a
-        connection to ``settings.redis_url``. ``clock`` (monotonic seconds) times
-        its grace period, retries, deadlines and pauses."""
+        """A node for ``settings``. Every Redis command of its taskfan queues and
+        its node record goes through ``node_redis``: given (a test passes a fake
+        one and drives the node in-process, its pool real), or built here on
+        ``client``, else on a connection to ``settings.redis_url``. ``clock``
+        (monotonic seconds) times its grace period, retries, deadlines and pauses.
+        ``sources`` builds the sources it reads from (by default, every plug-in
+        of ``worker.sources`` the settings ask for)."""
         self.settings = settings
         self.clock = clock
         if node_redis is None:
             node_redis = connect_node_redis(settings, client)
-        client = node_redis.client
         self.id = node_redis.node_id
         self.redis = node_redis
         sizer = ChunkSizer(settings.processes, settings.chunksize)
@@ -160,22 +158,14 @@ class Node:
         )  # fmt: skip
         self._stop = threading.Event()
         self._cold = False
+        #: batches given to their source to record, not written yet
         self._writing = 0
-        #: the stream entries of the batches held: the heartbeat renews their leases
-        self._held = HeldEntries(self.redis, settings.visibility_timeout)
-        self._rq: RqSource | None = None
-        if settings.rq_queues:
-            from worker.sources.rq.rq_source import RqSource
-
-            if not isinstance(client, redis.Redis):
-                raise ConfigError(
-                    "RQ queues (--rq-queue) need one Redis server or a Sentinel master: "
-                    "RQ does not run on a Redis Cluster"
-                )
-            self._rq = RqSource(settings, client, self.id, self.events, sizer)
-        self._reader = Reader(self.redis, settings, self.events)
-        self._demand = Demand(settings, self.scheduler, self._reader, self._rq)
-        self._writer = Writer(self.redis, self.events)
+        parts = NodeParts(settings, self.id, node_redis, self.events, self.stats, sizer, clock)
+        #: where batches come from, and go back to (``worker.sources.base``)
+        self.sources = list(sources(parts))
+        for source in self.sources:
+            self.view.source_fields.update(source.record_fields())
+        self._demand = Demand(self.scheduler, self.sources, settings.heartbeat_interval)
         self._beat = BeatDuties(
             self.id,
             settings,
@@ -183,15 +173,14 @@ class Node:
             self.view,
             self.scheduler.liveness,
             self.events,
-            self._rq,
             self.unrunnable,
         )
         self._heartbeat = Heartbeat(
-            self.redis, settings.heartbeat_interval, self._held.snapshot, self.view.record,
-            on_beat=self._beat,
+            self.redis, settings.heartbeat_interval, [s.beat for s in self.sources],
+            self.view.record, on_beat=self._beat,
         )  # fmt: skip
         self._feed = PoolFeed(
-            settings, self.scheduler, self.stats, self.events, self._rq, self._complete_maybe
+            settings, self.scheduler, self.stats, self.events, self._owner, self._complete_maybe
         )
         self._threads: list[threading.Thread] = []
         #: when a graceful stop turns cold (monotonic seconds), once stopping
@@ -211,10 +200,9 @@ class Node:
             self._stop_by = self.clock() + self.settings.grace_period
         self._stop.set()
         self.events.put(Stop())
-        # From a signal handler too: a short call on another connection.
-        self._reader.stop_reading()
-        if self._rq is not None:
-            self._rq.stop_reading()
+        # From a signal handler too: each a short call on another connection.
+        for source in self.sources:
+            source.stop_reading()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM / SIGINT stop gracefully; a second one stops at once."""
@@ -226,13 +214,13 @@ class Node:
         if settings.metrics_port is not None:
             self._beat.start_metrics()
         self.redis.prepare()
-        if self._rq is not None:
-            self._rq.prepare()
+        for source in self.sources:
+            source.prepare()
         self._feed.start()
         log.info(
             "node %s: serving %s with %d processes (%s), chunksize %s",
             self.id,
-            ",".join([*settings.queues, *(f"rq:{name}" for name in settings.rq_queues)]),
+            ",".join(label for source in self.sources for label in source.labels()),
             settings.processes,
             settings.start_method,
             settings.chunksize or "auto",
@@ -240,13 +228,8 @@ class Node:
         log.info("node %s: %s", self.id, self.guard.describe())
         for warning in self.guard.warnings(settings.redis_url):
             log.warning("node %s: %s", self.id, warning)
-        threads = [
-            ("reader", self._reader.run),
-            ("writer", self._writer.run),
-            ("heartbeat", self._heartbeat.run),
-        ]
-        if self._rq is not None:
-            threads += self._rq.threads()
+        threads = [thread for source in self.sources for thread in source.threads()]
+        threads.append(("heartbeat", self._heartbeat.run))
         for name, target in threads:
             thread = threading.Thread(target=target, name=f"taskfan-{name}", daemon=True)
             thread.start()
@@ -277,19 +260,16 @@ class Node:
         return self.settings.burst and idle and empty
 
     def _shutdown(self) -> None:
-        self._reader.close()
         self._heartbeat.closed.set()
-        self._writer.close()
-        if self._cold and self._held.snapshot():
-            self._held.hand_back()
-        if self._rq is not None:
-            self._rq.close(self._cold, rq_unfinished(self.scheduler, self._rq))
+        for source in self.sources:
+            held = [b for b in self.scheduler.batches.values() if source.owns(b.delivery)]
+            source.close(self._cold, held)
         self._feed.shutdown(wait=not self._cold)
         for thread in self._threads:
             thread.join(timeout=self.settings.block_seconds + 5)
-        late_rq = self._held.hand_back_late_reads(self.events)
-        if self._rq is not None:
-            self._rq.after_threads(late_rq)
+        late = late_reads(self.events)
+        for source in self.sources:
+            source.after_threads(late.get(source, []))
         with contextlib.suppress(redis.RedisError, RedisClusterException):  # best effort
             self.redis.unpublish()
         self._beat.close()
@@ -299,7 +279,7 @@ class Node:
         """While stopping: hand back the batches not started (or not finishable in
         the grace period), and turn cold when the grace period is over."""
         scheduler = self.scheduler
-        hand_back_unfinishable(scheduler, self._held, self._rq, self._release, self._stop_by)
+        hand_back_unfinishable(scheduler, self._owner, self._release, self._stop_by)
         if not self._cold and self._stop_by is not None:
             self._cold = grace_over(
                 scheduler, self.settings.grace_period, self._stop_by, self.clock()
@@ -309,57 +289,48 @@ class Node:
 
     def _handle(self, event: Event) -> None:
         match event:
-            case Read(deliveries):
-                self._demand.read(found=bool(deliveries))
-                given_back = sum(self.stats.given_back.values())
-                for delivery in deliveries:
-                    self._accept(delivery)
-                for_others = sum(self.stats.given_back.values()) - given_back
-                if deliveries and for_others == len(deliveries):
-                    self._demand.pause(self.clock())  # all of it is for other nodes
+            case Read(source, entries, batches, found):
+                self._read(source, entries, batches, found)
             case ChunkDone(chunk, future):
                 self._feed.done(chunk, future)
-            case Written(completed):
+            case Written(source, completed):
                 self._writing -= 1
+                source.written(completed)
                 self._release(completed.delivery)
             case JobsEnded(jobs):
                 for completed in self.scheduler.ended(jobs):
                     self._complete(completed)
                 self._feed.terminate()  # a hard cancel: kill what runs of those jobs
-            case RqRead():
-                assert self._rq is not None
-                for batch in self._rq.on_read(event, bool(self.scheduler.batches)):
-                    self._complete_maybe(self.scheduler.admit(batch))
-            case RqWritten(delivery):
-                assert self._rq is not None
-                self._writing -= 1
-                self._rq.count(self.stats, event)
-                self._release(delivery)
             case Stop():
                 pass  # it woke the loop, which sees the stop flag
             case _:
                 unhandled(event)
 
-    def _accept(self, delivery: Delivery) -> None:
-        if self._held.holds(delivery):
-            # Our own XAUTOCLAIM took back an entry we still run: its lease lapsed
-            # (heartbeats stalled past the visibility timeout). The claim renewed
-            # it; running it twice here would record it twice.
-            batch = self.scheduler.batches.get(key(delivery))
-            name = f"job {batch.entry.job_id} batch {batch.entry.index}" if batch else "batch"
-            log.warning(
-                "queue %s: %s (entry %s) was reclaimed by this node, which still holds it "
-                "(its heartbeats stalled past the visibility timeout); not running it twice",
-                delivery.queue.name, name, delivery.entry_id.decode(),
-            )  # fmt: skip
-            return
-        if delivery.fields is not None and not delivery.skip:
-            self._held.hold(delivery)
-        if delivery.skip:
-            self.stats.skip(delivery.queue.name)
-        if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
-            self.stats.reclaimed(delivery.queue.name)
-        self._complete_maybe(self.scheduler.accept(delivery))
+    def _read(
+        self, source: Source, entries: Sequence[Delivery], batches: Sequence[Batch], found: bool
+    ) -> None:
+        """A source's read came back: its entries go through the intake, its
+        batches straight to the scheduler."""
+        self._demand.read(source, found)
+        given_back = sum(self.stats.given_back.values())
+        for delivery in source.arrived(entries):
+            if delivery.skip:
+                self.stats.skip(delivery.queue.name)
+            if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
+                self.stats.reclaimed(delivery.queue.name)
+            self._complete_maybe(self.scheduler.accept(delivery))
+        for batch in batches:
+            self._complete_maybe(self.scheduler.admit(batch))
+        for_others = sum(self.stats.given_back.values()) - given_back
+        if entries and for_others == len(entries):
+            self._demand.pause(source, self.clock())  # all of it is for other nodes
+
+    def _owner(self, delivery: Delivery) -> Source:
+        """The source ``delivery`` came from."""
+        for source in self.sources:
+            if source.owns(delivery):
+                return source
+        raise LookupError(f"no source of this node owns queue {delivery.queue.name!r}")
 
     def _until_next_deadline(self) -> float | None:
         scheduler = self.scheduler
@@ -384,41 +355,15 @@ class Node:
             self._complete(completed)
 
     def _complete(self, completed: Completed) -> None:
+        source = self._owner(completed.delivery)
         if completed.give_back:
             # Another node may run it (worker.core.unrunnable): back now, its delivery undone.
-            self._held.give_back(completed.delivery)
+            source.give_back(completed.delivery)
             self.stats.gave_back(completed.delivery.queue.name)
             return
-        if self._rq is not None and self._rq.owns(completed.delivery):
-            batch = self.scheduler.batches.get(key(completed.delivery))
-            self._writing += 1
-            self._rq.complete(completed.delivery, batch.blobs if batch else {})  # then "rq-written"
-            return
-        self._writing += 1
-        self._writer.put(completed)
-        self.stats.completed(completed)
-        if completed.job_id:
-            delivery = completed.delivery
-            batch = self.scheduler.batches.get(key(delivery))
-            elapsed = self.clock() - batch.started if batch else 0.0
-            retries = batch.retried if batch else 0
-            items = completed.ok + completed.failed
-            log.info(
-                "job %s batch %s: %d items, %d failed, %.3fs%s%s",
-                completed.job_id,
-                completed.field,
-                items,
-                completed.failed,
-                elapsed,
-                f", {retries} retries" if retries else "",
-                f" (reclaimed: delivery {delivery.deliveries})" if delivery.deliveries > 1 else "",
-                extra=batch_extra(
-                    completed.job_id, completed.field, items=items, failed=completed.failed,
-                    seconds=round(elapsed, 6), retries=retries,
-                ),
-            )  # fmt: skip
+        self._writing += 1  # until its source's Written
+        source.complete(completed, self.scheduler.batches.get(key(completed.delivery)))
 
     def _release(self, delivery: Delivery) -> None:
         """A batch is recorded and acknowledged, or handed back: forget it."""
-        self._held.forget(delivery)
         self.scheduler.release(delivery)

@@ -5,25 +5,29 @@ at once the batches it has not started, and those that only wait for retries
 due after the grace period (they cannot finish in it); it finishes and records
 the others, running the retries that come due, for up to ``grace_period``. Then
 it turns cold: what is still unfinished goes back too. A second signal turns
-cold at once. Handing back claims the entries with a large idle time
-(``worker.sources.streams.held_entries``), so that other nodes reclaim them at their next check.
+cold at once. Each batch goes back to the source it came from
+(``Source.hand_back``): the queue streams claim their entries with a large idle
+time, so that other nodes reclaim them at their next check.
+
+Reads that arrive after the node's loop ended hold batches too: ``late_reads``
+finds them in the node's events, for their sources to hand back.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from taskfan.keys import QueueKeys
-from worker.core.batches import Delivery
+from worker.core.batches import Batch, Delivery
 from worker.core.scheduler import Scheduler
-from worker.sources.streams.held_entries import HeldEntries
+from worker.node.messages import Events, Read
 
 if TYPE_CHECKING:
-    from worker.sources.rq.rq_source import RqSource
+    from worker.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +60,30 @@ def install_signal_handlers(stop: Callable[..., None], stopping: threading.Event
 
 def hand_back_unfinishable(
     scheduler: Scheduler,
-    held: HeldEntries,
-    rq: RqSource | None,
+    owner: Callable[[Delivery], Source],
     release: Callable[[Delivery], None],
     stop_by: float | None,
 ) -> None:
     """Hand back the batches not started, and those that only wait for retries
-    due after ``stop_by``; ``release`` forgets each."""
+    due after ``stop_by``, each to its source (``owner``); ``release`` forgets each."""
     unstarted = scheduler.take_unstarted()
-    if rq is not None:
-        rq.hand_back([b.delivery for b in unstarted if rq.owns(b.delivery)])
-        for batch in [b for b in unstarted if rq.owns(b.delivery)]:
-            release(batch.delivery)
-        unstarted = [b for b in unstarted if not rq.owns(b.delivery)]
     if stop_by is not None:
         # They cannot finish in the grace period: back now, not at its end.
         unstarted += scheduler.take_waiting(after=stop_by)
-    if unstarted:
-        entries: dict[QueueKeys, list[Any]] = {}
-        for batch in unstarted:  # every batch of each queue, not only its last
-            entries.setdefault(batch.delivery.queue, []).append(batch.delivery.entry_id)
-        held.hand_back(entries)
-        for batch in unstarted:
+    for source, batches in by_source(unstarted, owner).items():
+        source.hand_back([batch.delivery for batch in batches])
+        for batch in batches:
             release(batch.delivery)
+
+
+def by_source(
+    batches: list[Batch], owner: Callable[[Delivery], Source]
+) -> dict[Source, list[Batch]]:
+    """``batches`` grouped by the source each came from, in their order."""
+    out: dict[Source, list[Batch]] = {}
+    for batch in batches:
+        out.setdefault(owner(batch.delivery), []).append(batch)
+    return out
 
 
 def grace_over(scheduler: Scheduler, grace_period: float, stop_by: float, now: float) -> bool:
@@ -96,8 +101,15 @@ def grace_over(scheduler: Scheduler, grace_period: float, stop_by: float, now: f
     return True
 
 
-def rq_unfinished(scheduler: Scheduler, rq: RqSource) -> list[tuple[Delivery, dict[int, bytes]]]:
-    """The RQ batches still held, with the results of their chunks so far (a cold
-    stop records what ran, ``RqSource.close``)."""
-    batches = scheduler.batches.values()
-    return [(b.delivery, b.blobs) for b in batches if rq.owns(b.delivery)]
+def late_reads(events: Events) -> dict[Source, list[Delivery]]:
+    """What reads delivered after the node's loop ended, left in its events, by
+    source: their batches go back to the queue (``Source.after_threads``)."""
+    late: dict[Source, list[Delivery]] = {}
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            break
+        if isinstance(event, Read):  # nothing else holds a batch
+            late.setdefault(event.source, []).extend(event.deliveries())
+    return late

@@ -30,7 +30,8 @@ from worker.pool.sending import UndecodableItems, pack
 from worker.services.stats import NodeStats
 
 if TYPE_CHECKING:
-    from worker.sources.rq.rq_source import RqSource
+    from worker.core.batches import Delivery
+    from worker.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,16 @@ class PoolFeed:
         scheduler: Scheduler,
         stats: NodeStats,
         events: Events,
-        rq: RqSource | None,
+        owner: Callable[[Delivery], Source],
         complete: Callable[[Completed | None], None],
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.stats = stats
         self.events = events
-        self._rq = rq
+        #: the source a batch came from: it says what the pool checks, and hears
+        #: when a chunk of it starts
+        self._owner = owner
         #: called with what a settled chunk completed (a batch, or None)
         self._complete = complete
         self.pool: Pool | None = None
@@ -91,9 +94,8 @@ class PoolFeed:
         rebuilt = False
         while (chunk := self.scheduler.next_chunk()) is not None:
             entry = chunk.batch.entry
-            rq = self._rq is not None and self._rq.owns(chunk.batch.delivery)
-            # an RQ job's own function is checked against the allowlist (rq_adapter.run_job)
-            allow = () if rq else self.settings.allow
+            source = self._owner(chunk.batch.delivery)
+            allow = source.allow  # (a runner of the source's own may check it itself)
             init = (entry.job_id, entry.initializer, entry.initargs) if entry.initializer else None
             args = (
                 entry.fn_ref, entry.codec, entry.mode.value, pack(chunk.items()), entry.options,
@@ -116,9 +118,7 @@ class PoolFeed:
                 rebuilt = True
                 continue
             self.scheduler.sent(chunk, self.scheduler.clock())
-            if rq:
-                assert self._rq is not None
-                self._rq.started(chunk.batch.delivery, chunk.lo, chunk.hi)
+            source.started(chunk.batch.delivery, chunk.lo, chunk.hi)
             self._futures[chunk] = (future, self.pool.generation)
             future.add_done_callback(self._on_done(chunk))
 
@@ -186,9 +186,7 @@ class PoolFeed:
             )
             return
         entry = chunk.batch.entry
-        if result.unrunnable is not None and not (
-            self._rq is not None and self._rq.owns(chunk.batch.delivery)
-        ):
+        if result.unrunnable is not None:
             # This node cannot import the function: another node may (worker.core.unrunnable).
             self._complete(self.scheduler.cannot_run(chunk, *result.unrunnable))
             return

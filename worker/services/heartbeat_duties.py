@@ -1,5 +1,5 @@
-"""What a node's heartbeat thread does after each beat, besides renewing leases
-and publishing the node record (``worker.node.io_threads.Heartbeat``).
+"""What a node's heartbeat thread does after each beat, besides renewing the
+sources' leases and publishing the node record (``worker.node.heartbeat``).
 
 - Samples queue depths for the metrics (``--metrics-port``), so a scrape never
   waits on Redis.
@@ -14,7 +14,6 @@ and publishing the node record (``worker.node.io_threads.Heartbeat``).
   cancelled job's, and the reader skips the rest.
 - For the functions this node cannot run (``worker.core.unrunnable``), reads the
   other live nodes' records to tell whether any node serving the queue can.
-- Renews the RQ source's leases (``--rq-queue``).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from worker.sources.streams.redis_io import NodeRedis
 
 if TYPE_CHECKING:
     from worker.services.metrics import MetricsServer
-    from worker.sources.rq.rq_source import RqSource
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ class BeatDuties:
         view: NodeView,
         liveness: Liveness,
         events: Events,
-        rq: RqSource | None,
         unrunnable: Unrunnable | None = None,
     ) -> None:
         self.id = node_id
@@ -59,7 +56,6 @@ class BeatDuties:
         self.view = view
         self.liveness = liveness
         self.events = events
-        self._rq = rq
         self.unrunnable = unrunnable
         #: duties Redis refused, said once (``_duty``)
         self._refused: set[str] = set()
@@ -79,15 +75,13 @@ class BeatDuties:
         )
 
     def __call__(self) -> None:
-        """After each heartbeat (heartbeat thread): the metrics' queue depths, the
-        jobs of the batches held, and the RQ source's leases."""
+        """After each heartbeat (heartbeat thread): the metrics' queue depths,
+        abandoned jobs, functions others may run, the jobs of the batches held."""
         self.view.beat_at = time.monotonic()  # the node reached Redis: ready (/readyz)
         self._sample_queues()
         self._duty("ending abandoned jobs", self._abandon_lapsed)
         self._duty("reading the other nodes' records", self._decide_unrunnable)
         self._check_held_jobs()
-        if self._rq is not None:
-            self._rq.beat()
 
     def _check_held_jobs(self) -> None:
         """A job cancelled (or gone) while the node holds batches of it: tell the

@@ -230,6 +230,8 @@ class NodeView:
         self.cannot_run = cannot_run
         #: "host:port" of the metrics server, once it runs
         self.metrics_address: str | None = None
+        #: what the node's sources add to its record (``Source.record_fields``)
+        self.source_fields: dict[str, str] = {}
         #: queue -> (batches waiting, in flight, dead letters), sampled each heartbeat
         self.queues: dict[str, tuple[int, int, int]] = {}
         #: queue -> (items waiting, items in flight), sampled each heartbeat
@@ -271,8 +273,7 @@ class NodeView:
             HELD_FIELD: held_items((b.delivery.queue.name, b.entry.count) for b in held),
         }
         record.update(self.posture)
-        if settings.rq_queues:
-            record["rq_queues"] = json.dumps(settings.rq_queues)
+        record.update(self.source_fields)
         if self.metrics_address is not None:
             record["metrics"] = self.metrics_address
         return record

@@ -1,2 +1,4 @@
-"""Where a node's batches come from: the queue streams (``streams``, taskfan's
-own queues) and RQ queues (``rq``, the ``taskfan[rq]`` extra)."""
+"""Where a node's batches come from: one package per source, each a plug-in
+(``worker.sources.registry`` finds them; ``worker.sources.base`` is the protocol
+they follow). ``streams`` is taskfan's own queues; docs/architecture.md lists
+the others and says how to add one."""

@@ -5,8 +5,8 @@ order: ``dequeue.lua`` moves them to each queue's intermediate list and reads
 the fields the node needs, one script call per 250 jobs. Jobs whose hash is gone
 are dropped, jobs taskfan does not run go to the writer to fail, and the rest
 become one ``worker.core.scheduler.Batch`` per queue, posted to the node as
-``RqRead(batches, found_nothing)`` (``worker.node.messages``). When every queue is empty the read
-blocks (BLMOVE) on the first queue: ``block_seconds`` with one queue, else
+``Read(source, batches=..., found=...)`` (``worker.node.messages``). When every
+queue is empty the read blocks (BLMOVE) on the first queue: ``block_seconds`` with one queue, else
 ``POLL_SECONDS`` before the others are looked at again. ``rq suspend`` holds
 reads back.
 
@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -32,10 +32,13 @@ from taskfan.transient import TRANSIENT, Backoff
 from worker.core.batches import Delivery
 from worker.core.chunk_sizing import ChunkSizer
 from worker.core.scheduler import Batch
-from worker.node.io_threads import OnDemand
-from worker.node.messages import Events, RqRead
+from worker.node.messages import Events, Read
+from worker.sources.on_demand import OnDemand
 from worker.sources.rq import adapter as rqa
 from worker.sources.rq.rq_writer import FailUnsupported, RqBatch, RqBooks, RqWriter
+
+if TYPE_CHECKING:
+    from worker.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,11 @@ class RqReader(OnDemand):
         writer: RqWriter,
         sizer: ChunkSizer,
         events: Events,
+        source: Source,
     ) -> None:
         super().__init__()
+        #: the source its reads answer for (``Read.source``)
+        self.source = source
         self.client = client
         self.settings = settings
         self.names = list(settings.rq_queues)
@@ -102,7 +108,7 @@ class RqReader(OnDemand):
             except Exception:  # never let the reader die: the node would hang
                 log.exception("reading RQ queues failed, retrying in %.1fs", backoff.delay)
                 backoff.wait(self.closed)
-            self.events.put(RqRead(found or [], found is None))
+            self.events.put(Read(self.source, batches=found or [], found=found is not None))
 
     def _batch_size(self) -> int:
         cost = self.sizer.cost(rqa.RUN_JOB)

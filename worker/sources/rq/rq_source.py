@@ -27,22 +27,21 @@ AbandonedJobError, or retries them when they have retries left.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import redis
 
+from taskfan.errors import ConfigError
 from taskfan.keys import QueueKeys
-from taskfan.settings import Settings
 from taskfan.transient import TRANSIENT
-from worker.core.batches import Delivery
-from worker.core.chunk_sizing import ChunkSizer
-from worker.core.scheduler import Batch
-from worker.node.messages import Events, RqRead, RqWritten
+from worker.core.batches import Batch, Completed, Delivery
+from worker.node.messages import Written
+from worker.sources.base import NodeParts
 from worker.sources.rq import adapter as rqa
 from worker.sources.rq.rq_reader import RqReader
 from worker.sources.rq.rq_writer import (
@@ -53,9 +52,6 @@ from worker.sources.rq.rq_writer import (
     RqWriter,
     StartJobs,
 )
-
-if TYPE_CHECKING:
-    from worker.services.stats import NodeStats
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +69,26 @@ class RqQueueRef(QueueKeys):
 
 
 class RqSource:
-    def __init__(
-        self,
-        settings: Settings,
-        client: redis.Redis,
-        node_id: str,
-        events: Events,
-        sizer: ChunkSizer,
-    ) -> None:
+    """RQ queues as a ``worker.sources.base.Source``: batches of RQ jobs, read by
+    ``RqReader``, recorded by ``RqWriter``, leases renewed from the heartbeat,
+    and a maintenance thread of its own."""
+
+    def __init__(self, parts: NodeParts) -> None:
         rqa.check_version()
+        settings = parts.settings
+        client = parts.node_redis.client
+        if not isinstance(client, redis.Redis):
+            raise ConfigError(
+                "RQ queues (--rq-queue) need one Redis server or a Sentinel master: "
+                "RQ does not run on a Redis Cluster"
+            )
         self.settings = settings
-        self.events = events
-        self.sizer = sizer
+        self.events = parts.events
+        self.stats = parts.stats
+        self.sizer = parts.sizer
+        #: an RQ job's own function is checked against --allow by the runner itself
+        #: (``rqa.run_job``): the pool checks nothing of the runner's
+        self.allow: tuple[str, ...] = ()
         # A pool of its own: RQ's worker object renames its connection (CLIENT SETNAME).
         pool = client.connection_pool
         self.client = redis.Redis(
@@ -103,16 +107,19 @@ class RqSource:
             trusted=settings.rq_serializer_trusted,
         )
         ttl = max(60, int(3 * settings.heartbeat_interval))
-        self.worker = rqa.RqWorker(self.client, node_id, self.names, self.serializer_name, ttl)
+        self.worker = rqa.RqWorker(
+            self.client, parts.node_id, self.names, self.serializer_name, ttl
+        )
         self.lease = max(1, round(settings.visibility_timeout))
-        self.reading = False
-        self.last_read_empty = False
         self.closed = threading.Event()
         self.books = RqBooks(held={name: set() for name in self.names})
-        self.writer = RqWriter(self.client, self.worker, self.keys, self.books, events, self.lease)
-        self.reader = RqReader(
-            self.client, settings, self.refs, self.books, self.writer, sizer, events
+        self.writer = RqWriter(
+            self.client, self.worker, self.keys, self.books, self._recorded, self.lease
         )
+        self.reader = RqReader(
+            self.client, settings, self.refs, self.books, self.writer, self.sizer,
+            parts.events, self,
+        )  # fmt: skip
         self._scheduler = (
             rqa.Scheduler(self.client, self.names, self.serializer_name)
             if settings.rq_with_scheduler
@@ -120,6 +127,12 @@ class RqSource:
         )
 
     # ----------------------------------------------------------------- node-facing
+
+    def labels(self) -> list[str]:
+        return [f"rq:{name}" for name in self.names]
+
+    def record_fields(self) -> Mapping[str, str]:
+        return {"rq_queues": json.dumps(self.names)}
 
     def owns(self, delivery: Delivery) -> bool:
         return isinstance(delivery.queue, RqQueueRef)
@@ -132,7 +145,7 @@ class RqSource:
             self._scheduler.start()
         log.info("draining RQ queues %s as RQ worker %s", ",".join(self.names), self.worker.name)
 
-    def threads(self) -> list[tuple[str, Any]]:
+    def threads(self) -> list[tuple[str, Callable[[], None]]]:
         return [
             ("rq-reader", self.reader.run),
             ("rq-writer", self.writer.run),
@@ -140,18 +153,13 @@ class RqSource:
         ]
 
     def request(self, batches: int) -> None:
-        """Read about ``batches`` batches' worth of jobs (no-op while a read is out)."""
-        if self.reading:
-            return
-        self.reading = True
+        """Read about ``batches`` batches' worth of jobs."""
         self.reader.request(batches)
 
-    def on_read(self, event: RqRead, have_batches: bool) -> list[Batch]:
-        """The node got the reader's ``RqRead``: the batches for its scheduler
-        (``Scheduler.admit``)."""
-        self.reading = False
-        self.last_read_empty = event.found_nothing and not have_batches
-        return list(event.batches)
+    def arrived(self, entries: Sequence[Delivery]) -> list[Delivery]:
+        """Its reads carry batches, not entries: nothing to hold here (the reader
+        put their jobs in its books)."""
+        return list(entries)
 
     def started(self, delivery: Delivery, lo: int, hi: int) -> None:
         """A chunk of a batch entered the pool: record its jobs' start (once each)."""
@@ -164,14 +172,24 @@ class RqSource:
         if jobs:
             self.writer.put(StartJobs(batch.queue, jobs))
 
-    def complete(self, delivery: Delivery, blobs: dict[int, bytes]) -> None:
-        """Every job of the batch has an outcome: record them, then post
-        ``RqWritten(delivery, ok, failed)``."""
-        self.writer.put(FinishBatch(delivery, dict(blobs)))
+    def complete(self, completed: Completed, batch: Batch | None) -> None:
+        """Every job of the batch has an outcome: record them (the writer), then
+        tell the node (``Written``, with the jobs recorded as done and failed)."""
+        blobs = batch.blobs if batch else {}
+        self.writer.put(FinishBatch(completed.delivery, dict(blobs)))
 
-    def count(self, stats: NodeStats, event: RqWritten) -> None:
-        """The node got the writer's ``RqWritten``: count the batch."""
-        stats.batch(f"rq:{event.delivery.queue.name}", rqa.RUN_JOB, event.ok, event.failed)
+    def _recorded(self, delivery: Delivery, ok: int, failed: int) -> None:
+        """From the writer thread: a batch is recorded."""
+        self.events.put(Written(self, Completed.counted(delivery, ok, failed)))
+
+    def written(self, completed: Completed) -> None:
+        """The node got the writer's ``Written``: count the batch."""
+        queue = f"rq:{completed.delivery.queue.name}"
+        self.stats.batch(queue, rqa.RUN_JOB, completed.ok, completed.failed)
+
+    def give_back(self, delivery: Delivery) -> None:
+        """Another node should run it: its jobs go back to the queue's head."""
+        self.hand_back([delivery])
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Batches the node will not start: their jobs go back to the queue head."""
@@ -180,14 +198,14 @@ class RqSource:
     def stop_reading(self) -> None:
         self.reader.stop_reading()
 
-    def close(self, cold: bool, unfinished: Sequence[tuple[Delivery, dict[int, bytes]]]) -> None:
-        """Stop the threads. On a cold stop, ``unfinished`` batches are settled:
+    def close(self, cold: bool, held: Sequence[Batch]) -> None:
+        """Stop the threads. On a cold stop, the batches ``held`` are settled:
         what ran is recorded, what was running fails (RQ's failure path: retries
         apply), what never started goes back to the queue."""
         self.stop_reading()
         if cold:
-            for delivery, blobs in unfinished:
-                self.writer.put(AbandonBatch(delivery, dict(blobs)))
+            for batch in held:
+                self.writer.put(AbandonBatch(batch.delivery, dict(batch.blobs)))
         self.writer.close()
         self.reader.close()
         self.closed.set()

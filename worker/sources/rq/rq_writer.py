@@ -6,8 +6,8 @@ shutdown (``RqWriter.put``), go to Redis one after the other, through
 
 - ``StartJobs(queue, jobs)``: a chunk entered the pool (start.lua);
 - ``FinishBatch(delivery, blobs)``: a batch is complete: each job's outcome, from
-  the chunks' result blobs, by finish.lua or RQ's own code; then the node gets
-  ``RqWritten(delivery, ok, failed)`` (``worker.node.messages``);
+  the chunks' result blobs, by finish.lua or RQ's own code; then it calls
+  ``written(delivery, ok, failed)`` (the source tells the node: ``Written``);
 - ``ReleaseBatches(deliveries)``: batches the node will not start go back to
   their queue's head;
 - ``AbandonBatch(delivery, blobs)``: a cold stop: what ran is recorded, what was
@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -34,7 +34,7 @@ from taskfan.codec import PICKLE
 from taskfan.outcomes import decode_chunk
 from taskfan.transient import TRANSIENT, Backoff
 from worker.core.batches import Delivery
-from worker.node.messages import Events, RqWritten, unhandled
+from worker.node.messages import unhandled
 from worker.sources.rq import adapter as rqa
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,15 @@ class RqWriter:
         worker: rqa.RqWorker,
         keys: dict[str, rqa.QueueKeys],
         books: RqBooks,
-        events: Events,
+        written: Callable[[Delivery, int, int], None],
         lease: int,
     ) -> None:
         self.client = client
         self.worker = worker
         self.keys = keys
         self.books = books
-        self.events = events
+        #: called (in this thread) once a batch is recorded: its ``ok`` and ``failed`` jobs
+        self.written = written
         self.lease = lease
         self._ops: queue.Queue[RqOp | None] = queue.Queue()
 
@@ -155,7 +156,7 @@ class RqWriter:
                 self._start(name, jobs)
             case FinishBatch(delivery, blobs):
                 ok, failed = self._finish(delivery, blobs)
-                self.events.put(RqWritten(delivery, ok, failed))
+                self.written(delivery, ok, failed)
             case ReleaseBatches(deliveries):
                 self.release(deliveries)
             case AbandonBatch(delivery, blobs):
@@ -181,7 +182,7 @@ class RqWriter:
                     for job in batch.jobs:
                         self.books.running.pop(job.member, None)
                         self.books.held[batch.queue].discard(job.id)
-            self.events.put(RqWritten(op.delivery, 0, 0))
+            self.written(op.delivery, 0, 0)
 
     def _start(self, name: str, jobs: Sequence[rqa.RqJob]) -> None:
         now = time.time()

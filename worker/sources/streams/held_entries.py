@@ -10,14 +10,12 @@ their next check instead of after the visibility timeout.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any
 
 from taskfan.keys import QueueKeys
 from taskfan.transient import TRANSIENT
 from worker.core.batches import Delivery
-from worker.node.messages import Events, Read, RqRead
 from worker.sources.streams.redis_io import NodeRedis
 
 log = logging.getLogger(__name__)
@@ -70,34 +68,3 @@ class HeldEntries:
                 "queue %s: could not hand entry %s back (others reclaim it after its lease): %s",
                 delivery.queue.name, delivery.entry_id.decode(), exc,
             )  # fmt: skip
-
-    def hand_back_late_reads(self, events: Events) -> list[Delivery]:
-        """Batches a read delivered after the loop ended go straight back (RQ's
-        batches: returned, for the RQ source to hand back)."""
-        late, late_rq = late_reads(events)
-        if late:
-            self.hand_back(late)
-        return late_rq
-
-
-def late_reads(
-    events: Events,
-) -> tuple[dict[QueueKeys, list[Any]], list[Delivery]]:
-    """What reads delivered after the node's loop ended, left in its events: the
-    stream entries to hand back, and the RQ source's batches (for it to hand back)."""
-    late: dict[QueueKeys, list[Any]] = {}
-    late_rq: list[Delivery] = []
-    while True:
-        try:
-            event = events.get_nowait()
-        except queue.Empty:
-            break
-        match event:
-            case Read(deliveries):
-                for delivery in deliveries:
-                    late.setdefault(delivery.queue, []).append(delivery.entry_id)
-            case RqRead(batches):
-                late_rq += [batch.delivery for batch in batches]
-            case _:
-                pass  # nothing else holds a batch
-    return late, late_rq

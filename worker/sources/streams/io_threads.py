@@ -1,9 +1,9 @@
-"""The node's three I/O threads: reader, writer and heartbeat.
+"""The queue streams' two threads: the reader and the writer.
 
 Each talks to Redis through ``NodeRedis`` and to the node's main thread only
-through its ``events`` queue (``worker.node.messages``: ``Read(deliveries)``,
-``Written(completed)``). None of them ever dies from an error: each logs it and tries
-again with backoff, so a node rides out Redis restarts and dropped
+through its ``events`` queue (``worker.node.messages``: ``Read(source, entries)``,
+``Written(source, completed)``). Neither ever dies from an error: each logs it and
+tries again with backoff, so a node rides out Redis restarts and dropped
 connections, and the writer keeps finished results in memory meanwhile.
 """
 
@@ -13,69 +13,31 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from taskfan import scripts
-from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from taskfan.settings import Settings
 from taskfan.transient import TRANSIENT, Backoff
 from worker.core.batches import Completed, Delivery
 from worker.node.messages import Events, Read, Written
+from worker.sources.on_demand import OnDemand
 from worker.sources.streams.redis_io import NodeRedis
 
+if TYPE_CHECKING:
+    from worker.sources.base import Source
+
 log = logging.getLogger(__name__)
-
-
-class OnDemand:
-    """A reader thread's side of the node's demand: the main thread calls
-    ``request`` (thread-safe), the reader waits in ``next_demand``;
-    ``stop_reading`` cuts a read under way short (``interrupt``) and ``close``
-    ends the thread."""
-
-    def __init__(self) -> None:
-        self.closed = threading.Event()
-        self.stopping = threading.Event()
-        self._demand = 0
-        self._cond = threading.Condition()
-
-    def request(self, batches: int) -> None:
-        with self._cond:
-            self._demand = batches
-            self._cond.notify()
-
-    def stop_reading(self) -> None:
-        """Read no more (a read under way is cut short). Thread-safe."""
-        self.stopping.set()
-        with self._cond:
-            self._cond.notify_all()
-        self.interrupt()
-
-    def interrupt(self) -> None:
-        """End a blocking read under way (from another thread)."""
-
-    def close(self) -> None:
-        self.closed.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def next_demand(self) -> int | None:
-        """Wait until batches are asked for: how many, or None once closed."""
-        with self._cond:
-            while not self._demand and not self.closed.is_set():
-                self._cond.wait()
-            if self.closed.is_set():
-                return None
-            want, self._demand = self._demand, 0
-            return want
 
 
 class Reader(OnDemand):
     """Reads batches when asked (``request``), at most one read at a time."""
 
-    def __init__(self, node_redis: NodeRedis, settings: Settings, events: Events) -> None:
+    def __init__(
+        self, node_redis: NodeRedis, settings: Settings, events: Events, source: Source
+    ) -> None:
         super().__init__()
+        self.source = source
         self.redis = node_redis
         self.settings = settings
         self.events = events
@@ -111,7 +73,7 @@ class Reader(OnDemand):
             except Exception:  # never let the reader die: the node would hang
                 log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
                 backoff.wait(self.closed)
-            self.events.put(Read(found))
+            self.events.put(Read(self.source, entries=found, found=bool(found)))
 
 
 #: why record.lua refused a batch's results, by its answer
@@ -128,7 +90,8 @@ class Writer:
     #: batches recorded in one pipeline, at most
     GROUP = 64
 
-    def __init__(self, node_redis: NodeRedis, events: Events) -> None:
+    def __init__(self, node_redis: NodeRedis, events: Events, source: Source) -> None:
+        self.source = source
         self.redis = node_redis
         self.events = events
         self._queue: queue.Queue[Completed | None] = queue.Queue()
@@ -152,7 +115,7 @@ class Writer:
                         why,
                         extra=batch_extra(completed.job_id, completed.field),
                     )
-                self.events.put(Written(completed))
+                self.events.put(Written(self.source, completed))
 
     def _next_group(self) -> list[Completed] | None:
         first = self._queue.get()
@@ -193,42 +156,6 @@ class Writer:
                     backoff.delay,
                 )
             backoff.wait(never)
-
-
-class Heartbeat:
-    """Every interval: renew the leases of held batches, publish the node record."""
-
-    def __init__(
-        self,
-        node_redis: NodeRedis,
-        interval: float,
-        held: Callable[[], dict[QueueKeys, list[Any]]],
-        record: Callable[[], dict[str, Any]],
-        on_beat: Callable[[], None] | None = None,
-    ) -> None:
-        self.redis = node_redis
-        self.interval = interval
-        self.held = held
-        self.record = record
-        #: called after each beat (the metrics sample queue depths)
-        self.on_beat = on_beat
-        self.closed = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            try:
-                held = self.held()
-                if held:
-                    self.redis.refresh(held)
-                self.redis.publish(self.record(), ttl=self.interval * 3)
-                if self.on_beat is not None:
-                    self.on_beat()
-            except TRANSIENT as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
-            if self.closed.wait(self.interval):
-                return
 
 
 def _name_batches(done: list[Completed], shown: int = 3) -> str:
