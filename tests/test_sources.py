@@ -1,5 +1,7 @@
 """Sources of batches are plug-ins (``worker.sources``): the node core names none.
 
+- No module of the node outside the RQ package (``worker/sources/rq/``) says
+  "RQ", in code or in words: the seam is where the protocol says it is.
 - The registry finds each source's plugin, in order, without importing RQ.
 - A node reads from a source it has never heard of: a fake one, handed in,
   whose batches it runs on a real pool, records through the source, and hands
@@ -8,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -27,6 +30,30 @@ from worker.node.messages import Read, Written
 from worker.node.node import Node
 from worker.sources.base import NodeParts, Source
 from worker.sources.registry import plugins
+
+#: RQ as a word, or as part of a name (``rq_queues``, ``RqSource``, ``self._rq``)
+RQ_WORD = re.compile(r"(?<![A-Za-z0-9])(?:rq|RQ|Rq)(?![a-z0-9])")
+
+
+def test_the_pattern_finds_rq_in_its_forms() -> None:
+    for text in ("import rq", "--rq-queue", "settings.rq_queues", "RqSource", "self._rq", "RQ's"):
+        assert RQ_WORD.search(text), text
+    for text in ("request", "irq", "required", "worker.sources", "rqa_", "Source"):
+        assert not RQ_WORD.search(text), text
+
+
+def test_no_module_of_the_node_outside_the_rq_package_names_rq() -> None:
+    """The node, its core, its pool, its services and the other sources know no
+    RQ: no import, no branch, no word (RQ lives in ``worker/sources/rq/``)."""
+    worker = REPO / "worker"
+    found = []
+    for path in sorted(worker.rglob("*.py")):
+        if path.is_relative_to(worker / "sources" / "rq"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if RQ_WORD.search(line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
 
 
 def test_the_registry_finds_each_source_in_order() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -14,6 +16,15 @@ from taskfan.errors import BrokerUnavailable, ConfigError
 from taskfan.secret import read_secret_file
 from taskfan.settings import Settings
 from worker.node.node import Node
+from worker.sources import registry
+
+
+def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every source of batches (``worker.sources.registry``); each
+    names a ``Settings`` field, passed on with the others."""
+    for option in reversed(registry.cli_options()):
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -133,34 +144,7 @@ from worker.node.node import Node
     "before decoding, e.g. 512M (default 16 x --max-batch-bytes) "
     "[env: TASKFAN_MAX_DECODED_BYTES]",
 )
-@click.option(
-    "--rq-queue",
-    "rq_queues",
-    multiple=True,
-    help="RQ queue to drain (docs/rq.md); repeat for several, in priority order. Without "
-    "--queue the node then serves no taskfan queue [env: TASKFAN_RQ_QUEUE]",
-)
-@click.option(
-    "--rq-serializer",
-    help="Serializer of the RQ queues: pickle (RQ's default), json, or module.Name, as "
-    "for `rq worker --serializer`. With a secret or --no-pickle only json, or one "
-    "marked --rq-serializer-trusted [env: TASKFAN_RQ_SERIALIZER]",
-)
-@click.option(
-    "--rq-serializer-trusted",
-    is_flag=True,
-    default=None,
-    help="Say that --rq-serializer never unpickles: lets a node with a secret or "
-    "--no-pickle drain queues of a serializer other than json "
-    "[env: TASKFAN_RQ_SERIALIZER_TRUSTED]",
-)
-@click.option(
-    "--rq-with-scheduler",
-    is_flag=True,
-    default=None,
-    help="Also move due jobs of the RQ queues' scheduled registries to the queues, as "
-    "`rq worker --with-scheduler` [env: TASKFAN_RQ_WITH_SCHEDULER]",
-)
+@source_options
 @click.option("--name", "node_name", help="Node name (default: host-pid-random)")
 @click.option(
     "--metrics-port",
@@ -178,7 +162,6 @@ def worker(
     paths: tuple[str, ...],
     secret_file: str | None,
     allow: tuple[str, ...],
-    rq_queues: tuple[str, ...],
     **options: object,
 ) -> None:
     """Run a worker node: read batches from Redis and run them on a process pool.
@@ -187,12 +170,13 @@ def worker(
     Example:
       taskfan worker --redis-url redis://localhost:6379/0 --queue default --processes 4
       taskfan worker --secret-file /etc/taskfan/secret --no-pickle --allow myapp
-      taskfan worker --redis-url redis://localhost:6379/0 --rq-queue default
     """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # RQ's code that the RQ adapter calls logs a line per job: not for operators
-        for name in ("rq.job", "rq.queue", "rq.registry", "rq.scheduler", "rq.worker"):
+        # libraries a source drives that log a line per job: not for operators
+        for name in registry.chatty_loggers():
             logging.getLogger(name).setLevel(logging.WARNING)
+    # an option given no value (a repeatable one: ()) leaves the setting to the environment
+    options = {name: None if value == () else value for name, value in options.items()}
     given_url = options.get("redis_url")
     warn_secret_argument(given_url if isinstance(given_url, str) else None)
     try:
@@ -202,7 +186,6 @@ def worker(
             paths=paths or None,
             secrets=read_secret_file(secret_file) if secret_file else None,
             allow=allow or None,
-            rq_queues=rq_queues or None,
             **options,
         )
         if settings.redis_url is None:
