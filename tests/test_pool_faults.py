@@ -67,4 +67,3 @@ def test_a_pool_that_raises_on_submit_is_rebuilt_and_the_node_lives(
     assert drive(node, lambda: None) == 0
     assert raised == ["once"]
     assert [(c.ok, c.failed) for c in fake.written] == [(2, 0)]
-
