@@ -30,7 +30,11 @@ class Pool:
         os.environ[NODE_PID] = str(os.getpid())  # for taskfan.lifeline in the children
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
-            context.set_forkserver_preload(["worker.pool.forkserver_preload"])
+            # The forkserver starts with the current folder first on its path, where a
+            # user's worker.py would stand in for ours: off it first (taskfan.syspath).
+            context.set_forkserver_preload(
+                ["taskfan.forkserver_syspath", "worker.pool.forkserver_preload"]
+            )
         return ProcessPoolExecutor(
             max_workers=self.processes,
             mp_context=context,
