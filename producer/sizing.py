@@ -101,43 +101,29 @@ def _even(total: int, size: int) -> int:
 class CostBoard:
     """Reads function costs and the node registry; one Client keeps one.
 
-    The registry changes slowly and is cached for ``CAPACITY_CACHE_SECONDS``,
-    and so is a function's cost once one is found: a producer mapping the same
-    function again and again waits for no round trip before enqueuing (across
-    a network each one adds to the job's time). An unknown cost is read again
-    at the next map, so the job after a function's first is sized from the
-    cost its nodes publish.
+    The registry changes slowly and is cached for ``CAPACITY_CACHE_SECONDS``;
+    a cost is read on every call (it rides in the same round trip).
     """
 
     def __init__(self, client: RedisClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.clock = clock
         self._capacity: dict[str, tuple[float, Capacity]] = {}
-        self._costs: dict[str, tuple[float, float]] = {}
 
     def read(self, queue: str, fn_ref: str) -> tuple[float | None, Capacity]:
-        now = self.clock()
         cached = self._capacity.get(queue)
-        fresh = cached is not None and now - cached[0] < CAPACITY_CACHE_SECONDS
-        known = self._costs.get(fn_ref)
-        if known is not None and now - known[0] < CAPACITY_CACHE_SECONDS and fresh:
-            assert cached is not None
-            return known[1], cached[1]
+        fresh = cached is not None and self.clock() - cached[0] < CAPACITY_CACHE_SECONDS
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.cost(fn_ref))
         if not fresh:
             pipe.zrangebyscore(keys.NODES, time.time() - NODE_WINDOW_SECONDS, "+inf")
         replies = pipe.execute()
         cost = parse_cost(replies[0])
-        if cost is not None:
-            if len(self._costs) > 1000:
-                self._costs.clear()
-            self._costs[fn_ref] = (now, cost)
         if fresh:
             assert cached is not None
             return cost, cached[1]
         capacity = self._capacity_of(queue, replies[1])
-        self._capacity[queue] = (now, capacity)
+        self._capacity[queue] = (self.clock(), capacity)
         return cost, capacity
 
     def _capacity_of(self, queue: str, node_ids: list[bytes]) -> Capacity:

@@ -1,12 +1,10 @@
-"""The producer adds no round trips of its own between a map and its results (issue 19).
+"""A producer's wake-up on a job's events brings their results (issue 19).
 
 Across a network every round trip a producer waits for is added to a job's
-time. So: the function's measured cost, once found, is read once per
-``CAPACITY_CACHE_SECONDS`` (not before every map); and each wake-up on the
-job's events brings the results of the batches it announces in the same round
-trip (the events read and the results read go out in one pipeline). The
-"node" here is the test itself: it records batches as a node would, with
-record.lua.
+time. So each wake-up on the job's events brings the results of the batches it
+announces in the same round trip (the events read and the results read go out
+in one pipeline), the last wake-up of a job included. The "node" here is the
+test itself: it records batches as a node would, with record.lua.
 """
 
 from __future__ import annotations
@@ -18,9 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from producer import Client, sizing
-from taskfan import keys, scripts
-from taskfan.cost import encode_cost
+from producer import Client
+from taskfan import scripts
 from taskfan.keys import JobKeys
 from taskfan.outcomes import encode_result
 from tests import tasks
@@ -97,25 +94,3 @@ def test_results_read_with_the_events_keep_a_retry_round_s_overlays(r: redis.Red
     entry = encode_result(5, 1, 0, [retried], offsets=[0])
     assert scripts.record_batch(r, JobKeys(job.id), "1.1", entry, 1, 0, 0.0) > 0
     assert list(job.results(timeout=10)) == [x * x for x in range(10)]
-
-
-def test_a_found_cost_is_read_once_per_cache_period(counting: Counting) -> None:
-    counting.set(keys.cost(f"{tasks.__name__}:square"), encode_cost(1e-6))
-    client = Client(counting)
-    counting.trips.clear()
-    client.map(tasks.square, range(10))
-    client.map(tasks.square, range(10))
-    reads = [trip for trip in counting.trips if trip.startswith("get")]
-    assert len(reads) == 1, counting.trips
-
-
-def test_an_unknown_cost_is_read_again_at_each_map(counting: Counting) -> None:
-    """A function no node has measured yet: the next map looks again, so the
-    job after the first one is sized from the cost its nodes publish."""
-    client = Client(counting)
-    counting.trips.clear()
-    client.map(tasks.square, range(10))
-    counting.set(keys.cost(f"{tasks.__name__}:square"), encode_cost(1e-6))
-    client.map(tasks.square, range(10_000))
-    assert sum(trip.startswith("get") for trip in counting.trips) == 2, counting.trips
-    assert sizing.CAPACITY_CACHE_SECONDS > 0
