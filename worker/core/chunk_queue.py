@@ -9,6 +9,7 @@ re-cut larger (``worker.core.chunk_sizing.regrown``). Part of the node's ``Sched
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from taskfan.bounds import MAX_TIMEOUT, capped
@@ -19,9 +20,13 @@ from worker.core.held_books import HeldBooks
 
 #: batches a node holds per process, at most (reached only when many wait for retries)
 HELD_PER_PROCESS = 64
-#: a node reads its next batch when the chunks waiting hold less than this many
-#: seconds of work per process (``Scheduler.batches_wanted``)
+#: a node reads its next batches when the chunks waiting hold less than this many
+#: seconds of work per process (``Scheduler.batches_wanted``) ...
 READ_AHEAD_SECONDS = 0.1
+#: ... or than this many of its round trips to Redis, when that is longer
+ROUND_TRIPS_AHEAD = 2
+#: batches read ahead at once, at most, per process
+MOST_AHEAD = 8
 
 
 class ChunkQueue(HeldBooks):
@@ -31,35 +36,48 @@ class ChunkQueue(HeldBooks):
         """How many batches to read: none while a chunk per process waits, else
         enough to fill the pool's free slots (two chunks per process), counting
         that a batch gives as many chunks as the last one did. So a node of
-        large batches holds one at a time, not one per free slot. One batch
-        more when the chunks waiting are of one batch and hold little work
-        (``_runs_dry``)."""
+        large batches holds one at a time, not one per free slot. More when the
+        chunks waiting hold little work (``_read_ahead``)."""
         backlog = len(self.pending) + len(self.suspects)
         if self.budget.full() or len(self.batches) >= HELD_PER_PROCESS * self.processes:
             return 0
+        ahead = self._read_ahead()
         if backlog >= self.processes:
-            return 1 if self._runs_dry() else 0
+            return ahead
         slots = max(1, 2 * self.processes - len(self.in_pool) - backlog)
-        return -(-slots // max(1, self.last_chunks))
+        return max(ahead, -(-slots // max(1, self.last_chunks)))
 
-    def _runs_dry(self) -> bool:
-        """Whether the chunks waiting are of one batch and hold less than
-        ``READ_AHEAD_SECONDS`` of work for the pool (by each job's measured
-        cost): then the next batch is read now, so that a node of many small
-        chunks (items of 20 ms, chunks of one or two) does not wait for the read
-        and decode of its next batch with its processes idle. At most one batch
-        is read ahead so: others' nodes need the rest."""
-        if self.suspects or not self.pending:
-            return False
-        first = self.pending[0].batch
-        if any(c.batch is not first for c in self.pending):
-            return False
-        entry = first.entry
-        cost = self.sizer.job_cost(entry.job_id) or self.sizer.cost(entry.fn_ref)
-        if cost is None:
-            return False  # not measured: a chunk per process is ahead already
-        items = sum(c.size for c in self.pending)
-        return items * cost < READ_AHEAD_SECONDS * self.processes
+    def _read_ahead(self) -> int:
+        """Batches to read now so that the work waiting (by each job's measured
+        cost; with none waiting, the work in the pool) does not run out before
+        they arrive: none while it holds more
+        than the horizon per process, ``READ_AHEAD_SECONDS`` or two of the
+        node's round trips to Redis, whichever is longer; else as many batches
+        like the last one as bring it there (at least one). So a node of many
+        small chunks (items of 20 ms, chunks of one or two) does not wait for
+        the read and decode of its next batch with its processes idle, and a
+        node far from Redis asks for its next batches a round trip early.
+        Never more than the horizon's worth: others' nodes need the rest."""
+        if self.suspects or not (self.pending or self.in_pool):
+            return 0
+        work = 0.0
+        for chunk in self.pending or self.in_pool:  # in the pool: at most their work
+            cost = self._cost(chunk.batch.entry)
+            if cost is None:
+                return 0  # not measured: a chunk per process is ahead already
+            work += chunk.size * cost
+        horizon = max(READ_AHEAD_SECONDS, ROUND_TRIPS_AHEAD * self.round_trip())
+        want = horizon * self.processes - work
+        if want <= 1e-9:  # (sums of floats)
+            return 0
+        last = (self.pending[-1] if self.pending else next(iter(self.in_pool))).batch.entry
+        per_batch = last.count * (self._cost(last) or 0.0)
+        if per_batch <= 0:
+            return 1
+        return min(MOST_AHEAD * self.processes, max(1, math.ceil(want / per_batch)))
+
+    def _cost(self, entry: BatchEntry) -> float | None:
+        return self.sizer.job_cost(entry.job_id) or self.sizer.cost(entry.fn_ref)
 
     # ----------------------------------------------------------------- to the pool
 

@@ -38,8 +38,12 @@ class HeldBooks:
         clock: Callable[[], float] = time.monotonic,
         guard: Guard | None = None,
         unrunnable: Unrunnable | None = None,
+        round_trip: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.processes = processes
+        #: the node's round trip to Redis in seconds (0: unknown; measured by
+        #: ``worker.sources.streams.round_trips``)
+        self.round_trip = round_trip
         self.clock = clock
         self.sizer = sizer
         self.max_deliveries = max_deliveries

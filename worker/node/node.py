@@ -105,7 +105,10 @@ def connect_node_redis(settings: Settings, client: RedisClient | None = None) ->
 
         client = connect(settings.redis_url, block_seconds=settings.block_seconds)
     node_id = settings.node_name or new_node_id()
-    return NodeRedis(client, settings.queues, node_id, recheck_recorded=bool(settings.secrets))
+    signed = bool(settings.secrets)
+    return NodeRedis(
+        client, settings.queues, node_id, recheck_recorded=signed, trust_fresh=not signed
+    )
 
 
 class Node:
@@ -142,6 +145,7 @@ class Node:
             clock=clock,
             guard=self.guard,
             unrunnable=self.unrunnable,
+            round_trip=node_redis.round_trips.estimate,
         )
         self.events: Events = new_events()
         self.started_at = time.time()

@@ -38,7 +38,7 @@ class BatchReads(JobStates):
         for stream, entries in reply:
             queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
-        out = self._check_jobs(out)
+        out = self._check_jobs(out, new=True)
         self._announce_calls(out)
         return out
 

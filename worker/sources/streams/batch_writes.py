@@ -6,6 +6,7 @@ pipeline, results before acknowledgements.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,10 @@ class BatchWrites(NodeRedisBase):
             spans = [self._acknowledge(seq.pipe, c, now) for c in acking]
             for fn_ref, cost in costs.items():
                 seq.pipe.set(keys.cost(fn_ref), encode_cost(cost), ex=COST_TTL)
+            sent = time.perf_counter()
             results = seq.execute(raise_on_error=False)
+            if not seq.cluster:  # one round trip (on a cluster the records took one more)
+                self.round_trips.observe(time.perf_counter() - sent)
             if not any(isinstance(r, NoScriptError) for r in results):
                 break
             scripts.load_all(self.client)  # the server restarted or was flushed

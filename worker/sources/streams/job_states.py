@@ -7,6 +7,7 @@ jobs whose producer died mid-enqueue.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ class JobStates(NodeRedisBase):
     #: seconds a job found active is taken to be active without asking again
     ACTIVE_FOR = 1.0
 
-    def _check_jobs(self, deliveries: list[Delivery]) -> list[Delivery]:
+    def _check_jobs(self, deliveries: list[Delivery], new: bool = False) -> list[Delivery]:
         """Mark batches of cancelled or vanished jobs.
 
         One round trip per read, but none for jobs found active in the last
@@ -29,10 +30,21 @@ class JobStates(NodeRedisBase):
         until the heartbeat finds the job ended (``worker.core.liveness``): nothing
         more of it runs from then on, and record.lua drops the results of what
         ran before.
+
+        Nor for a job whose batches in this read (``new``: read for the first
+        time, not reclaimed) were all added within ``ACTIVE_FOR`` seconds, by
+        Redis's clock (``trust_fresh``; not on a node with a secret, whose
+        signed entries are checked against their job's meta): its producer was
+        adding them moments ago, which says as much as a state read that old.
+        Across a network that check was a round trip before a job's first batch
+        could start. The heartbeat checks the job from then on, as any job of
+        batches held, and the next read of it after that window reads its state.
         """
         now = self.clock()
         job_ids = {d.fields[b"j"] for d in deliveries if d.fields and job_key(d.fields.get(b"j"))}
         states = {j: b"active" for j in job_ids if self._active.get(j, -1.0) > now}
+        if new and self.trust_fresh:
+            states.update(dict.fromkeys(self._fresh_jobs(deliveries) - states.keys(), b"active"))
         unknown = sorted(job_ids - states.keys())
         if unknown:
             found = self._states(unknown)
@@ -56,13 +68,32 @@ class JobStates(NodeRedisBase):
             out.append(dataclasses.replace(d, skip=why, job=facts))
         return out
 
+    def _fresh_jobs(self, deliveries: list[Delivery]) -> set[bytes]:
+        """The jobs all of whose batches here were added within ``ACTIVE_FOR``
+        seconds (none while Redis's clock is unknown)."""
+        if self.clock_offset is None:
+            return set()
+        redis_now = time.time() + self.clock_offset
+        fresh: set[bytes] = set()
+        stale: set[bytes] = set()
+        for d in deliveries:
+            job_id = d.fields.get(b"j") if d.fields else None
+            if job_id is None:
+                continue
+            added = _added_at(d.entry_id)
+            ok = added is not None and -self.ACTIVE_FOR <= redis_now - added <= self.ACTIVE_FOR
+            (fresh if ok else stale).add(job_id)
+        return fresh - stale
+
     def _states(self, job_ids: Sequence[bytes]) -> dict[bytes, Any]:
         """Each job's state (None: the job no longer exists), one round trip.
         Jobs still enqueuing are remembered for ``abandon_lapsed``."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hmget(job_key(job_id) or "", "state", "sealed", "nonce", "terminate")
+        sent = time.perf_counter()
         replies = pipe.execute(raise_on_error=False)
+        self.round_trips.observe(time.perf_counter() - sent)
         states: dict[bytes, Any] = {}
         if len(self._nonces) > 10_000:
             self._nonces.clear()
@@ -122,6 +153,14 @@ _SKIP: dict[Any, str] = {
     b"abandoned": ABANDONED,
     _TERMINATED: TERMINATED,
 }
+
+
+def _added_at(entry_id: bytes) -> float | None:
+    """When a stream entry was added, by Redis's clock: its id's milliseconds."""
+    try:
+        return int(entry_id.split(b"-", 1)[0]) / 1000
+    except ValueError:
+        return None
 
 
 def job_key(job_id: bytes | None) -> str | None:

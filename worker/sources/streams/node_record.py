@@ -46,7 +46,9 @@ class NodeRecord(NodeRedisBase):
         pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
         pipe.expire(key, max(1, int(ttl)))
         pipe.zadd(keys.NODES, {self.node_id: time.time()})
+        sent = time.perf_counter()
         pipe.execute()
+        self.round_trips.observe(time.perf_counter() - sent)
 
     def unpublish(self) -> None:
         """Remove the node record, and the consumer when Redis says it holds nothing.

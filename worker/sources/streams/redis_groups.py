@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from taskfan import keys, scripts
 from taskfan.connection import RedisClient
 from taskfan.keys import GROUP, QueueKeys
+from worker.sources.streams.round_trips import RoundTrips
 from worker.sources.streams.stream_reads import stream_reads
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,16 @@ class NodeRedisBase:
         node_id: str,
         clock: Callable[[], float] = time.monotonic,
         recheck_recorded: bool = False,
+        trust_fresh: bool = False,
     ) -> None:
         self.client = client
+        #: run a batch added moments ago without first reading its job's state
+        #: (``worker.job_states``); a node with a secret checks every batch
+        self.trust_fresh = trust_fresh
+        #: Redis's clock minus ours (wall time, seconds), from ``sync_clock``
+        self.clock_offset: float | None = None
+        #: this node's round trip to Redis, measured by its own calls
+        self.round_trips = RoundTrips()
         #: look a job up again on the next read once one of its batches is being
         #: recorded (a node with a secret: a copy of an entry read right after its
         #: job finished is then refused as a replay, see worker.core.replays)
@@ -60,6 +69,16 @@ class NodeRedisBase:
         # Blocking reads get a connection of their own, so that a stopping node
         # can cut them short with CLIENT UNBLOCK instead of waiting them out.
         self._reads = stream_reads(client)
+
+    def sync_clock(self) -> None:
+        """Read Redis's clock (TIME): how far it is from ours, which tells how
+        long ago a stream entry was added (its id is Redis's time); and the
+        round trip, measured on the way."""
+        sent = time.time()
+        seconds, micros = self.client.time()
+        back = time.time()
+        self.round_trips.observe(back - sent)
+        self.clock_offset = seconds + micros / 1e6 - (sent + back) / 2
 
     def interrupt(self) -> None:
         """End a blocking read() now (it returns no batches). Thread-safe."""

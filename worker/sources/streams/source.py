@@ -12,9 +12,12 @@ their checks, their decoding and their job's liveness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
@@ -120,6 +123,8 @@ class StreamsSource:
         held = self.held.snapshot()
         if held:
             self.redis.refresh(held)
+        with contextlib.suppress(ResponseError):  # refused: every batch's job is checked
+            self.redis.sync_clock()
 
     def stop_reading(self) -> None:
         self.reader.stop_reading()

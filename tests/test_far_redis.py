@@ -1,0 +1,155 @@
+"""A node far from Redis keeps its pool busy (issue 19, item 1).
+
+Across a network each round trip a node waits for with idle processes adds to
+a job's time. So a node measures its round trip (``worker.sources.streams.round_trips``); reads
+enough batches ahead that the work waiting covers it (``Scheduler.batches_wanted``);
+and runs a batch read moments after it was added without first asking Redis
+for its job's state (a batch just added belongs to a job that was active just
+now: the same trust the state cache gives a job seen active within
+``ACTIVE_FOR``). No timing is asserted: the decisions are.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from producer import Client
+from taskfan.keys import JobKeys
+from taskfan.settings import Settings
+from tests import tasks
+from tests.test_adaptive_sizes import FN, delivery
+from tests.test_scheduler import drain
+from worker.core.chunk_queue import READ_AHEAD_SECONDS
+from worker.core.chunk_sizing import ChunkSizer
+from worker.core.scheduler import Scheduler
+from worker.node.node import connect_node_redis
+from worker.sources.streams.redis_io import NodeRedis
+from worker.sources.streams.round_trips import RoundTrips
+
+SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
+#: seconds an item: a quick function (about a tenth of seed workload (b)'s)
+CHEAP = 1e-5
+
+
+def measured(cost: float, processes: int = 2) -> ChunkSizer:
+    sizer = ChunkSizer(processes)
+    for _ in range(20):
+        sizer.observe(FN, 1000, 1000 * cost, "earlier")
+    return sizer
+
+
+# ----------------------------------------------------------------- round trips
+
+
+def test_the_round_trip_is_the_shortest_of_the_last_calls() -> None:
+    trips = RoundTrips()
+    assert trips.estimate() == 0.0  # nothing timed yet
+    for seconds in (0.05, 0.041, 0.3, 0.045):
+        trips.observe(seconds)
+    assert trips.estimate() == 0.041  # a slow call (a large reply, a busy Redis) aside
+    for _ in range(RoundTrips.SAMPLES):
+        trips.observe(0.002)
+    assert trips.estimate() == 0.002  # the network changed: the old samples are gone
+
+
+# ----------------------------------------------------------------- reading ahead
+
+
+def test_cheap_batches_are_read_ahead_up_to_a_tenth_of_a_second_of_work() -> None:
+    s = Scheduler(2, measured(CHEAP))
+    s.accept(delivery("c", 0, 2_000))  # 20 ms of work
+    wanted = s.batches_wanted()
+    assert (wanted + 1) * 2_000 * CHEAP >= READ_AHEAD_SECONDS * 2
+    for index in range(1, wanted + 1):
+        s.accept(delivery("c", index, 2_000))
+    assert s.batches_wanted() == 0  # covered: no more, others' nodes need the rest
+
+
+def test_far_from_redis_a_node_reads_batches_to_cover_its_round_trip() -> None:
+    rtt = 0.1
+    near, far = Scheduler(2, measured(CHEAP)), Scheduler(2, measured(CHEAP), round_trip=lambda: rtt)
+    for s in (near, far):
+        s.accept(delivery("c", 0, 2_500))  # 25 ms of work: far less than a round trip
+    wanted = far.batches_wanted()
+    assert wanted > near.batches_wanted()
+    assert (wanted + 1) * 2_500 * CHEAP >= 2 * rtt * 2  # two round trips of both processes
+    for index in range(1, wanted + 1):
+        far.accept(delivery("c", index, 2_500))
+    assert far.batches_wanted() == 0
+
+
+def test_with_every_chunk_in_the_pool_the_next_batches_are_still_read_ahead() -> None:
+    s = Scheduler(2, measured(CHEAP), round_trip=lambda: 0.1)
+    s.accept(delivery("c", 0, 2_500, chunksize=1_250))  # two chunks: both go in at once
+    drain(s)
+    assert not s.pending and len(s.in_pool) == 2
+    assert s.batches_wanted() > 1
+
+
+def test_far_from_redis_dear_batches_are_still_read_one_at_a_time() -> None:
+    s = Scheduler(2, measured(0.02), round_trip=lambda: 0.04)
+    s.accept(delivery("b", 0, 100))  # 2 s of work: covers any round trip
+    assert s.batches_wanted() == 0
+
+
+def test_an_unmeasured_function_is_not_read_ahead_by_round_trip() -> None:
+    s = Scheduler(2, ChunkSizer(2), round_trip=lambda: 0.04)
+    s.accept(delivery("c", 0, 100, chunksize=50))
+    assert s.batches_wanted() <= 1
+
+
+# ----------------------------------------------------------------- state check
+
+
+def _node(r: redis.Redis, **kwargs: object) -> NodeRedis:
+    node = NodeRedis(r, ["default"], "n1", clock=lambda: 0.0, **kwargs)  # type: ignore[arg-type]
+    node.prepare()
+    return node
+
+
+def test_a_batch_just_added_runs_without_a_state_round_trip(r: redis.Redis) -> None:
+    node = _node(r, trust_fresh=True)
+    node.sync_clock()
+    Client(r).map(tasks.square, range(2), batch_size=1)
+    r.config_resetstat()
+    found = node.read(2, 0)
+    assert [d.skip for d in found] == [None, None]
+    assert all(d.job is not None and d.job.state == b"active" for d in found)
+    assert "cmdstat_hmget" not in r.info("commandstats")
+
+
+def test_an_older_batch_is_checked_first(r: redis.Redis) -> None:
+    node = _node(r, trust_fresh=True)
+    node.sync_clock()
+    node.clock_offset = (node.clock_offset or 0.0) + 10 * NodeRedis.ACTIVE_FOR  # 10 s later
+    job = Client(r).map(tasks.square, range(2), batch_size=1)
+    r.hset(JobKeys(job.id).meta, "state", "cancelled")
+    assert [d.skip for d in node.read(2, 0)] == ["the job was cancelled"] * 2
+
+
+def test_without_the_server_s_clock_every_batch_is_checked(r: redis.Redis) -> None:
+    node = _node(r, trust_fresh=True)  # no sync_clock: how old an entry is, is unknown
+    job = Client(r).map(tasks.square, range(2), batch_size=1)
+    r.hset(JobKeys(job.id).meta, "state", "cancelled")
+    assert [d.skip for d in node.read(2, 0)] == ["the job was cancelled"] * 2
+
+
+def test_a_node_with_a_secret_checks_every_batch(r: redis.Redis) -> None:
+    """Signed entries are checked against their job's meta (nonce, state) before
+    they run: a replay must not (worker.replays)."""
+    settings = Settings(queues=("default",), secrets=(SECRET,))
+    node = connect_node_redis(settings, r)
+    node.prepare()
+    node.sync_clock()
+    job = Client(r).map(tasks.square, range(2), batch_size=1)
+    r.hset(JobKeys(job.id).meta, "state", "cancelled")
+    assert [d.skip for d in node.read(2, 0)] == ["the job was cancelled"] * 2
+
+
+def test_reclaimed_batches_are_checked(r: redis.Redis) -> None:
+    node = _node(r, trust_fresh=True)
+    node.sync_clock()
+    job = Client(r).map(tasks.square, range(2), batch_size=1)
+    assert len(node.read(2, 0)) == 2
+    r.hset(JobKeys(job.id).meta, "state", "cancelled")
+    assert [d.skip for d in node.reclaim(2, 0)] == ["the job was cancelled"] * 2
