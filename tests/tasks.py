@@ -495,3 +495,14 @@ class Model:
     @classmethod
     def tag(cls, x: Any) -> str:
         return f"{cls.__name__}:{x}"
+
+
+#: how long a thread ``stray_thread`` leaves behind lives (bounded: a test's leak ends)
+STRAY_SECONDS = 600.0
+
+
+def stray_thread(x: Any) -> Any:
+    """Return ``x``, leaving a non-daemon thread behind: the process it ran in
+    cannot exit (Python joins such threads at exit) until the thread ends."""
+    threading.Thread(target=threading.Event().wait, args=(STRAY_SECONDS,)).start()
+    return x

@@ -67,3 +67,27 @@ def test_a_pool_that_raises_on_submit_is_rebuilt_and_the_node_lives(
     assert drive(node, lambda: None) == 0
     assert raised == ["once"]
     assert [(c.ok, c.failed) for c in fake.written] == [(2, 0)]
+
+
+def test_pool_processes_that_will_not_exit_are_killed_when_replaced_and_at_stop(
+    start_worker: StartWorker, client: Client
+) -> None:
+    """A task that leaves a non-daemon thread makes its process wait for it at
+    exit: the node, replacing that process under max_tasks_per_child, or
+    stopping, kills it after a while instead of waiting for it forever."""
+    node = start_worker("--max-tasks-per-child", "1", processes=1)
+    first = client.map(tasks.stray_thread, range(3), batch_size=1, chunksize=1)
+    assert list(first.results(timeout=120)) == [0, 1, 2], node.log()
+    second = client.map(tasks.square, range(3), batch_size=1, chunksize=1)
+    assert list(second.results(timeout=120)) == [0, 1, 4], node.log()
+    wait_until(lambda: "did not exit" in node.log(), timeout=60, message=node.log)
+    client.map(tasks.stray_thread, [0]).wait(timeout=60)
+    assert node.stop(timeout=60) == 0, node.log()
+
+
+def test_a_node_stops_even_when_a_task_left_a_thread_in_its_pool(
+    start_worker: StartWorker, client: Client
+) -> None:
+    node = start_worker(processes=1)
+    assert list(client.map(tasks.stray_thread, [0]).results(timeout=60)) == [0]
+    assert node.stop(timeout=60) == 0, node.log()

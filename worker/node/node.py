@@ -345,7 +345,7 @@ class Node:
                 scheduler.next_retry(),
                 self._stop_by,
                 self._demand.paused_until,
-                self._feed.retry_at,
+                self._feed.next_deadline(),
             )
             if d is not None
         ]

@@ -24,7 +24,7 @@ from worker.core.batches import Chunk, Completed
 from worker.core.scheduler import Scheduler
 from worker.node.messages import ChunkDone, Events
 from worker.pool.child import ChunkResult, Escaped, run_chunk
-from worker.pool.process_pool import Pool
+from worker.pool.process_pool import EXIT_SECONDS, Pool
 from worker.pool.process_setup import run_counted
 from worker.pool.sending import UndecodableItems, pack
 from worker.services.stats import NodeStats
@@ -86,6 +86,7 @@ class PoolFeed:
         if self.pool is None:
             return
         self.retry_at = None
+        self._reap()
         if self._draining:
             if self.scheduler.in_pool:
                 return  # a process ran max_tasks_per_child chunks: let the pool empty
@@ -121,6 +122,25 @@ class PoolFeed:
             source.started(chunk.batch.delivery, chunk.lo, chunk.hi)
             self._futures[chunk] = (future, self.pool.generation)
             future.add_done_callback(self._on_done(chunk))
+
+    def next_deadline(self) -> float | None:
+        """When the node's loop should call ``submit`` even if nothing happens:
+        to try a pool that refused chunks again, or to kill the processes of a
+        replaced pool that did not exit."""
+        reap = self.pool.next_reap() if self.pool is not None else None
+        times = [t for t in (self.retry_at, reap) if t is not None]
+        return min(times, default=None)
+
+    def _reap(self) -> None:
+        assert self.pool is not None
+        killed = self.pool.reap(self.scheduler.clock())
+        if killed:
+            log.warning(
+                "killed %d pool processes that did not exit %.0f s after the node replaced "
+                "them (max_tasks_per_child): does a task leave a thread running?",
+                killed,
+                EXIT_SECONDS,
+            )
 
     def _broken_on_submit(self, exc: BaseException) -> bool:
         """The pool refused a chunk. With chunks of it still in it, their
@@ -225,7 +245,7 @@ class PoolFeed:
         """
         assert self.pool is not None
         self._draining = False
-        self.pool.recycle()
+        self.pool.recycle(self.scheduler.clock())
 
     def enforce_deadlines(self) -> None:
         """Kill the pool under a chunk past its hard timeout; rerun the others."""

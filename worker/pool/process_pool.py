@@ -2,6 +2,12 @@
 
 Each rebuild bumps ``generation``, so results from a broken pool's futures are
 told apart from the new pool's.
+
+A pool let go whole (replaced under ``max_tasks_per_child``, or at the node's
+stop) is never waited for without a bound: a process in it may not exit (a task
+left a non-daemon thread running, which Python waits for at exit), and waiting
+for it would stop the node's loop. Its processes get ``EXIT_SECONDS`` to exit,
+then are killed (``reap``, called from the node's loop; ``shutdown``).
 """
 
 from __future__ import annotations
@@ -10,11 +16,37 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from taskfan.lifeline import NODE_PID
 from worker.pool.child import init_child
+
+#: seconds the processes of a pool let go have to exit before they are killed
+EXIT_SECONDS = 10.0
+
+
+@dataclass
+class _Leaving:
+    """A pool let go: its processes, and when those still there are killed."""
+
+    processes: list[Any]
+    #: the pool's manager thread, which joins its processes and then ends
+    manager: threading.Thread | None
+    kill_at: float
+
+    @classmethod
+    def of(cls, executor: ProcessPoolExecutor, kill_at: float) -> _Leaving:
+        """Taken before ``executor.shutdown()``, which forgets both."""
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        return cls(processes, getattr(executor, "_executor_manager_thread", None), kill_at)
+
+    def gone(self) -> bool:
+        """Whether its processes all exited (its manager thread joined them)."""
+        return self.manager is None or not self.manager.is_alive()
 
 
 class Pool:
@@ -25,6 +57,8 @@ class Pool:
         self.generation = 0
         self.restarts = 0
         self._executor = self._new()
+        #: pools let go whose processes may not have exited yet
+        self._leaving: list[_Leaving] = []
 
     def _new(self) -> ProcessPoolExecutor:
         os.environ[NODE_PID] = str(os.getpid())  # for taskfan.lifeline in the children
@@ -55,24 +89,55 @@ class Pool:
         self.generation += 1
         self.restarts += 1
 
-    def recycle(self) -> None:
-        """Replace an idle pool by a new one (``max_tasks_per_child``): its
-        processes exit once the queue is empty; not counted as a restart."""
-        self._executor.shutdown(wait=True)
+    def recycle(self, now: float) -> None:
+        """Replace an idle pool by a new one (``max_tasks_per_child``), not
+        waiting for it: its processes exit once told to, and those that do not
+        by ``now + EXIT_SECONDS`` are killed (``reap``); not counted as a restart."""
+        self._let_go(now + EXIT_SECONDS)
         self._executor = self._new()
         self.generation += 1
 
+    def reap(self, now: float) -> int:
+        """Kill the processes of pools let go that outlived their time; how many
+        were still there."""
+        killed = 0
+        for leaving in list(self._leaving):
+            if leaving.gone():
+                self._leaving.remove(leaving)
+            elif now >= leaving.kill_at:
+                killed += _kill(leaving.processes)
+                self._leaving.remove(leaving)
+        return killed
+
+    def next_reap(self) -> float | None:
+        """When ``reap`` has processes to kill, if they are still there."""
+        return min((leaving.kill_at for leaving in self._leaving), default=None)
+
+    def _let_go(self, kill_at: float) -> None:
+        self._leaving.append(_Leaving.of(self._executor, kill_at))
+        self._executor.shutdown(wait=False)
+
     def kill(self) -> None:
         """SIGKILL every process of the pool (its futures then fail as broken)."""
-        for process in self._processes():
-            with contextlib.suppress(Exception):
-                process.kill()
+        _kill(self._processes())
 
     def shutdown(self, wait: bool) -> None:
-        """Stop the pool: after the tasks in it (``wait``), or killing them now."""
+        """Stop the pool, and kill what is left of pools let go: after the tasks
+        in it (``wait``; a process still there ``EXIT_SECONDS`` after the last
+        one is killed), or killing them now."""
         if not wait:
             self.kill()
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._leaving.append(_Leaving.of(self._executor, 0.0))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + EXIT_SECONDS
+        for leaving in self._leaving:
+            for process in leaving.processes:
+                with contextlib.suppress(Exception):
+                    process.join(max(0.0, deadline - time.monotonic()) if wait else 0.0)
+            _kill(leaving.processes)
+            if leaving.manager is not None:
+                leaving.manager.join(EXIT_SECONDS)
+        self._leaving.clear()
 
     def death_cause(self, wait: float = 1.0) -> str:
         """Name what ended a pool process: a signal or an exit code, when we can tell.
@@ -100,3 +165,14 @@ class Pool:
     def _processes(self) -> list[Any]:
         # ProcessPoolExecutor keeps its processes in a private dict; read-only use.
         return list((getattr(self._executor, "_processes", None) or {}).values())
+
+
+def _kill(processes: list[Any]) -> int:
+    """SIGKILL those of ``processes`` still running; how many were."""
+    killed = 0
+    for process in processes:
+        with contextlib.suppress(Exception):
+            if process.exitcode is None:
+                process.kill()
+                killed += 1
+    return killed
