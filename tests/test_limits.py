@@ -164,3 +164,34 @@ def test_a_node_refuses_a_payload_over_its_batch_limit() -> None:
     assert "job job1 batch 4: its payload is 1.2 KiB, over this node's max_batch_bytes" in (
         completed.dead_reason
     )
+
+
+def test_a_node_counts_initargs_and_bound_state_in_its_batch_limit() -> None:
+    """Every pool process decodes an entry's initargs (``ia``) and bound state
+    (``v``): a forged entry cannot carry them past max_batch_bytes."""
+    s = Scheduler(1, ChunkSizer(1), guard=Guard(limits=Limits(100, 1000)))
+    entry = BatchEntry("job1", 4, 40, 1, "tests.tasks:identity", "json", CallMode.ONE, 0,
+                       JSON.dumps(["a"]), initializer="tests.init_calls:init",
+                       initargs=JSON.dumps(["x" * 1200]))  # fmt: skip
+    completed = s.accept(delivery(entry))
+    assert completed is not None and completed.failed == 1 and completed.dead_reason
+    assert "job job1 batch 4: its payload, bound state and initargs are 1.2 KiB, over " in (
+        completed.dead_reason
+    )
+
+
+@pytest.mark.parametrize("field", ["initargs", "bound"])
+def test_a_node_refuses_initargs_or_bound_state_too_large_decoded(field: str) -> None:
+    """``[[],[],...]`` within max_batch_bytes takes 20 times its size decoded, in
+    every pool process: refused by the same estimate as a payload."""
+    s = Scheduler(1, ChunkSizer(1), guard=Guard(max_decoded_bytes=1_000_000))
+    bomb = b"[" + b"[]," * 100_000 + b"[]]"
+    state = {"initializer": "tests.init_calls:init", "initargs": bomb} if field == "initargs" else {
+        "wrap": "partial", "bound": b"[" + bomb + b", {}]"}  # fmt: skip
+    entry = BatchEntry("job1", 0, 0, 1, "tests.tasks:identity", "json", CallMode.ONE, 0,
+                       JSON.dumps(["a"]), **state)  # type: ignore[arg-type]  # fmt: skip
+    completed = s.accept(delivery(entry))
+    assert completed is not None and completed.failed == 1 and completed.dead_reason
+    name = "initargs" if field == "initargs" else "bound state"
+    assert f"job job1 batch 0: its {name} of 293.0 KiB (" in completed.dead_reason
+    assert "over this node's max_decoded_bytes" in completed.dead_reason

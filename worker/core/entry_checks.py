@@ -34,7 +34,13 @@ from collections.abc import Callable
 
 from taskfan.callables import VALUE
 from taskfan.errors import FunctionNotAllowed, SignatureError
-from taskfan.limits import DEFAULT_LIMITS, Limits, default_max_decoded, format_size
+from taskfan.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    decoded_size,
+    default_max_decoded,
+    format_size,
+)
 from taskfan.protocol import BatchEntry
 from taskfan.refs import check_allowed
 from taskfan.settings import DEFAULT_RESULT_TTL, Settings
@@ -174,14 +180,31 @@ class Guard:
                 "TASKFAN_NO_PICKLE): enqueue it with the json codec",
             )
         limit = self.limits.max_batch_bytes
-        size = len(entry.payload) + len(entry.bound)
+        size = len(entry.payload) + len(entry.bound) + len(entry.initargs)
         if size > limit:
-            what = "payload and bound state are" if entry.bound else "payload is"
+            what = (
+                "payload, bound state and initargs are"
+                if entry.initargs
+                else "payload and bound state are"
+                if entry.bound
+                else "payload is"
+            )
             return (
                 "BatchTooLarge",
                 f"{where}: its {what} {format_size(size)}, over this node's "
                 f"max_batch_bytes ({format_size(limit)})",
             )
+        # Decoded in every pool process that runs the batch: bounded like a payload.
+        for name, blob in (("bound state", entry.bound), ("initargs", entry.initargs)):
+            if blob:
+                decoded, containers = decoded_size(entry.codec, blob)
+                if decoded > self.max_decoded_bytes:
+                    return (
+                        "BatchTooLarge",
+                        f"{where}: its {name} of {format_size(len(blob))} ({containers} "
+                        f"containers) would take about {format_size(decoded)} decoded, over "
+                        f"this node's max_decoded_bytes ({format_size(self.max_decoded_bytes)})",
+                    )
         not_allowed = self.not_allowed(entry.fn_ref, entry.wrap)
         if not_allowed is not None:
             return "FunctionNotAllowed", f"{where}: {not_allowed}"
