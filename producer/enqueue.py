@@ -31,17 +31,9 @@ from typing import Any
 import redis
 
 from producer import rejects
-from producer.lease import LeaseKeeper, lease_field
-from producer.records import (
-    JobSpec,
-    batch_fields,
-    index_job,
-    new_job_id,
-    new_nonce,
-    sign_meta,
-    sign_totals,
-)
-from taskfan import keys, scripts
+from producer.lease import LeaseKeeper
+from producer.records import JobRecords, JobSpec, new_job_id, new_nonce
+from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import EncodeError, JobAbandoned, LimitExceeded
 from taskfan.keys import JobKeys, QueueKeys
@@ -94,6 +86,8 @@ class Enqueuer:
         self.nonce = new_nonce()
         self.job = JobKeys(self.job_id)
         self.queue = QueueKeys(spec.queue)
+        #: what writes the job's meta, counters and entries (producer.records)
+        self.records = JobRecords(self.job_id, spec.queue, self.nonce, keyring)
         self.total = 0
         self.batches = 0
         self._sent_ids: list[bytes] = []
@@ -135,12 +129,7 @@ class Enqueuer:
 
     def _seal(self) -> None:
         """Record the job's totals (signed when a keyring is set): no more batches."""
-        signature = None
-        if self.keyring is not None:
-            signature = self.keyring.sign_totals(self.job_id, self.nonce, self.batches, self.total)
-        code = scripts.seal_job(
-            self.client, self.job, self.total, self.batches, time.time(), signature
-        )
+        code = self.records.seal(self.client, self.total, self.batches, time.time())
         if code == scripts.JOB_ABANDONED:
             raise JobAbandoned(self.job_id)
 
@@ -218,11 +207,8 @@ class Enqueuer:
 
     def _rejected(self, items: list[Any]) -> rejects.RecordedBatch:
         batch = rejects.recorded_batch(self.batches, self.total, items, self.spec.codec)
-        if self.keyring is not None:
-            payload = self.keyring.seal_result(
-                self.job_id, batch.index, self.spec.codec.name, batch.payload
-            )
-            batch = dataclasses.replace(batch, payload=payload)
+        payload = self.records.result_entry(batch.index, self.spec.codec.name, batch.payload)
+        batch = dataclasses.replace(batch, payload=payload)
         self.total += batch.count
         self.batches += 1
         return batch
@@ -239,42 +225,23 @@ class Enqueuer:
         pipe: Any = seq.pipe
         now = time.time()
         if not self._created:
-            meta = sign_meta(self.spec.meta(self.job_id, now, self.nonce), self.keyring)
-            if seal:
-                meta.update(sealed=1, total=self.total, batches=self.batches)
-                sign_totals(meta, self.keyring)
-                if not entries:
-                    meta.update(state="finished", finished_at=repr(now))
-            else:
-                meta.update(lease_field(self.lease))  # unsealed: lives while we do
-            pipe.hset(self.job.meta, mapping=meta)
-            if seal and not entries and self.spec.result_ttl:
-                pipe.expire(self.job.meta, self.spec.result_ttl)
-            index_job(pipe, self.queue, self.job_id, now)
-            pipe.sadd(keys.QUEUES, self.spec.queue)
+            # sealed: born whole (all its entries are these); unsealed: lives while we do
+            sealed = (self.total, self.batches) if seal else None
+            self.records.create(seq, self.spec, now, lease=self.lease, sealed=sealed)
             self._created = True
-            # The job exists before an entry names it: a node that ran a batch of a
-            # job it cannot find would drop the results (a cluster only; see
-            # taskfan.pipelines).
-            seq.barrier(raise_on_error=True)
             pipe = seq.pipe
         elif entries:
             assert self._keeper is not None
             self._keeper.check()
-            added = sum(e.count for e in entries)
-            pipe.hincrby(self.job.meta, "total", added)
-            pipe.hincrby(self.job.meta, "batches", len(entries))
+            self.records.count(pipe, sum(e.count for e in entries), len(entries))
         queued = [e for e in entries if isinstance(e, BatchEntry)]
         if len(queued) < len(entries):
             scripts.load_all(self.client)  # the pipeline calls record.lua by SHA
         for entry in entries:
             if isinstance(entry, rejects.RecordedBatch):
-                scripts.record_batch(
-                    pipe, self.job, entry.index, entry.payload, 0, entry.count, now
-                )
+                self.records.record(pipe, entry.index, entry.payload, entry.count, now)
         for entry in queued:
-            fields = batch_fields(entry, self.spec.queue, self.keyring, self.nonce, now)
-            pipe.xadd(self.queue.stream, fields)
+            self.records.queue_entry(pipe, entry, now)
         replies = seq.execute()
         self._sent_ids.extend(replies[len(replies) - len(queued) :])
         if not seal and self._keeper is None:  # the meta exists now (one server: only now)

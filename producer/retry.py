@@ -20,7 +20,6 @@ meanwhile is void: nodes drop its results.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -28,12 +27,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from producer import reader
-from producer.records import batch_fields
+from producer.records import JobRecords
 from taskfan import scripts
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, LimitExceeded, TaskfanError
-from taskfan.keys import QueueKeys
 from taskfan.limits import format_size
 from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome, ResultEntry, merged_outcomes
@@ -109,24 +107,16 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
 def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> None:
     """Prepare the round, sign it (``rsig:<round>``, with a keyring), queue its
     entries (signed too) in one MULTI, then open it (see the module's docstring)."""
-    r: Any = job.client.redis
-    keyring = job.client.keyring
+    r = job.client.redis
+    records = JobRecords(job.id, meta.queue, nonce, job.client.keyring)
     with translate_errors(f"retrying job {job.id}"):
         batches = json.dumps([p.index for p in plans])
         items = sum(p.count for p in plans)
-        round_ = scripts.prepare_retry_round(r, job.keys, items, len(plans), batches)
+        round_ = records.prepare_retry(r, items, len(plans), batches)
         _check_round(job, round_, "this retry was not sent")
-        if keyring is not None:
-            signature = keyring.sign_round(job.id, nonce.decode(), round_, batches)
-            scripts.sign_round(r, job.keys, round_, signature)
-        stream = QueueKeys(meta.queue).stream
-        pipe = r.pipeline(transaction=True)  # every entry of the round, or none
-        now = time.time()
-        for plan in plans:
-            entry = dataclasses.replace(plan, round=round_)
-            pipe.xadd(stream, batch_fields(entry, meta.queue, keyring, nonce, now))
-        pipe.execute()
-        opened = scripts.open_round(r, job.keys, round_)
+        records.sign_round(r, round_, batches)
+        records.queue_round(r, plans, round_, time.time())  # every entry, or none
+        opened = records.open_round(r, round_)
         _check_round(job, opened, "nodes will drop the results of this retry's batches")
 
 

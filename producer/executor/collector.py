@@ -19,6 +19,7 @@ from producer.events import Events, scan
 from producer.executor.futures import CallFuture, raise_original
 from producer.job import Job
 from producer.reader import FETCH, fetch
+from producer.records import JobRecords
 from taskfan import scripts
 from taskfan.boundary import message, type_name
 from taskfan.connection import translate_errors
@@ -37,6 +38,8 @@ class Collector:
     _lock: threading.Lock
     _shutdown: bool
     _job: Job | None
+    #: writes the shared job's records (producer.records)
+    _records: JobRecords | None
     #: the futures of submitted calls not yet settled, by call index
     _futures: dict[int, CallFuture]
 
@@ -55,10 +58,12 @@ class Collector:
             with self._lock:
                 self._futures.pop(index, None)
             blob = client.codec.dumps([[None], [self.CANCELLED_ERROR], []])
-            entry = encode_result(index, 1, 1, [blob])
-            if client.keyring is not None:
-                entry = client.keyring.seal_result(job.id, index, client.codec.name, entry)
-            scripts.record_batch(client.redis, job.keys, index, entry, 0, 1, time.time())
+            records = self._records
+            assert records is not None
+            entry = records.result_entry(
+                index, client.codec.name, encode_result(index, 1, 1, [blob])
+            )
+            records.record(client.redis, index, entry, 1, time.time())
         return True
 
     def _collect(self) -> None:
@@ -92,7 +97,7 @@ class Collector:
                 return
 
     def _mark_running(self, events: list[dict[bytes, bytes]]) -> None:
-        """A node took these calls ("s=<batch>" events, worker/sources/streams/batch_reads.py):
+        """A node took these calls ("s=<batch>" events, worker/batch_reads.py):
         their futures are running, and can no longer be cancelled."""
         for fields in events:
             started = fields.get(b"s")

@@ -35,9 +35,8 @@ from producer.executor.collector import Collector
 from producer.executor.futures import CallFuture, raise_original
 from producer.executor.pool_compat import Zip, check_pool_arguments, originals
 from producer.job import Job
-from producer.lease import LeaseKeeper, lease_field
-from producer.records import JobSpec, batch_fields, index_job, new_job_id, new_nonce, sign_meta
-from taskfan import keys, scripts
+from producer.lease import LeaseKeeper
+from producer.records import JobRecords, JobSpec, new_job_id, new_nonce
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import (
     EncodeError,
@@ -45,7 +44,6 @@ from taskfan.errors import (
     TaskFailed,
     TaskfanError,
 )
-from taskfan.keys import JobKeys, QueueKeys
 from taskfan.limits import format_size
 from taskfan.options import CallMode
 from taskfan.pipelines import Sequenced
@@ -63,7 +61,7 @@ class Executor(Collector, concurrent.futures.Executor):
     ``TASKFAN_REDIS_URL``):
     the nodes decide how many processes run, and how they start them.
     ``initializer(*initargs)`` runs in each node's pool process before its first
-    call of this executor there (``worker.pool.process_setup``; one that raises fails those
+    call of this executor there (``worker.setup``; one that raises fails those
     calls with ``InitializerError``, a ``BrokenProcessPool``).
     ``max_tasks_per_child`` is accepted and is a node's setting only
     (``taskfan worker --max-tasks-per-child N``): a pool process serves many
@@ -110,6 +108,8 @@ class Executor(Collector, concurrent.futures.Executor):
         self._maps: list[Job] = []
         self._collector: threading.Thread | None = None
         self._spec: JobSpec | None = None
+        #: writes the shared job's meta, counters and entries (producer.records)
+        self._records: JobRecords | None = None
         #: renews the shared job's enqueue lease while this executor lives
         self._keeper: LeaseKeeper | None = None
         futures.register(self)  # the interpreter's exit waits for our calls
@@ -143,22 +143,20 @@ class Executor(Collector, concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             client = self.client
-            queue = QueueKeys(client.queue)
             seq = Sequenced(client.redis)
             if self._keeper is not None:
                 self._keeper.check()  # JobAbandoned: this process froze past the lease
             job = self._job or self._open_job(seq)
-            pipe: Any = seq.pipe
+            assert self._records is not None
+            pipe = seq.pipe
             index = self._count
             entry = BatchEntry(
                 job.id, index, index, 1, called.fn_ref, client.codec.name, CallMode.CALL, 1,
                 payload, wrap=called.wrap, bound=called.bound, initializer=self._init[0],
                 initargs=self._init[1],
             )  # fmt: skip
-            pipe.hincrby(job.keys.meta, "total", 1)
-            pipe.hincrby(job.keys.meta, "batches", 1)
-            fields = batch_fields(entry, client.queue, client.keyring, self._nonce, time.time())
-            pipe.xadd(queue.stream, fields)
+            self._records.count(pipe, 1, 1)
+            self._records.queue_entry(pipe, entry, time.time())
             with translate_errors(f"submitting to job {job.id}"):
                 entry_id = seq.execute()[-1]
             if self._keeper is None:  # the job's meta exists now
@@ -184,14 +182,9 @@ class Executor(Collector, concurrent.futures.Executor):
             initializer=self._init[0], initargs=self._init[1],
         )  # fmt: skip
         self._job = Job(client, new_job_id(), codec=client.codec.name)
-        now = time.time()
-        pipe: Any = seq.pipe
-        meta = sign_meta(self._spec.meta(self._job.id, now, self._nonce), client.keyring)
-        meta.update(lease_field(client.enqueue_lease))  # unsealed while this executor lives
-        pipe.hset(self._job.keys.meta, mapping=meta)
-        index_job(pipe, QueueKeys(client.queue), self._job.id, now)
-        pipe.sadd(keys.QUEUES, client.queue)
-        seq.barrier(raise_on_error=True)  # the job exists before an entry names it
+        self._records = JobRecords(self._job.id, client.queue, self._nonce, client.keyring)
+        # unsealed while this executor lives
+        self._records.create(seq, self._spec, time.time(), lease=client.enqueue_lease)
         return self._job
 
     # ----------------------------------------------------------------- map
@@ -268,14 +261,9 @@ class Executor(Collector, concurrent.futures.Executor):
             for future in pending:
                 future.cancel()
         if job is not None and not already:
-            keyring = self.client.keyring
-            signature = (
-                None if keyring is None else keyring.sign_totals(job.id, self._nonce, count, count)
-            )
+            assert self._records is not None
             with translate_errors(f"sealing job {job.id}"):
-                scripts.seal_job(
-                    self.client.redis, JobKeys(job.id), count, count, time.time(), signature
-                )
+                self._records.seal(self.client.redis, count, count, time.time())
             if self._keeper is not None:
                 self._keeper.stop()
         if not wait:

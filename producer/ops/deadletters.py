@@ -46,8 +46,7 @@ import redis
 
 from producer.ops import peek
 from producer.ops.skipped import finite
-from producer.records import batch_fields
-from taskfan import scripts
+from producer.records import JobRecords
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ProtocolError, SignatureError, TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
@@ -151,29 +150,23 @@ def requeue(r: RedisClient, queue: str, dead_id: str, keyring: Keyring | None = 
     job = JobKeys(entry.job_id)
     with translate_errors(f"requeueing {where}"):
         meta, nonce = _job_meta(r, entry.job_id, where, keyring)
+        records = JobRecords(entry.job_id, queue, nonce, keyring)
         recorded: Any = r.hget(job.results, entry.field)
         now = time.time()
         if recorded is None:
             # Never recorded (the job did not exist then, or recording failed): as it
             # was, signed again when signed (a new issue time: nodes refuse old ones).
-            fields = (
-                dead.fields if keyring is None else batch_fields(entry, queue, keyring, nonce, now)
-            )
-            new_id = _move(r, queue, dead_id, fields)
+            new_id = records.requeue_dead(r, dead_id, entry, now, as_was=dead.fields)
             return Requeued(dead_id, new_id, entry.job_id, entry.field, entry.count, 0)
         _check_still_failed(r, meta, entry, dead, where)
-        round_ = scripts.prepare_requeue_round(
-            r, job, dead_id, meta.retry_round, entry.count, entry.index
-        )
+        round_ = records.prepare_requeue(r, dead_id, meta.retry_round, entry.count, entry.index)
         if round_ <= 0:
             raise TaskfanError(f"{where}: {_REFUSED.get(round_, f'refused ({round_})')}")
         offsets = entry.offsets if entry.offsets is not None else tuple(range(entry.count))
         again = dataclasses.replace(entry, round=round_, offsets=offsets)
-        if keyring is not None:
-            signature = keyring.sign_round(entry.job_id, nonce.decode(), round_, f"[{entry.index}]")
-            scripts.sign_round(r, job, round_, signature)
-        new_id = _move(r, queue, dead_id, batch_fields(again, queue, keyring, nonce, now))
-        opened = scripts.open_round(r, job, round_)
+        records.sign_round(r, round_, f"[{entry.index}]")
+        new_id = records.requeue_dead(r, dead_id, again, now)
+        opened = records.open_round(r, round_)
         if opened <= 0:
             raise TaskfanError(
                 f"{where}: {_REFUSED.get(opened, f'refused ({opened})')}; the entry "
@@ -254,20 +247,6 @@ def _check_still_failed(
                 "recorded the batch, or `taskfan retry` ran it again): nothing to run "
                 "again; drop the dead letter"
             )
-
-
-def _move(r: RedisClient, queue: str, dead_id: str, fields: dict[Any, Any]) -> str:
-    """Back on the queue stream, out of the dead-letter stream: one MULTI (one slot).
-
-    When another requeue of the same dead letter won the race, the entry is
-    queued twice; the second run's recording changes nothing (set-if-absent).
-    """
-    keys = QueueKeys(queue)
-    pipe = r.pipeline(transaction=True)
-    pipe.xadd(keys.stream, fields)
-    pipe.xdel(keys.dead, dead_id)
-    new_id, _ = pipe.execute()
-    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
 
 
 def drop(r: RedisClient, queue: str, dead_ids: Sequence[str]) -> int:
