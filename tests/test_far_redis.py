@@ -23,6 +23,7 @@ from worker.core.chunk_queue import READ_AHEAD_SECONDS
 from worker.core.chunk_sizing import ChunkSizer
 from worker.core.scheduler import Scheduler
 from worker.node.node import connect_node_redis
+from worker.sources.streams.job_states import ABANDONED
 from worker.sources.streams.redis_io import NodeRedis
 from worker.sources.streams.round_trips import RoundTrips
 
@@ -153,3 +154,14 @@ def test_reclaimed_batches_are_checked(r: redis.Redis) -> None:
     assert len(node.read(2, 0)) == 2
     r.hset(JobKeys(job.id).meta, "state", "cancelled")
     assert [d.skip for d in node.reclaim(2, 0)] == ["the job was cancelled"] * 2
+
+
+def test_a_job_whose_batch_ran_unchecked_is_looked_up_at_the_next_beat(r: redis.Redis) -> None:
+    """Its producer may have died mid-enqueue: the heartbeat's lookup finds it
+    still enqueuing with its lease lapsed, and ends it as abandoned."""
+    node = _node(r, trust_fresh=True)
+    node.sync_clock()
+    job = Client(r).map(tasks.square, range(2), batch_size=1)
+    r.hset(JobKeys(job.id).meta, mapping={"sealed": "0", "lease_until": "1.0"})
+    assert [d.skip for d in node.read(2, 0)] == [None, None]  # ran unchecked
+    assert node.abandon_lapsed() == {job.id: ABANDONED}

@@ -37,14 +37,20 @@ class JobStates(NodeRedisBase):
         signed entries are checked against their job's meta): its producer was
         adding them moments ago, which says as much as a state read that old.
         Across a network that check was a round trip before a job's first batch
-        could start. The heartbeat checks the job from then on, as any job of
-        batches held, and the next read of it after that window reads its state.
+        could start. The heartbeat looks the job up (still enqueuing: see
+        ``abandon_lapsed``) and checks it as any job of batches held, and the
+        next read of it after that window reads its state.
         """
         now = self.clock()
         job_ids = {d.fields[b"j"] for d in deliveries if d.fields and job_key(d.fields.get(b"j"))}
         states = {j: b"active" for j in job_ids if self._active.get(j, -1.0) > now}
         if new and self.trust_fresh:
-            states.update(dict.fromkeys(self._fresh_jobs(deliveries) - states.keys(), b"active"))
+            fresh = self._fresh_jobs(deliveries) - states.keys()
+            states.update(dict.fromkeys(fresh, b"active"))
+            with self._enqueuing_lock:  # the heartbeat looks them up (abandon_lapsed)
+                if len(self._unchecked) > 10_000:
+                    self._unchecked.clear()
+                self._unchecked.update(fresh)
         unknown = sorted(job_ids - states.keys())
         if unknown:
             found = self._states(unknown)
@@ -128,7 +134,13 @@ class JobStates(NodeRedisBase):
         """End as abandoned the jobs seen enqueuing whose producer's lease lapsed
         (lua/abandon.lua; idempotent, so every node may try); forget those no
         longer enqueuing. Returns the jobs abandoned now or before: job id -> why.
-        One script call per job still enqueuing, once per heartbeat."""
+        One script call per job still enqueuing, once per heartbeat. Jobs whose
+        batches ran unchecked (``_check_jobs``, just added) are looked up first,
+        in one round trip, to learn which of them are still enqueuing."""
+        with self._enqueuing_lock:
+            unchecked, self._unchecked = self._unchecked, set()
+        if unchecked:
+            self._states(sorted(unchecked))
         with self._enqueuing_lock:
             jobs = sorted(self._enqueuing)
         out: dict[str, str] = {}

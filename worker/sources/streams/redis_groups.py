@@ -62,6 +62,9 @@ class NodeRedisBase:
         #: jobs seen active and unsealed: the heartbeat ends them as abandoned
         #: when their producer's enqueue lease lapses (``abandon_lapsed``)
         self._enqueuing: set[str] = set()
+        #: jobs whose batches ran without a state read (just added): the
+        #: heartbeat reads their states (``abandon_lapsed``)
+        self._unchecked: set[bytes] = set()
         self._enqueuing_lock = threading.Lock()
         self.queues = [QueueKeys(name) for name in queues]
         self.node_id = node_id
