@@ -83,6 +83,8 @@ class Events:
         self.seen: set[bytes] = set()
         #: results fields -> their raw entries, read with the events (``prefetch``)
         self.fetched: dict[str, bytes] = {}
+        #: cost key -> its value, read with the events (``read``'s ``cost``)
+        self.costs: dict[str, bytes | None] = {}
         self._reread = False
         self._backoff = Backoff()
         self._slice = block_slice(redis_client)
@@ -126,10 +128,13 @@ class Events:
         self._backoff.reset()
         return result
 
-    def read(self, prefetch: Sequence[str] = ()) -> list[dict[bytes, bytes]]:
+    def read(
+        self, prefetch: Sequence[str] = (), cost: str | None = None
+    ) -> list[dict[bytes, bytes]]:
         """The next events; raises TimeoutError once the deadline passes. The
         results fields of ``prefetch`` that are recorded by the time the read
-        wakes come in the same round trip, into ``fetched``."""
+        wakes come in the same round trip, into ``fetched``; so does the value
+        of the key ``cost`` (a function's published cost), into ``costs``."""
         while True:
             if self._reread:
                 self.last, self._reread = b"0-0", False
@@ -138,7 +143,7 @@ class Events:
                 if not self.call("checking", self.redis.exists, self.keys.meta):
                     raise JobNotFound(self.keys.id)
             block = max(1, int(self.remaining() * 1000))
-            events = self._attempt("reading events", self._xread, block, prefetch)
+            events = self._attempt("reading events", self._xread, block, prefetch, cost)
             if events is _FAILED:
                 continue
             if events:
@@ -160,19 +165,27 @@ class Events:
             if self.nobody is not None:
                 self.nobody.check()
 
-    def _xread(self, block_ms: int, prefetch: Sequence[str]) -> Any:
+    def _xread(self, block_ms: int, prefetch: Sequence[str], cost: str | None) -> Any:
         """XREAD BLOCK on the events; with ``prefetch``, an HMGET of those results
         fields right behind it, in one pipeline (one slot: one connection, in
-        order, on a cluster too)."""
+        order, on a cluster too), and with ``cost`` a GET of that key."""
         streams: dict[Any, Any] = {self.keys.events: self.last}
         wanted = [f for f in prefetch if f not in self.fetched]
-        if not wanted:
+        if not wanted and cost is None:
             return self.redis.xread(streams, count=1000, block=block_ms)
         pipe = self.redis.pipeline(transaction=False)
         pipe.xread(streams, count=1000, block=block_ms)
-        pipe.hmget(self.keys.results, wanted)
-        events, found = pipe.execute()
-        self.fetched.update((f, raw) for f, raw in zip(wanted, found, strict=True) if raw)
+        if wanted:
+            pipe.hmget(self.keys.results, wanted)
+        if cost is not None:
+            pipe.get(cost)
+        replies = iter(pipe.execute())
+        events = next(replies)
+        if wanted:
+            found = next(replies)
+            self.fetched.update((f, raw) for f, raw in zip(wanted, found, strict=True) if raw)
+        if cost is not None:
+            self.costs[cost] = next(replies)
         return events
 
     def _settle_lease(self, state: list[bytes | None]) -> None:

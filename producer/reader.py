@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from producer.events import Events, scan
-from taskfan import sign_result
+from taskfan import keys, sign_result
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, ProtocolError, job_ended
@@ -90,6 +90,10 @@ def in_order(
     batches = meta.batches if meta.sealed else None
     total = meta.total if meta.sealed else None
     recorded: set[str] = set()
+    try:  # read with the events, for the next map of the function (producer.sizing)
+        cost: str | None = keys.cost(meta.fn_ref)
+    except ValueError:
+        cost = None
     next_index = 0
     items = 0  #: items in the batches read so far: where the next batch must start
     cancelled: str | None = None
@@ -105,7 +109,9 @@ def in_order(
             ahead = range(next_index, next_index + FETCH if batches is None else batches)
             prefetch = [f for index in ahead[:FETCH] for f in meta.result_fields(index)]
             with translate_errors(f"waiting for results of job {job.id}"):
-                found, sealed, cancelled = scan(job.id, events.read(prefetch), batches)
+                found, sealed, cancelled = scan(job.id, events.read(prefetch, cost), batches)
+            if cost is not None and cost in events.costs:
+                job.client._costs.remember(meta.fn_ref, events.costs.pop(cost))
             if batches is None and sealed is not None:
                 total = events.call("reading the job", sealed_total, job, sealed)
             batches = sealed

@@ -32,6 +32,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from taskfan import keys
 from taskfan.connection import RedisClient
@@ -101,18 +102,38 @@ def _even(total: int, size: int) -> int:
 class CostBoard:
     """Reads function costs and the node registry; one Client keeps one.
 
-    The registry changes slowly and is cached for ``CAPACITY_CACHE_SECONDS``;
-    a cost is read on every call (it rides in the same round trip).
+    The registry changes slowly and is cached for ``CAPACITY_CACHE_SECONDS``.
+    A cost is read before every map (it rides in the same round trip), unless
+    the results of a job of the function were read within that time: that
+    read also brings the function's cost, as the nodes published it once the
+    job was done (``remember``), which is what a read before the next map
+    would find. So a producer that maps, reads the results and maps again
+    waits for no round trip before enqueuing.
     """
 
     def __init__(self, client: RedisClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.clock = clock
         self._capacity: dict[str, tuple[float, Capacity]] = {}
+        #: function -> (when, its cost), read with a job's results
+        self._after_results: dict[str, tuple[float, float | None]] = {}
+
+    def remember(self, fn_ref: str, raw: bytes | None) -> None:
+        """The function's published cost (raw), read together with a job's results."""
+        if len(self._after_results) > 1000:
+            self._after_results.clear()
+        self._after_results[fn_ref] = (self.clock(), parse_cost(raw))
 
     def read(self, queue: str, fn_ref: str) -> tuple[float | None, Capacity]:
+        now = self.clock()
         cached = self._capacity.get(queue)
-        fresh = cached is not None and self.clock() - cached[0] < CAPACITY_CACHE_SECONDS
+        fresh = cached is not None and now - cached[0] < CAPACITY_CACHE_SECONDS
+        known = self._after_results.pop(fn_ref, None)
+        if known is not None and now - known[0] < CAPACITY_CACHE_SECONDS:
+            if fresh:
+                assert cached is not None
+                return known[1], cached[1]
+            return known[1], self._read_capacity(queue, None)
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.cost(fn_ref))
         if not fresh:
@@ -122,9 +143,17 @@ class CostBoard:
         if fresh:
             assert cached is not None
             return cost, cached[1]
-        capacity = self._capacity_of(queue, replies[1])
+        return cost, self._read_capacity(queue, replies[1])
+
+    def _read_capacity(self, queue: str, node_ids: Any) -> Capacity:
+        """The queue's capacity from the live node ids (read here when None), cached."""
+        if node_ids is None:
+            node_ids = self.client.zrangebyscore(
+                keys.NODES, time.time() - NODE_WINDOW_SECONDS, "+inf"
+            )
+        capacity = self._capacity_of(queue, list(node_ids))
         self._capacity[queue] = (self.clock(), capacity)
-        return cost, capacity
+        return capacity
 
     def _capacity_of(self, queue: str, node_ids: list[bytes]) -> Capacity:
         if not node_ids:

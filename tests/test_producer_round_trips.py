@@ -17,7 +17,9 @@ import pytest
 import redis
 
 from producer import Client
-from taskfan import scripts
+from producer.sizing import CAPACITY_CACHE_SECONDS, CostBoard
+from taskfan import keys, scripts
+from taskfan.cost import encode_cost
 from taskfan.keys import JobKeys
 from taskfan.outcomes import encode_result
 from tests import tasks
@@ -71,9 +73,9 @@ def test_a_wake_up_brings_the_results_it_announces(counting: Counting, r: redis.
     record_all(r, job.id, 5, 10)
     counting.trips.clear()
     assert list(job.results(timeout=10)) == [x * x for x in range(10)]
-    # the job's meta, then one round trip: the events read, with the results
-    # read in the same pipeline
-    assert counting.trips == ["hgetall", "xread+hmget"], counting.trips
+    # the job's meta, then one round trip: the events read, with the results (and
+    # the function's cost) read in the same pipeline
+    assert counting.trips == ["hgetall", "xread+hmget+get"], counting.trips
 
 
 def test_results_read_with_the_events_keep_a_retry_round_s_overlays(r: redis.Redis) -> None:
@@ -94,3 +96,42 @@ def test_results_read_with_the_events_keep_a_retry_round_s_overlays(r: redis.Red
     entry = encode_result(5, 1, 0, [retried], offsets=[0])
     assert scripts.record_batch(r, JobKeys(job.id), "1.1", entry, 1, 0, 0.0) > 0
     assert list(job.results(timeout=10)) == [x * x for x in range(10)]
+
+
+def test_the_next_map_sizes_from_the_cost_read_with_the_last_results(
+    counting: Counting, r: redis.Redis
+) -> None:
+    """The results read of a job also reads its function's cost (same pipeline):
+    a map of that function right after sizes from it, without a round trip of
+    its own. It is the cost the nodes published once the job was done, which a
+    read before the map would find too."""
+    client = Client(counting)
+    job = client.map(tasks.square, range(10), batch_size=5)
+    record_all(r, job.id, 5, 10)
+    r.set(keys.cost(f"{tasks.__name__}:square"), encode_cost(1e-6))  # as its node publishes
+    list(job.results(timeout=10))
+    counting.trips.clear()
+    job = client.map(tasks.square, range(10_000))
+    assert not any(trip.startswith("get") for trip in counting.trips), counting.trips
+    assert job.meta().batch_size == 2500  # sized from the cost read with the results
+
+
+def test_a_cost_read_before_a_map_is_not_reused(counting: Counting) -> None:
+    """Only a cost read after a job's results counts as fresh: the one read
+    before a map is read again at the next map (the job may have moved it)."""
+    client = Client(counting)
+    counting.set(keys.cost(f"{tasks.__name__}:square"), encode_cost(1e-6))
+    counting.trips.clear()
+    client.map(tasks.square, range(10))
+    client.map(tasks.square, range(10))
+    assert sum(trip.startswith("get") for trip in counting.trips) == 2, counting.trips
+
+
+def test_a_cost_read_with_results_is_reused_only_briefly(r: redis.Redis) -> None:
+    now = [100.0]
+    board = CostBoard(r, clock=lambda: now[0])
+    board.remember("m:f", encode_cost(0.5))
+    assert board.read("default", "m:f")[0] == 0.5
+    r.set(keys.cost("m:f"), encode_cost(0.25))
+    now[0] += CAPACITY_CACHE_SECONDS
+    assert board.read("default", "m:f")[0] == 0.25
