@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,59 +39,83 @@ def check_buffersize(buffersize: object) -> None:
         raise ValueError("buffersize must be None or > 0")
 
 
-class _Gate:
+class Gate:
     """Calls handed by the consumer's thread to the enqueuer thread, which
-    iterates this (blocking) until ``close``."""
+    iterates this (blocking) until ``close``. ``shut`` (the executor shut down)
+    closes it for good: the next call the consumer would send raises
+    RuntimeError, as 3.14's ``submit`` does after shutdown."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.shut_down = False
 
     def put(self, args: Any) -> None:
-        self._queue.put(args)
+        with self._lock:
+            if self.shut_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if not self._closed:
+                self._queue.put(args)
 
     def close(self) -> None:
-        self._queue.put(_END)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_END)
+
+    def shut(self) -> None:
+        """No call is sent from now on; the job is sealed with those sent."""
+        with self._lock:
+            self.shut_down = True
+        self.close()
 
     def __iter__(self) -> Iterator[Any]:
         while (args := self._queue.get()) is not _END:
             yield args
 
 
-def buffered_map(
-    client: Client,
-    fn: Callable[..., Any],
-    iterables: tuple[Iterable[Any], ...],
-    timeout: float | None,
-    buffersize: int,
-    **options: Any,
-) -> Generator[Any, None, None]:
-    """The results of ``fn`` over ``zip(*iterables)`` in order, at most
-    ``buffersize`` calls sent ahead of the consumer; ``options`` go to
-    ``client.map``. Raises TaskFailed at the first failed call."""
-    gate = _Gate()
-    job = client.map(
-        fn, gate, star=True, stream=True, batch_size=1, window=buffersize + 1, **options
-    )
-    assert isinstance(job, StreamJob)
-    results = job.results(timeout=timeout)
-    args_iter: Iterator[Any] = zip(*iterables, strict=False)
-    try:
-        taken = 0
-        for args in itertools.islice(args_iter, buffersize):
-            gate.put(args)
-            taken += 1
-    except BaseException:
-        gate.close()
-        results.close()  # cancels the job, stops its thread
-        raise
-    if taken < buffersize:
-        gate.close()
-        args_iter = iter(())
-    return _gated(results, args_iter, gate)
+class BufferedMap:
+    """One ``map(..., buffersize=N)``: its job, and ``values``, the results of
+    ``fn`` over ``zip(*iterables)`` in order, at most ``buffersize`` calls sent
+    ahead of the consumer (``options`` go to ``client.map``); raises TaskFailed
+    at the first failed call. The executor keeps only ``gate`` (its ``shutdown``
+    shuts it) and the job's id: a map dropped unread still cancels its job."""
+
+    def __init__(
+        self,
+        client: Client,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        buffersize: int,
+        **options: Any,
+    ) -> None:
+        self.gate = gate = Gate()
+        job = client.map(
+            fn, gate, star=True, stream=True, batch_size=1, window=buffersize + 1, **options
+        )
+        assert isinstance(job, StreamJob)
+        self.job: StreamJob = job
+        results = job.results(timeout=timeout)
+        args_iter: Iterator[Any] = zip(*iterables, strict=False)
+        try:
+            taken = 0
+            for args in itertools.islice(args_iter, buffersize):
+                gate.put(args)
+                taken += 1
+        except BaseException:
+            gate.close()
+            results.close()  # cancels the job, stops its thread
+            raise
+        if taken < buffersize:
+            gate.close()
+            args_iter = iter(())
+        self.values = _gated(results, args_iter, gate)
 
 
 def _gated(
-    results: Generator[Any, None, None], args_iter: Iterator[Any], gate: _Gate
+    results: Generator[Any, None, None], args_iter: Iterator[Any], gate: Gate
 ) -> Generator[Any, None, None]:
     """Per result asked for: one more call sent first (3.14's order)."""
     ended = False

@@ -30,7 +30,7 @@ from redis.cluster import RedisCluster
 
 from producer.client import Client
 from producer.executor import futures
-from producer.executor.buffered import buffered_map, check_buffersize
+from producer.executor.buffered import BufferedMap, Gate, check_buffersize
 from producer.executor.collector import Collector
 from producer.executor.futures import CallFuture, raise_original
 from producer.executor.pool_compat import Zip, check_pool_arguments, originals
@@ -106,6 +106,8 @@ class Executor(Collector, concurrent.futures.Executor):
         self._futures: dict[int, CallFuture] = {}
         #: jobs of map() calls not yet known to be over: shutdown(wait=True) waits for them
         self._maps: list[Job] = []
+        #: of those, the bounded maps' gates (buffersize), by job id: shutdown shuts them
+        self._bounded: dict[str, Gate] = {}
         self._collector: threading.Thread | None = None
         self._spec: JobSpec | None = None
         #: writes the shared job's meta, counters and entries (producer.records)
@@ -196,7 +198,6 @@ class Executor(Collector, concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
         buffersize: int | None = None,
-        **_: Any,
     ) -> Iterator[Any]:
         """Like ``Executor.map``: ordered, lazy, ``timeout`` counted from this call.
 
@@ -212,11 +213,17 @@ class Executor(Collector, concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if buffersize is not None:
-            values = buffered_map(
+            bounded = BufferedMap(
                 self.client, fn, iterables, timeout, buffersize, chunksize=chunksize,
                 initializer=self._initializer, initargs=self._initargs,
             )  # fmt: skip
-            return originals(values)
+            job = Job(
+                self.client, bounded.job.id, bounded.job.codec
+            )  # not the handle: see BufferedMap
+            with self._lock:
+                self._maps.append(job)
+                self._bounded[job.id] = bounded.gate
+            return self._forgetting(job, originals(bounded.values))
         end_time = None if timeout is None else time.monotonic() + timeout
         try:
             job = self.client.map(
@@ -230,6 +237,12 @@ class Executor(Collector, concurrent.futures.Executor):
         with self._lock:
             self._maps.append(job)
         return self._iterate(job, end_time)
+
+    def _forgetting(self, job: Job, values: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from values
+        finally:
+            self._forget(job)
 
     def _iterate(self, job: Job, end_time: float | None) -> Iterator[Any]:
         remaining = None if end_time is None else max(0.0, end_time - time.monotonic())
@@ -257,9 +270,15 @@ class Executor(Collector, concurrent.futures.Executor):
             pending = list(self._futures.values())
             job, count = self._job, self._count
             maps = list(self._maps)
+            bounded = list(self._bounded.values())
+        for gate in bounded:  # they send nothing more: sealed with the calls they sent
+            gate.shut()
         if cancel_futures:
             for future in pending:
                 future.cancel()
+            for map_job in maps:  # the stdlib cancels map()'s pending futures too
+                with contextlib.suppress(TaskfanError, redis.RedisError):
+                    map_job.cancel()
         if job is not None and not already:
             assert self._records is not None
             with translate_errors(f"sealing job {job.id}"):
@@ -278,6 +297,7 @@ class Executor(Collector, concurrent.futures.Executor):
 
     def _forget(self, job: Job) -> None:
         with self._lock, contextlib.suppress(ValueError):
+            self._bounded.pop(job.id, None)
             self._maps.remove(job)
 
     @staticmethod
