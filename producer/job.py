@@ -21,7 +21,7 @@ from producer.events import Events
 from producer.listeners import NobodyWatch
 from taskfan import scripts
 from taskfan.connection import translate_errors
-from taskfan.errors import BrokerUnavailable, JobNotFound, job_ended
+from taskfan.errors import BrokerUnavailable, JobCancelled, JobNotFound, TaskfanError, job_ended
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome
@@ -91,7 +91,10 @@ class Job:
         """Block until every item has an outcome; False if ``timeout`` passed first.
 
         Raises JobCancelled if the job is (or gets) cancelled, JobAbandoned (a
-        JobCancelled) if its producer died before sending every batch. Logs one
+        JobCancelled) if its producer died before sending every batch; either
+        says how many items are done, failed and cancelled (``done``,
+        ``failed``, ``cancelled``: the items with no outcome, which
+        ``outcomes()`` gives as cancelled). Logs one
         warning when no live node has served the job's queue for a few seconds.
         """
         events = Events(self._redis, self.keys, timeout)
@@ -107,7 +110,7 @@ class Job:
             if last:
                 events.last = last[0][0]
             if state in _STOPPED:
-                raise job_ended(self.id, state.decode())
+                raise self._ended(state.decode())
             if state == b"active":
                 # Ends it first when its enqueue lease lapsed; during an outage,
                 # nodes (at their heartbeat) or a later look will do it instead.
@@ -119,11 +122,19 @@ class Job:
                 while True:
                     for fields in events.read():
                         if fields.get(b"end") in _STOPPED:
-                            raise job_ended(self.id, fields[b"end"].decode())
+                            raise self._ended(fields[b"end"].decode())
                         if b"end" in fields:
                             return True
             except FuturesTimeout:
                 return False
+
+    def _ended(self, state: str) -> JobCancelled:
+        """The error for the job that ended ``state``, with its counts: items
+        done, failed, and cancelled (with no outcome; they read as cancelled)."""
+        try:
+            return job_ended(self.id, state, self.meta().counts)
+        except TaskfanError:  # gone meanwhile, Redis away: without the counts
+            return job_ended(self.id, state)
 
     def _state_and_last_event(self) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
@@ -159,11 +170,16 @@ class Job:
     # ----------------------------------------------------------------- results
 
     def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
-        """Every item's outcome in input order, as soon as its batch is recorded."""
+        """Every item's outcome in input order, as soon as its batch is recorded.
+
+        Of a job cancelled or abandoned, the items with no recorded outcome (never
+        run, let go, killed by a hard cancel) come as cancelled outcomes
+        (``Outcome.cancelled``, a ``CancelledError``); the others keep theirs."""
         return reader.outcomes(self, timeout)
 
     def results(self, timeout: float | None = None) -> Iterator[Any]:
-        """Values in input order; raises TaskFailed at the first failed item."""
+        """Values in input order; raises TaskFailed at the first failed item,
+        JobCancelled at the first cancelled one."""
         return reader.values(self, timeout)
 
     def errors(self, timeout: float | None = None) -> Iterator[Outcome]:

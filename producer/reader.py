@@ -17,6 +17,7 @@ results are read as pickle.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from producer.events import Events, scan
@@ -24,7 +25,14 @@ from taskfan import keys, sign_result
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, ProtocolError, job_ended
-from taskfan.outcomes import Outcome, ResultEntry, chunk_values, iter_outcomes, merged_outcomes
+from taskfan.outcomes import (
+    Outcome,
+    ResultEntry,
+    chunk_values,
+    iter_outcomes,
+    merged_outcomes,
+)
+from taskfan.outcomes import cancelled as cancelled_outcome
 
 if TYPE_CHECKING:
     from producer.job import Job
@@ -76,13 +84,36 @@ def _exists(job: Job, events: Events | None) -> bool:
         return bool(r.exists(job.keys.meta))
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Items ``start`` .. ``start + count - 1`` of a job that ended ``state``
+    (cancelled, abandoned) with no outcome recorded: they read as cancelled."""
+
+    start: int
+    count: int
+    state: str
+
+
 def in_order(
     job: Job, timeout: float | None, release: Release | None = None
 ) -> Iterator[tuple[list[ResultEntry], Codec]]:
+    """``read_batches`` without gaps: a cancelled job raises JobCancelled."""
+    for read in read_batches(job, timeout, release):
+        assert not isinstance(read, Gap)
+        yield read
+
+
+def read_batches(
+    job: Job, timeout: float | None, release: Release | None = None, gaps: bool = False
+) -> Iterator[tuple[list[ResultEntry], Codec] | Gap]:
     """Per batch, in order: its result entry and its retries' (overlays), once
     all of them are recorded; with the codec to decode them. With ``release``
     (a streaming map), each batch is released once the consumer asks for the
-    next one, and forgotten here too, so an endless map reads in flat memory."""
+    next one, and forgotten here too, so an endless map reads in flat memory.
+
+    A job that ends cancelled or abandoned raises JobCancelled where its first
+    unrecorded batch would come; with ``gaps``, its recorded batches come
+    instead, and a ``Gap`` for each run of items with no outcome."""
     events = Events(job.client.redis, job.keys, timeout)
     meta = events.call("reading the job", job.meta)  # rides out an outage from the start
     events.watch(meta.queue)
@@ -104,8 +135,11 @@ def in_order(
                 break
             run.append(next_index + len(run))
         if not run:
-            if cancelled:
+            if cancelled and not gaps:
                 raise job_ended(job.id, cancelled)
+            if cancelled:  # no batch is recorded after the end: what is left is final
+                yield from _after_end(job, codec, events, recorded, next_index, items, cancelled)
+                return
             ahead = range(next_index, next_index + FETCH if batches is None else batches)
             prefetch = [f for index in ahead[:FETCH] for f in meta.result_fields(index)]
             with translate_errors(f"waiting for results of job {job.id}"):
@@ -141,6 +175,40 @@ def in_order(
         )
 
 
+def _after_end(
+    job: Job,
+    codec: Codec,
+    events: Events,
+    recorded: set[str],
+    next_index: int,
+    items: int,
+    state: str,
+) -> Iterator[tuple[list[ResultEntry], Codec] | Gap]:
+    """The rest of a job that ended ``state`` at batch ``next_index`` (item
+    ``items``): its batches recorded after that one, in order, and the gaps
+    between them and up to its total (the items sent, sealed or not)."""
+    final = events.call("reading the job", job.meta)
+    later = sorted(int(f) for f in recorded if f.isdigit() and int(f) >= next_index)
+    for first in range(0, len(later), FETCH):
+        run = later[first : first + FETCH]
+        per_batch = [[f for f in final.result_fields(i) if f in recorded] for i in run]
+        entries = iter(fetch(job, [f for fields in per_batch for f in fields], codec.name, events))
+        for index, fields in zip(run, per_batch, strict=True):
+            batch = [next(entries) for _ in fields]
+            start = batch[0].start
+            if start < items:
+                raise ProtocolError(
+                    f"job {job.id} batch {index}: starts at item {start}, inside the "
+                    f"batches before it (they end at item {items}): a batch was moved"
+                )
+            if start > items:
+                yield Gap(items, start - items, state)
+            items = start + batch[0].count
+            yield batch, codec
+    if final.total > items:
+        yield Gap(items, final.total - items, state)
+
+
 def sealed_total(job: Job, batches: int) -> int:
     """The job's total once its events say it was sealed with ``batches`` batches:
     read from its meta (verified with a keyring), which must agree. The events
@@ -156,15 +224,26 @@ def sealed_total(job: Job, batches: int) -> int:
 
 
 def outcomes(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Outcome]:
-    """Every item's outcome in input order."""
-    for entries, codec in in_order(job, timeout, release):
-        yield from merged_outcomes(entries, codec, f"job {job.id}")
+    """Every item's outcome in input order; those of a cancelled job that have
+    none recorded are cancelled outcomes."""
+    for read in read_batches(job, timeout, release, gaps=True):
+        if isinstance(read, Gap):
+            yield from (cancelled_outcome(i, job.id, read.state) for i in _span(read))
+        else:
+            yield from merged_outcomes(read[0], read[1], f"job {job.id}")
+
+
+def _span(gap: Gap) -> range:
+    return range(gap.start, gap.start + gap.count)
 
 
 def values(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Any]:
     """Values in input order; raises TaskFailed at the first failed item."""
     where = f"job {job.id}"
-    for entries, codec in in_order(job, timeout, release):
+    for read in read_batches(job, timeout, release, gaps=True):
+        if isinstance(read, Gap):  # the first cancelled item
+            raise job_ended(job.id, read.state)
+        entries, codec = read
         if len(entries) == 1 and entries[0].failed == 0:
             try:
                 chunks = [chunk_values(blob, codec, where) for blob in entries[0].blobs]
@@ -196,7 +275,8 @@ def _drain(items: list[Any]) -> Iterator[Any]:
 
 def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     """Outcomes in the order their batches were recorded; after a retry round, a
-    retried item comes again with its new outcome."""
+    retried item comes again with its new outcome. A job that ends cancelled or
+    abandoned ends with a cancelled outcome for each item that has none."""
     events = Events(job.client.redis, job.keys, timeout)
     meta = events.call("reading the job", job.meta)  # rides out an outage from the start
     events.watch(meta.queue)
@@ -204,15 +284,33 @@ def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
     batches = meta.batches if meta.sealed else None
     overlays = sum(len(fields) for fields in meta.overlays.values())
     seen = 0
+    spans: list[tuple[int, int]] = []  #: (start, count) of each batch's own entry read
     while batches is None or seen < batches + overlays:
         with translate_errors(f"waiting for results of job {job.id}"):
-            ready, sealed, cancelled = scan(job.id, events.read(), batches)
+            ready, sealed, stopped = scan(job.id, events.read(), batches)
         if batches is None and sealed is not None:
             events.call("reading the job", sealed_total, job, sealed)
         batches = sealed
         for start in range(0, len(ready), FETCH):
-            for entry in fetch(job, ready[start : start + FETCH], codec.name, events):
+            fields = ready[start : start + FETCH]
+            for field, entry in zip(fields, fetch(job, fields, codec.name, events), strict=True):
+                if "." not in field:
+                    spans.append((entry.start, entry.count))
                 yield from iter_outcomes(entry, codec, f"job {job.id}")
         seen += len(ready)
-        if cancelled:
-            raise job_ended(job.id, cancelled)
+        if stopped:
+            total = events.call("reading the job", job.meta).total
+            for gap in _gaps(spans, total, stopped):
+                yield from (cancelled_outcome(i, job.id, gap.state) for i in _span(gap))
+            return
+
+
+def _gaps(spans: list[tuple[int, int]], total: int, state: str) -> Iterator[Gap]:
+    """The runs of items in 0 .. total - 1 that no span covers."""
+    at = 0
+    for start, count in sorted(spans):
+        if start > at:
+            yield Gap(at, start - at, state)
+        at = max(at, start + count)
+    if total > at:
+        yield Gap(at, total - at, state)

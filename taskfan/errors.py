@@ -74,11 +74,25 @@ class JobNotFound(TaskfanError, LookupError):
 
 
 class JobCancelled(TaskfanError):
-    """The job was cancelled before all of its items ran."""
+    """The job was cancelled before all of its items ran. With counts (``Job.wait``,
+    ``taskfan wait``): ``done`` items have an outcome (``failed`` of them failed),
+    ``cancelled`` have none and read as cancelled outcomes."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, counts: tuple[int, int, int] | None = None):
         self.job_id = job_id
-        super().__init__(f"job {job_id} was cancelled")
+        self.done: int | None = None  #: items with an outcome (None: not counted)
+        self.failed: int | None = None  #: of those, items that failed
+        self.cancelled: int | None = None  #: items with none, read as cancelled
+        if counts is not None:
+            self.done, self.failed, self.cancelled = counts
+        super().__init__(f"job {job_id} was cancelled{_counted(counts)}")
+
+
+def _counted(counts: tuple[int, int, int] | None) -> str:
+    if counts is None:
+        return ""
+    done, failed, cancelled = counts
+    return f": {done} items done, {failed} failed, {cancelled} cancelled"
 
 
 class JobAbandoned(JobCancelled):
@@ -87,20 +101,27 @@ class JobAbandoned(JobCancelled):
     batches are skipped. A JobCancelled, so code that handles a cancelled job
     handles this one too."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, counts: tuple[int, int, int] | None = None):
         self.job_id = job_id
+        self.done: int | None = None
+        self.failed: int | None = None
+        self.cancelled: int | None = None
+        if counts is not None:
+            self.done, self.failed, self.cancelled = counts
         TaskfanError.__init__(
             self,
             f"job {job_id} was abandoned: its producer stopped renewing its enqueue lease "
             "before sending every batch (killed or frozen mid-enqueue); its remaining "
-            "batches are skipped",
+            f"batches are skipped{_counted(counts)}",
         )
 
 
-def job_ended(job_id: str, state: str) -> JobCancelled:
+def job_ended(job_id: str, state: str, counts: tuple[int, int, int] | None = None) -> JobCancelled:
     """The error for a job that ended without finishing (``state``: cancelled or
-    abandoned)."""
-    return JobAbandoned(job_id) if state == "abandoned" else JobCancelled(job_id)
+    abandoned); ``counts``: items done, failed, cancelled, when known."""
+    if state == "abandoned":
+        return JobAbandoned(job_id, counts)
+    return JobCancelled(job_id, counts)
 
 
 class InitializerError(TaskfanError, BrokenProcessPool):

@@ -110,6 +110,20 @@ class JobMeta:
         return self.ok + self.failed
 
     @property
+    def cancelled(self) -> int:
+        """Items with no outcome of a job that was cancelled or abandoned (never
+        run, let go, or killed by a hard cancel): they read as cancelled outcomes
+        (``taskfan.outcomes.cancelled``). 0 while the job is active or finished."""
+        if self.state not in (JobState.CANCELLED, JobState.ABANDONED):
+            return 0
+        return max(0, self.total - self.done)
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """Items done, failed (of those), cancelled."""
+        return self.done, self.failed, self.cancelled
+
+    @property
     def status(self) -> str:
         """A human word for where the job is: enqueuing, queued, running, finished,
         cancelled, abandoned."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,18 @@ class Outcome:
     error: RemoteError | None = None
     #: how many times the item ran (more than 1 after retries or redelivery)
     attempts: int = 1
+    #: its job was cancelled (or abandoned) before its outcome was recorded
+    #: (``cancelled``): ``error`` is a CancelledError
+    cancelled: bool = False
+
+
+def cancelled(index: int, job_id: str, state: str = "cancelled") -> Outcome:
+    """The outcome of an item of a job that ended ``state`` (cancelled or
+    abandoned) with none recorded: never run, let go by a node, killed by a
+    hard cancel, or finished after the cancel (unrecorded)."""
+    message = f"job {job_id} was {state} before this item's outcome was recorded"
+    error = RemoteError("CancelledError", message, "", CancelledError(message))
+    return Outcome(index, False, error=error, cancelled=True)
 
 
 def _decode(blob: bytes, codec: Codec, where: str) -> list[Any]:

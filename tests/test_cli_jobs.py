@@ -178,4 +178,7 @@ def test_a_cancelled_job_exits_4(json_client: Client, redis_url: str) -> None:
     for command in ("wait", "results"):
         result = invoke(command, job.id, "--redis-url", redis_url)
         assert result.exit_code == 4, result.output
-        assert result.stderr == f"Error: job {job.id} was cancelled\n"
+        # with the counts: its three items have no outcome, and read as cancelled
+        assert result.stderr == (
+            f"Error: job {job.id} was cancelled: 0 items done, 0 failed, 3 cancelled\n"
+        )

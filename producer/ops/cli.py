@@ -38,7 +38,7 @@ from producer.ops.local_check import check_if_importable
 from producer.ops.outputs import ProgressBar, open_output, write_outcomes
 from taskfan.cli import log_options
 from taskfan.connection import check
-from taskfan.errors import ConfigError, FunctionReferenceError
+from taskfan.errors import ConfigError, FunctionReferenceError, job_ended
 from taskfan.keys import JobKeys
 from taskfan.options import CallMode
 from taskfan.refs import reference
@@ -147,9 +147,14 @@ def summary(job: Job) -> str:
 def write_results(
     job: Job, output: str, *, failed_only: bool = False, timeout: float | None = None
 ) -> int:
-    """Write the outcomes; the exit code they call for."""
+    """Write the outcomes; the exit code they call for. A cancelled job's items
+    with no outcome are written as cancelled; then JobCancelled (exit 4), with
+    the counts."""
     with open_output(output) as out:
         counts = write_outcomes(job.outcomes(timeout), out, failed_only=failed_only)
+    if counts.cancelled:
+        meta = job.meta()
+        raise job_ended(job.id, meta.state.value, meta.counts)
     return EXIT_FAILED if counts.failed else EXIT_OK
 
 

@@ -4,6 +4,9 @@ One JSON object per item, in input order::
 
     {"index": 0, "ok": true, "result": 42}
     {"index": 3, "ok": false, "error": {"type": "ValueError", "message": "...", "traceback": "..."}}
+    {"index": 4, "ok": false, "cancelled": true, "error": {"type": "CancelledError", ...}}
+
+(the last: an item of a cancelled job with no outcome recorded).
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ STDOUT = "-"
 
 class Counts(NamedTuple):
     ok: int
-    failed: int
+    failed: int  #: cancelled items included
+    cancelled: int = 0
 
 
 def outcome_record(outcome: Outcome) -> dict[str, Any]:
     if outcome.ok:
         return {"index": outcome.index, "ok": True, "result": outcome.value}
     assert outcome.error is not None
+    if outcome.cancelled:
+        return {"index": outcome.index, "ok": False, "cancelled": True,
+                "error": outcome.error.as_dict()}  # fmt: skip
     return {"index": outcome.index, "ok": False, "error": outcome.error.as_dict()}
 
 
@@ -55,7 +62,7 @@ def write_outcomes(
     outcomes: Iterable[Outcome], out: IO[str], *, failed_only: bool = False
 ) -> Counts:
     """Write one JSON line per outcome (or per failed one); count them all."""
-    ok = failed = 0
+    ok = failed = cancelled = 0
     for outcome in outcomes:
         line, succeeded = outcome_line(outcome)
         if succeeded:
@@ -64,9 +71,10 @@ def write_outcomes(
                 continue
         else:
             failed += 1
+            cancelled += outcome.cancelled
         out.write(line + "\n")
     out.flush()
-    return Counts(ok, failed)
+    return Counts(ok, failed, cancelled)
 
 
 @contextlib.contextmanager

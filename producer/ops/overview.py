@@ -105,6 +105,7 @@ def job_status(meta: JobMeta, now: float, events: list[Any] | None = None) -> di
         "status": meta.status,
         "done": meta.done,
         "failed": meta.failed,
+        "cancelled": meta.cancelled,
         "total": total,
         "progress": round(meta.done / total, 4) if total else (1.0 if total == 0 else None),
         "rate": round(rate, 2),

@@ -138,6 +138,12 @@ def batches_text(job: dict[str, Any]) -> str:
     return text + (f" ({extra} of them retries)" if extra else "")
 
 
+def cancelled_text(job: dict[str, Any]) -> str:
+    """ ", N cancelled" for a job cancelled or abandoned with items that have no
+    outcome (they read as cancelled), else nothing."""
+    return f", {job['cancelled']} cancelled" if job.get("cancelled") else ""
+
+
 def render_job(job: dict[str, Any], now: float) -> str:
     """One job for people: a bar, items, rate, times; ``--json`` keeps the numbers."""
     total = "?" if job["total"] is None else job["total"]
@@ -149,7 +155,7 @@ def render_job(job: dict[str, Any], now: float) -> str:
         ["queue", job["queue"]],
         ["status", job["status"]],
         ["progress", bar(job["progress"]) if job["progress"] is not None else "-"],
-        ["items", f"{job['done']}/{total} done, {job['failed']} failed"],
+        ["items", f"{job['done']}/{total} done, {job['failed']} failed" + cancelled_text(job)],
         ["rate", rate(job["rate"]) + (f", ETA {age(eta)}" if eta is not None else "")],
         ["batches", batches_text(job)],
         ["created", f"{when(job['created_at'])} ({age(now - job['created_at'])} ago)"],
