@@ -30,7 +30,23 @@ def _check_name(kind: str, name: str) -> str:
             f"invalid {kind} name {name!r}: use a non-empty name without braces, "
             "colons or whitespace"
         )
+    problem = not_utf8(name)
+    if problem:
+        raise ValueError(f"invalid {kind} name {name!r}: {problem}")
     return name
+
+
+def not_utf8(text: str) -> str | None:
+    """Why ``text`` cannot go to Redis, or None. A byte that is not UTF-8 in argv
+    or the environment reaches Python as a lone surrogate (``'q\\udcff'``)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return (
+            "not valid UTF-8 text (a byte that is not UTF-8, from the command line or the "
+            "environment?)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

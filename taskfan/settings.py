@@ -25,7 +25,7 @@ from taskfan.bounds import (
 )
 from taskfan.codec import CODECS
 from taskfan.errors import ConfigError
-from taskfan.keys import QueueKeys
+from taskfan.keys import QueueKeys, not_utf8
 from taskfan.limits import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_ITEM_BYTES,
@@ -169,6 +169,7 @@ class Settings:
     rq_with_scheduler: bool = False
 
     def __post_init__(self) -> None:
+        self._check_text()
         self._check_queues()
         self._check_values()
         for secret in self.secrets:
@@ -189,6 +190,22 @@ class Settings:
                 f"start_method {self.start_method!r} is not available here: choose one of "
                 f"{', '.join(multiprocessing.get_all_start_methods())}"
             )
+
+    def _check_text(self) -> None:
+        """Names that reach Redis, a log line or a host lookup are UTF-8 text
+        (paths and secrets need not be; the Redis URL is checked where it is
+        parsed, ``taskfan.urls``, which hides its password)."""
+        texts = {
+            "node_name": (self.node_name,),
+            "metrics_host": (self.metrics_host,),
+            "rq_serializer": (self.rq_serializer,),
+            "rq_queues": self.rq_queues,
+        }
+        for name, values in texts.items():
+            for value in values:
+                problem = not_utf8(value) if value is not None else None
+                if problem:
+                    raise ConfigError(f"{name} {value!r}: {problem}")
 
     def _check_queues(self) -> None:
         if not self.queues and not self.rq_queues:

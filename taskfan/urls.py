@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from taskfan.errors import ConfigError
+from taskfan.keys import not_utf8
 
 SINGLE, CLUSTER, SENTINEL = "single", "cluster", "sentinel"
 SCHEMES = {
@@ -151,6 +152,9 @@ def _hosts(url: str, netloc: str, default_port: int) -> tuple[tuple[str, int], .
 
 def parse(url: str) -> RedisTarget:
     """Check ``url`` and say how to connect; ConfigError names what is wrong."""
+    problem = not_utf8(url)
+    if problem:
+        raise _fail(url, problem)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
         raise _fail(url, f"must start with one of {', '.join(s + '://' for s in SCHEMES)}")
