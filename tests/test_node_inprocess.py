@@ -8,6 +8,7 @@ and process pool run for real.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import fakeredis
+import pytest
 
 from taskfan.keys import QueueKeys
 from taskfan.options import CallMode, TaskOptions
@@ -210,6 +212,19 @@ def test_a_burst_node_reads_on_demand_records_each_batch_once_and_ends_when_empt
     assert sorted(c.delivery.entry_id for c in fake.written) == [d.entry_id for d in batches]
     assert all((c.ok, c.failed) == (3, 0) for c in fake.written)
     assert fake.handed_back == []
+
+
+def test_a_batch_s_line_is_logged_under_the_node_s_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Operators filter a node's batch lines by the logger name ``worker.node``
+    (docs/operations.md), whichever module writes them."""
+    fake = FakeQueue([delivery(0, [0.01])])
+    settings = Settings(processes=1, heartbeat_interval=0.2, block_seconds=0.2, burst=True)
+    with caplog.at_level(logging.INFO):
+        assert drive(Node(settings, node_redis=fake), lambda: None) == 0
+    lines = [r for r in caplog.records if r.getMessage().startswith("job job1 batch 0: 1 items")]
+    assert [r.name for r in lines] == ["worker.node"], caplog.text
 
 
 def test_a_cold_stop_hands_back_the_batch_that_runs_too() -> None:

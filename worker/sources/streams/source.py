@@ -26,7 +26,9 @@ from worker.sources.base import NodeParts
 from worker.sources.streams.held_entries import HeldEntries
 from worker.sources.streams.io_threads import Reader, Writer
 
-log = logging.getLogger(__name__)
+#: a node's lines about its batches keep the logger name operators filter by
+#: (docs/operations.md), the node's own
+log = logging.getLogger("worker.node")
 
 
 class StreamsSource:
