@@ -130,3 +130,12 @@ def test_an_endless_buffered_map_holds_about_buffersize_in_redis(
                 assert r.xlen(queue.stream) <= 4 + 1
         results.close()  # type: ignore[attr-defined]
         assert r.hget(JobKeys(job_id).meta, "state") == b"cancelled"
+
+
+def test_a_huge_buffersize_works_as_an_unbounded_one(redis_url: str, node: WorkerProcess) -> None:
+    """3.14 takes any positive int; past the longest window a stream job has
+    (2^32 - 1 batches), a larger one changes nothing: it must not fail naming
+    the stream's ``window``, which the caller never gave."""
+    with Executor(redis_url) as executor:
+        assert list(executor.map(tasks.square, [1, 2], buffersize=10**30)) == [1, 4]
+        assert list(executor.map(tasks.square, [3], buffersize=2**32)) == [9]

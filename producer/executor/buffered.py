@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from producer.stream import StreamJob
+from taskfan.fields import MAX_COUNT
 
 if TYPE_CHECKING:
     from producer.client import Client
@@ -92,6 +93,9 @@ class BufferedMap:
         **options: Any,
     ) -> None:
         self.gate = gate = Gate()
+        # No more calls can be in flight than a stream's longest window: a larger
+        # buffersize (3.14 takes any) is the same as that one.
+        buffersize = min(buffersize, MAX_COUNT - 1)
         job = client.map(
             fn, gate, star=True, stream=True, batch_size=1, window=buffersize + 1, **options
         )
