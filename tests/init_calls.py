@@ -55,3 +55,27 @@ def status_after_failing(path: str) -> Any:
     if calls == 1:
         raise ValueError("first call fails")
     return INITIALIZER_STATUS
+
+
+class _Unprintable(BaseException):
+    """A BaseException of the initializer's own whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def init_system_exit() -> None:
+    raise SystemExit(4)
+
+
+def init_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def init_unprintable() -> None:
+    raise _Unprintable
+
+
+def init_exit_process() -> None:
+    """Ends its pool process, as a crash does."""
+    os._exit(3)

@@ -225,3 +225,28 @@ def test_inspect_names_the_initializer(redis_url: str) -> None:
     assert json.loads(result.stdout)["initializer"] == INIT
     text = invoke("inspect", job.id, "--redis-url", redis_url).stdout
     assert re.search(rf"^  initializer +{INIT}$", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize(
+    ("initializer", "error"),
+    [
+        (init_calls.init_system_exit, "InitializerError"),
+        (init_calls.init_keyboard_interrupt, "InitializerError"),
+        (init_calls.init_unprintable, "InitializerError"),
+        (init_calls.init_exit_process, "WorkerProcessDied"),
+    ],
+    ids=["SystemExit", "KeyboardInterrupt", "unprintable", "os._exit"],
+)
+def test_a_hostile_initializer_fails_its_job_only_beside_another_job_in_the_pool(
+    redis_url: str, start_worker: StartWorker, initializer: Any, error: str
+) -> None:
+    """What is not an Exception, raised by an initializer or ending its process,
+    fails that job's items; another job's items in the same pool all succeed."""
+    worker = start_worker(processes=2)
+    client = Client.from_url(redis_url)
+    good = client.map(tasks.slow_square, range(20), batch_size=2, chunksize=1)
+    bad = client.map(tasks.square, range(4), batch_size=2, initializer=initializer)
+    outcomes = list(bad.outcomes(timeout=120))
+    assert [o.error.type if o.error else None for o in outcomes] == [error] * 4, worker.log()
+    assert list(good.results(timeout=120)) == [x * x for x in range(20)]
+    assert worker.proc.poll() is None, worker.log()
