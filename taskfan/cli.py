@@ -11,6 +11,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from taskfan import __version__
+from taskfan.fields import MAX_COUNT
 from taskfan.limits import parse_size
 from taskfan.logs import FORMATS, formatter
 from taskfan.urls import redact
@@ -110,6 +112,30 @@ class ByteSize(click.ParamType):
 
 
 BYTE_SIZE = ByteSize()
+
+
+class Seconds(click.ParamType):
+    """A wait in seconds: from 0, ``inf`` for no limit. NaN is refused: no
+    deadline made of it ever passes (every comparison with it is false)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if math.isnan(seconds) or seconds < 0:
+            self.fail(f"{value!r} is not a number of seconds from 0", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
+#: a count of things listed: at least one, at most what Redis ranges take
+LIMIT = click.IntRange(1, MAX_COUNT)
+PORT = click.IntRange(0, 65535)
 
 #: exit codes of every command (docs/cli.md#exit-codes)
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4

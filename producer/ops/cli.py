@@ -36,7 +36,7 @@ from producer.ops.cli_options import (
 )
 from producer.ops.local_check import check_if_importable
 from producer.ops.outputs import ProgressBar, open_output, write_outcomes
-from taskfan.cli import log_options
+from taskfan.cli import SECONDS, log_options
 from taskfan.connection import check
 from taskfan.errors import ConfigError, FunctionReferenceError, job_ended
 from taskfan.keys import JobKeys
@@ -169,7 +169,9 @@ def write_results(
 )
 @click.option("--wait", is_flag=True, help="Wait for the job, then write its outcomes")
 @output_options
-@click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3)")
+@click.option(
+    "--timeout", type=SECONDS, help="With --wait: give up after this many seconds (exit 3)"
+)
 @limit_options
 @secret_option
 @redis_option
@@ -238,7 +240,7 @@ def _wait_and_write(job: Job, output: str, bar: ProgressBar, timeout: float | No
 
 @click.command()
 @click.argument("job_id", metavar="JOB")
-@click.option("--timeout", type=float, help="Give up after this many seconds (exit 3)")
+@click.option("--timeout", type=SECONDS, help="Give up after this many seconds (exit 3)")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal)"
 )
@@ -273,7 +275,7 @@ def wait(job_id: str, timeout: float | None, progress: bool | None, redis_url: s
 @click.option("--failed-only", is_flag=True, help="Write only the failed items")
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     help="Give up waiting for unfinished batches after this many seconds (exit 3)",
 )
 @allow_pickle_option

@@ -23,7 +23,7 @@ from producer.ops.cli_options import (
 )
 from producer.ops.deadletters import Requeued
 from producer.ops.status import age, table
-from taskfan.cli import log_options
+from taskfan.cli import LIMIT, log_options
 from taskfan.errors import TaskfanError
 from taskfan.keys import QueueKeys
 
@@ -90,7 +90,9 @@ def _requeue(client: Client, queue: str, dead_ids: tuple[str, ...]) -> int:
 @click.option("--drop", is_flag=True, help="Delete the given dead letters (or --all)")
 @click.option("--all", "everything", is_flag=True, help="With --requeue or --drop: every one")
 @click.option("--job", "job_id", help="List only the dead letters of this job")
-@click.option("--limit", default=50, show_default=True, help="Dead letters listed, newest first")
+@click.option(
+    "--limit", type=LIMIT, default=50, show_default=True, help="Dead letters listed, newest first"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
 @click.option("--yes", is_flag=True, help="Do not ask before --drop --all")
 @secret_option

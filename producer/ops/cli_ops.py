@@ -13,7 +13,7 @@ from producer.ops.cli import attach, load_settings, open_client
 from producer.ops.cli_options import cli_errors, redis_option
 from producer.ops.skipped import Skipped, describe, queue_name
 from producer.ops.status import age, batches_text, rate, render_jobs, render_nodes, table, when
-from taskfan.cli import log_options
+from taskfan.cli import LIMIT, log_options
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta
@@ -62,7 +62,9 @@ def nodes(as_json: bool, redis_url: str | None) -> None:
     help="Only jobs in this state; repeat for several (failed: finished with failed items)",
 )
 @click.option("--queue", "-q", "queues", multiple=True, help="Only this queue; repeat for several")
-@click.option("--limit", default=50, show_default=True, help="Jobs listed, newest first")
+@click.option(
+    "--limit", type=LIMIT, default=50, show_default=True, help="Jobs listed, newest first"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
 @redis_option
 @log_options("WARNING")

@@ -35,7 +35,7 @@ from producer.ops.cli import load_settings, open_client
 from producer.ops.cli_options import cli_errors, redis_option, secret_option
 from producer.ops.skipped import Skipped
 from taskfan import scripts
-from taskfan.cli import log_options, warn_secret_argument
+from taskfan.cli import LIMIT, PORT, log_options, warn_secret_argument
 from taskfan.connection import RedisClient
 from taskfan.errors import TaskfanError
 from taskfan.keys import JobKeys, QueueKeys
@@ -228,7 +228,7 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command()
-@click.option("--port", default=8765, show_default=True, help="Port to serve on")
+@click.option("--port", type=PORT, default=8765, show_default=True, help="Port to serve on")
 @click.option(
     "--host", default="127.0.0.1", show_default=True,
     help="Address to bind; 0.0.0.0 serves every interface (anyone who reaches it sees "
@@ -238,7 +238,9 @@ def _is_loopback(host: str) -> bool:
     "--allow-actions", is_flag=True,
     help="Let the page cancel jobs and requeue dead letters (default: read-only)",
 )  # fmt: skip
-@click.option("--limit", default=20, show_default=True, help="Jobs shown per queue, newest first")
+@click.option(
+    "--limit", type=LIMIT, default=20, show_default=True, help="Jobs shown per queue, newest first"
+)
 @secret_option
 @redis_option
 @log_options("INFO")

@@ -20,7 +20,7 @@ from producer.ops import overview
 from producer.ops.cli import attach, load_settings, open_client
 from producer.ops.cli_options import cli_errors, interruptible, redis_option
 from producer.ops.skipped import describe
-from taskfan.cli import log_options
+from taskfan.cli import LIMIT, log_options
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import TaskfanError
 
@@ -201,7 +201,9 @@ def snapshot(r: RedisClient, limit: int, as_json: bool) -> str:
 @click.command()
 @click.argument("job_id", metavar="[JOB]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
-@click.option("--limit", default=20, show_default=True, help="Jobs shown per queue, newest first")
+@click.option(
+    "--limit", type=LIMIT, default=20, show_default=True, help="Jobs shown per queue, newest first"
+)
 @click.option("--watch", "-w", is_flag=True, help="Redraw until Ctrl-C")
 @click.option(
     "--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
