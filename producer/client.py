@@ -319,6 +319,12 @@ class Client:
             )
         return get_codec(name)
 
+    def remember_cost(self, fn_ref: str, raw: bytes | None) -> None:
+        """A function's published cost, read together with a job's results
+        (``producer.reader``): the next ``map`` of it sizes from it without a
+        round trip (``producer.sizing``)."""
+        self._costs.remember(fn_ref, raw)
+
     def job(self, job_id: str, codec: str | None = None) -> Job:
         """Reattach to a job by id (from this or any other process).
 

@@ -14,10 +14,11 @@ import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from producer import lease, reader, retry
 from producer.events import Events
+from producer.handle import JobClient
 from producer.listeners import NobodyWatch
 from taskfan import scripts
 from taskfan.connection import translate_errors
@@ -25,9 +26,6 @@ from taskfan.errors import BrokerUnavailable, JobCancelled, JobNotFound, Taskfan
 from taskfan.keys import JobKeys
 from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome
-
-if TYPE_CHECKING:
-    from producer.client import Client
 
 _STOPPED = (JobState.CANCELLED.value.encode(), JobState.ABANDONED.value.encode())
 
@@ -41,7 +39,7 @@ class Progress(NamedTuple):
 class Job:
     """A handle on a job: reattach from any process with ``Client.job(id)``."""
 
-    def __init__(self, client: Client, job_id: str, codec: str | None = None) -> None:
+    def __init__(self, client: JobClient, job_id: str, codec: str | None = None) -> None:
         self.client = client
         self.id = job_id
         #: the codec the job was enqueued with; None when reattached without it.

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from producer.events import Events, scan
+from producer.handle import JobHandle
 from taskfan import keys, sign_result
 from taskfan.codec import Codec
 from taskfan.connection import translate_errors
@@ -34,9 +35,6 @@ from taskfan.outcomes import (
 )
 from taskfan.outcomes import cancelled as cancelled_outcome
 
-if TYPE_CHECKING:
-    from producer.job import Job
-
 #: result entries fetched per HMGET
 FETCH = 32
 
@@ -46,7 +44,7 @@ Release = Callable[[int, list[str]], None]
 
 
 def fetch(
-    job: Job, fields: list[str], codec: str, events: Events | None = None
+    job: JobHandle, fields: list[str], codec: str, events: Events | None = None
 ) -> list[ResultEntry]:
     """Result entries of these results fields (batch indexes, or "<index>.<round>"),
     verified with the client's keyring when it has one. With ``events``, the read
@@ -76,7 +74,7 @@ def fetch(
     return entries
 
 
-def _exists(job: Job, events: Events | None) -> bool:
+def _exists(job: JobHandle, events: Events | None) -> bool:
     r = job.client.redis
     if events is not None:
         return bool(events.call("checking", r.exists, job.keys.meta))
@@ -95,7 +93,7 @@ class Gap:
 
 
 def in_order(
-    job: Job, timeout: float | None, release: Release | None = None
+    job: JobHandle, timeout: float | None, release: Release | None = None
 ) -> Iterator[tuple[list[ResultEntry], Codec]]:
     """``read_batches`` without gaps: a cancelled job raises JobCancelled."""
     for read in read_batches(job, timeout, release):
@@ -104,7 +102,7 @@ def in_order(
 
 
 def read_batches(
-    job: Job, timeout: float | None, release: Release | None = None, gaps: bool = False
+    job: JobHandle, timeout: float | None, release: Release | None = None, gaps: bool = False
 ) -> Iterator[tuple[list[ResultEntry], Codec] | Gap]:
     """Per batch, in order: its result entry and its retries' (overlays), once
     all of them are recorded; with the codec to decode them. With ``release``
@@ -145,7 +143,7 @@ def read_batches(
             with translate_errors(f"waiting for results of job {job.id}"):
                 found, sealed, cancelled = scan(job.id, events.read(prefetch, cost), batches)
             if cost is not None and cost in events.costs:
-                job.client._costs.remember(meta.fn_ref, events.costs.pop(cost))
+                job.client.remember_cost(meta.fn_ref, events.costs.pop(cost))
             if batches is None and sealed is not None:
                 total = events.call("reading the job", sealed_total, job, sealed)
             batches = sealed
@@ -176,7 +174,7 @@ def read_batches(
 
 
 def _after_end(
-    job: Job,
+    job: JobHandle,
     codec: Codec,
     events: Events,
     recorded: set[str],
@@ -209,7 +207,7 @@ def _after_end(
         yield Gap(items, final.total - items, state)
 
 
-def sealed_total(job: Job, batches: int) -> int:
+def sealed_total(job: JobHandle, batches: int) -> int:
     """The job's total once its events say it was sealed with ``batches`` batches:
     read from its meta (verified with a keyring), which must agree. The events
     stream is not signed: a forged ``sealed`` event must not cut a job short."""
@@ -223,7 +221,9 @@ def sealed_total(job: Job, batches: int) -> int:
     return meta.total
 
 
-def outcomes(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Outcome]:
+def outcomes(
+    job: JobHandle, timeout: float | None, release: Release | None = None
+) -> Iterator[Outcome]:
     """Every item's outcome in input order; those of a cancelled job that have
     none recorded are cancelled outcomes."""
     for read in read_batches(job, timeout, release, gaps=True):
@@ -237,7 +237,7 @@ def _span(gap: Gap) -> range:
     return range(gap.start, gap.start + gap.count)
 
 
-def values(job: Job, timeout: float | None, release: Release | None = None) -> Iterator[Any]:
+def values(job: JobHandle, timeout: float | None, release: Release | None = None) -> Iterator[Any]:
     """Values in input order; raises TaskFailed at the first failed item."""
     where = f"job {job.id}"
     for read in read_batches(job, timeout, release, gaps=True):
@@ -273,7 +273,7 @@ def _drain(items: list[Any]) -> Iterator[Any]:
         yield items.pop()
 
 
-def as_completed(job: Job, timeout: float | None) -> Iterator[Outcome]:
+def as_completed(job: JobHandle, timeout: float | None) -> Iterator[Outcome]:
     """Outcomes in the order their batches were recorded; after a retry round, a
     retried item comes again with its new outcome. A job that ends cancelled or
     abandoned ends with a cancelled outcome for each item that has none."""

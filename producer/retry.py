@@ -24,9 +24,10 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from producer import reader
+from producer.handle import JobHandle
 from producer.records import JobRecords
 from taskfan import scripts
 from taskfan.codec import Codec
@@ -37,13 +38,10 @@ from taskfan.meta import JobMeta, JobState
 from taskfan.outcomes import Outcome, ResultEntry, merged_outcomes
 from taskfan.protocol import BatchEntry
 
-if TYPE_CHECKING:
-    from producer.job import Job
-
 log = logging.getLogger(__name__)
 
 
-def retry_failed(job: Job, raw_meta: dict[bytes, bytes]) -> int:
+def retry_failed(job: JobHandle, raw_meta: dict[bytes, bytes]) -> int:
     """Queue a retry round of the job's failed items; returns how many."""
     meta = JobMeta.parse(job.id, raw_meta)
     keyring = job.client.keyring
@@ -104,7 +102,7 @@ def _plans(meta: JobMeta, codec: Codec, batches: Iterable[list[ResultEntry]]) ->
     return plans
 
 
-def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> None:
+def _send(job: JobHandle, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> None:
     """Prepare the round, sign it (``rsig:<round>``, with a keyring), queue its
     entries (signed too) in one MULTI, then open it (see the module's docstring)."""
     r = job.client.redis
@@ -120,7 +118,7 @@ def _send(job: Job, meta: JobMeta, nonce: bytes, plans: list[BatchEntry]) -> Non
         _check_round(job, opened, "nodes will drop the results of this retry's batches")
 
 
-def _check_round(job: Job, answer: int, consequence: str) -> None:
+def _check_round(job: JobHandle, answer: int, consequence: str) -> None:
     """What prepare_retry_round or open_round answered, when it is not a round."""
     if answer == scripts.JOB_GONE:
         raise JobNotFound(job.id)

@@ -28,21 +28,19 @@ import threading
 import time
 import weakref
 from collections.abc import Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
 from producer import reader, rejects
 from producer.enqueue import Enqueuer, batches_of
+from producer.handle import JobClient
 from producer.job import Job
 from taskfan import scripts
 from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ConfigError, JobCancelled, TaskfanError
 from taskfan.keys import JobKeys
 from taskfan.protocol import BatchEntry
-
-if TYPE_CHECKING:
-    from producer.client import Client
 
 #: batches sent and not yet read, by default
 DEFAULT_WINDOW = 16
@@ -163,7 +161,7 @@ class StreamEnqueuer(Enqueuer):
 class StreamJob(Job):
     """The handle of a streaming map: its in-order reader drives the window."""
 
-    def __init__(self, client: Client, enqueuer: StreamEnqueuer, window: Window) -> None:
+    def __init__(self, client: JobClient, enqueuer: StreamEnqueuer, window: Window) -> None:
         super().__init__(client, enqueuer.job_id, codec=enqueuer.spec.codec.name)
         self._enqueuer = enqueuer
         self._window = window
@@ -222,7 +220,9 @@ def _stop(client: RedisClient, job: JobKeys, window: Window) -> None:
         scripts.cancel_job(client, job, time.time())
 
 
-def start(client: Client, enqueuer: StreamEnqueuer, items: Iterable[Any], window: int) -> StreamJob:
+def start(
+    client: JobClient, enqueuer: StreamEnqueuer, items: Iterable[Any], window: int
+) -> StreamJob:
     """Create the job, start the thread that feeds it, return its handle."""
     shared = Window(window)
     enqueuer.open(shared)
