@@ -31,7 +31,7 @@ from taskfan.signing import Keyring
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "q"
-KEYRING = Keyring.of("a secret of the test")
+KEYRING = Keyring(["a secret of the test"])
 SPEC = JobSpec(QUEUE, "tests.tasks:square", PICKLE, CallMode.ONE, 4, 0, 600)
 
 
@@ -119,7 +119,8 @@ def test_without_a_keyring_nothing_is_signed(fake: fakeredis.FakeRedis) -> None:
     seq.execute()
     raw = meta_of(fake, records)
     assert b"sig" not in raw and b"tsig" not in raw
-    (_, fields), = fake.xrange(QueueKeys(QUEUE).stream)  # fmt: skip
+    queued: Any = fake.xrange(QueueKeys(QUEUE).stream)
+    (_, fields), = queued  # fmt: skip
     assert fields == {k.encode(): v if isinstance(v, bytes) else str(v).encode()
                       for k, v in entry(0).fields().items()}  # fmt: skip
 
@@ -162,10 +163,12 @@ def test_a_dead_letter_goes_back_as_it_was_unsigned_and_signed_anew_signed(
     stream, dead = QueueKeys(QUEUE).stream, QueueKeys(QUEUE).dead
     as_was = {b"j": b"j1", b"extra": b"kept"}
     for keyring in (None, KEYRING):
-        dead_id = fake.xadd(dead, {"reason": "x"}).decode()
+        added: Any = fake.xadd(dead, {"reason": "x"})
+        dead_id = added.decode()
         new_id = writer(keyring).requeue_dead(fake, dead_id, entry(0), time.time(), as_was)
         assert fake.xlen(dead) == 0
-        (_, fields), = fake.xrange(stream, new_id, new_id)  # fmt: skip
+        found: Any = fake.xrange(stream, new_id, new_id)
+        (_, fields), = found  # fmt: skip
         if keyring is None:
             assert fields == as_was
         else:
