@@ -63,7 +63,7 @@ def batch_fields(
 ) -> dict[str, Any]:
     """The fields to XADD for ``entry`` on ``queue``: signed when there is a keyring,
     with the issue time ``t`` and the job's ``nonce`` (``u``), which nodes check
-    to bound replays (``worker.guard``)."""
+    to bound replays (``worker.core.entry_checks``)."""
     fields = entry.fields()
     if keyring is None:
         return fields

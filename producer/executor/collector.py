@@ -97,7 +97,7 @@ class Collector:
                 return
 
     def _mark_running(self, events: list[dict[bytes, bytes]]) -> None:
-        """A node took these calls ("s=<batch>" events, worker/batch_reads.py):
+        """A node took these calls ("s=<batch>" events, worker/sources/streams/batch_reads.py):
         their futures are running, and can no longer be cancelled."""
         for fields in events:
             started = fields.get(b"s")

@@ -61,7 +61,7 @@ class Executor(Collector, concurrent.futures.Executor):
     ``TASKFAN_REDIS_URL``):
     the nodes decide how many processes run, and how they start them.
     ``initializer(*initargs)`` runs in each node's pool process before its first
-    call of this executor there (``worker.setup``; one that raises fails those
+    call of this executor there (``worker.pool.process_setup``; one that raises fails those
     calls with ``InitializerError``, a ``BrokenProcessPool``).
     ``max_tasks_per_child`` is accepted and is a node's setting only
     (``taskfan worker --max-tasks-per-child N``): a pool process serves many
