@@ -69,13 +69,13 @@ CLUSTER = ("cluster|slots", "cluster|shards", "command")
 #: commands the Lua scripts call (record.lua, which may open a retry round, and
 #: dead_letter.lua for workers; seal, cancel, retry, requeue, open_round and
 #: record, for rejected inputs, release, and cancel_call (a future's cancel:
-#: xinfo|groups, xrange, xdel) for producers; started.lua for workers)
+#: xinfo|groups, xrange, xpending, xdel) for producers; started.lua for workers)
 #: (abandon.lua and lease.lua read the server's clock: TIME)
 WORKER_LUA = ("hget", "hmget", "hset", "hsetnx", "hincrby", "expire", "xadd", "xack", "xdel",
               "hexists", "hkeys", "hdel", "persist", "time")  # fmt: skip
 PRODUCER_LUA = ("exists", "hget", "hmget", "hset", "hsetnx", "hincrby", "hdel", "expire",
                 "persist", "xadd", "hexists", "hkeys", "time", "xtrim", "xinfo|groups",
-                "xrange", "xdel")  # fmt: skip
+                "xrange", "xdel", "xpending")  # fmt: skip
 
 ROLES: dict[str, tuple[str, ...]] = {
     "worker": (

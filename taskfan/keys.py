@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 PREFIX = "taskfan"
 GROUP = "workers"
+#: the consumer that a node hands back the entries it will not run to (XCLAIM
+#: with a large idle time): other nodes reclaim them from it, and a future's
+#: cancel() may still take a call back from it (lua/cancel_call.lua). Node ids
+#: hold no colon, so no node is ever this consumer.
+HANDED_BACK = f"{PREFIX}:handed-back"
 NODES = f"{PREFIX}:nodes"
 QUEUES = f"{PREFIX}:queues"
 

@@ -26,7 +26,7 @@ from redis.exceptions import NoPermissionError
 
 from taskfan.connection import RedisClient
 from taskfan.errors import ConfigError
-from taskfan.keys import GROUP, JobKeys, QueueKeys
+from taskfan.keys import GROUP, HANDED_BACK, JobKeys, QueueKeys
 
 
 def _read(name: str) -> bytes:
@@ -136,9 +136,11 @@ def cancel_job(client: RedisClient, job: JobKeys, now: float, terminate: bool = 
 
 
 def cancel_call(client: RedisClient, queue: QueueKeys, entry_id: bytes | str) -> bool:
-    """Delete a queued entry no node has read yet; False when one has (it runs,
-    or ran) or it is gone (lua/cancel_call.lua)."""
-    return bool(_run(_CANCEL_CALL, client, [queue.stream], [GROUP, entry_id]) == 1)
+    """Delete a queued entry no node has read yet, or that a node handed back
+    unrun; False when a node holds it (it runs, or ran) or it is gone
+    (lua/cancel_call.lua)."""
+    reply = _run(_CANCEL_CALL, client, [queue.stream], [GROUP, entry_id, HANDED_BACK])
+    return bool(reply == 1)
 
 
 def mark_started(client: RedisClient, job: JobKeys, batches: Sequence[bytes | str]) -> Any:

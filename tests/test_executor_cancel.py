@@ -15,6 +15,7 @@ from tests import tasks
 from tests.conftest import StartWorker
 from tests.stdlib_futures import calls
 from tests.stdlib_futures.calls import FileEvent
+from worker.sources.streams.redis_io import NodeRedis
 
 
 def _until(condition: object, what: str, limit: float = 60.0) -> None:
@@ -54,3 +55,26 @@ def test_a_call_a_node_runs_is_running_and_cannot_be_cancelled(
         assert future.running() and not future.cancelled()
         event.set()
         assert future.result(timeout=60) is True
+
+
+def test_a_call_handed_back_can_be_cancelled(
+    redis_url: str, r: redis.Redis, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A node that took a call and handed it back unrun (it could not run it, or
+    stopped) does not run it: the call waits in the queue again and can be
+    cancelled, and then never runs."""
+    marker = tmp_path / "ran"
+    node = NodeRedis(r, ["default"], "n1")  # a node's own Redis I/O, driven by hand
+    node.prepare()
+    with Executor(redis_url) as executor:
+        future = executor.submit(tasks.touch, str(marker))
+        (delivery,) = node.read(1, 0)  # taken: its future turns running
+        _until(future.running, "the future never turned running")
+        assert not future.cancel()  # held by the node: it may be running
+        node.hand_back({delivery.queue: [delivery.entry_id]}, 60_000)
+        assert future.cancel()
+        assert future.cancelled()
+        start_worker()
+        assert executor.submit(tasks.add, 1, 2).result(timeout=60) == 3  # the node serves
+    assert not marker.exists()
+    assert node.reclaim(4, 0) == []  # nothing left to reclaim either

@@ -2,9 +2,10 @@
 
 - ``CallFuture``: the future of one ``submit``. Its ``cancel()`` asks Redis
   first (``taskfan/lua/cancel_call.lua``): a call no node has taken is deleted
-  from the queue, and so never runs; a call a node took cannot be cancelled, and
-  the future is RUNNING from then on, as the stdlib's is once its call is in the
-  pool's call queue.
+  from the queue, and so never runs; a call a node holds cannot be cancelled,
+  and the future is RUNNING, as the stdlib's is once its call is in the pool's
+  call queue. A call a node handed back unrun (it could not run it, or
+  stopped) waits in the queue again: ``cancel()`` takes it back too.
 - The interpreter-exit hook: like ``concurrent.futures.process``, registered
   with ``threading._register_atexit`` (it runs before ``atexit`` handlers), it
   refuses new calls from then on and shuts down every live executor, waiting for
@@ -105,13 +106,17 @@ class CallFuture(Future[Any]):
             return self.set_running_or_notify_cancel()
 
     def cancel(self) -> bool:
+        """True when the call was taken back: no node had it, or the node that
+        took it (the future RUNNING) handed it back unrun. A node has it: False,
+        and the future is RUNNING."""
         with self._condition:
-            if self._state == PENDING and self._take_back is not None:
+            if self._state in (PENDING, RUNNING) and self._take_back is not None:
                 if not self._take_back():  # a node has it: running (or done) there
-                    self._take_back = None
-                    self.set_running_or_notify_cancel()
+                    if self._state == PENDING:
+                        self.set_running_or_notify_cancel()
                     return False
                 self._take_back = None
+                self._state = PENDING  # handed back: it was not running after all
             return super().cancel()  # under the lock still: the collector waits
 
 

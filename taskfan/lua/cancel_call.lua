@@ -32,7 +32,10 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     end
   end
   if name == ARGV[1] and not after(ARGV[2], last) then
-    return 0
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+    if not pending[1] or pending[1][2] ~= ARGV[3] then
+      return 0
+    end
   end
 end
 redis.call('XDEL', KEYS[1], ARGV[2])
