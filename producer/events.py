@@ -77,6 +77,8 @@ class Events:
         #: with the job's queue: after a few seconds without a live node serving
         #: it, one warning (``producer.listeners``), checked on quiet slices
         self.nobody = None if queue is None else NobodyWatch(redis_client, queue, keys.id)
+        if timeout is not None and timeout != timeout:  # NaN: no deadline of it passes
+            raise ValueError(f"job {keys.id}: timeout must be seconds or None, got nan")
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last = b"0-0"
         #: the results fields of the batch events returned so far

@@ -297,3 +297,31 @@ def test_any_options_in_an_entry_parse_within_bounds_or_not_at_all(data: dict[st
     assert type(options.retries) is int and 0 <= options.retries <= bounds.MAX_RETRIES
     assert 0 <= options.backoff <= bounds.MAX_BACKOFF
     assert 0 <= options.backoff_max <= bounds.MAX_BACKOFF
+
+
+def test_waits_refuse_a_nan_timeout_instead_of_waiting_for_ever(redis_url: str) -> None:
+    """No deadline made of NaN ever passes; the standard library's locks refuse
+    it (ValueError), and so do a job's waits, rather than wait for ever."""
+    import threading
+
+    job = Client.from_url(redis_url, queue="nobody").map(tasks.square, [1])
+    waits = {
+        "wait": lambda: job.wait(timeout=math.nan),
+        "results": lambda: list(job.results(timeout=math.nan)),
+        "outcomes": lambda: list(job.outcomes(timeout=math.nan)),
+    }
+    raised: dict[str, BaseException] = {}
+
+    def run(name: str) -> None:
+        try:
+            waits[name]()
+        except BaseException as exc:  # kept for the assertions below
+            raised[name] = exc
+
+    for name in waits:
+        thread = threading.Thread(target=run, args=(name,), daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), f"{name}(timeout=nan) still waits"
+        assert isinstance(raised.get(name), ValueError), (name, raised.get(name))
+        assert "timeout" in str(raised[name]) and "nan" in str(raised[name])
