@@ -36,7 +36,7 @@ def _record(client: Client, job_id: str, index: int, start: int, values: list[in
     assert code == 1
 
 
-def _shape(outcomes: list) -> list[tuple[int, bool, object, bool]]:  # type: ignore[type-arg]
+def _shape(outcomes: list) -> list[tuple[int, bool, object, bool]]:
     return [(o.index, o.ok, o.value, o.cancelled) for o in outcomes]
 
 

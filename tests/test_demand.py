@@ -3,7 +3,7 @@ sources: no Redis, no threads, the clock an argument."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from worker.node.demand import Demand
 
@@ -17,7 +17,7 @@ class FakeScheduler:
         return self.want
 
 
-class FakeSource:
+class _FakeSource:
     def __init__(self) -> None:
         self.asked: list[int] = []
 
@@ -25,9 +25,14 @@ class FakeSource:
         self.asked.append(batches)
 
 
+#: a stand-in for a ``Source``: only ``request`` is called (typed Any, as the
+#: protocol's other methods are not there)
+FakeSource: Any = _FakeSource
+
+
 def _demand(*sources: Any) -> tuple[Demand, FakeScheduler]:
     scheduler = FakeScheduler()
-    return Demand(scheduler, sources, rest_seconds=5.0), scheduler
+    return Demand(cast(Any, scheduler), sources, rest_seconds=5.0), scheduler
 
 
 def test_each_source_has_one_read_out_at_most() -> None:

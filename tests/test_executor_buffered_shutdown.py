@@ -71,7 +71,8 @@ def test_interpreter_exit_waits_for_a_buffered_map(
 
 
 def _stream_jobs(r: redis.Redis) -> list[str]:
-    return [j.decode() for j in r.zrange(QueueKeys("default").jobs, 0, -1)]
+    jobs: list[bytes] = r.zrange(QueueKeys("default").jobs, 0, -1)  # type: ignore[assignment]
+    return [j.decode() for j in jobs]
 
 
 def test_cancel_futures_cancels_a_buffered_map(

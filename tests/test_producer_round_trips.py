@@ -47,7 +47,7 @@ class Counting(redis.Redis):
                 self.trips.append("+".join(names))
             return execute(raise_on_error)
 
-        pipe.execute = counted
+        pipe.execute = counted  # type: ignore[method-assign]
         return pipe
 
 
@@ -130,7 +130,7 @@ def test_a_cost_read_before_a_map_is_not_reused(counting: Counting) -> None:
 def test_a_cost_read_with_results_is_reused_only_briefly(r: redis.Redis) -> None:
     now = [100.0]
     board = CostBoard(r, clock=lambda: now[0])
-    board.remember("m:f", encode_cost(0.5))
+    board.remember("m:f", encode_cost(0.5).encode())
     assert board.read("default", "m:f")[0] == 0.5
     r.set(keys.cost("m:f"), encode_cost(0.25))
     now[0] += CAPACITY_CACHE_SECONDS

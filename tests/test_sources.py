@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
@@ -165,7 +166,12 @@ def _node(items: Sequence[Sequence[float]], **settings: object) -> tuple[Node, l
         made.append(FakeSource(parts, items))
         return list(made)
 
-    options = {"processes": 1, "heartbeat_interval": 0.2, "block_seconds": 0.2, **settings}
+    options: dict[str, Any] = {
+        "processes": 1,
+        "heartbeat_interval": 0.2,
+        "block_seconds": 0.2,
+        **settings,
+    }
     node = Node(Settings(**options), node_redis=FakeQueue([]), sources=sources)
     return node, made
 
