@@ -87,6 +87,9 @@ class Events:
         self.fetched: dict[str, bytes] = {}
         #: cost key -> its value, read with the events (``read``'s ``cost``)
         self.costs: dict[str, bytes | None] = {}
+        #: called each time this waits for events, before it blocks: raises to
+        #: stop the wait (a streaming map's enqueuer gave up)
+        self.check: Callable[[], None] | None = None
         self._reread = False
         self._backoff = Backoff()
         self._slice = block_slice(redis_client)
@@ -138,6 +141,8 @@ class Events:
         wakes come in the same round trip, into ``fetched``; so does the value
         of the key ``cost`` (a function's published cost), into ``costs``."""
         while True:
+            if self.check is not None:
+                self.check()
             if self._reread:
                 self.last, self._reread = b"0-0", False
                 # Back from an outage: a Redis that restarted empty took the job

@@ -102,7 +102,11 @@ def in_order(
 
 
 def read_batches(
-    job: JobHandle, timeout: float | None, release: Release | None = None, gaps: bool = False
+    job: JobHandle,
+    timeout: float | None,
+    release: Release | None = None,
+    gaps: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[tuple[list[ResultEntry], Codec] | Gap]:
     """Per batch, in order: its result entry and its retries' (overlays), once
     all of them are recorded; with the codec to decode them. With ``release``
@@ -111,8 +115,10 @@ def read_batches(
 
     A job that ends cancelled or abandoned raises JobCancelled where its first
     unrecorded batch would come; with ``gaps``, its recorded batches come
-    instead, and a ``Gap`` for each run of items with no outcome."""
+    instead, and a ``Gap`` for each run of items with no outcome. ``check`` is
+    called each time the reader waits (a streaming map's: its enqueuer gave up)."""
     events = Events(job.client.redis, job.keys, timeout)
+    events.check = check
     meta = events.call("reading the job", job.meta)  # rides out an outage from the start
     events.watch(meta.queue)
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
@@ -222,11 +228,14 @@ def sealed_total(job: JobHandle, batches: int) -> int:
 
 
 def outcomes(
-    job: JobHandle, timeout: float | None, release: Release | None = None
+    job: JobHandle,
+    timeout: float | None,
+    release: Release | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[Outcome]:
     """Every item's outcome in input order; those of a cancelled job that have
-    none recorded are cancelled outcomes."""
-    for read in read_batches(job, timeout, release, gaps=True):
+    none recorded are cancelled outcomes. ``check``: see ``read_batches``."""
+    for read in read_batches(job, timeout, release, gaps=True, check=check):
         if isinstance(read, Gap):
             yield from (cancelled_outcome(i, job.id, read.state) for i in _span(read))
         else:
@@ -237,10 +246,16 @@ def _span(gap: Gap) -> range:
     return range(gap.start, gap.start + gap.count)
 
 
-def values(job: JobHandle, timeout: float | None, release: Release | None = None) -> Iterator[Any]:
-    """Values in input order; raises TaskFailed at the first failed item."""
+def values(
+    job: JobHandle,
+    timeout: float | None,
+    release: Release | None = None,
+    check: Callable[[], None] | None = None,
+) -> Iterator[Any]:
+    """Values in input order; raises TaskFailed at the first failed item.
+    ``check``: see ``read_batches``."""
     where = f"job {job.id}"
-    for read in read_batches(job, timeout, release, gaps=True):
+    for read in read_batches(job, timeout, release, gaps=True, check=check):
         if isinstance(read, Gap):  # the first cancelled item
             raise job_ended(job.id, read.state)
         entries, codec = read

@@ -16,6 +16,11 @@ input ended cancels the job and stops the thread. An input that raises, or an
 item that cannot be encoded, cancels the job too, and the reader raises that
 error after the values of the items before it.
 
+The thread rides out a Redis outage (the one list of transient errors and the
+one backoff, ``taskfan.transient``) until it has lasted the enqueue lease, past
+which the job would be abandoned anyway; then it gives up, and the reader
+raises its error as soon as it has to wait, and cancels the job.
+
 Only this handle's in-order reader drives the window and frees results:
 ``status``, ``wait`` and the dashboard see the job's progress, but its results
 can be read once, here.
@@ -24,10 +29,12 @@ can be read once, here.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -41,6 +48,9 @@ from taskfan.connection import RedisClient, translate_errors
 from taskfan.errors import ConfigError, JobCancelled, TaskfanError
 from taskfan.keys import JobKeys
 from taskfan.protocol import BatchEntry
+from taskfan.transient import AWAY, TRANSIENT, Backoff
+
+log = logging.getLogger(__name__)
 
 #: batches sent and not yet read, by default
 DEFAULT_WINDOW = 16
@@ -79,6 +89,12 @@ class Window:
             self.stopped = True
             self._cond.notify_all()
 
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until stopped."""
+        with self._cond:
+            if not self.stopped:
+                self._cond.wait(seconds)
+
 
 class StreamEnqueuer(Enqueuer):
     """An ``Enqueuer`` that sends each batch at once, within the window, from a thread."""
@@ -88,6 +104,9 @@ class StreamEnqueuer(Enqueuer):
     items: Iterable[Any] = ()
     #: what stopped the thread: the input's error, the codec's, Redis's
     error: BaseException | None = None
+    #: Redis's error when the thread gave up riding out an outage: the reader
+    #: raises it as soon as it has to wait (``check``), and cancels the job
+    gave_up: BaseException | None = None
 
     def open(self, window: Window) -> None:
         """Create the job, unsealed, with its lease kept (before the handle exists)."""
@@ -99,13 +118,16 @@ class StreamEnqueuer(Enqueuer):
         """The thread's body: send every batch, then seal. An error (the input's,
         the codec's) is kept for the reader, which raises it after the values of
         the items sent before it: the job is sealed with them, or cancelled when
-        even that fails (Redis away)."""
+        even that fails (Redis away). Given up on Redis, it leaves the lease
+        kept: the reader cancels the job when it raises the error (the keeper
+        then stops), rather than the job ending abandoned before it does; and
+        if the outage is everyone's, the lease lapses all the same."""
         items, self.items = self.items, ()
         try:
             self._send(items)
         finally:
             self.window.stop()
-            if self._keeper is not None:
+            if self._keeper is not None and self.gave_up is None:
                 self._keeper.stop()
 
     def _send(self, items: Iterable[Any]) -> None:
@@ -114,15 +136,51 @@ class StreamEnqueuer(Enqueuer):
             with translate_errors(where):
                 if not self._produce(self._until_error(items)):
                     return  # stopped: the reader cancelled the job
-        except BaseException as exc:  # the codec, a limit, Redis: the reader says it
+        except AWAY as exc:  # an outage longer than the lease: the reader says it
+            self.error = self.gave_up = exc
+            return
+        except BaseException as exc:  # the codec, a limit: the reader says it
             self.error = exc
         try:
             with translate_errors(where):
-                self._seal()
+                self._retrying("sealing", self._seal)
         except BaseException as exc:
             self.error = self.error or exc
+            if isinstance(exc, AWAY):
+                self.gave_up = self.error
             with contextlib.suppress(TaskfanError, redis.RedisError):
                 scripts.cancel_job(self.client, self.job, time.time())
+
+    def check(self) -> None:
+        """Raise the error the thread gave up with, if it did (the reader calls
+        this each time it waits)."""
+        if self.gave_up is not None:
+            raise self.gave_up
+
+    def _retrying(self, what: str, send: Callable[[], None]) -> None:
+        """``send()``, tried again through a transient Redis error with the one
+        backoff (``taskfan.transient``) until the outage has lasted the enqueue
+        lease: past it the job is abandoned anyway, so the error is raised.
+
+        A pipeline cut off after the server ran it is sent again: its batch is
+        then queued twice (it may run twice, and is recorded once; the totals
+        are set when the job is sealed)."""
+        backoff = Backoff()
+        give_up: float | None = None
+        while True:
+            try:
+                send()
+                return
+            except TRANSIENT as exc:
+                now = time.monotonic()
+                give_up = now + self.lease if give_up is None else give_up
+                if now >= give_up or self.window.stopped:
+                    raise
+                log.warning(
+                    "job %s: %s failed, retrying in %.1fs: %s",
+                    self.job_id, what, backoff.delay, exc,
+                )  # fmt: skip
+                self.window.pause(backoff.next())
 
     def _until_error(self, items: Iterable[Any]) -> Iterator[Any]:
         """The input's items until it raises; the error is kept in ``error``."""
@@ -142,7 +200,7 @@ class StreamEnqueuer(Enqueuer):
             made: list[BatchEntry | rejects.RecordedBatch] = []
             for rejected, run in rejects.runs(batch):
                 made.extend([self._rejected(run)] if rejected else self._entries(run))
-            self._flush(made, seal=False)
+            self._retrying("sending a batch", functools.partial(self._flush, made, seal=False))
             self._sent_ids.clear()  # kept by Enqueuer for abort(); a stream cancels instead
         return not window.stopped
 
@@ -174,11 +232,11 @@ class StreamJob(Job):
 
     def results(self, timeout: float | None = None) -> Generator[Any, None, None]:
         """Values in input order (once: each batch is freed as it is read)."""
-        return self._read(reader.values(self, timeout, self._release))
+        return self._read(reader.values(self, timeout, self._release, self._enqueuer.check))
 
     def outcomes(self, timeout: float | None = None) -> Generator[Any, None, None]:
         """Every item's outcome in input order (once: each batch is freed as it is read)."""
-        return self._read(reader.outcomes(self, timeout, self._release))
+        return self._read(reader.outcomes(self, timeout, self._release, self._enqueuer.check))
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Any]:
         """Refused: only the in-order reader frees what it read and lets the
