@@ -295,3 +295,29 @@ def test_rate_limited_jobs_free_their_slot_as_rqs_worker_does(
     assert [Job.fetch(i, connection=r).return_value() for i in ids[:4]] == [0, 2, 4, 6]
     registry = rate_limit.RateLimitRegistry("taskfan-test", connection=r)
     assert not r.exists(registry.allowed_key) and not r.exists(registry.rate_limited_key)
+
+
+def test_a_job_hash_with_garbage_fails_alone_and_its_batch_is_recorded(
+    r: redis.Redis, start_worker: StartWorker
+) -> None:
+    """A job hash someone wrote garbage into (a result_ttl or repeats_left that
+    is not a number, which RQ's own Job.fetch cannot parse) is that job's
+    problem: the other jobs dequeued with it, run or refused, are recorded."""
+    queue = Queue("garbled", connection=r)
+    before = [queue.enqueue(rq_tasks.double, i) for i in range(3)]
+    ttl = queue.enqueue(rq_tasks.double, 10)
+    r.hset(f"rq:job:{ttl.id}", "result_ttl", b"\xff\xfe")
+    huge = queue.enqueue(rq_tasks.double, 13)  # a number, past what EXPIRE takes
+    r.hset(f"rq:job:{huge.id}", "result_ttl", b"9" * 40)
+    repeats = queue.enqueue(rq_tasks.double, 11)
+    r.hset(f"rq:job:{repeats.id}", "repeats_left", b"\xff\xfe")
+    callback = queue.enqueue(rq_tasks.double, 12, on_success=Callback(rq_tasks.on_success))
+    after = [queue.enqueue(rq_tasks.double, i) for i in range(3, 6)]
+    node = rq_node(start_worker, "garbled", args=["--burst"])
+    assert node.wait(timeout=60) == 0, node.log()
+    values = [Job.fetch(j.id, connection=r).return_value() for j in before + after]
+    assert values == [0, 2, 4, 6, 8, 10], node.log()
+    assert status(r, callback.id) == JobStatus.FAILED, node.log()
+    log = node.log()
+    assert ttl.id in log and repeats.id in log
+    assert "recording RQ jobs failed; they are left to RQ's cleanup" not in log

@@ -164,12 +164,36 @@ class RqWriter:
             case FailUnsupported(jobs):
                 for job in jobs:
                     assert job.unsupported is not None
-                    self.worker.fail_unstarted(job, job.unsupported)
-                    log.warning(
-                        "RQ job %s (queue %s) failed: %s", job.id, job.queue, job.unsupported
-                    )
+                    if self._alone(job, self._fail_unstarted, job):
+                        log.warning(
+                            "RQ job %s (queue %s) failed: %s", job.id, job.queue, job.unsupported
+                        )
             case _:
                 unhandled(op)
+
+    @staticmethod
+    def _alone(job: rqa.RqJob, call: Callable[..., object], *args: object) -> object:
+        """``call(*args)`` for one job, whose hash RQ's own code reads: a hash with
+        garbage in it (which RQ's Job.fetch cannot parse) fails that job alone,
+        left to RQ's cleanup, not the other jobs recorded with it (None). Redis
+        errors still reach the writer's retry."""
+        try:
+            return call(*args)
+        except TRANSIENT:
+            raise
+        except BaseException:  # RQ's code on a hash anyone may have written
+            log.exception(
+                "RQ job %s (queue %s): cannot be recorded: RQ's own code failed on its hash "
+                "(garbage in a field?); it is left to RQ's cleanup",
+                job.id,
+                job.queue,
+            )
+            return None
+
+    def _fail_unstarted(self, job: rqa.RqJob) -> bool:
+        assert job.unsupported is not None
+        self.worker.fail_unstarted(job, job.unsupported)
+        return True
 
     def _forget(self, op: RqOp) -> None:
         """An op that cannot be applied: let the node go on without it. A batch's
@@ -248,7 +272,7 @@ class RqWriter:
             if dependents:
                 self.worker.enqueue_dependents(batch.queue, dependents)
         for job, outcome in slow:
-            if not self.worker.record(job, outcome):
+            if not self._alone(job, self.worker.record, job, outcome):
                 lost.append(job)
         for job in lost:
             log.warning(

@@ -46,6 +46,8 @@ _UNSUPPORTED = (
     (b"webhooks", "webhooks"),
     (b"repeats_left", "repeats (Repeat)"),
 )
+#: the longest TTL the node's own script sets (ten years)
+MAX_FAST_TTL = 10 * 365 * 24 * 3600
 _UNSUPPORTED_AT = itemgetter(*(_INDEX[name] for name, _ in _UNSUPPORTED))
 
 
@@ -71,20 +73,37 @@ class RqJob:
         return self.fields[_INDEX[name]]
 
     def _int(self, name: bytes) -> int | None:
+        """The field as a number; None when missing, and ValueError for what is
+        not one (anyone may write into a job hash)."""
         value = self.get(name)
         return int(value) if value else None
 
+    def _ttl(self, name: bytes) -> int | None:
+        """A TTL finish.lua may pass to EXPIRE: -1 (for ever) to ten years;
+        ValueError for another (RQ's own code then judges it)."""
+        ttl = self._int(name)
+        if ttl is not None and not -1 <= ttl <= MAX_FAST_TTL:
+            raise ValueError(f"{name.decode()} {ttl} is out of range")
+        return ttl
+
     @property
     def result_ttl(self) -> int:
-        ttl = self._int(b"result_ttl")
+        ttl = self._ttl(b"result_ttl")
         return DEFAULT_RESULT_TTL if ttl is None else ttl
 
     @property
     def failure_ttl(self) -> int | None:
-        return self._int(b"failure_ttl")
+        return self._ttl(b"failure_ttl")
 
     def fast(self, kind: str) -> bool:
-        """Whether finish.lua may record this outcome (else RQ's own code does)."""
+        """Whether finish.lua may record this outcome (else RQ's own code does,
+        which also judges a hash whose numbers are not numbers)."""
+        try:
+            return self._fast(kind)
+        except ValueError:
+            return False
+
+    def _fast(self, kind: str) -> bool:
         data = self.fields[0]
         if not data or not data.startswith(b"x"):
             return False  # RQ's worker would write it back zlib-compressed (0x78...)
