@@ -10,7 +10,10 @@ has moved past it. So a map over ``itertools.count()`` runs for ever with at
 most ``window`` batches in Redis, in the node and in this process.
 
 The job stays unsealed (its enqueue lease renewed, ``producer.lease``) until the
-input ends; it is then sealed like any job. Closing the results iterator
+input ends; it is then sealed like any job. A stream nobody reads waits for its
+reader as long as its handle and this process live: the handle's finalizer
+(which also runs at the interpreter's exit) cancels it, and a killed producer
+renews no lease, so the job ends ``abandoned``. Closing the results iterator
 (``break``, ``close()``, garbage collection) or dropping the handle before the
 input ended cancels the job and stops the thread. An input that raises, or an
 item that cannot be encoded, cancels the job too, and the reader raises that
