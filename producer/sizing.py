@@ -124,6 +124,10 @@ class CostBoard:
             self._after_results.clear()
         self._after_results[fn_ref] = (self.clock(), parse_cost(raw))
 
+    def forget(self, fn_ref: str) -> None:
+        """Read the function's cost from Redis at its next map."""
+        self._after_results.pop(fn_ref, None)
+
     def read(self, queue: str, fn_ref: str) -> tuple[float | None, Capacity]:
         now = self.clock()
         cached = self._capacity.get(queue)

@@ -135,3 +135,10 @@ def test_a_cost_read_with_results_is_reused_only_briefly(r: redis.Redis) -> None
     r.set(keys.cost("m:f"), encode_cost(0.25))
     now[0] += CAPACITY_CACHE_SECONDS
     assert board.read("default", "m:f")[0] == 0.25
+
+
+def test_a_forgotten_cost_is_read_again(r: redis.Redis) -> None:
+    board = CostBoard(r)
+    board.remember("m:f", encode_cost(0.5))
+    board.forget("m:f")
+    assert board.read("default", "m:f")[0] is None  # none published
