@@ -11,6 +11,7 @@ now: the same trust the state cache gives a job seen active within
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from producer import Client
@@ -165,3 +166,15 @@ def test_a_job_whose_batch_ran_unchecked_is_looked_up_at_the_next_beat(r: redis.
     r.hset(JobKeys(job.id).meta, mapping={"sealed": "0", "lease_until": "1.0"})
     assert [d.skip for d in node.read(2, 0)] == [None, None]  # ran unchecked
     assert node.abandon_lapsed() == {job.id: ABANDONED}
+
+
+@pytest.mark.cluster
+def test_the_clock_is_read_and_fresh_batches_run_on_a_cluster_too(r: redis.Redis) -> None:
+    node = _node(r, trust_fresh=True)
+    node.sync_clock()  # TIME on the cluster's default node
+    assert node.clock_offset is not None and abs(node.clock_offset) < 60
+    assert node.round_trips.estimate() > 0
+    Client(r).map(tasks.square, range(2), batch_size=1)
+    found = node.read(2, 0)
+    assert [d.skip for d in found] == [None, None]
+    assert all(d.job is not None and d.job.state == b"active" for d in found)
