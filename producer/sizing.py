@@ -118,7 +118,7 @@ class CostBoard:
         #: function -> (when, its cost), read with a job's results
         self._after_results: dict[str, tuple[float, float | None]] = {}
 
-    def remember(self, fn_ref: str, raw: bytes | None) -> None:
+    def remember(self, fn_ref: str, raw: bytes | str | None) -> None:
         """The function's published cost (raw), read together with a job's results."""
         if len(self._after_results) > 1000:
             self._after_results.clear()
