@@ -143,9 +143,13 @@ def cancel_call(client: RedisClient, queue: QueueKeys, entry_id: bytes | str) ->
     return bool(reply == 1)
 
 
-def mark_started(client: RedisClient, job: JobKeys, batches: Sequence[bytes | str]) -> Any:
-    """Add a "started" event per batch to an active job (lua/started.lua)."""
-    return _run(_STARTED, client, [job.meta, job.events], list(batches))
+def mark_started(
+    client: RedisClient, job: JobKeys, batches: Sequence[bytes | str], handed_back: bool = False
+) -> Any:
+    """Add a "started" event (``s=``) per batch to an active job, or with
+    ``handed_back`` a "handed back" one (``h=``) (lua/started.lua)."""
+    kind = "h" if handed_back else "s"
+    return _run(_STARTED, client, [job.meta, job.events], [kind, *batches])
 
 
 def renew_lease(client: RedisClient, job: JobKeys, seconds: float) -> Any:

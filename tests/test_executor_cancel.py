@@ -15,6 +15,7 @@ from tests import tasks
 from tests.conftest import StartWorker
 from tests.stdlib_futures import calls
 from tests.stdlib_futures.calls import FileEvent
+from worker.sources.streams.held_entries import HeldEntries
 from worker.sources.streams.redis_io import NodeRedis
 
 
@@ -71,10 +72,36 @@ def test_a_call_handed_back_can_be_cancelled(
         (delivery,) = node.read(1, 0)  # taken: its future turns running
         _until(future.running, "the future never turned running")
         assert not future.cancel()  # held by the node: it may be running
-        node.hand_back({delivery.queue: [delivery.entry_id]}, 60_000)
+        held = HeldEntries(node, visibility_timeout=30)
+        held.hold(delivery)
+        held.give_back(delivery)  # as a node that cannot run it
+        _until(lambda: not future.running(), "the future stayed running")  # h= event
         assert future.cancel()
         assert future.cancelled()
         start_worker()
         assert executor.submit(tasks.add, 1, 2).result(timeout=60) == 3  # the node serves
     assert not marker.exists()
     assert node.reclaim(4, 0) == []  # nothing left to reclaim either
+
+
+def test_a_call_handed_back_turns_running_again_when_another_node_takes_it(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    first, second = NodeRedis(r, ["default"], "n1"), NodeRedis(r, ["default"], "n2")
+    first.prepare()
+    with Executor(redis_url) as executor:
+        future = executor.submit(tasks.touch, str(tmp_path / "ran"))
+        (delivery,) = first.read(1, 0)
+        _until(future.running, "the future never turned running")
+        held = HeldEntries(first, visibility_timeout=30)
+        held.hold(delivery)
+        held.give_back(delivery)
+        _until(lambda: not future.running(), "the future stayed running")
+        (taken,) = second.reclaim(4, 0)  # another node takes it: s= again
+        _until(future.running, "the future did not turn running again")
+        assert not future.cancel()  # held by the second node
+        again = HeldEntries(second, visibility_timeout=30)
+        again.hold(taken)
+        again.give_back(taken)
+        _until(lambda: not future.running(), "the future stayed running")
+        assert future.cancel()  # so that the with block has nothing to wait for

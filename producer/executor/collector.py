@@ -97,16 +97,23 @@ class Collector:
                 return
 
     def _mark_running(self, events: list[dict[bytes, bytes]]) -> None:
-        """A node took these calls ("s=<batch>" events, worker/sources/streams/batch_reads.py):
-        their futures are running, and can no longer be cancelled."""
+        """A node took these calls ("s=<batch>" events, worker/sources/streams/
+        batch_reads.py): their futures are running, and can no longer be
+        cancelled; or handed them back unrun ("h=<batch>"): pending again, and
+        cancel() may take them back."""
         for fields in events:
-            started = fields.get(b"s")
-            if started is None or not started.isdigit():
+            started, handed = fields.get(b"s"), fields.get(b"h")
+            index = started if started is not None else handed
+            if index is None or not index.isdigit():
                 continue
             with self._lock:
-                future = self._futures.get(int(started))
-            if future is not None:
+                future = self._futures.get(int(index))
+            if future is None:
+                continue
+            if started is not None:
                 future.start()
+            else:
+                future.unstart()
 
     def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:
         """Settle the futures of these batches. Each submit is a batch of its own

@@ -105,6 +105,12 @@ class CallFuture(Future[Any]):
                 return True
             return self.set_running_or_notify_cancel()
 
+    def unstart(self) -> None:
+        """The node that took the call handed it back unrun: PENDING again."""
+        with self._condition:
+            if self._state == RUNNING:
+                self._state = PENDING
+
     def cancel(self) -> bool:
         """True when the call was taken back: no node had it, or the node that
         took it (the future RUNNING) handed it back unrun. A node has it: False,

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 _CALL = CallMode.CALL.value.encode()
 
 
+def call_of(delivery: Delivery) -> tuple[bytes, bytes] | None:
+    """(job id, batch index) of an entry of submit calls; None for any other."""
+    fields = delivery.fields
+    if not fields or fields.get(b"m") != _CALL or b"b" not in fields:
+        return None
+    return fields.get(b"j", b""), fields[b"b"]
+
+
 class BatchReads(JobStates):
     def read(self, count: int, block_ms: int) -> list[Delivery]:
         """New batches for this node, waiting up to ``block_ms`` for one."""
@@ -46,17 +54,23 @@ class BatchReads(JobStates):
         """Tell the producers of submit calls (call mode) that this node took
         them, so their futures turn running: one script call per job, only for
         reads that hold calls. Advisory: a failure is logged, the batch runs."""
+        self.announce([d for d in deliveries if d.skip is None and call_of(d)])
+
+    def announce(self, deliveries: list[Delivery], handed_back: bool = False) -> None:
+        """``s=`` (taken) or ``h=`` (handed back unrun) events for these calls."""
         by_job: dict[bytes, list[bytes]] = {}
         for d in deliveries:
-            if d.skip is None and d.fields and d.fields.get(b"m") == _CALL and b"b" in d.fields:
-                by_job.setdefault(d.fields.get(b"j", b""), []).append(d.fields[b"b"])
+            call = call_of(d)
+            if call is not None:
+                by_job.setdefault(call[0], []).append(call[1])
+        what = "handed back" if handed_back else "started"
         for job_id, batches in by_job.items():
             if job_key(job_id) is None:
                 continue
             try:
-                scripts.mark_started(self.client, JobKeys(job_id.decode()), batches)
+                scripts.mark_started(self.client, JobKeys(job_id.decode()), batches, handed_back)
             except (ResponseError, ValueError) as exc:
-                log.warning("job %s: could not mark batches %s started: %s", job_id, batches, exc)
+                log.warning("job %s: could not mark batches %s %s: %s", job_id, batches, what, exc)
 
     def reclaim(self, count: int, min_idle_ms: int) -> list[Delivery]:
         """Batches other nodes held past their lease (crashed or cut off nodes)."""
@@ -83,7 +97,9 @@ class BatchReads(JobStates):
                 log.info("queue %s: reclaimed entry %s was deleted", queue.name, entry_id)
             if len(out) >= count:
                 break
-        return self._check_jobs(out)
+        out = self._check_jobs(out)
+        self._announce_calls(out)  # handed back (or a dead node's): running again
+        return out
 
     def _delivery_counts(self, queue: QueueKeys, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:

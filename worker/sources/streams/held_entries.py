@@ -16,6 +16,7 @@ from typing import Any
 from taskfan.keys import QueueKeys
 from taskfan.transient import TRANSIENT
 from worker.core.batches import Delivery
+from worker.sources.streams.batch_reads import call_of
 from worker.sources.streams.redis_io import NodeRedis
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,15 @@ class HeldEntries:
         self.visibility_timeout = visibility_timeout
         self._lock = threading.Lock()
         self._held: dict[QueueKeys, set[bytes]] = {}
+        #: the held entries of submit calls, by entry id: handing one back tells
+        #: its producer (its future is pending again, and may be cancelled)
+        self._calls: dict[bytes, Delivery] = {}
 
     def hold(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
+            if call_of(delivery) is not None:
+                self._calls[delivery.entry_id] = delivery
 
     def holds(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -39,6 +45,18 @@ class HeldEntries:
     def forget(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.get(delivery.queue, set()).discard(delivery.entry_id)
+            self._calls.pop(delivery.entry_id, None)
+
+    def _unstart(self, held: dict[QueueKeys, list[Any]]) -> None:
+        """Before handing entries back: tell the producers of the calls among
+        them that they are not running (``h=`` events). Advisory: logged."""
+        with self._lock:
+            calls = [self._calls[i] for ids in held.values() for i in ids if i in self._calls]
+        if calls:
+            try:
+                self.redis.announce(calls, handed_back=True)
+            except TRANSIENT as exc:
+                log.warning("could not tell producers of calls handed back: %s", exc)
 
     def snapshot(self) -> dict[QueueKeys, list[Any]]:
         with self._lock:
@@ -48,6 +66,7 @@ class HeldEntries:
         """Make batches (all held, unless given) reclaimable by others at once."""
         held = self.snapshot() if held is None else held
         idle_ms = int(self.visibility_timeout * 1000) * 2
+        self._unstart(held)
         try:
             self.redis.hand_back(held, idle_ms)
             log.info("handed %d unfinished batches back", sum(map(len, held.values())))
@@ -58,9 +77,10 @@ class HeldEntries:
         """Hand back one batch this node will not run (it cannot import its
         function: ``worker.core.unrunnable``), restoring its delivery count: this
         delivery is not used up, so the batch is not dead-lettered for it."""
+        batch = {delivery.queue: [delivery.entry_id]}
+        self._unstart(batch)
         self.forget(delivery)
         idle_ms = int(self.visibility_timeout * 1000) * 2
-        batch = {delivery.queue: [delivery.entry_id]}
         try:
             self.redis.hand_back(batch, idle_ms, deliveries=max(0, delivery.deliveries - 1))
         except TRANSIENT as exc:
