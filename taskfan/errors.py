@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 
 
@@ -73,10 +74,12 @@ class JobNotFound(TaskfanError, LookupError):
         super().__init__(f"job {job_id} not found (never created, or its results expired)")
 
 
-class JobCancelled(TaskfanError):
+class JobCancelled(TaskfanError, CancelledError):
     """The job was cancelled before all of its items ran. With counts (``Job.wait``,
     ``taskfan wait``): ``done`` items have an outcome (``failed`` of them failed),
-    ``cancelled`` have none and read as cancelled outcomes."""
+    ``cancelled`` have none and read as cancelled outcomes. A
+    ``concurrent.futures.CancelledError`` too, so that code written for the
+    stdlib's executors (whose ``map`` raises it for a cancelled call) catches it."""
 
     def __init__(self, job_id: str, counts: tuple[int, int, int] | None = None):
         self.job_id = job_id

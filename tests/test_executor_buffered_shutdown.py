@@ -7,6 +7,7 @@ does not know, like the stdlib's."""
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,17 @@ def test_cancel_futures_cancels_a_buffered_map(
     with Executor(redis_url) as other:
         assert list(other.map(tasks.square, [3])) == [9]
     assert not (tmp_path / "third").exists()
+
+
+def test_cancel_futures_cancels_a_map_and_its_iterator_raises_cancelled_error(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """No node: every call is pending. As the stdlib's, the map's next value
+    raises CancelledError (JobCancelled is one)."""
+    executor = Executor(redis_url)
+    results = executor.map(tasks.square, [1, 2])
+    executor.shutdown(wait=True, cancel_futures=True)  # nothing left to wait for
+    (job_id,) = _stream_jobs(r)
+    assert r.hget(JobKeys(job_id).meta, "state") == b"cancelled"
+    with pytest.raises(concurrent.futures.CancelledError):
+        next(results)
