@@ -152,3 +152,38 @@ def test_a_node_runs_only_allowed_functions(
     assert all(b"no live node serving queue default can run" in why for why in reasons)
     assert b"is outside its allowlist" in reasons[0] and b"defined in 'posix'" in reasons[1]
     assert "functions from tests.tasks only" in worker.log()
+
+
+def test_a_forged_initializer_outside_the_allowlist_runs_nothing(
+    redis_url: str,
+    r: redis.Redis,
+    start_worker: StartWorker,
+    marker: Path,
+    tmp_path: Path,
+) -> None:
+    """An entry written straight to Redis (no secret) whose function is allowed
+    but whose initializer (``i``) is not: ``os:system``, or a module that marks
+    its import. Neither runs or is imported on a ``--no-pickle --allow`` node;
+    the entry's items fail with InitializerError, and the node serves on."""
+    client = Client.from_url(redis_url, codec="json")
+    stream = QueueKeys("default").stream
+    shell = tmp_path / "shell-ran"
+    jobs = []
+    for index, (ref, args) in enumerate(
+        [("os:system", [f"touch {shell}"]), (f"{MARKED}:echo", [1])]
+    ):
+        jobs.append(client.map("tests.tasks:square", [index], initializer="tests.tasks:noop",
+                               initargs=(0,)))  # fmt: skip
+        # What a forger without the secret writes: the job's own entry, its 'i' changed.
+        entry_id, fields = r.xrange(stream)[-1]
+        r.xdel(stream, entry_id)
+        r.xadd(stream, {**fields, b"i": ref.encode(), b"ia": JSON.dumps(args)})
+    start_worker(
+        "--allow", "tests.tasks", "--no-pickle", env={"TASKFAN_TEST_IMPORT_MARKER": str(marker)}
+    )
+    for job in jobs:
+        (outcome,) = job.outcomes(timeout=60)
+        assert outcome.error is not None and outcome.error.type == "InitializerError", outcome
+        assert "FunctionNotAllowed" in outcome.error.message
+    assert not shell.exists() and not marker.exists()
+    assert list(client.map("tests.tasks:square", [3]).results(timeout=60)) == [9]
