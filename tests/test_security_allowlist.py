@@ -175,7 +175,8 @@ def test_a_forged_initializer_outside_the_allowlist_runs_nothing(
         jobs.append(client.map("tests.tasks:square", [index], initializer="tests.tasks:noop",
                                initargs=(0,)))  # fmt: skip
         # What a forger without the secret writes: the job's own entry, its 'i' changed.
-        entry_id, fields = r.xrange(stream)[-1]
+        entries: Any = r.xrange(stream)
+        entry_id, fields = entries[-1]
         r.xdel(stream, entry_id)
         r.xadd(stream, {**fields, b"i": ref.encode(), b"ia": JSON.dumps(args)})
     start_worker(
