@@ -128,7 +128,7 @@ def test_outcomes_are_written_as_json_lines() -> None:
         Outcome(2, True, {1, 2}),  # a set (pickle jobs): JSON cannot carry it
     ]
     out = io.StringIO()
-    assert write_outcomes(outcomes, out) == (1, 2)
+    assert write_outcomes(outcomes, out) == (1, 2, 0)  # ok, failed, of those cancelled
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[0] == {"index": 0, "ok": True, "result": {"x": [1, 2]}}
     assert lines[1] == {
