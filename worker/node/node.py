@@ -56,15 +56,8 @@ from redis.exceptions import RedisClusterException
 
 from taskfan.bounds import MAX_LOOP_WAIT, capped
 from taskfan.connection import RedisClient
-from taskfan.errors import TaskfanError
 from taskfan.settings import Settings
-from worker.core.batches import Batch, Completed, Delivery, key
-from worker.core.chunk_sizing import ChunkSizer
-from worker.core.entry_checks import Guard
-from worker.core.scheduler import Scheduler
-from worker.core.unrunnable import Unrunnable
-from worker.node.demand import Demand
-from worker.node.heartbeat import Heartbeat
+from worker.core.batches import Batch, Delivery
 from worker.node.messages import (
     ChunkDone,
     Event,
@@ -73,7 +66,6 @@ from worker.node.messages import (
     Read,
     Stop,
     Written,
-    new_events,
     unhandled,
 )
 from worker.node.stopping import (
@@ -82,33 +74,14 @@ from worker.node.stopping import (
     install_signal_handlers,
     late_reads,
 )
-from worker.pool.pool_feed import PoolFeed
-from worker.services.heartbeat_duties import BeatDuties
-from worker.services.stats import NodeStats, NodeView
+from worker.node.wiring import NodeWiring, connect_node_redis, wire
 from worker.sources.base import NodeParts, Source
 from worker.sources.registry import build_sources
-from worker.sources.streams.node_record import new_node_id
 from worker.sources.streams.redis_io import NodeRedis
 
 #: the name operators filter the node's log by (docs/operations.md), as before the
 #: node moved into worker/node/
 log = logging.getLogger("worker.node")
-
-
-def connect_node_redis(settings: Settings, client: RedisClient | None = None) -> NodeRedis:
-    """The node's Redis I/O for ``settings``: on ``client``, else on a connection
-    to ``settings.redis_url``."""
-    if client is None:
-        if settings.redis_url is None:
-            raise TaskfanError("a worker node needs a Redis URL (--redis-url)")
-        from taskfan.connection import connect
-
-        client = connect(settings.redis_url, block_seconds=settings.block_seconds)
-    node_id = settings.node_name or new_node_id()
-    signed = bool(settings.secrets)
-    return NodeRedis(
-        client, settings.queues, node_id, recheck_recorded=signed, trust_fresh=not signed
-    )
 
 
 class Node:
@@ -120,72 +93,39 @@ class Node:
         node_redis: NodeRedis | None = None,
         clock: Callable[[], float] = time.monotonic,
         sources: Callable[[NodeParts], Sequence[Source]] = build_sources,
+        wiring: NodeWiring | None = None,
     ) -> None:
-        """A node for ``settings``. Every Redis command of its taskfan queues and
-        its node record goes through ``node_redis``: given (a test passes a fake
-        one and drives the node in-process, its pool real), or built here on
-        ``client``, else on a connection to ``settings.redis_url``. ``clock``
-        (monotonic seconds) times its grace period, retries, deadlines and pauses.
-        ``sources`` builds the sources it reads from (by default, every plug-in
-        of ``worker.sources`` the settings ask for)."""
-        self.settings = settings
-        self.clock = clock
-        if node_redis is None:
-            node_redis = connect_node_redis(settings, client)
-        self.id = node_redis.node_id
-        self.redis = node_redis
-        sizer = ChunkSizer(settings.processes, settings.chunksize)
-        self.guard = Guard.from_settings(settings)
-        #: functions this node cannot import or may not run: their batches go back
-        self.unrunnable = Unrunnable(self.id)
-        self.scheduler = Scheduler(
-            settings.processes,
-            sizer,
-            settings.max_deliveries,
-            clock=clock,
-            guard=self.guard,
-            unrunnable=self.unrunnable,
-            round_trip=node_redis.round_trips.estimate,
-        )
-        self.events: Events = new_events()
-        self.started_at = time.time()
-        #: what the node has done, and is doing: the node record and the metrics read it
-        self.stats = NodeStats()
-        self.view = NodeView(
-            self.id, settings, self.started_at, self.stats,
-            batches=lambda: list(self.scheduler.batches.values()),
-            pool_chunks=lambda: len(self.scheduler.in_pool),
-            pool_restarts=lambda: self._feed.restarts,
-            retrying=lambda: self.scheduler.retries.pending,
-            posture=self.guard.posture(),
-            cannot_run=self.unrunnable.published,
-        )  # fmt: skip
+        """A node for ``settings``, run by the collaborators of ``wiring``
+        (``worker.node.wiring``); without it, ``wire`` builds them here from the
+        other arguments. Every Redis command of its taskfan queues and its node
+        record goes through ``node_redis``: given (a test passes a fake one and
+        drives the node in-process, its pool real), or built on ``client``, else
+        on a connection to ``settings.redis_url``. ``clock`` (monotonic seconds)
+        times its grace period, retries, deadlines and pauses. ``sources`` builds
+        the sources it reads from (by default, every plug-in of
+        ``worker.sources`` the settings ask for)."""
+        if wiring is None:
+            if node_redis is None:
+                node_redis = connect_node_redis(settings, client)
+            wiring = wire(settings, node_redis, clock=clock, sources=sources)
+        self.settings = wiring.settings
+        self.clock = wiring.clock
+        self.id = wiring.node_id
+        self.redis = wiring.node_redis
+        self.guard = wiring.guard
+        self.unrunnable = wiring.unrunnable
+        self.scheduler = wiring.scheduler
+        self.events: Events = wiring.events
+        self.stats = wiring.stats
+        self.view = wiring.view
+        self.sources = list(wiring.sources)
+        self._outbox = wiring.outbox
+        self._feed = wiring.feed
+        self._demand = wiring.demand
+        self._beat = wiring.beat
+        self._heartbeat = wiring.heartbeat
         self._stop = threading.Event()
         self._cold = False
-        #: batches given to their source to record, not written yet
-        self._writing = 0
-        parts = NodeParts(settings, self.id, node_redis, self.events, self.stats, sizer, clock)
-        #: where batches come from, and go back to (``worker.sources.base``)
-        self.sources = list(sources(parts))
-        for source in self.sources:
-            self.view.source_fields.update(source.record_fields())
-        self._demand = Demand(self.scheduler, self.sources, settings.heartbeat_interval)
-        self._beat = BeatDuties(
-            self.id,
-            settings,
-            self.redis,
-            self.view,
-            self.scheduler.liveness,
-            self.events,
-            self.unrunnable,
-        )
-        self._heartbeat = Heartbeat(
-            self.redis, settings.heartbeat_interval, [s.beat for s in self.sources],
-            self.view.record, on_beat=self._beat,
-        )  # fmt: skip
-        self._feed = PoolFeed(
-            settings, self.scheduler, self.stats, self.events, self._owner, self._complete_maybe
-        )
         self._threads: list[threading.Thread] = []
         #: when a graceful stop turns cold (monotonic seconds), once stopping
         self._stop_by: float | None = None
@@ -248,14 +188,14 @@ class Node:
                 self._feed.enforce_deadlines()
                 if not self._cold:
                     for completed in self.scheduler.unpark():  # room in the decoded budget
-                        self._complete(completed)
+                        self._outbox.complete(completed)
                     self._feed.submit()
         finally:
             self._shutdown()
         return 0
 
     def _finished(self) -> bool:
-        idle = not self.scheduler.batches and not self._writing and self._demand.idle()
+        idle = not self.scheduler.batches and not self._outbox.writing and self._demand.idle()
         empty = self._demand.empty()
         if self._cold:
             return True
@@ -283,7 +223,7 @@ class Node:
         """While stopping: hand back the batches not started (or not finishable in
         the grace period), and turn cold when the grace period is over."""
         scheduler = self.scheduler
-        hand_back_unfinishable(scheduler, self._owner, self._release, self._stop_by)
+        hand_back_unfinishable(scheduler, self._outbox.owner, scheduler.release, self._stop_by)
         if not self._cold and self._stop_by is not None:
             self._cold = grace_over(
                 scheduler, self.settings.grace_period, self._stop_by, self.clock()
@@ -298,12 +238,10 @@ class Node:
             case ChunkDone(chunk, future):
                 self._feed.done(chunk, future)
             case Written(source, completed):
-                self._writing -= 1
-                source.written(completed)
-                self._release(completed.delivery)
+                self._outbox.written(source, completed)
             case JobsEnded(jobs):
                 for completed in self.scheduler.ended(jobs):
-                    self._complete(completed)
+                    self._outbox.complete(completed)
                 self._feed.terminate()  # a hard cancel: kill what runs of those jobs
             case Stop():
                 pass  # it woke the loop, which sees the stop flag
@@ -322,19 +260,12 @@ class Node:
                 self.stats.skip(delivery.queue.name)
             if delivery.deliveries > 1:  # new reads are first deliveries; these were reclaimed
                 self.stats.reclaimed(delivery.queue.name)
-            self._complete_maybe(self.scheduler.accept(delivery))
+            self._outbox.complete_maybe(self.scheduler.accept(delivery))
         for batch in batches:
-            self._complete_maybe(self.scheduler.admit(batch))
+            self._outbox.complete_maybe(self.scheduler.admit(batch))
         for_others = sum(self.stats.given_back.values()) - given_back
         if entries and for_others == len(entries):
             self._demand.pause(source, self.clock())  # all of it is for other nodes
-
-    def _owner(self, delivery: Delivery) -> Source:
-        """The source ``delivery`` came from."""
-        for source in self.sources:
-            if source.owns(delivery):
-                return source
-        raise LookupError(f"no source of this node owns queue {delivery.queue.name!r}")
 
     def _until_next_deadline(self) -> float | None:
         scheduler = self.scheduler
@@ -353,21 +284,3 @@ class Node:
             return None  # an event wakes it
         # Capped (taskfan.bounds): no deadline a value made can overflow the wait.
         return capped(min(deadlines) - self.clock(), MAX_LOOP_WAIT)
-
-    def _complete_maybe(self, completed: Completed | None) -> None:
-        if completed is not None:
-            self._complete(completed)
-
-    def _complete(self, completed: Completed) -> None:
-        source = self._owner(completed.delivery)
-        if completed.give_back:
-            # Another node may run it (worker.core.unrunnable): back now, its delivery undone.
-            source.give_back(completed.delivery)
-            self.stats.gave_back(completed.delivery.queue.name)
-            return
-        self._writing += 1  # until its source's Written
-        source.complete(completed, self.scheduler.batches.get(key(completed.delivery)))
-
-    def _release(self, delivery: Delivery) -> None:
-        """A batch is recorded and acknowledged, or handed back: forget it."""
-        self.scheduler.release(delivery)
