@@ -91,3 +91,30 @@ def test_a_burst_node_is_done_once_every_source_found_nothing() -> None:
     scheduler.batches = {"held": object()}
     demand.read(a, found=False)
     assert not demand.empty()  # nothing found, but batches are still held
+
+
+def test_a_burst_node_asks_an_empty_source_again_only_once_no_other_read_is_out() -> None:
+    """Re-asked at once, one source or the other would always have a read out,
+    and a burst node of two sources would never end (tests/test_node_wiring.py)."""
+    a, b = FakeSource(), FakeSource()
+    scheduler = FakeScheduler()
+    demand = Demand(scheduler, [a, b], rest_seconds=5.0, burst=True)
+    scheduler.want = 1
+    demand.ask(stopping=False, now=0.0)
+    demand.read(a, found=False)  # a is empty; b's read is still out
+    demand.ask(stopping=False, now=0.0)
+    assert (a.asked, b.asked) == ([1], [1])
+    demand.read(b, found=False)
+    assert demand.idle() and demand.empty()  # the moment a burst node ends
+    demand.ask(stopping=False, now=0.0)  # (a node that goes on: the next round)
+    assert (a.asked, b.asked) == ([1, 1], [1, 1])
+
+
+def test_a_node_that_serves_on_asks_an_empty_source_again_at_once() -> None:
+    a, b = FakeSource(), FakeSource()
+    demand, scheduler = _demand(a, b)
+    scheduler.want = 1
+    demand.ask(stopping=False, now=0.0)
+    demand.read(a, found=False)
+    demand.ask(stopping=False, now=0.0)
+    assert (a.asked, b.asked) == ([1, 1], [1])

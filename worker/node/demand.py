@@ -7,7 +7,10 @@ time; every source without one is asked for the same number, and whichever
 answers first feeds the scheduler. A source whose last read went wholly to
 other nodes (functions this node cannot run) rests for a heartbeat interval.
 Whether a read is out, and whether the last came back empty, tell a burst node
-when it is done.
+when it is done. So a burst node asks a source whose last read found nothing
+again only once no other read is out: re-asked at once, one source or another
+would always have a read out, and a node of two sources would never see them
+all empty at the same time, nor end.
 """
 
 from __future__ import annotations
@@ -37,11 +40,17 @@ class Reads:
 
 class Demand:
     def __init__(
-        self, scheduler: Scheduler, sources: Sequence[Source], rest_seconds: float
+        self,
+        scheduler: Scheduler,
+        sources: Sequence[Source],
+        rest_seconds: float,
+        burst: bool = False,
     ) -> None:
         self.scheduler = scheduler
         #: how long a source rests after a read that went wholly to other nodes
         self.rest_seconds = rest_seconds
+        #: the node ends once every source is empty: read them in rounds
+        self.burst = burst
         self._reads = {source: Reads() for source in sources}
 
     def pause(self, source: Source, now: float) -> None:
@@ -62,8 +71,9 @@ class Demand:
         if stopping:
             return
         want: int | None = None
+        others_out = not self.idle()
         for source, reads in self._reads.items():
-            if reads.out:
+            if reads.out or (self.burst and reads.empty and others_out):
                 continue
             if reads.paused_until is not None:
                 if now < reads.paused_until:

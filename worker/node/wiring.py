@@ -167,7 +167,7 @@ def wire(
         outbox=outbox,
         feed=feed,
         view=view,
-        demand=Demand(scheduler, built, settings.heartbeat_interval),
+        demand=Demand(scheduler, built, settings.heartbeat_interval, burst=settings.burst),
         beat=beat,
         heartbeat=heartbeat,
     )
