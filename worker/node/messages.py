@@ -76,7 +76,9 @@ class JobsEnded:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """The node was asked to stop (``Node.stop``, maybe from a signal handler)."""
+    """The node was asked to stop (``Node.stop``, maybe from a signal handler), or
+    a signal arrived (``worker.node.stopping.SignalWaker``): it wakes the loop,
+    which acts on the node's stop flag."""
 
 
 #: anything a thread may tell the node's main thread

@@ -69,6 +69,7 @@ from worker.node.messages import (
     unhandled,
 )
 from worker.node.stopping import (
+    SignalWaker,
     grace_over,
     hand_back_unfinishable,
     install_signal_handlers,
@@ -129,6 +130,8 @@ class Node:
         self._threads: list[threading.Thread] = []
         #: when a graceful stop turns cold (monotonic seconds), once stopping
         self._stop_by: float | None = None
+        #: wakes the loop when a signal arrives (``install_signal_handlers``)
+        self._waker: SignalWaker | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -149,8 +152,11 @@ class Node:
             source.stop_reading()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM / SIGINT stop gracefully; a second one stops at once."""
+        """SIGTERM / SIGINT stop gracefully; a second one stops at once. Each
+        wakes the node's loop at once (``SignalWaker``), until the node stops."""
         install_signal_handlers(self.stop, self._stop)
+        if self._waker is None:
+            self._waker = SignalWaker(lambda: self.events.put(Stop()))
 
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until the queues are empty)."""
@@ -217,6 +223,9 @@ class Node:
         with contextlib.suppress(redis.RedisError, RedisClusterException):  # best effort
             self.redis.unpublish()
         self._beat.close()
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         log.info("node %s: stopped (%s)", self.id, self.view.summary())
 
     def _stopping(self) -> None:

@@ -11,6 +11,12 @@ time, so that other nodes reclaim them at their next check.
 
 Reads that arrive after the node's loop ended hold batches too: ``late_reads``
 finds them in the node's events, for their sources to hand back.
+
+CPython runs a signal's Python handler between bytecodes of the main thread. A
+signal that lands just before the main thread blocks on its event queue would
+be handled only at the loop's next wake-up (the next event, or up to a minute
+later): ``SignalWaker`` wakes it at once, from the wakeup fd the interpreter
+writes to as the signal arrives.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +63,36 @@ def install_signal_handlers(stop: Callable[..., None], stopping: threading.Event
         log.info("SIGINT is ignored (started in the background): stop this node with SIGTERM")
     else:
         signal.signal(signal.SIGINT, handle)
+
+
+class SignalWaker:
+    """Calls ``wake`` (from a thread of its own) each time a signal with a Python
+    handler arrives, so that the main thread, blocked on its event queue, runs
+    the handler now. Install and close it from the main thread."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        # a socket pair, not a pipe: what set_wakeup_fd takes on every platform
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._run, name="taskfan-signals", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._read.recv(64):
+                    return  # closed
+            except OSError:
+                return
+            self._wake()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        self._write.close()  # the thread reads the end of the stream, and ends
+        self._thread.join(timeout=5)
+        self._read.close()
 
 
 def hand_back_unfinishable(
