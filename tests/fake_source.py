@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
@@ -48,11 +49,14 @@ class FakeSource:
         job: Job = Job(),
         name: str = "fake",
         answer_late: bool = False,
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         self.events = parts.events
         self.clock = parts.clock
         self.queue = QueueKeys(name)
         self.job = job
+        #: what it adds to the node record
+        self.fields = dict(fields or {})
         #: hold each request unanswered until ``close`` (a read under way as the loop ends)
         self.answer_late = answer_late
         self.waiting = [self._batch(i, list(items)) for i, items in enumerate(batches)]
@@ -89,7 +93,7 @@ class FakeSource:
         return [self.queue.name]
 
     def record_fields(self) -> Mapping[str, str]:
-        return {}
+        return self.fields
 
     def prepare(self) -> None:
         pass
@@ -158,6 +162,11 @@ def fake_node(
         made.extend(make(parts) for make in sources)
         return list(made)
 
-    options = {"processes": 1, "heartbeat_interval": 0.2, "block_seconds": 0.2, **settings}
+    options: dict[str, Any] = {
+        "processes": 1,
+        "heartbeat_interval": 0.2,
+        "block_seconds": 0.2,
+        **settings,
+    }
     node = Node(Settings(**options), node_redis=FakeQueue([]), sources=build)
     return node, made

@@ -98,7 +98,7 @@ def test_a_burst_node_asks_an_empty_source_again_only_once_no_other_read_is_out(
     and a burst node of two sources would never end (tests/test_node_wiring.py)."""
     a, b = FakeSource(), FakeSource()
     scheduler = FakeScheduler()
-    demand = Demand(scheduler, [a, b], rest_seconds=5.0, burst=True)
+    demand = Demand(cast(Any, scheduler), [a, b], rest_seconds=5.0, burst=True)
     scheduler.want = 1
     demand.ask(stopping=False, now=0.0)
     demand.read(a, found=False)  # a is empty; b's read is still out

@@ -3,7 +3,8 @@
 - No module of the node outside the RQ package (``worker/sources/rq/``) says
   "RQ", in code or in words: the seam is where the protocol says it is.
 - The registry finds each source's plugin, in order, without importing RQ.
-- A node reads from a source it has never heard of: a fake one, handed in,
+- A node reads from a source it has never heard of: a fake one
+  (``tests/fake_source.py``), handed in,
   whose batches it runs on a real pool, records through the source, and hands
   back to it on a graceful stop.
 """
@@ -13,23 +14,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from functools import partial
 
-from taskfan.codec import PICKLE
 from taskfan.keys import QueueKeys
-from taskfan.options import CallMode
-from taskfan.outcomes import decode_chunk
-from taskfan.protocol import BatchEntry
-from taskfan.settings import Settings
 from tests.cli_support import REPO
+from tests.fake_source import FakeSource, fake_node
 from tests.helpers import wait_until
-from tests.test_node_inprocess import FakeQueue, drive
-from worker.core.batches import Batch, Completed, Delivery, key
-from worker.node.messages import Read, Written
+from tests.test_node_inprocess import drive
+from worker.core.batches import Delivery, key
 from worker.node.node import Node
-from worker.sources.base import NodeParts, Source
 from worker.sources.registry import plugins
 
 #: RQ as a word, or as part of a name (``rq_queues``, ``RqSource``, ``self._rq``)
@@ -80,108 +74,16 @@ def test_reading_the_plugins_imports_no_source_library() -> None:
 FAKE = QueueKeys("fake")
 
 
-class FakeSource:
-    """A source that builds its batches itself (as RQ's does), hands them out one
-    per read, and keeps what the node asked of it."""
-
-    allow: tuple[str, ...] = ()
-
-    def __init__(self, parts: NodeParts, items: Sequence[Sequence[float]]) -> None:
-        self.events = parts.events
-        self.clock = parts.clock
-        self.waiting = [self._batch(i, list(batch)) for i, batch in enumerate(items)]
-        self.started_items: list[tuple[bytes, int, int]] = []
-        self.recorded: dict[bytes, list[object]] = {}
-        self.handed_back: list[bytes] = []
-        self.closed = threading.Event()
-
-    def _batch(self, index: int, items: list[float]) -> Batch:
-        entry = BatchEntry(
-            job_id="fake", index=index, start=0, count=len(items), fn_ref="tests.tasks:sleep",
-            codec="pickle", mode=CallMode.ONE, chunksize=1, payload=b"",
-        )  # fmt: skip
-        delivery = Delivery(FAKE, f"f-{index}".encode(), None)
-        return Batch(delivery, entry, items, self.clock(), remaining=len(items))
-
-    def labels(self) -> list[str]:
-        return ["fake"]
-
-    def record_fields(self) -> Mapping[str, str]:
-        return {"fake": "1"}
-
-    def prepare(self) -> None:
-        pass
-
-    def threads(self) -> list[tuple[str, Callable[[], None]]]:
-        return []
-
-    def request(self, batches: int) -> None:
-        found, self.waiting = self.waiting[:1], self.waiting[1:]
-        self.events.put(Read(self, batches=found, found=bool(found)))
-
-    def arrived(self, entries: Sequence[Delivery]) -> list[Delivery]:
-        return list(entries)
-
-    def owns(self, delivery: Delivery) -> bool:
-        return delivery.queue == FAKE
-
-    def started(self, delivery: Delivery, lo: int, hi: int) -> None:
-        self.started_items.append((delivery.entry_id, lo, hi))
-
-    def complete(self, completed: Completed, batch: Batch | None) -> None:
-        assert batch is not None
-        values: list[object] = []
-        for lo in sorted(batch.blobs):
-            values += decode_chunk(batch.blobs[lo], PICKLE, "fake")[0]
-        self.recorded[completed.delivery.entry_id] = values
-        done = Completed.counted(completed.delivery, len(values), 0)
-        self.events.put(Written(self, done))
-
-    def written(self, completed: Completed) -> None:
-        pass
-
-    def give_back(self, delivery: Delivery) -> None:
-        self.handed_back.append(delivery.entry_id)
-
-    def hand_back(self, deliveries: Sequence[Delivery]) -> None:
-        self.handed_back += [d.entry_id for d in deliveries]
-
-    def beat(self) -> None:
-        pass
-
-    def stop_reading(self) -> None:
-        pass
-
-    def close(self, cold: bool, held: Sequence[Batch]) -> None:
-        self.closed.set()
-
-    def after_threads(self, late: Sequence[Delivery]) -> None:
-        pass
-
-
 def _node(items: Sequence[Sequence[float]], **settings: object) -> tuple[Node, list[FakeSource]]:
-    made: list[FakeSource] = []
-
-    def sources(parts: NodeParts) -> list[Source]:
-        made.append(FakeSource(parts, items))
-        return list(made)
-
-    options: dict[str, Any] = {
-        "processes": 1,
-        "heartbeat_interval": 0.2,
-        "block_seconds": 0.2,
-        **settings,
-    }
-    node = Node(Settings(**options), node_redis=FakeQueue([]), sources=sources)
-    return node, made
+    return fake_node(partial(FakeSource, batches=items, fields={"fake": "1"}), **settings)
 
 
 def test_a_burst_node_runs_a_plugged_in_source_s_batches_and_records_them_through_it() -> None:
     node, (source,) = _node([[0.01, 0.02], [0.03]], burst=True)
     assert node.view.record()["fake"] == "1"  # its node record fields
     assert drive(node, lambda: None) == 0  # it ends once the source found nothing
-    assert source.recorded == {b"f-0": [0.01, 0.02], b"f-1": [0.03]}
-    assert sorted(source.started_items) == [(b"f-0", 0, 1), (b"f-0", 1, 2), (b"f-1", 0, 1)]
+    assert source.recorded == {b"fake-0": [0.01, 0.02], b"fake-1": [0.03]}
+    assert sorted(source.started_items) == [(b"fake-0", 0, 1), (b"fake-0", 1, 2), (b"fake-1", 0, 1)]
     assert source.handed_back == [] and source.closed.is_set()
     assert node.stats.totals().batches == 0  # the source counts its own (written())
 
@@ -198,6 +100,6 @@ def test_a_stopping_node_hands_a_plugged_in_source_s_unstarted_batch_back_to_it(
         node.stop()
 
     assert drive(node, stop_while_batch_1_waits) == 0
-    assert source.recorded == {b"f-0": [1.5, 1.5]}
-    assert source.handed_back == [b"f-1"]
-    assert key(Delivery(FAKE, b"f-1", None)) not in node.scheduler.batches
+    assert source.recorded == {b"fake-0": [1.5, 1.5]}
+    assert source.handed_back == [b"fake-1"]
+    assert key(Delivery(FAKE, b"fake-1", None)) not in node.scheduler.batches
