@@ -10,7 +10,7 @@ from benchmarks.peers import PEERS
 #: the seed's three shapes, then the producer and node measurements, then RQ
 #: queues drained by RQ's workers and by a taskfan node (issue 9)
 THROUGHPUT = ("a", "b", "c")
-EXTRAS = ("submit", "enqueue", "rss", "rqdrain")
+EXTRAS = ("submit", "executor", "enqueue", "rss", "rqdrain")
 ALL = THROUGHPUT + EXTRAS
 
 #: (batch_size, chunksize); None: automatic
@@ -63,6 +63,9 @@ class Plan:
     rss_total: int  #: ... and the total after which it is read again
     rq_drain_jobs: int = 10_000  #: RQ jobs of task((v, rq_drain_num_calc)) drained per run
     rq_drain_num_calc: int = 1_000
+    #: Executor.submit against ProcessPoolExecutor(2): a burst, and sequential round trips
+    executor_calls: int = 10_000
+    executor_round_trips: int = 500
 
 
 CHUNKSIZES = (1, 10, 100, 1000)
@@ -154,6 +157,8 @@ QUICK = Plan(
     rss_total=1_000,
     rq_drain_jobs=50,
     rq_drain_num_calc=100,
+    executor_calls=50,
+    executor_round_trips=10,
 )
 
 

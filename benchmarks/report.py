@@ -49,6 +49,23 @@ def goals(data: Data) -> list[dict[str, Any]]:
     if "submit" in data:
         p50 = data["submit"]["enqueue_p50_ms"]
         add("`Client.submit` p50 (enqueue)", "<= 1 ms", p50, f"{p50:.3f} ms", p50 <= 1.0)
+    if "executor" in data:
+        ratio = data["executor"]["burst"]["ratio"]
+        add(
+            f"`Executor.submit` burst of {data['executor']['calls']:,} vs ProcessPoolExecutor(2)",
+            "<= 1.50x (median and worst)",
+            ratio["median"],
+            f"{ratio['median']:.2f}x (worst {ratio['worst']:.2f}x)",
+            ratio["worst"] <= 1.5,
+        )
+        trip = data["executor"]["round_trip"]["taskfan"]
+        add(
+            "`Executor.submit` -> `result()` round trip p50",
+            "<= 0.5 ms",
+            trip["p50_ms"],
+            f"{trip['p50_ms']:.3f} ms (worst run {trip['worst_p50_ms']:.3f} ms)",
+            trip["p50_ms"] <= 0.5,
+        )
     if "enqueue" in data:
         rate = data["enqueue"]["generator"]["items_per_s"]
         add(
@@ -251,6 +268,28 @@ def _extras_table(data: Data) -> str:
             [
                 f"`Client.submit` -> result round trip ({s['round_trip_calls']:,} calls)",
                 _pair(s, "round_trip", "ms"),
+            ]
+        )
+    if "executor" in data:
+        x = data["executor"]
+        burst, trip = x["burst"], x["round_trip"]
+        ours = burst["taskfan"]
+        rows.append(
+            [
+                f"`Executor.submit` burst of {x['calls']:,} no-op calls, to the last result",
+                f"taskfan {ours['median']:.3f}s (worst {ours['worst']:.3f}s)"
+                f", ProcessPoolExecutor(2) {burst['local']['median']:.3f}s (worst "
+                f"{burst['local']['worst']:.3f}s); ratio {burst['ratio']['median']:.2f}x "
+                f"(worst {burst['ratio']['worst']:.2f}x)",
+            ]
+        )
+        rows.append(
+            [
+                f"`Executor.submit(...).result()` round trip ({x['round_trip_calls']:,} calls)",
+                f"taskfan p50 {trip['taskfan']['p50_ms']:.3f} ms (worst run "
+                f"{trip['taskfan']['worst_p50_ms']:.3f} ms), p99 {trip['taskfan']['p99_ms']:.3f}"
+                f" ms; ProcessPoolExecutor(2) p50 {trip['local']['p50_ms']:.3f} ms, p99 "
+                f"{trip['local']['p99_ms']:.3f} ms",
             ]
         )
     if "enqueue" in data:

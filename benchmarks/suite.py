@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.config import SLOW_REPEATS, SLOW_SECONDS, THROUGHPUT, Options
+from benchmarks.executor_side import measure_executor
 from benchmarks.memory import measure_rss
 from benchmarks.peers import REQUIRES, skip_reason
 from benchmarks.peers.cluster import PeerCluster, PeerError
@@ -51,7 +52,7 @@ def run(options: Options, say: Say) -> dict[str, Any]:
         if options.peers and any(name in chosen for name in THROUGHPUT):
             data["peers"] = start_peers(options.peers, server.url, stack, say)
             peers = data["peers"].pop("clusters")
-        if any(name in chosen for name in (*THROUGHPUT, "submit")):
+        if any(name in chosen for name in (*THROUGHPUT, "submit", "executor")):
             node = NodeProcess(server.url, NODE_QUEUE, processes=2)
             try:
                 node.wait_ready(client)
@@ -76,6 +77,11 @@ def run(options: Options, say: Say) -> dict[str, Any]:
                     data["submit"] = measure_submit(
                         client, plan.submit_calls, plan.round_trip_calls, options.repeats, say
                     )
+                if "executor" in chosen:
+                    data["executor"] = measure_executor(
+                        server.url, NODE_QUEUE, plan.executor_calls,
+                        plan.executor_round_trips, options.repeats, say,
+                    )  # fmt: skip
             finally:
                 node.stop()
         if "enqueue" in chosen:

@@ -29,8 +29,12 @@ NODES = f"{PREFIX}:nodes"
 QUEUES = f"{PREFIX}:queues"
 
 
+#: what a name may not hold (a set: names are checked once per key built, often)
+_FORBIDDEN = frozenset("{}: \t\r\n")
+
+
 def _check_name(kind: str, name: str) -> str:
-    if not name or any(c in name for c in "{}: \t\r\n"):
+    if not name or not _FORBIDDEN.isdisjoint(name):
         raise ValueError(
             f"invalid {kind} name {name!r}: use a non-empty name without braces, "
             "colons or whitespace"

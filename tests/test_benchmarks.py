@@ -52,6 +52,10 @@ def test_quick_suite_writes_every_scenario(quick_run: tuple[Path, dict[str, Any]
     for name in ("b", "c"):
         assert (data["scenarios"][name]["rq"] is not None) == has_rq
     assert data["submit"]["enqueue_p50_ms"] > 0
+    executor = data["executor"]  # Executor.submit beside ProcessPoolExecutor(2) (issue 18)
+    assert executor["burst"]["ratio"]["worst"] >= executor["burst"]["ratio"]["median"] > 0
+    assert executor["round_trip"]["taskfan"]["p50_ms"] > 0
+    assert "`Executor.submit` burst" in markdown
     assert data["enqueue"]["generator"]["items_per_s"] > 0
     assert data["rss"]["after_total"]["tree_peak_mib"] > 0
     assert data["goals"]  # judged against the goals of issue 5

@@ -13,6 +13,7 @@ from producer import Executor
 from taskfan import keys
 from tests import tasks
 from tests.conftest import StartWorker
+from tests.helpers import wait_until
 from tests.stdlib_futures import calls
 from tests.stdlib_futures.calls import FileEvent
 from worker.sources.streams.held_entries import HeldEntries
@@ -32,6 +33,8 @@ def test_a_cancelled_call_never_runs(
     marker = tmp_path / "ran"
     with Executor(redis_url) as executor:
         future = executor.submit(tasks.touch, str(marker))  # no node yet: still queued
+        stream = keys.QueueKeys("default").stream
+        wait_until(lambda: r.xlen(stream) == 1, 30, message="the call queued")
         assert future.cancel()
         assert future.cancelled()
         start_worker()
@@ -69,7 +72,8 @@ def test_a_call_handed_back_can_be_cancelled(
     node.prepare()
     with Executor(redis_url) as executor:
         future = executor.submit(tasks.touch, str(marker))
-        (delivery,) = node.read(1, 0)  # taken: its future turns running
+        (delivery,) = node.read(1, 0)  # taken
+        node.announce_calls([delivery])  # as the node's reader does: its future turns running
         _until(future.running, "the future never turned running")
         assert not future.cancel()  # held by the node: it may be running
         held = HeldEntries(node, visibility_timeout=30)
@@ -92,12 +96,14 @@ def test_a_call_handed_back_turns_running_again_when_another_node_takes_it(
     with Executor(redis_url) as executor:
         future = executor.submit(tasks.touch, str(tmp_path / "ran"))
         (delivery,) = first.read(1, 0)
+        first.announce_calls([delivery])  # as the node's reader does
         _until(future.running, "the future never turned running")
         held = HeldEntries(first, visibility_timeout=30)
         held.hold(delivery)
         held.give_back(delivery)
         _until(lambda: not future.running(), "the future stayed running")
         (taken,) = second.reclaim(4, 0)  # another node takes it: s= again
+        second.announce_calls([taken])
         _until(future.running, "the future did not turn running again")
         assert not future.cancel()  # held by the second node
         again = HeldEntries(second, visibility_timeout=30)

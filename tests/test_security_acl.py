@@ -200,7 +200,8 @@ def test_the_roles_run_executor_futures_cancel_and_start(fresh: Server, tmp_path
     executor = Executor(fresh.url("producer"))
     node = None
     try:
-        queued = executor.submit(tasks.square, 2)  # no node yet
+        queued = executor.submit(tasks.square, 2)  # no node yet: sent when submit returns
+        assert fresh.admin.xlen(QueueKeys("default").stream) == 1
         assert queued.cancel()
         node = WorkerProcess(fresh.url("worker"))
         event = calls.FileEvent(str(tmp_path / "go"))

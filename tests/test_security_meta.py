@@ -21,6 +21,7 @@ from taskfan.errors import ProtocolError, SignatureError
 from taskfan.keys import JobKeys
 from tests import tasks
 from tests.conftest import StartWorker
+from tests.helpers import wait_until
 
 SECRET = "meta-secret-0123456789abcdef"
 
@@ -108,7 +109,10 @@ def test_a_forged_sealed_event_cannot_cut_a_job_short(redis_url: str, r: redis.R
     client = Client.from_url(redis_url, secret=SECRET)
     with Executor(client) as executor:
         executor.submit(tasks.add, 1, 2)  # queued; no node runs it
-        job = client.job(executor._job.id)  # type: ignore[union-attr]
+        # (submit sends from a thread of its own: the job exists once it has)
+        wait_until(lambda: executor._job is not None, 30, message="the job")
+        assert executor._job is not None
+        job = client.job(executor._job.id)
         r.xadd(JobKeys(job.id).events, {"sealed": 0})
         with pytest.raises(ProtocolError, match="its events say it was sealed with 0 batches"):
             list(job.outcomes(timeout=10))

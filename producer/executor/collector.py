@@ -1,12 +1,12 @@
 """The submit side's futures: a thread that reads the events stream of the job
 an ``Executor``'s submit calls share, and settles their futures.
 
-Each submit is a batch of its own (batch index = item index): a node taking it
-marks its future running ("s=<batch>" events), a result settles it, a batch
-that cannot be read fails its own future and no other, and a job that ended
+Calls share batches (``producer.executor.submitter``; a call's item index is its
+index in the job): a node taking a batch marks its calls' futures running
+("s=<batch>" events), a batch's results settle its calls' futures, a batch that
+cannot be read fails its own calls and no others, and a job that ended
 (cancelled, abandoned) or an error reading fails every pending one: no future
-stays pending for good. A future cancelled before any node took its call
-takes the call back (``_take_back``).
+stays pending for good.
 """
 
 from __future__ import annotations
@@ -16,23 +16,20 @@ import time
 
 from producer.client import Client
 from producer.events import Events, scan
+from producer.executor.coalesce import Call, Sent, forget
 from producer.executor.futures import CallFuture, raise_original
 from producer.job import Job
 from producer.reader import FETCH, fetch
 from producer.records import JobRecords
-from taskfan import scripts
 from taskfan.boundary import message, type_name
-from taskfan.connection import translate_errors
 from taskfan.errors import JobNotFound, ProtocolError, TaskfanError, job_ended
-from taskfan.keys import QueueKeys
-from taskfan.outcomes import Outcome, encode_result, iter_outcomes
+from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.transient import AWAY, Backoff
 
 
 class Collector:
-    """Mixed into ``Executor``: the bookkeeping of submit futures, under the
-    executor's lock: taking a call back, and the collector thread's body
-    (``_collect``) that settles them."""
+    """Mixed into ``Executor``: the collector thread's body (``_collect``), which
+    settles submit futures under the executor's lock."""
 
     client: Client
     _lock: threading.Lock
@@ -42,29 +39,10 @@ class Collector:
     _records: JobRecords | None
     #: the futures of submitted calls not yet settled, by call index
     _futures: dict[int, CallFuture]
-
-    #: what a call cancelled before any node took it is recorded as
-    CANCELLED_ERROR = [0, "CancelledError", "cancelled before any node took it", "", None]
-
-    def _take_back(self, index: int, entry_id: bytes) -> bool:
-        """Delete call ``index`` from the queue if no node took it yet, and
-        record it as cancelled, so that the job still completes; False if a node
-        has it (``CallFuture.cancel``)."""
-        client, job = self.client, self._job
-        assert job is not None
-        with translate_errors(f"cancelling call {index} of job {job.id}"):
-            if not scripts.cancel_call(client.redis, QueueKeys(client.queue), entry_id):
-                return False
-            with self._lock:
-                self._futures.pop(index, None)
-            blob = client.codec.dumps([[None], [self.CANCELLED_ERROR], []])
-            records = self._records
-            assert records is not None
-            entry = records.result_entry(
-                index, client.codec.name, encode_result(index, 1, 1, [blob])
-            )
-            records.record(client.redis, index, entry, 1, time.time())
-        return True
+    #: the batches sent and not yet settled, by batch index
+    _batches: dict[int, Sent]
+    _open: dict[Call, None]
+    _sending: int
 
     def _collect(self) -> None:
         assert self._job is not None
@@ -74,6 +52,7 @@ class Collector:
         while True:
             with self._lock:  # (done() takes the future's lock: not under ours)
                 shutdown, pending = self._shutdown, list(self._futures.values())
+                shutdown = shutdown and not self._open and not self._sending
             if shutdown and all(f.done() for f in pending):
                 return
             try:
@@ -107,18 +86,22 @@ class Collector:
             if index is None or not index.isdigit():
                 continue
             with self._lock:
-                future = self._futures.get(int(index))
-            if future is None:
-                continue
-            if started is not None:
-                future.start()
-            else:
-                future.unstart()
+                batch = self._batches.get(int(index))
+                if batch is None:
+                    continue
+                batch.started = started is not None
+                futures = [self._futures.get(call.index) for call in batch.calls]
+            for future in futures:
+                if future is None:
+                    continue
+                if started is not None:
+                    future.start()
+                else:
+                    future.unstart()
 
     def _settle_batches(self, job: Job, fields: list[str], events: Events) -> None:
-        """Settle the futures of these batches. Each submit is a batch of its own
-        (batch index = item index), so a batch that cannot be read (a bad
-        signature, a broken entry) fails its own future and no other."""
+        """Settle the futures of these batches; a batch that cannot be read (a
+        bad signature, a broken entry) fails its own calls and no others."""
         codec = self.client.codec
         try:
             entries = fetch(job, fields, codec.name, events)
@@ -137,18 +120,28 @@ class Collector:
                 continue
             for outcome in outcomes:
                 self._settle(job.id, outcome)
+            if field.isdigit():
+                with self._lock:
+                    forget(self._batches.pop(int(field), None))
 
-    def _fail_one(self, index: int, exc: BaseException) -> None:
+    def _fail_one(self, field: int, exc: BaseException) -> None:
+        """Fail the calls of batch ``field``."""
         with self._lock:
-            future = self._futures.pop(index, None)
-        if future is not None and future.start():
-            future.set_exception(exc)
+            batch = self._batches.pop(field, None)
+            calls = [] if batch is None else batch.calls
+            failing = [self._futures.pop(call.index, None) for call in calls]
+            forget(batch)
+        for future in failing:
+            if future is not None and future.start():
+                future.take_back = None  # (it holds its call, and the call holds it)
+                future.set_exception(exc)
 
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:
             future = self._futures.pop(outcome.index, None)
         if future is None or not future.start():
             return
+        future.take_back = None  # (it holds its call, and the call holds it)
         if outcome.error is None:
             future.set_result(outcome.value)
         else:
@@ -161,4 +154,5 @@ class Collector:
             pending, self._futures = self._futures, {}
         for future in pending.values():
             if future.start():
+                future.take_back = None
                 future.set_exception(exc)

@@ -21,23 +21,26 @@ import contextlib
 import functools
 import threading
 import time
-import weakref
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
+from producer.callables import Described
 from producer.client import Client
 from producer.executor import futures
 from producer.executor.buffered import BufferedMap, Gate, check_buffersize
+from producer.executor.coalesce import Call
 from producer.executor.collector import Collector
 from producer.executor.futures import CallFuture, raise_original
 from producer.executor.pool_compat import Zip, check_pool_arguments, originals
+from producer.executor.submitter import Submitter
 from producer.job import Job
 from producer.lease import LeaseKeeper
 from producer.records import JobRecords, JobSpec, new_job_id, new_nonce
-from taskfan.connection import RedisClient, translate_errors
+from taskfan.connection import RedisClient
 from taskfan.errors import (
     EncodeError,
     LimitExceeded,
@@ -47,10 +50,12 @@ from taskfan.errors import (
 from taskfan.limits import format_size
 from taskfan.options import CallMode
 from taskfan.pipelines import Sequenced
-from taskfan.protocol import BatchEntry
+
+#: callables whose reference cannot change: described once per executor
+_PLAIN = (types.FunctionType, types.BuiltinFunctionType)
 
 
-class Executor(Collector, concurrent.futures.Executor):
+class Executor(Submitter, Collector, concurrent.futures.Executor):
     """Run calls on taskfan worker nodes.
 
     ``target`` is a Redis URL, a ``redis.Redis`` or ``RedisCluster``, a
@@ -99,11 +104,14 @@ class Executor(Collector, concurrent.futures.Executor):
         self._init = self.client.initializer_of(initializer, initargs, self.client.codec)
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._lock = threading.Lock()
+        self._init_submitter()
         self._shutdown = False
         self._job: Job | None = None
         self._count = 0
         self._nonce = new_nonce()
         self._futures: dict[int, CallFuture] = {}
+        #: plain functions submitted, as they travel (``producer.callables``)
+        self._described: dict[Any, Described] = {}
         #: jobs of map() calls not yet known to be over: shutdown(wait=True) waits for them
         self._maps: list[Job] = []
         #: of those, the bounded maps' gates (buffersize), by job id: shutdown shuts them
@@ -122,7 +130,11 @@ class Executor(Collector, concurrent.futures.Executor):
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
         futures.check_accepting()
-        called = self.client.describe(fn, self.client.codec)
+        called = self._described.get(fn) if type(fn) in _PLAIN else None
+        if called is None:
+            called = self.client.describe(fn, self.client.codec)
+            if type(fn) in _PLAIN and not called.wrap and len(self._described) < 256:
+                self._described[fn] = called  # resolved once: a module-level function
         fn_ref = called.shown
         try:
             payload = self.client.codec.dumps([(args, kwargs)])
@@ -141,53 +153,42 @@ class Executor(Collector, concurrent.futures.Executor):
                 f"with the {self.client.codec.name} codec, over max_item_bytes "
                 f"({format_size(limit)}): pass large data by reference (a path or URL)"
             )
-        with self._lock:
+        with self._cond:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            client = self.client
-            seq = Sequenced(client.redis)
             if self._keeper is not None:
                 self._keeper.check()  # JobAbandoned: this process froze past the lease
-            job = self._job or self._open_job(seq)
-            assert self._records is not None
-            pipe = seq.pipe
-            index = self._count
-            entry = BatchEntry(
-                job.id, index, index, 1, called.fn_ref, client.codec.name, CallMode.CALL, 1,
-                payload, wrap=called.wrap, bound=called.bound, initializer=self._init[0],
-                initargs=self._init[1],
-            )  # fmt: skip
-            self._records.count(pipe, 1, 1)
-            self._records.queue_entry(pipe, entry, time.time())
-            with translate_errors(f"submitting to job {job.id}"):
-                entry_id = seq.execute()[-1]
-            if self._keeper is None:  # the job's meta exists now
-                keeper = LeaseKeeper(client.redis, job.keys, client.enqueue_lease).start()
-                self._keeper = keeper
-                weakref.finalize(self, keeper.stop)  # an executor dropped without shutdown()
-            future = CallFuture(functools.partial(self._take_back, index, entry_id))
-            self._futures[index] = future
-            self._count += 1
+            future = CallFuture()
+            call = Call(future, called, (args, kwargs), len(payload))
+            future.take_back = functools.partial(self._take_back, call)
+            alone = self._buffer(call)
+        if alone:
+            self._send_round([call])
+        return future
+
+    def _open_job(self, seq: Sequenced) -> Job:
+        """(The submitter thread.) The job that this executor's submit calls
+        share, its meta (in its queue's index) queued on ``seq`` ahead of the
+        first entry, which names it; ``_write`` keeps it once that is sent."""
+        client = self.client
+        self._spec = JobSpec(
+            client.queue, "*", client.codec, CallMode.CALL, 1, 0, client.result_ttl,
+            initializer=self._init[0], initargs=self._init[1],
+        )  # fmt: skip
+        job = Job(client, new_job_id(), codec=client.codec.name)
+        self._records = JobRecords(job.id, client.queue, self._nonce, client.keyring)
+        # unsealed while this executor lives
+        self._records.create(seq, self._spec, time.time(), lease=client.enqueue_lease)
+        return job
+
+    def _start_collector(self) -> None:
+        """(Once the job exists.) Start reading its events, once."""
+        with self._cond:
             if self._collector is None:
                 self._collector = threading.Thread(
                     target=self._collect, name="taskfan-collector", daemon=True
                 )
                 self._collector.start()
-        return future
-
-    def _open_job(self, seq: Sequenced) -> Job:
-        """Create the job that this executor's submit calls share (its meta, in
-        its queue's index), ahead of the first entry, which names it."""
-        client = self.client
-        self._spec = JobSpec(
-            client.queue, "*", client.codec, CallMode.CALL, 1, 1, client.result_ttl,
-            initializer=self._init[0], initargs=self._init[1],
-        )  # fmt: skip
-        self._job = Job(client, new_job_id(), codec=client.codec.name)
-        self._records = JobRecords(self._job.id, client.queue, self._nonce, client.keyring)
-        # unsealed while this executor lives
-        self._records.create(seq, self._spec, time.time(), lease=client.enqueue_lease)
-        return self._job
 
     # ----------------------------------------------------------------- map
 
@@ -264,27 +265,21 @@ class Executor(Collector, concurrent.futures.Executor):
     # ----------------------------------------------------------------- shutdown
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
+        with self._cond:
             already = self._shutdown
             self._shutdown = True
-            pending = list(self._futures.values())
-            job, count = self._job, self._count
             maps = list(self._maps)
             bounded = list(self._bounded.values())
+            self._cond.notify_all()
         for gate in bounded:  # they send nothing more: sealed with the calls they sent
             gate.shut()
         if cancel_futures:
-            for future in pending:
-                future.cancel()
+            self._take_back_all()
             for map_job in maps:  # the stdlib cancels map()'s pending futures too
                 with contextlib.suppress(TaskfanError, redis.RedisError):
                     map_job.cancel()
-        if job is not None and not already:
-            assert self._records is not None
-            with translate_errors(f"sealing job {job.id}"):
-                self._records.seal(self.client.redis, count, count, time.time())
-            if self._keeper is not None:
-                self._keeper.stop()
+        if not already:
+            self._seal()  # once what was submitted is sent
         if not wait:
             return
         while self._collector is not None:

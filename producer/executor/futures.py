@@ -95,7 +95,7 @@ class CallFuture(Future[Any]):
 
     def __init__(self, take_back: Callable[[], bool] | None = None) -> None:
         super().__init__()
-        self._take_back = take_back
+        self.take_back = take_back
 
     def start(self) -> bool:
         """``set_running_or_notify_cancel``, which a future already RUNNING (its
@@ -116,14 +116,22 @@ class CallFuture(Future[Any]):
         took it (the future RUNNING) handed it back unrun. A node has it: False,
         and the future is RUNNING."""
         with self._condition:
-            if self._state in (PENDING, RUNNING) and self._take_back is not None:
-                if not self._take_back():  # a node has it: running (or done) there
+            if self._state in (PENDING, RUNNING) and self.take_back is not None:
+                if not self.take_back():  # a node has it: running (or done) there
                     if self._state == PENDING:
                         self.set_running_or_notify_cancel()
                     return False
-                self._take_back = None
+                self.take_back = None
                 self._state = PENDING  # handed back: it was not running after all
             return super().cancel()  # under the lock still: the collector waits
+
+    def cancel_taken_back(self) -> bool:
+        """Cancel a future whose call was taken back already (with others)."""
+        with self._condition:
+            self.take_back = None
+            if self._state == RUNNING:
+                self._state = PENDING  # handed back: it was not running after all
+            return super().cancel()
 
 
 def raise_original(failed: TaskFailed) -> BaseException:

@@ -46,14 +46,15 @@ class BatchReads(JobStates):
         for stream, entries in reply:
             queue = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             out.extend(Delivery(queue, entry_id, fields) for entry_id, fields in entries)
-        out = self._check_jobs(out, new=True)
-        self._announce_calls(out)
-        return out
+        return self._check_jobs(out, new=True)
 
-    def _announce_calls(self, deliveries: list[Delivery]) -> None:
+    def announce_calls(self, deliveries: list[Delivery]) -> None:
         """Tell the producers of submit calls (call mode) that this node took
-        them, so their futures turn running: one script call per job, only for
-        reads that hold calls. Advisory: a failure is logged, the batch runs."""
+        them (read or reclaimed), so their futures turn running: one script call
+        per job, only for reads that hold calls. Advisory: a failure is logged,
+        the batch runs. The reader calls it once the batches are handed on, so
+        that it adds no round trip before they run (what takes a call from a
+        producer is the read itself: ``cancel_call.lua``)."""
         self.announce([d for d in deliveries if d.skip is None and call_of(d)])
 
     def announce(self, deliveries: list[Delivery], handed_back: bool = False) -> None:
@@ -97,9 +98,7 @@ class BatchReads(JobStates):
                 log.info("queue %s: reclaimed entry %s was deleted", queue.name, entry_id)
             if len(out) >= count:
                 break
-        out = self._check_jobs(out)
-        self._announce_calls(out)  # handed back (or a dead node's): running again
-        return out
+        return self._check_jobs(out)  # (announced by the reader: running again)
 
     def _delivery_counts(self, queue: QueueKeys, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:

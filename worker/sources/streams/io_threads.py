@@ -74,6 +74,15 @@ class Reader(OnDemand):
                 log.exception("reading from Redis failed, retrying in %.1fs", backoff.delay)
                 backoff.wait(self.closed)
             self.events.put(Read(self.source, entries=found, found=bool(found)))
+            if found:
+                self._announce(found)
+
+    def _announce(self, found: list[Delivery]) -> None:
+        """Submit calls taken: their producers' futures turn running (advisory)."""
+        try:
+            self.redis.announce_calls(found)
+        except TRANSIENT as exc:
+            log.warning("could not tell producers their calls started: %s", exc)
 
 
 #: why record.lua refused a batch's results, by its answer
