@@ -9,7 +9,7 @@ moving the folder back is not enough). These processes take the current folder
 off ``sys.path``, as the ``taskfan`` script never had it: task modules are
 imported from the folders of ``--path`` (``.`` by default), which the CLI's
 checks and the pool's processes put on the path themselves
-(``producer.local_check``, ``worker.pool.child.init_child``).
+(``producer.ops.local_check``, ``worker.pool.child.init_child``).
 
 A checkout run in place (the current folder holds ``taskfan/`` itself) keeps
 its path: there the current folder is where our packages come from.

@@ -138,7 +138,7 @@ def test_without_the_server_s_clock_every_batch_is_checked(r: redis.Redis) -> No
 
 def test_a_node_with_a_secret_checks_every_batch(r: redis.Redis) -> None:
     """Signed entries are checked against their job's meta (nonce, state) before
-    they run: a replay must not (worker.replays)."""
+    they run: a replay must not (worker.core.replays)."""
     settings = Settings(queues=("default",), secrets=(SECRET,))
     node = connect_node_redis(settings, r)
     node.prepare()

@@ -44,7 +44,7 @@ class NodeRedisBase:
     ) -> None:
         self.client = client
         #: run a batch added moments ago without first reading its job's state
-        #: (``worker.job_states``); a node with a secret checks every batch
+        #: (``worker.sources.streams.job_states``); a node with a secret checks every batch
         self.trust_fresh = trust_fresh
         #: Redis's clock minus ours (wall time, seconds), from ``sync_clock``
         self.clock_offset: float | None = None
