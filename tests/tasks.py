@@ -152,6 +152,15 @@ def crash_on_or_fail_7(x: int) -> int:
     return crash_on(x)
 
 
+def append_tag(item: tuple[str, str]) -> str:
+    """Append ``tag`` as a line to the file ``path`` (``item`` is ``(path, tag)``):
+    the order items ran in, on a node of one process."""
+    path, tag = item
+    with open(path, "a") as file:
+        file.write(tag + "\n")
+    return tag
+
+
 def touch(path: str) -> str:
     """Create the file ``path``: a visible side effect, for tasks that must never run."""
     Path(path).write_text("ran")
