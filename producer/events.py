@@ -87,6 +87,8 @@ class Events:
         self.fetched: dict[str, bytes] = {}
         #: cost key -> its value, read with the events (``read``'s ``cost``)
         self.costs: dict[str, bytes | None] = {}
+        #: the job's meta hash, read with the first events (``read``'s ``meta``)
+        self.raw_meta: dict[bytes, bytes] | None = None
         #: called each time this waits for events, before it blocks: raises to
         #: stop the wait (a streaming map's enqueuer gave up)
         self.check: Callable[[], None] | None = None
@@ -134,12 +136,14 @@ class Events:
         return result
 
     def read(
-        self, prefetch: Sequence[str] = (), cost: str | None = None
+        self, prefetch: Sequence[str] = (), cost: str | None = None, meta: bool = False
     ) -> list[dict[bytes, bytes]]:
         """The next events; raises TimeoutError once the deadline passes. The
         results fields of ``prefetch`` that are recorded by the time the read
         wakes come in the same round trip, into ``fetched``; so does the value
-        of the key ``cost`` (a function's published cost), into ``costs``."""
+        of the key ``cost`` (a function's published cost), into ``costs``. With
+        ``meta``, the job's meta hash, read just before the events (it is sent
+        ahead of them in the pipeline), into ``raw_meta``."""
         while True:
             if self.check is not None:
                 self.check()
@@ -150,7 +154,7 @@ class Events:
                 if not self.call("checking", self.redis.exists, self.keys.meta):
                     raise JobNotFound(self.keys.id)
             block = max(1, int(self.remaining() * 1000))
-            events = self._attempt("reading events", self._xread, block, prefetch, cost)
+            events = self._attempt("reading events", self._xread, block, prefetch, cost, meta)
             if events is _FAILED:
                 continue
             if events:
@@ -172,21 +176,29 @@ class Events:
             if self.nobody is not None:
                 self.nobody.check()
 
-    def _xread(self, block_ms: int, prefetch: Sequence[str], cost: str | None) -> Any:
+    def _xread(
+        self, block_ms: int, prefetch: Sequence[str], cost: str | None, meta: bool = False
+    ) -> Any:
         """XREAD BLOCK on the events; with ``prefetch``, an HMGET of those results
         fields right behind it, in one pipeline (one slot: one connection, in
-        order, on a cluster too), and with ``cost`` a GET of that key."""
+        order, on a cluster too), and with ``cost`` a GET of that key. With
+        ``meta`` (until read), an HGETALL of the meta ahead of the read."""
         streams: dict[Any, Any] = {self.keys.events: self.last}
         wanted = [f for f in prefetch if f not in self.fetched]
-        if not wanted and cost is None:
+        meta = meta and self.raw_meta is None
+        if not wanted and cost is None and not meta:
             return self.redis.xread(streams, count=1000, block=block_ms)
         pipe = self.redis.pipeline(transaction=False)
+        if meta:
+            pipe.hgetall(self.keys.meta)
         pipe.xread(streams, count=1000, block=block_ms)
         if wanted:
             pipe.hmget(self.keys.results, wanted)
         if cost is not None:
             pipe.get(cost)
         replies = iter(pipe.execute())
+        if meta:
+            self.raw_meta = dict(next(replies))
         events = next(replies)
         if wanted:
             found = next(replies)

@@ -57,8 +57,17 @@ class JobHandle(Protocol):
     def keys(self) -> JobKeys: ...
 
     @property
+    def fn_ref(self) -> str | None:
+        """The job's function when the handle enqueued it; None when reattached."""
+        ...
+
+    @property
     def client(self) -> JobClient: ...
 
     def meta(self) -> JobMeta:
         """The job's meta, verified with a keyring (``Job.meta``)."""
+        ...
+
+    def meta_from(self, raw: dict[bytes, bytes]) -> JobMeta:
+        """``meta`` of a meta hash read already (``Job.meta_from``)."""
         ...

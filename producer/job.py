@@ -39,12 +39,18 @@ class Progress(NamedTuple):
 class Job:
     """A handle on a job: reattach from any process with ``Client.job(id)``."""
 
-    def __init__(self, client: JobClient, job_id: str, codec: str | None = None) -> None:
+    def __init__(
+        self, client: JobClient, job_id: str, codec: str | None = None, fn_ref: str | None = None
+    ) -> None:
         self.client = client
         self.id = job_id
         #: the codec the job was enqueued with; None when reattached without it.
         #: Results are read with it, whatever the meta in Redis says.
         self.codec = codec
+        #: the function the job runs, when this handle enqueued it (``Client.map``):
+        #: its results reader then reads the meta with the first events, in one
+        #: round trip (``producer.reader``), the job being known to exist
+        self.fn_ref = fn_ref
         self.keys = JobKeys(job_id)
         self._redis: Any = client.redis
 
@@ -54,7 +60,11 @@ class Job:
     def meta(self) -> JobMeta:
         """The job's meta; a job whose enqueue lease lapsed is ended as abandoned
         first (``producer.lease``)."""
-        meta = self._parse(self._raw_meta())
+        return self.meta_from(self._raw_meta())
+
+    def meta_from(self, raw: dict[bytes, bytes]) -> JobMeta:
+        """``meta`` of a meta hash read already (``raw``, not empty)."""
+        meta = self._parse(raw)
         with translate_errors(f"reading job {self.id}"):
             return lease.settle(self._redis, meta, lambda: self._parse(self._raw_meta()))
 

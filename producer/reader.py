@@ -119,16 +119,22 @@ def read_batches(
     called each time the reader waits (a streaming map's: its enqueuer gave up)."""
     events = Events(job.client.redis, job.keys, timeout)
     events.check = check
-    meta = events.call("reading the job", job.meta)  # rides out an outage from the start
+    first: list[dict[bytes, bytes]] | None = None
+    if job.fn_ref is None:
+        meta = events.call("reading the job", job.meta)  # rides out an outage from the start
+        cost = _cost_key(meta.fn_ref)
+    else:  # a map's own handle: the meta comes with the first events, one round trip
+        cost = _cost_key(job.fn_ref)
+        with translate_errors(f"waiting for results of job {job.id}"):
+            first = events.read([str(index) for index in range(FETCH)], cost, meta=True)
+        if not events.raw_meta:
+            raise JobNotFound(job.id)
+        meta = events.call("reading the job", job.meta_from, events.raw_meta)
     events.watch(meta.queue)
     codec = job.client.result_codec(job.id, meta.codec, job.codec)
     batches = meta.batches if meta.sealed else None
     total = meta.total if meta.sealed else None
     recorded: set[str] = set()
-    try:  # read with the events, for the next map of the function (producer.sizing)
-        cost: str | None = keys.cost(meta.fn_ref)
-    except ValueError:
-        cost = None
     next_index = 0
     items = 0  #: items in the batches read so far: where the next batch must start
     cancelled: str | None = None
@@ -147,7 +153,9 @@ def read_batches(
             ahead = range(next_index, next_index + FETCH if batches is None else batches)
             prefetch = [f for index in ahead[:FETCH] for f in meta.result_fields(index)]
             with translate_errors(f"waiting for results of job {job.id}"):
-                found, sealed, cancelled = scan(job.id, events.read(prefetch, cost), batches)
+                read = first if first is not None else events.read(prefetch, cost)
+                found, sealed, cancelled = scan(job.id, read, batches)
+            first = None
             if cost is not None and cost in events.costs:
                 job.client.remember_cost(meta.fn_ref, events.costs.pop(cost))
             if batches is None and sealed is not None:
@@ -177,6 +185,15 @@ def read_batches(
             f"job {job.id}: its {batches} batches hold {items} items, but its meta says "
             f"total {total}: its meta or results were changed"
         )
+
+
+def _cost_key(fn_ref: str) -> str | None:
+    """The key of the function's cost, read with the events for the next map of
+    the function (``producer.sizing``); None for a reference it cannot name."""
+    try:
+        return keys.cost(fn_ref)
+    except ValueError:
+        return None
 
 
 def _after_end(

@@ -73,9 +73,43 @@ def test_a_wake_up_brings_the_results_it_announces(counting: Counting, r: redis.
     record_all(r, job.id, 5, 10)
     counting.trips.clear()
     assert list(job.results(timeout=10)) == [x * x for x in range(10)]
-    # the job's meta, then one round trip: the events read, with the results (and
-    # the function's cost) read in the same pipeline
-    assert counting.trips == ["hgetall", "xread+hmget+get"], counting.trips
+    # one round trip: the job's meta, the events read, the results (and the
+    # function's cost) read in the same pipeline
+    assert counting.trips == ["hgetall+xread+hmget+get"], counting.trips
+
+
+def test_a_reattached_handle_reads_the_meta_first(counting: Counting, r: redis.Redis) -> None:
+    """A handle from ``Client.job(id)`` knows nothing of the job: it reads the
+    meta before it waits (a job that does not exist is said at once, not after a
+    blocked read)."""
+    job = Client(r).map(tasks.square, range(10), batch_size=5)
+    record_all(r, job.id, 5, 10)
+    counting.trips.clear()
+    assert list(Client(counting).job(job.id).results(timeout=10)) == [x * x for x in range(10)]
+    assert counting.trips[0] == "hgetall", counting.trips
+
+
+def test_a_map_s_handle_reads_a_retried_job_s_overlays(counting: Counting, r: redis.Redis) -> None:
+    """The meta read with the first events is the one Redis holds then: a
+    retry round another process sent shows (its overlays), as a meta read
+    first would show it."""
+    job = Client(counting).map(tasks.square, range(10), batch_size=5)
+    for index, start in enumerate((0, 5)):
+        values: list[Any] = [x * x for x in range(start, start + 5)]
+        errors: list[Any] = []
+        if index == 1:
+            values[0] = None
+            errors = [[0, "ValueError", "bad", "Traceback ...", None, 5]]
+        blob = pickle.dumps([values, errors, []], protocol=5)
+        entry = encode_result(start, 5, len(errors), [blob])
+        scripts.record_batch(r, JobKeys(job.id), index, entry, 5 - len(errors), len(errors), 0.0)
+    assert Client(r).job(job.id).retry_failed() == 1  # another process retries
+    retried = pickle.dumps([[25], [], []], protocol=5)
+    entry = encode_result(5, 1, 0, [retried], offsets=[0])
+    assert scripts.record_batch(r, JobKeys(job.id), "1.1", entry, 1, 0, 0.0) > 0
+    counting.trips.clear()
+    assert list(job.results(timeout=10)) == [x * x for x in range(10)]
+    assert counting.trips[0].startswith("hgetall+xread"), counting.trips
 
 
 def test_results_read_with_the_events_keep_a_retry_round_s_overlays(r: redis.Redis) -> None:
