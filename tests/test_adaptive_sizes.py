@@ -17,6 +17,7 @@ from worker.core.batches import Chunk, Delivery
 from worker.core.chunk_sizing import (
     JOBS_REMEMBERED,
     LONGEST_SECONDS,
+    TAIL_SECONDS,
     TARGET_SECONDS,
     ChunkSizer,
     guided,
@@ -207,3 +208,25 @@ def test_a_job_cut_with_a_far_dearer_cost_is_re_cut_into_guided_chunks() -> None
     sent = drain(s)
     s.done(sent[0], took(sent[0], 0.02))
     assert [c.size for c in s.pending] == [12, 6, 3, 2]  # the 23 items left
+
+
+def test_a_batch_s_last_chunks_shrink_below_the_chunksize() -> None:
+    """The seed's (a): 25 items of 3.6 ms, chunksize 7 (a quarter of the batch).
+    Its last chunks go down to about TAIL_SECONDS of work, so that the job's
+    last chunk does not run alone while the other process idles."""
+    sizer = ChunkSizer(2)
+    dear_history(sizer)
+    s = Scheduler(2, sizer)
+    s.accept(delivery("a", 0, 25))
+    sizes = [c.size for c in s.pending]
+    assert sizes[0] == 7 and sum(sizes) == 25
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] == max(1, int(TAIL_SECONDS / DEAR)) < 7
+
+
+def test_a_fixed_chunksize_is_kept_to_the_end_of_a_batch() -> None:
+    sizer = ChunkSizer(2)
+    dear_history(sizer)
+    s = Scheduler(2, sizer)
+    s.accept(delivery("a", 0, 25, chunksize=7))
+    assert [c.size for c in s.pending] == [7, 7, 7, 4]

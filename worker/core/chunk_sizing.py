@@ -41,6 +41,11 @@ TARGET_SECONDS = 0.05
 #: early in a batch, chunks are aimed at up to this many seconds: chunks shrink
 #: toward the batch's end (guided self-scheduling, ``guided``) to TARGET_SECONDS
 LONGEST_SECONDS = 0.25
+#: automatic chunks shrink below the chunksize at a batch's end, down to this
+#: many seconds of work (``ChunkSizer.smallest``): the last chunk of a job runs
+#: while the other processes idle, so it is kept short; a hand-off costs about
+#: 0.2 ms, a few percent of it
+TAIL_SECONDS = 0.01
 #: chunks per process per batch, at least (when the batch has the items)
 CHUNKS_PER_PROCESS = 2
 #: weight of the newest measurement in the moving average
@@ -128,6 +133,17 @@ class ChunkSizer:
             return size
         cap = max(1, math.ceil(batch_items / (self.processes * CHUNKS_PER_PROCESS)))
         return max(size, min(cap, int(LONGEST_SECONDS / cost)))
+
+    def smallest(self, fn_ref: str, batch_items: int, asked: int = 0, job_id: str = "") -> int:
+        """The smallest chunk of a batch, at its end (``guided``): as ``chunksize``
+        but aimed at TAIL_SECONDS; equal to it when the chunksize is fixed."""
+        size = self.chunksize(fn_ref, batch_items, asked, job_id)
+        if not self.automatic(asked):
+            return size
+        cost = (self.job_cost(job_id) if job_id else None) or self._cost.get(fn_ref)
+        if cost is None or cost <= 0:
+            return size
+        return max(1, min(size, int(TAIL_SECONDS / cost)))
 
     def to_publish(self, fn_ref: str, now: float) -> float | None:
         """The cost of ``fn_ref`` if it is new, moved enough or is due again since

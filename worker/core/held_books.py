@@ -121,12 +121,13 @@ class HeldBooks:
             return self.recorder.finish(batch)
         self.batches[key(batch.delivery)] = batch
         size = batch.chunk_size = batch.chunk_size or self._chunk_size(entry)
-        large = size
+        large = small = size
         if not entry.options.hard_timeout:
             large = self.sizer.largest(entry.fn_ref, entry.count, entry.chunksize, entry.job_id)
+            small = self.sizer.smallest(entry.fn_ref, entry.count, entry.chunksize, entry.job_id)
         batch.chunk_large = large
         before = len(self.pending)
-        for lo, hi in guided(entry.count, size, large, self.processes):
+        for lo, hi in guided(entry.count, min(size, small), large, self.processes):
             self.pending.append(Chunk(batch, lo, hi))
         self.last_chunks = len(self.pending) - before
         return None
