@@ -229,7 +229,9 @@ class Client:
         if isinstance(enqueuer, stream_mod.StreamEnqueuer):
             size = _positive("window", window) or stream_mod.DEFAULT_WINDOW
             return stream_mod.start(self, enqueuer, iterable, size)
-        return Job(self, enqueuer.run(iterable), codec=spec.codec.name, fn_ref=fn_ref)
+        job_id = enqueuer.run(iterable)
+        # An empty job has no events to wake its reader: it reads the meta first.
+        return Job(self, job_id, codec=spec.codec.name, fn_ref=fn_ref if enqueuer.batches else None)
 
     def describe(self, fn: Callable[..., Any] | str, codec: Codec) -> Described:
         """How ``fn`` travels (``producer.callables``); its bound state must fit
