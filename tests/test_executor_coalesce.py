@@ -16,6 +16,7 @@ import redis
 from producer import Executor
 from producer.executor.coalesce import Sent
 from taskfan import keys
+from taskfan.errors import BrokerUnavailable, EncodeError
 from tests import tasks
 from tests.conftest import StartWorker
 from tests.helpers import wait_until
@@ -195,3 +196,58 @@ def _job_id(r: redis.Redis) -> str:
     listed: Any = r.zrange(keys.QueueKeys("default").jobs, 0, -1)
     (job_id,) = [j.decode() for j in listed]
     return job_id
+
+
+class _FailsOnce:
+    """Stands in for the executor's ``_write``: once armed, its next call raises
+    what a dropped connection makes it raise, before anything reaches Redis."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.write = executor._write
+        self.armed = False
+        executor._write = self._write  # type: ignore[method-assign]
+
+    def _write(self, batches: list[Sent]) -> None:
+        if self.armed:
+            self.armed = False
+            raise BrokerUnavailable("submitting: Redis is unreachable (injected)")
+        self.write(batches)
+
+
+class _PicklesOnce:
+    """Pickles the first time (``submit`` checks each call alone), then refuses
+    (the submitter's encoding of the batch)."""
+
+    def __init__(self) -> None:
+        self.pickled = 0
+
+    def __reduce__(self) -> Any:
+        self.pickled += 1
+        if self.pickled > 1:
+            raise TypeError("cannot pickle this twice")
+        return (tasks.identity, (7,))
+
+
+def test_calls_that_could_not_be_sent_still_let_the_job_finish(
+    executor: Executor, start_worker: StartWorker, r: redis.Redis
+) -> None:
+    """A round whose write failed (Redis dropped the connection) or whose batch
+    would not encode fails its futures; the job's size counts its batch all the
+    same, so the batch is recorded as failed before the job is sealed. Else the
+    job would stay active for good, its keys never expiring."""
+    start_worker()
+    faults = _FailsOnce(executor)
+    with executor:
+        assert executor.submit(tasks.identity, 1).result(timeout=60) == 1
+        faults.armed = True
+        lost = executor.submit(tasks.identity, 2)
+        with pytest.raises(BrokerUnavailable, match="injected"):
+            lost.result(timeout=60)
+        unencodable = executor.submit(tasks.identity, _PicklesOnce())
+        with pytest.raises(EncodeError, match="twice"):
+            unencodable.result(timeout=60)
+        assert executor.submit(tasks.identity, 3).result(timeout=60) == 3
+    job = executor.client.job(_job_id(r))
+    assert job.wait(timeout=30)
+    meta = job.meta()
+    assert (meta.state.value, meta.ok, meta.failed, meta.total) == ("finished", 2, 2, 4)

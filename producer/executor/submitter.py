@@ -42,6 +42,7 @@ from producer.job import Job
 from producer.lease import LeaseKeeper
 from producer.records import JobRecords
 from taskfan import keys, scripts
+from taskfan.boundary import brief
 from taskfan.connection import translate_errors
 from taskfan.cost import parse_cost
 from taskfan.errors import TaskfanError
@@ -87,6 +88,9 @@ class Submitter:
         self._sender_running = False
         self._sealed = False
         self._take_backs = threading.Lock()
+        #: batches counted in the job's size whose write or encoding failed:
+        #: (batch, first call, calls, error) to record as failed before sealing
+        self._unsent: list[tuple[int, int, int, list[Any]]] = []
 
     def _buffer(self, call: Call) -> bool:
         """(Under ``_cond``.) Add a call to the open buffer, for the submitter
@@ -151,12 +155,21 @@ class Submitter:
                 for call in batch.calls:
                     call.state = QUEUED if batch.entry_id is not None else GONE
                 if batch.entry_id is None:
+                    error = next((exc for f, exc in failed if f is batch.calls[0].future), None)
+                    why = f"not sent: {brief(error)}" if error is not None else "not sent"
+                    failure = [type(error).__name__, why, "", None]
+                    self._unsent.append(
+                        (batch.index, batch.calls[0].index, len(batch.calls), failure)
+                    )
                     self._batches.pop(batch.index, None)
                     for call in batch.calls:
                         self._futures.pop(call.index, None)
                     forget(batch)
             self._sending -= len(calls)
             self._cond.notify_all()
+            late = self._sealed and bool(self._unsent)
+        if late:  # (sealed already: a taken-back batch's calls sent again)
+            self._record_unsent()
         for future, exc in failed:  # outside the lock: a future's callbacks run here
             future.take_back = None
             if future.start():
@@ -286,6 +299,7 @@ class Submitter:
                 job = self._job
             if job is None:
                 return
+            self._record_unsent()
             with translate_errors(f"sealing job {job.id}"):
                 self._seal_job(self.client.redis)
             if self._keeper is not None:
@@ -368,12 +382,24 @@ class Submitter:
                 batch.started = True  # a node has it: its calls run
         return deleted
 
-    def _record_cancelled(self, field: int, start: int, count: int) -> None:
-        """Record calls ``start``.. as cancelled in batch ``field``'s place, so
-        that the job still completes."""
+    def _record_unsent(self) -> None:
+        """Record the batches that were counted but never sent as failed, so
+        that the job still completes (their futures failed already)."""
+        with self._cond:
+            unsent, self._unsent = self._unsent, []
+        for field, start, count, failure in unsent:
+            self._record_cancelled(field, start, count, failure)
+
+    def _record_cancelled(
+        self, field: int, start: int, count: int, failure: list[Any] | None = None
+    ) -> None:
+        """Record calls ``start``.. as cancelled (or failed with ``failure``: type,
+        message, traceback, cause) in batch ``field``'s place, so that the job
+        still completes."""
         client, records = self.client, self._records
         assert records is not None
-        errors = [[i, *self.CANCELLED_ERROR[1:]] for i in range(count)]
+        failure = failure or self.CANCELLED_ERROR[1:]
+        errors = [[i, *failure] for i in range(count)]
         blob = client.codec.dumps([[None] * count, errors, []])
         entry = records.result_entry(
             field, client.codec.name, encode_result(start, count, count, [blob])
