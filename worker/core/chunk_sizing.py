@@ -125,11 +125,8 @@ class ChunkSizer:
     def largest(self, fn_ref: str, batch_items: int, asked: int = 0, job_id: str = "") -> int:
         """The largest chunk of a batch, early in it (``guided``): as ``chunksize``
         but aimed at LONGEST_SECONDS; equal to it when the chunksize is fixed."""
-        size = self.chunksize(fn_ref, batch_items, asked, job_id)
-        if not self.automatic(asked):
-            return size
-        cost = (self.job_cost(job_id) if job_id else None) or self._cost.get(fn_ref)
-        if cost is None or cost <= 0:
+        size, cost = self._measured(fn_ref, batch_items, asked, job_id)
+        if cost is None:
             return size
         cap = max(1, math.ceil(batch_items / (self.processes * CHUNKS_PER_PROCESS)))
         return max(size, min(cap, int(LONGEST_SECONDS / cost)))
@@ -137,13 +134,21 @@ class ChunkSizer:
     def smallest(self, fn_ref: str, batch_items: int, asked: int = 0, job_id: str = "") -> int:
         """The smallest chunk of a batch, at its end (``guided``): as ``chunksize``
         but aimed at TAIL_SECONDS; equal to it when the chunksize is fixed."""
-        size = self.chunksize(fn_ref, batch_items, asked, job_id)
-        if not self.automatic(asked):
-            return size
-        cost = (self.job_cost(job_id) if job_id else None) or self._cost.get(fn_ref)
-        if cost is None or cost <= 0:
+        size, cost = self._measured(fn_ref, batch_items, asked, job_id)
+        if cost is None:
             return size
         return max(1, min(size, int(TAIL_SECONDS / cost)))
+
+    def _measured(
+        self, fn_ref: str, batch_items: int, asked: int, job_id: str
+    ) -> tuple[int, float | None]:
+        """The chunksize, and the cost per item to aim other chunks by: None when
+        the chunksize is fixed or nothing was measured yet."""
+        size = self.chunksize(fn_ref, batch_items, asked, job_id)
+        if not self.automatic(asked):
+            return size, None
+        cost = (self.job_cost(job_id) if job_id else None) or self._cost.get(fn_ref)
+        return size, cost if cost is not None and cost > 0 else None
 
     def to_publish(self, fn_ref: str, now: float) -> float | None:
         """The cost of ``fn_ref`` if it is new, moved enough or is due again since
