@@ -1,7 +1,7 @@
 """How ``Executor.submit`` calls made close together share batches (no I/O).
 
 A submitted call waits in the executor's open buffer until the submitter
-thread sends it (``producer.submitter``). Each send takes everything buffered
+thread sends it (``producer.executor.submitter``). Each send takes everything buffered
 and cuts it here into batches: calls of one callable, with consecutive call
 indexes, at most ``calls_per_batch`` of them and ``BATCH_BYTES`` of arguments.
 Calls get their indexes when they are first cut, in submit order per callable;
@@ -126,3 +126,10 @@ def cut(
             size += call.size
         batches.append(batch)
     return batches, next_index
+
+
+def set_state(calls: list[Call], state: str) -> None:
+    """(A function: a loop variable left in the submitter's frame would keep the
+    last call's arguments alive.)"""
+    for call in calls:
+        call.state = state

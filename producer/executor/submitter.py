@@ -1,18 +1,14 @@
-"""Sending ``Executor.submit`` calls in shared batches, and taking them back.
+"""Sending ``Executor.submit`` calls in shared batches, and sealing their job.
 
 ``submit`` only encodes its call (to raise what the stdlib raises) and adds it
 to the open buffer. One thread per executor, the submitter, sends: it takes
-everything buffered, cuts it into batches (``producer.coalesce``) and writes
+everything buffered, cuts it into batches (``producer.executor.coalesce``) and writes
 them in one pipeline; calls submitted while it sends wait for the next round
 ("group commit"). So a lone call leaves at once, and a burst fills batches as
 large as the sending takes time, with no timer to wait out.
 
-Taking back (``Future.cancel``): a call still buffered is dropped; a call in a
-batch no node took is taken back with its whole batch (``cancel_call.lua``,
-atomic against the nodes' reads), recorded as cancelled in that batch's place,
-and the batch's other calls go back to the buffer, to be sent again around the
-gap; a call whose batch a node took cannot be taken back. Take-backs run one at
-a time, so a second call of a batch taken back waits for the first to finish.
+Taking calls back (``Future.cancel``) and what is recorded in place of calls
+that never run: ``producer.executor.take_back``.
 """
 
 from __future__ import annotations
@@ -27,28 +23,25 @@ import redis
 from producer.client import Client
 from producer.executor.coalesce import (
     GONE,
-    OPEN,
     QUEUED,
     SENDING,
-    TAKEN_BACK,
     Call,
     Sent,
     calls_per_batch,
     cut,
     forget,
+    set_state,
 )  # fmt: skip
 from producer.executor.futures import CallFuture
+from producer.executor.take_back import TakeBacks
 from producer.job import Job
 from producer.lease import LeaseKeeper
-from producer.records import JobRecords
-from taskfan import keys, scripts
+from taskfan import keys
 from taskfan.boundary import brief
 from taskfan.connection import translate_errors
 from taskfan.cost import parse_cost
 from taskfan.errors import TaskfanError
-from taskfan.keys import QueueKeys
 from taskfan.options import CallMode
-from taskfan.outcomes import encode_result
 from taskfan.pipelines import Sequenced
 from taskfan.protocol import BatchEntry
 
@@ -56,8 +49,9 @@ from taskfan.protocol import BatchEntry
 COST_FRESH = 1.0
 
 
-class Submitter:
-    """Mixed into ``Executor``: the open buffer, the submitter thread, take-backs.
+class Submitter(TakeBacks):
+    """Mixed into ``Executor``: the open buffer, the submitter thread; take-backs
+    and what is recorded in place of calls that never run (``TakeBacks``).
 
     Under ``_cond`` (on the executor's lock): the buffer, every call's state,
     the call and batch counters and the futures by call index."""
@@ -71,12 +65,6 @@ class Submitter:
     _futures: dict[int, CallFuture]
     _init: tuple[str, bytes]
     _keeper: LeaseKeeper | None
-    #: writes the shared job's meta, counters and entries (producer.records)
-    _records: JobRecords | None
-    #: the batches sent and not yet known taken, by batch index
-    _batches: dict[int, Sent]
-
-    CANCELLED_ERROR = [0, "CancelledError", "cancelled before any node took it", "", None]
 
     def _init_submitter(self) -> None:
         self._cond = threading.Condition(self._lock)
@@ -88,9 +76,7 @@ class Submitter:
         self._sender_running = False
         self._sealed = False
         self._take_backs = threading.Lock()
-        #: batches counted in the job's size whose write or encoding failed:
-        #: (batch, first call, calls, error) to record as failed before sealing
-        self._unsent: list[tuple[int, int, int, list[Any]]] = []
+        self._unsent = []
 
     def _buffer(self, call: Call) -> bool:
         """(Under ``_cond``.) Add a call to the open buffer, for the submitter
@@ -129,7 +115,7 @@ class Submitter:
                     return
                 calls = list(self._open)
                 self._open.clear()
-                _set_state(calls, SENDING)
+                set_state(calls, SENDING)
                 self._sending += len(calls)
             self._send_round(calls)
             del calls  # (no reference to a call's arguments outlives its round)
@@ -309,107 +295,3 @@ class Submitter:
         """Seal the job with the calls and batches so far, on a pipeline or a client."""
         assert self._records is not None
         return self._records.seal(target, self._count, self._batch_count, time.time())
-
-    # ------------------------------------------------------------ taking back
-
-    def _take_back(self, call: Call) -> bool:
-        """Take ``call`` back before any node takes it: True if it will never run."""
-        with self._take_backs:
-            with self._cond:
-                while call.state == SENDING:
-                    self._cond.wait()
-                if call.state == OPEN:
-                    del self._open[call]
-                    call.state = TAKEN_BACK
-                    return True
-                batch = call.batch
-                if call.state != QUEUED or batch is None:
-                    return call.state == TAKEN_BACK
-            # (a batch a node took may have been handed back unrun: Redis says)
-            if not self._delete(batch):
-                return False
-            with self._cond:
-                others = [other for other in batch.calls if other is not call]
-                for other in others:
-                    other.state, other.batch = OPEN, None
-                    self._open[other] = None
-                call.state = TAKEN_BACK
-                self._futures.pop(call.index, None)
-                forget(batch)
-                self._wake_sender()
-                # Sent again before this batch is recorded: a sealed job must
-                # not finish (all of its batches recorded) before they are.
-                while any(other.state in (OPEN, SENDING) for other in others):
-                    self._cond.wait()
-            self._record_cancelled(batch.index, call.index, 1)
-        return True
-
-    def _take_back_all(self) -> None:
-        """``shutdown(cancel_futures=True)``: cancel every call no node took,
-        a whole batch per script call."""
-        cancelled: list[Call] = []
-        with self._take_backs:
-            with self._cond:
-                cancelled += self._open  # never sent: dropped at once
-                self._open.clear()
-                _set_state(cancelled, TAKEN_BACK)
-                while self._sending:  # (then every batch sent has its entry id)
-                    self._cond.wait()
-                queued = list(self._batches.values())  # (started: maybe handed back)
-            for batch in queued:
-                if batch.entry_id is None or not self._delete(batch):
-                    continue
-                with self._cond:
-                    for call in batch.calls:
-                        call.state = TAKEN_BACK
-                        self._futures.pop(call.index, None)
-                self._record_cancelled(batch.index, batch.calls[0].index, len(batch.calls))
-                cancelled += batch.calls
-                forget(batch)
-        for call in cancelled:  # (not under _take_backs: a cancel() holds its future first)
-            call.future.cancel_taken_back()
-
-    def _delete(self, batch: Sent) -> bool:
-        """Delete the batch's entry if no node read it (then none of its calls runs)."""
-        assert batch.entry_id is not None
-        queue = QueueKeys(self.client.queue)
-        with translate_errors(f"cancelling batch {batch.index} of the executor's job"):
-            deleted = scripts.cancel_call(self.client.redis, queue, batch.entry_id)
-        with self._cond:
-            if deleted:
-                self._batches.pop(batch.index, None)
-            else:
-                batch.started = True  # a node has it: its calls run
-        return deleted
-
-    def _record_unsent(self) -> None:
-        """Record the batches that were counted but never sent as failed, so
-        that the job still completes (their futures failed already)."""
-        with self._cond:
-            unsent, self._unsent = self._unsent, []
-        for field, start, count, failure in unsent:
-            self._record_cancelled(field, start, count, failure)
-
-    def _record_cancelled(
-        self, field: int, start: int, count: int, failure: list[Any] | None = None
-    ) -> None:
-        """Record calls ``start``.. as cancelled (or failed with ``failure``: type,
-        message, traceback, cause) in batch ``field``'s place, so that the job
-        still completes."""
-        client, records = self.client, self._records
-        assert records is not None
-        failure = failure or self.CANCELLED_ERROR[1:]
-        errors = [[i, *failure] for i in range(count)]
-        blob = client.codec.dumps([[None] * count, errors, []])
-        entry = records.result_entry(
-            field, client.codec.name, encode_result(start, count, count, [blob])
-        )
-        with translate_errors(f"cancelling calls of job {records.id}"):
-            records.record(client.redis, field, entry, count, time.time())
-
-
-def _set_state(calls: list[Call], state: str) -> None:
-    """(A function: a loop variable left in the submitter's frame would keep the
-    last call's arguments alive.)"""
-    for call in calls:
-        call.state = state
