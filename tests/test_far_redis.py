@@ -20,7 +20,7 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.test_adaptive_sizes import FN, delivery
 from tests.test_scheduler import drain
-from worker.core.chunk_queue import READ_AHEAD_SECONDS
+from worker.core.chunk_queue import CHUNK_SECONDS, READ_AHEAD_SECONDS
 from worker.core.chunk_sizing import ChunkSizer
 from worker.core.scheduler import Scheduler
 from worker.node.node import connect_node_redis
@@ -92,6 +92,46 @@ def test_far_from_redis_dear_batches_are_still_read_one_at_a_time() -> None:
     s = Scheduler(2, measured(0.02), round_trip=lambda: 0.04)
     s.accept(delivery("b", 0, 100))  # 2 s of work: covers any round trip
     assert s.batches_wanted() == 0
+
+
+def test_a_node_of_many_tiny_chunks_does_not_hoard_batches() -> None:
+    """Chunks of one no-op item (``chunksize=1``): each costs the node far more to
+    send and settle than its item's work. Counting the items alone, a node read
+    batch after batch (64 per process: about 20 s of chunks on our machines) and
+    left none for other nodes."""
+    s = Scheduler(2, measured(2e-7))  # seed workload (c): 0.2 us an item
+    index = 0
+    s.accept(delivery("c", index, 1_000, chunksize=1))
+    while (wanted := s.batches_wanted()) and index < 100:
+        for _ in range(wanted):
+            index += 1
+            s.accept(delivery("c", index, 1_000, chunksize=1))
+    held = index + 1
+    assert held * 1_000 * CHUNK_SECONDS <= 2 * READ_AHEAD_SECONDS * 2
+    assert held <= 4
+
+
+def test_weighing_the_chunks_waiting_takes_a_look_per_job_not_per_chunk() -> None:
+    """``batches_wanted`` runs on every turn of the node's loop: with thousands
+    of chunks waiting, a pass over each of them made every chunk cost the node
+    a pass over all the others (seed workload (c) at chunksize 1 went from
+    15 s to many minutes)."""
+    sizer = measured(2e-7)
+    s = Scheduler(2, sizer)
+    for index in range(3):
+        s.accept(delivery(f"job{index}", 0, 2_000, chunksize=1))
+    assert len(s.pending) == 6_000
+    looks = 0
+    job_cost = sizer.job_cost
+
+    def counted(job_id: str) -> float | None:
+        nonlocal looks
+        looks += 1
+        return job_cost(job_id)
+
+    sizer.job_cost = counted  # type: ignore[method-assign]
+    s.batches_wanted()
+    assert looks <= 3 + 1  # a look per job waiting, and one for the last batch
 
 
 def test_an_unmeasured_function_is_not_read_ahead_by_round_trip() -> None:

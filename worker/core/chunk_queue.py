@@ -10,7 +10,7 @@ re-cut larger (``worker.core.chunk_sizing.regrown``). Part of the node's ``Sched
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections.abc import Iterable
 
 from taskfan.bounds import MAX_TIMEOUT, capped
 from taskfan.protocol import BatchEntry
@@ -23,6 +23,12 @@ HELD_PER_PROCESS = 64
 #: a node reads its next batches when the chunks waiting hold less than this many
 #: seconds of work per process (``Scheduler.batches_wanted``) ...
 READ_AHEAD_SECONDS = 0.1
+#: what a chunk costs beside its items' work, as the read-ahead counts it: the
+#: node's part in sending it to the pool and settling its result (about 0.1 ms
+#: of the node's main thread on our 2-core machines). Items counted alone, a
+#: job of one no-op item per chunk looked like no work at all, and a node read
+#: 64 batches per process of it: 20 s of chunks, none left for other nodes.
+CHUNK_SECONDS = 1e-4
 #: ... or than this many of its round trips to Redis, when that is longer
 ROUND_TRIPS_AHEAD = 2
 #: batches read ahead at once, at most, per process
@@ -49,31 +55,37 @@ class ChunkQueue(HeldBooks):
 
     def _read_ahead(self) -> int:
         """Batches to read now so that the work waiting (by each job's measured
-        cost; with none waiting, the work in the pool) does not run out before
-        they arrive: none while it holds more
+        cost, and ``CHUNK_SECONDS`` a chunk; with none waiting, the work in the
+        pool) does not run out before they arrive: none while it holds more
         than the horizon per process, ``READ_AHEAD_SECONDS`` or two of the
         node's round trips to Redis, whichever is longer; else as many batches
         like the last one as bring it there (at least one). So a node of many
         small chunks (items of 20 ms, chunks of one or two) does not wait for
         the read and decode of its next batch with its processes idle, and a
         node far from Redis asks for its next batches a round trip early.
-        Never more than the horizon's worth: others' nodes need the rest."""
+        Never more than the horizon's worth: others' nodes need the rest.
+
+        Weighed by job (``PendingChunks`` keeps the sums), not by chunk: it runs
+        on every turn of the node's loop, with thousands of chunks waiting."""
         if self.suspects or not (self.pending or self.in_pool):
             return 0
-        work = 0.0
-        for chunk in self.pending or self.in_pool:  # in the pool: at most their work
-            cost = self._cost(chunk.batch.entry)
+        if self.pending:  # in the pool: at most their work
+            waiting, chunks = self.pending.waiting().items(), len(self.pending)
+        else:
+            waiting = _items_by_job(self.in_pool).items()
+            chunks = len(self.in_pool)
+        work = chunks * CHUNK_SECONDS
+        for (job_id, fn_ref), items in waiting:
+            cost = self.sizer.job_cost(job_id) or self.sizer.cost(fn_ref)
             if cost is None:
                 return 0  # not measured: a chunk per process is ahead already
-            work += chunk.size * cost
+            work += items * cost
         horizon = max(READ_AHEAD_SECONDS, ROUND_TRIPS_AHEAD * self.round_trip())
         want = horizon * self.processes - work
         if want <= 1e-9:  # (sums of floats)
             return 0
         last = (self.pending[-1] if self.pending else next(iter(self.in_pool))).batch.entry
-        per_batch = last.count * (self._cost(last) or 0.0)
-        if per_batch <= 0:
-            return 1
+        per_batch = last.count * (self._cost(last) or 0.0) + self.last_chunks * CHUNK_SECONDS
         return min(MOST_AHEAD * self.processes, max(1, math.ceil(want / per_batch)))
 
     def _cost(self, entry: BatchEntry) -> float | None:
@@ -156,4 +168,14 @@ class ChunkQueue(HeldBooks):
                 batch.chunk_large = max(large, batch.chunk_size)
                 grown[id(batch)] = batch
         if grown:
-            self.pending = deque(regrown(self.pending, grown, self.processes))
+            self.pending.replace(list(regrown(self.pending, grown, self.processes)))
+
+
+def _items_by_job(chunks: Iterable[Chunk]) -> dict[tuple[str, str], int]:
+    """Items of ``chunks`` by (job id, function reference)."""
+    items: dict[tuple[str, str], int] = {}
+    for chunk in chunks:
+        entry = chunk.batch.entry
+        where = (entry.job_id, entry.fn_ref)
+        items[where] = items.get(where, 0) + chunk.size
+    return items

@@ -106,7 +106,7 @@ class ChunkResults(JobEnds, ChunkQueue):
         if not self.intake.unrunnable.note(batch.entry.fn_ref, type_name, reason, queue):
             return self.error(chunk, type_name, reason)  # past MAX_TRACKED: fail it now
         gone = id(batch)
-        self.pending = deque(c for c in self.pending if id(c.batch) != gone)
+        self.pending.keep(lambda c: id(c.batch) != gone)
         self.suspects = deque(c for c in self.suspects if id(c.batch) != gone)
         self.release(batch.delivery)
         return Completed.handed_back(batch.delivery)

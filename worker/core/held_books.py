@@ -22,6 +22,7 @@ from worker.core.decoded_budget import DecodedBudget
 from worker.core.entry_checks import Guard
 from worker.core.intake import Intake
 from worker.core.liveness import Liveness
+from worker.core.pending import PendingChunks
 from worker.core.recorder import Recorder
 from worker.core.retries import RetryHeap
 from worker.core.unrunnable import Unrunnable
@@ -54,7 +55,7 @@ class HeldBooks:
             self.guard, max_deliveries, self.recorder, unrunnable, chunk_size=self._chunk_size
         )
         self.batches: dict[tuple[str, bytes], Batch] = {}
-        self.pending: deque[Chunk] = deque()
+        self.pending = PendingChunks()
         self.suspects: deque[Chunk] = deque()
         #: how many chunks the last batch accepted was cut into
         self.last_chunks = 1
@@ -149,7 +150,7 @@ class HeldBooks:
             if not b.blobs and not b.retried and not b.let_go and id(b) not in started
         ]
         gone = {id(b) for b in unstarted}
-        self.pending = deque(c for c in self.pending if id(c.batch) not in gone)
+        self.pending.keep(lambda c: id(c.batch) not in gone)
         for batch in unstarted:
             self._forget(batch)
         return unstarted

@@ -32,7 +32,7 @@ class JobEnds(HeldBooks):
         if not self.liveness.end(jobs):
             return []
         live = self.liveness.why_ended
-        self.pending = deque(c for c in self.pending if live(c.batch) is None)
+        self.pending.keep(lambda c: live(c.batch) is None)
         self.suspects = deque(c for c in self.suspects if live(c.batch) is None)
         running = {id(c.batch) for c in self.in_pool}
         out = []
