@@ -251,3 +251,28 @@ def test_calls_that_could_not_be_sent_still_let_the_job_finish(
     assert job.wait(timeout=30)
     meta = job.meta()
     assert (meta.state.value, meta.ok, meta.failed, meta.total) == ("finished", 2, 2, 4)
+
+
+def test_a_calls_result_comes_back_with_the_event_that_announces_it(
+    executor: Executor, start_worker: StartWorker
+) -> None:
+    """The collector knows which batches it waits for: their results fields are
+    read in the pipeline of the events read (``Events.read``'s ``prefetch``),
+    so a recorded batch's results arrive in the round trip that brings its
+    event, not in an HMGET of their own after it (a round trip per result on
+    the ``submit(...).result()`` path, issue 18 item 2)."""
+    start_worker()
+    with executor:
+        assert executor.submit(tasks.identity, 0).result(timeout=60) == 0  # warm
+        separate: list[Any] = []
+        hmget = executor.client.redis.hmget
+
+        def counted(name: Any, fields: Any, *args: Any) -> Any:
+            if name.endswith(b":results" if isinstance(name, bytes) else ":results"):
+                separate.append(fields)
+            return hmget(name, fields, *args)
+
+        executor.client.redis.hmget = counted  # type: ignore[method-assign,assignment]
+        for i in range(1, 21):
+            assert executor.submit(tasks.identity, i).result(timeout=60) == i
+    assert separate == []

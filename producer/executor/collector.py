@@ -6,11 +6,14 @@ index in the job): a node taking a batch marks its calls' futures running
 ("s=<batch>" events), a batch's results settle its calls' futures, a batch that
 cannot be read fails its own calls and no others, and a job that ended
 (cancelled, abandoned) or an error reading fails every pending one: no future
-stays pending for good.
+stays pending for good. The results fields of the batches it waits for are
+read in the pipeline of each events read (``Events.read``'s ``prefetch``): a
+batch's results come back in the round trip that brings its event.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -53,10 +56,12 @@ class Collector:
             with self._lock:  # (done() takes the future's lock: not under ours)
                 shutdown, pending = self._shutdown, list(self._futures.values())
                 shutdown = shutdown and not self._open and not self._sending
+                # the oldest batches not settled: their results ride with the events
+                waiting = [str(index) for index in itertools.islice(self._batches, FETCH)]
             if shutdown and all(f.done() for f in pending):
                 return
             try:
-                fresh = events.read()
+                fresh = events.read(waiting)
                 self._mark_running(fresh)
                 ready, _, stopped = scan(job.id, fresh, None)
                 backoff.reset()
