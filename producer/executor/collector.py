@@ -6,9 +6,10 @@ index in the job): a node taking a batch marks its calls' futures running
 ("s=<batch>" events), a batch's results settle its calls' futures, a batch that
 cannot be read fails its own calls and no others, and a job that ended
 (cancelled, abandoned) or an error reading fails every pending one: no future
-stays pending for good. The results fields of the batches it waits for are
-read in the pipeline of each events read (``Events.read``'s ``prefetch``): a
-batch's results come back in the round trip that brings its event.
+stays pending for good. The results fields of the batches it waits for, and
+of the next few to be sent (a read blocks while calls are submitted), are read
+in the pipeline of each events read (``Events.read``'s ``prefetch``): a batch's
+results come back in the round trip that brings its event.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from taskfan.errors import JobNotFound, ProtocolError, TaskfanError, job_ended
 from taskfan.outcomes import Outcome, iter_outcomes
 from taskfan.transient import AWAY, Backoff
 
+#: batches not sent yet whose results each events read asks for too
+AHEAD = 4
+
 
 class Collector:
     """Mixed into ``Executor``: the collector thread's body (``_collect``), which
@@ -46,6 +50,8 @@ class Collector:
     _batches: dict[int, Sent]
     _open: dict[Call, None]
     _sending: int
+    #: batches sent so far: the next one sent takes this index
+    _batch_count: int
 
     def _collect(self) -> None:
         assert self._job is not None
@@ -56,8 +62,11 @@ class Collector:
             with self._lock:  # (done() takes the future's lock: not under ours)
                 shutdown, pending = self._shutdown, list(self._futures.values())
                 shutdown = shutdown and not self._open and not self._sending
-                # the oldest batches not settled: their results ride with the events
-                waiting = [str(index) for index in itertools.islice(self._batches, FETCH)]
+                # the oldest batches not settled, and the next to be sent (a read
+                # blocks across them): their results ride with the events
+                ahead = range(self._batch_count, self._batch_count + AHEAD)
+                waiting = [str(i) for i in itertools.islice(self._batches, FETCH - AHEAD)]
+                waiting += map(str, ahead)
             if shutdown and all(f.done() for f in pending):
                 return
             try:

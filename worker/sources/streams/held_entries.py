@@ -16,6 +16,7 @@ from typing import Any
 from taskfan.keys import QueueKeys
 from taskfan.transient import TRANSIENT
 from worker.core.batches import Delivery
+from worker.sources.streams.announcements import Announcements
 from worker.sources.streams.batch_reads import call_of
 from worker.sources.streams.redis_io import NodeRedis
 
@@ -23,9 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class HeldEntries:
-    def __init__(self, node_redis: NodeRedis, visibility_timeout: float) -> None:
+    def __init__(
+        self,
+        node_redis: NodeRedis,
+        visibility_timeout: float,
+        announcements: Announcements | None = None,
+    ) -> None:
         self.redis = node_redis
         self.visibility_timeout = visibility_timeout
+        #: the calls taken and not announced yet: a hand-back drops theirs
+        self.announcements = announcements or Announcements(node_redis.announce)
         self._lock = threading.Lock()
         self._held: dict[QueueKeys, set[bytes]] = {}
         #: the held entries of submit calls, by entry id: handing one back tells
@@ -54,7 +62,7 @@ class HeldEntries:
             calls = [self._calls[i] for ids in held.values() for i in ids if i in self._calls]
         if calls:
             try:
-                self.redis.announce(calls, handed_back=True)
+                self.announcements.handed_back(calls)
             except TRANSIENT as exc:
                 log.warning("could not tell producers of calls handed back: %s", exc)
 

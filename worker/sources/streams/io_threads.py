@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from taskfan import scripts
@@ -22,6 +23,7 @@ from taskfan.transient import TRANSIENT, Backoff
 from worker.core.batches import Completed, Delivery
 from worker.node.messages import Events, Read, Written
 from worker.sources.on_demand import OnDemand
+from worker.sources.streams.announcements import Announcements
 from worker.sources.streams.redis_io import NodeRedis
 
 if TYPE_CHECKING:
@@ -34,13 +36,21 @@ class Reader(OnDemand):
     """Reads batches when asked (``request``), at most one read at a time."""
 
     def __init__(
-        self, node_redis: NodeRedis, settings: Settings, events: Events, source: Source
+        self,
+        node_redis: NodeRedis,
+        settings: Settings,
+        events: Events,
+        source: Source,
+        taken: Callable[[list[Delivery]], None] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.redis = node_redis
         self.settings = settings
         self.events = events
+        #: told what each read brought, once handed on: their calls are
+        #: announced (``announcements``); without it, at once
+        self.taken = taken
 
     def interrupt(self) -> None:
         self.redis.interrupt()
@@ -79,6 +89,9 @@ class Reader(OnDemand):
 
     def _announce(self, found: list[Delivery]) -> None:
         """Submit calls taken: their producers' futures turn running (advisory)."""
+        if self.taken is not None:
+            self.taken(found)
+            return
         try:
             self.redis.announce_calls(found)
         except TRANSIENT as exc:
@@ -93,20 +106,37 @@ _DROPPED = {
 }
 
 
+#: put in the writer's queue to wake it: an announcement to time
+_WAKE = object()
+
+
 class Writer:
-    """Records finished batches, many per pipeline; retries until it can."""
+    """Records finished batches, many per pipeline; retries until it can. Sends
+    the announcements of calls that ran a moment unrecorded (``announcements``),
+    and drops those of the batches it records."""
 
     #: batches recorded in one pipeline, at most
     GROUP = 64
 
-    def __init__(self, node_redis: NodeRedis, events: Events, source: Source) -> None:
+    def __init__(
+        self,
+        node_redis: NodeRedis,
+        events: Events,
+        source: Source,
+        announcements: Announcements | None = None,
+    ) -> None:
         self.source = source
         self.redis = node_redis
         self.events = events
-        self._queue: queue.Queue[Completed | None] = queue.Queue()
+        self.announcements = announcements
+        self._queue: queue.Queue[Completed | object | None] = queue.Queue()
 
     def put(self, completed: Completed) -> None:
         self._queue.put(completed)
+
+    def wake(self) -> None:
+        """An announcement was added: time it."""
+        self._queue.put(_WAKE)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -127,7 +157,7 @@ class Writer:
                 self.events.put(Written(self.source, completed))
 
     def _next_group(self) -> list[Completed] | None:
-        first = self._queue.get()
+        first = self._next()
         if first is None:
             return None
         done = [first]
@@ -139,8 +169,35 @@ class Writer:
             if more is None:
                 self._queue.put(None)  # close after this group
                 break
-            done.append(more)
+            if isinstance(more, Completed):
+                done.append(more)
+        if self.announcements is not None:  # recorded now: their record says it
+            self.announcements.drop(c.delivery for c in done)
         return done
+
+    def _next(self) -> Completed | None:
+        """The next batch to record (None: closed), sending announcements as
+        they fall due meanwhile."""
+        while True:
+            timeout = None
+            if self.announcements is not None:
+                self._send_due()
+                timeout = self.announcements.next_due()
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            if item is None or isinstance(item, Completed):
+                return item
+
+    def _send_due(self) -> None:
+        assert self.announcements is not None
+        try:
+            self.announcements.send_due()
+        except TRANSIENT as exc:  # advisory: the batch runs, its record settles it
+            log.warning("could not tell producers their calls started: %s", exc)
+        except Exception:  # never let the writer die: results would wait in memory
+            log.exception("could not tell producers their calls started")
 
     def _write(self, done: list[Completed]) -> None:
         backoff = Backoff()

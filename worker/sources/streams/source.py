@@ -23,6 +23,7 @@ from taskfan.keys import QueueKeys
 from taskfan.logs import batch_extra
 from worker.core.batches import Batch, Completed, Delivery
 from worker.sources.base import NodeParts
+from worker.sources.streams.announcements import Announcements
 from worker.sources.streams.held_entries import HeldEntries
 from worker.sources.streams.io_threads import Reader, Writer
 
@@ -40,10 +41,18 @@ class StreamsSource:
         self.allow = settings.allow
         self.redis = parts.node_redis
         self._queues = frozenset(self.redis.queues)
+        #: calls taken, announced to their producers once they ran a moment
+        self.announcements = Announcements(self.redis.announce)
         #: the stream entries of the batches held: the heartbeat renews their leases
-        self.held = HeldEntries(self.redis, settings.visibility_timeout)
-        self.reader = Reader(self.redis, settings, parts.events, self)
-        self.writer = Writer(self.redis, parts.events, self)
+        self.held = HeldEntries(self.redis, settings.visibility_timeout, self.announcements)
+        self.writer = Writer(self.redis, parts.events, self, self.announcements)
+        self.reader = Reader(self.redis, settings, parts.events, self, self._taken)
+
+    def _taken(self, found: Sequence[Delivery]) -> None:
+        """The reader handed these on: their calls are announced in a moment,
+        by the writer (woken to time it), unless recorded first."""
+        if self.announcements.later(found):
+            self.writer.wake()
 
     def labels(self) -> list[str]:
         return list(self.settings.queues)
