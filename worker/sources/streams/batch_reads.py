@@ -52,8 +52,9 @@ class BatchReads(JobStates):
         """Tell the producers of submit calls (call mode) that this node took
         them (read or reclaimed), so their futures turn running: one script call
         per job, only for reads that hold calls. Advisory: a failure is logged,
-        the batch runs. The reader calls it once the batches are handed on, so
-        that it adds no round trip before they run (what takes a call from a
+        the batch runs. A node's reader leaves it to ``Announcements``
+        (``worker.sources.streams.announcements``), which sends only those of
+        its calls still unrecorded a moment later (what takes a call from a
         producer is the read itself: ``cancel_call.lua``)."""
         self.announce([d for d in deliveries if d.skip is None and call_of(d)])
 
