@@ -20,7 +20,12 @@ from taskfan.settings import Settings
 from tests import tasks
 from tests.test_adaptive_sizes import FN, delivery
 from tests.test_scheduler import drain
-from worker.core.chunk_queue import CHUNK_SECONDS, READ_AHEAD_SECONDS
+from worker.core.chunk_queue import (
+    CHUNK_SECONDS,
+    MOST_IN_POOL,
+    POOL_WORK_SECONDS,
+    READ_AHEAD_SECONDS,
+)
 from worker.core.chunk_sizing import ChunkSizer
 from worker.core.scheduler import Scheduler
 from worker.node.node import connect_node_redis
@@ -132,6 +137,37 @@ def test_weighing_the_chunks_waiting_takes_a_look_per_job_not_per_chunk() -> Non
     sizer.job_cost = counted  # type: ignore[method-assign]
     s.batches_wanted()
     assert looks <= 3 + 1  # a look per job waiting, and one for the last batch
+
+
+def test_short_chunks_queue_deeper_in_the_pool() -> None:
+    """Two chunks per process in the pool (one running, one queued) leave a
+    process idle for a hand-off after each short chunk: chunksize 1 of no-op
+    items ran at a third of the local pool's rate. While what waits in the pool
+    is short work, more of it may wait there, up to ``MOST_IN_POOL`` a process."""
+    s = Scheduler(2, measured(2e-7))
+    s.accept(delivery("c", 0, 1_000, chunksize=1))
+    drain(s)
+    assert len(s.in_pool) == MOST_IN_POOL * 2 > 2 * 2
+
+
+def test_long_or_unmeasured_chunks_keep_two_a_process_in_the_pool() -> None:
+    dear = Scheduler(2, measured(0.02))  # a chunk of one item: 20 ms
+    dear.accept(delivery("b", 0, 100, chunksize=1))
+    drain(dear)
+    assert len(dear.in_pool) == 2 * 2
+    unmeasured = Scheduler(2, ChunkSizer(2))
+    unmeasured.accept(delivery("c", 0, 100, chunksize=1))
+    drain(unmeasured)
+    assert len(unmeasured.in_pool) == 2 * 2
+
+
+def test_the_pool_holds_no_more_than_its_share_of_short_work() -> None:
+    per_item = 1e-3  # a chunk of one item: 1 ms
+    s = Scheduler(2, measured(per_item))
+    s.accept(delivery("c", 0, 100, chunksize=1))
+    drain(s)
+    assert 2 * 2 < len(s.in_pool) < MOST_IN_POOL * 2
+    assert (len(s.in_pool) - 1) * per_item <= POOL_WORK_SECONDS * 2
 
 
 def test_an_unmeasured_function_is_not_read_ahead_by_round_trip() -> None:

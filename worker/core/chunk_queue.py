@@ -1,10 +1,12 @@
 """What goes to the pool next, and when a node reads more batches.
 
 At most ``2 * processes`` chunks are in the pool (one running and one queued per
-process); suspects (``worker.core.chunk_results``) run one at a time; chunks of a job
-with a ``hard_timeout`` enter only when a process is free; retries due go ahead
-of new chunks. A job whose cost is measured meanwhile has its waiting chunks
-re-cut larger (``worker.core.chunk_sizing.regrown``). Part of the node's ``Scheduler``.
+process), more (up to ``MOST_IN_POOL`` a process) only while their measured
+work is a few milliseconds; suspects (``worker.core.chunk_results``) run one at
+a time; chunks of a job with a ``hard_timeout`` enter only when a process is
+free; retries due go ahead of new chunks. A job whose cost is measured
+meanwhile has its waiting chunks re-cut larger
+(``worker.core.chunk_sizing.regrown``). Part of the node's ``Scheduler``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ CHUNK_SECONDS = 1e-4
 ROUND_TRIPS_AHEAD = 2
 #: batches read ahead at once, at most, per process
 MOST_AHEAD = 8
+#: beyond two chunks per process, more may wait in the pool while their work
+#: (by the measured cost) is under this many seconds per process: after a short
+#: chunk a process would otherwise idle for the hand-off back to the node's
+#: loop and out again (0.2-1 ms) ...
+POOL_WORK_SECONDS = 0.005
+#: ... up to this many chunks per process
+MOST_IN_POOL = 16
 
 
 class ChunkQueue(HeldBooks):
@@ -93,6 +102,23 @@ class ChunkQueue(HeldBooks):
 
     # ----------------------------------------------------------------- to the pool
 
+    def _pool_full(self, coming: Chunk) -> bool:
+        """Whether ``coming`` must wait: two chunks per process are in the pool,
+        and more only while the work in it, ``coming`` counted, is short by
+        every job's measured cost (``POOL_WORK_SECONDS``, ``MOST_IN_POOL``)."""
+        held = len(self.in_pool)
+        if held < 2 * self.processes:
+            return False
+        if held >= MOST_IN_POOL * self.processes:
+            return True
+        work = 0.0
+        for chunk in (coming, *self.in_pool):
+            cost = self._cost(chunk.batch.entry)
+            if cost is None:
+                return True  # not measured: no more than two a process
+            work += chunk.size * cost
+        return work > POOL_WORK_SECONDS * self.processes
+
     def next_chunk(self) -> Chunk | None:
         """The chunk to put in the pool now, if any: never one of a job found
         ended (``worker.core.liveness``; ``ended`` lets its batch go)."""
@@ -104,7 +130,7 @@ class ChunkQueue(HeldBooks):
     def _next_chunk(self) -> Chunk | None:
         if self.suspects:
             return self.suspects.popleft() if not self.in_pool else None
-        if not self.pending or len(self.in_pool) >= 2 * self.processes:
+        if not self.pending or self._pool_full(self.pending[0]):
             return None
         if self.pending[0].batch.entry.options.hard_timeout and len(self.in_pool) >= self.processes:
             return None  # its clock must start when it starts: wait for a free process
