@@ -139,19 +139,25 @@ def test_weighing_the_chunks_waiting_takes_a_look_per_job_not_per_chunk() -> Non
     assert looks <= 3 + 1  # a look per job waiting, and one for the last batch
 
 
+def _job_ran(sizer: ChunkSizer, job_id: str, cost: float) -> ChunkSizer:
+    """The job's own first items were measured at ``cost`` seconds each."""
+    sizer.observe(FN, 10, 10 * cost, job_id)
+    return sizer
+
+
 def test_short_chunks_queue_deeper_in_the_pool() -> None:
     """Two chunks per process in the pool (one running, one queued) leave a
     process idle for a hand-off after each short chunk: chunksize 1 of no-op
     items ran at a third of the local pool's rate. While what waits in the pool
     is short work, more of it may wait there, up to ``MOST_IN_POOL`` a process."""
-    s = Scheduler(2, measured(2e-7))
+    s = Scheduler(2, _job_ran(measured(2e-7), "c", 2e-7))
     s.accept(delivery("c", 0, 1_000, chunksize=1))
     drain(s)
     assert len(s.in_pool) == MOST_IN_POOL * 2 > 2 * 2
 
 
 def test_long_or_unmeasured_chunks_keep_two_a_process_in_the_pool() -> None:
-    dear = Scheduler(2, measured(0.02))  # a chunk of one item: 20 ms
+    dear = Scheduler(2, _job_ran(measured(0.02), "b", 0.02))  # a chunk of one item: 20 ms
     dear.accept(delivery("b", 0, 100, chunksize=1))
     drain(dear)
     assert len(dear.in_pool) == 2 * 2
@@ -161,9 +167,19 @@ def test_long_or_unmeasured_chunks_keep_two_a_process_in_the_pool() -> None:
     assert len(unmeasured.in_pool) == 2 * 2
 
 
+def test_a_job_not_measured_yet_keeps_two_a_process_whatever_its_function_cost() -> None:
+    """The function's cost is another job's: this job's items may cost far more
+    (seed (a) after (c)), and a pool filled by a wrong estimate would hold
+    seconds of work that a cancel or a retry due could not get ahead of."""
+    s = Scheduler(2, measured(2e-7))  # "earlier" ran cheap items; "a" never ran
+    s.accept(delivery("a", 0, 100, chunksize=1))
+    drain(s)
+    assert len(s.in_pool) == 2 * 2
+
+
 def test_the_pool_holds_no_more_than_its_share_of_short_work() -> None:
     per_item = 1e-3  # a chunk of one item: 1 ms
-    s = Scheduler(2, measured(per_item))
+    s = Scheduler(2, _job_ran(measured(per_item), "c", per_item))
     s.accept(delivery("c", 0, 100, chunksize=1))
     drain(s)
     assert 2 * 2 < len(s.in_pool) < MOST_IN_POOL * 2

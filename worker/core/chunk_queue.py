@@ -105,7 +105,7 @@ class ChunkQueue(HeldBooks):
     def _pool_full(self, coming: Chunk) -> bool:
         """Whether ``coming`` must wait: two chunks per process are in the pool,
         and more only while the work in it, ``coming`` counted, is short by
-        every job's measured cost (``POOL_WORK_SECONDS``, ``MOST_IN_POOL``)."""
+        each job's own measured cost (``POOL_WORK_SECONDS``, ``MOST_IN_POOL``)."""
         held = len(self.in_pool)
         if held < 2 * self.processes:
             return False
@@ -113,7 +113,10 @@ class ChunkQueue(HeldBooks):
             return True
         work = 0.0
         for chunk in (coming, *self.in_pool):
-            cost = self._cost(chunk.batch.entry)
+            # The job's own cost, not the function's: a job of dear items cut by
+            # a cheap job's cost would fill the pool with seconds of work, which
+            # a cancel or a retry due could no longer get ahead of.
+            cost = self.sizer.job_cost(chunk.batch.entry.job_id)
             if cost is None:
                 return True  # not measured: no more than two a process
             work += chunk.size * cost
