@@ -82,6 +82,18 @@ def test_only_batches_of_calls_are_announced() -> None:
     assert sent == [] and announcements.next_due() is None
 
 
+def test_the_same_entry_id_in_two_queues_is_two_calls() -> None:
+    """Entry ids are per stream: two queues may both hold ``1-0``."""
+    announcements, clock, sent = _announcements()
+    first = _call(0)
+    other = Delivery(QueueKeys("other"), first.entry_id, first.fields)
+    announcements.later([first, other])
+    announcements.drop([first])  # recorded
+    clock.now += 1.0
+    announcements.send_due()
+    assert sent == [([b"1-0"], False)] and announcements.next_due() is None
+
+
 def test_a_call_handed_back_is_not_announced_after_its_h_event() -> None:
     announcements, clock, sent = _announcements()
     call = _call(0)
@@ -119,3 +131,27 @@ def test_an_s_event_being_sent_is_never_overtaken_by_an_h_event() -> None:
     writer.join(10)
     back.join(10)
     assert order == [False, True]
+
+
+def test_a_hand_back_tells_the_producers_of_its_own_queues_calls() -> None:
+    """Held calls are known by (queue, entry id): another queue's entry of the
+    same id, recorded and forgotten, takes nothing from this one's h= event."""
+    from worker.sources.streams.held_entries import HeldEntries
+
+    sent: list[tuple[list[tuple[str, bytes]], bool]] = []
+
+    def send(deliveries: list[Delivery], handed_back: bool) -> None:
+        sent.append(([(d.queue.name, d.entry_id) for d in deliveries], handed_back))
+
+    class NoRedis:
+        def hand_back(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    held = HeldEntries(NoRedis(), 30.0, Announcements(send))  # type: ignore[arg-type]
+    first = _call(0)
+    other = Delivery(QueueKeys("other"), first.entry_id, first.fields)
+    held.hold(first)
+    held.hold(other)
+    held.forget(other)  # recorded
+    held.hand_back()
+    assert sent == [([("default", b"1-0")], True)]

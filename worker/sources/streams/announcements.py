@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from taskfan.keys import QueueKeys
 from worker.core.batches import Delivery
 from worker.sources.streams.batch_reads import call_of
 
@@ -44,8 +45,9 @@ class Announcements:
         self._after = after
         #: guards ``_due``, and orders every event sent (s= before a later h=)
         self._lock = threading.Lock()
-        #: entry id -> (delivery, when to announce it); in the order taken
-        self._due: dict[bytes, tuple[Delivery, float]] = {}
+        #: (queue, entry id) -> (delivery, when to announce it); in the order
+        #: taken (entry ids are per stream: two queues may both have an id)
+        self._due: dict[tuple[QueueKeys, bytes], tuple[Delivery, float]] = {}
 
     def later(self, deliveries: Iterable[Delivery]) -> bool:
         """Announce the calls among these once ``ANNOUNCE_AFTER`` passed, unless
@@ -56,7 +58,7 @@ class Announcements:
         with self._lock:
             for delivery in deliveries:
                 if delivery.skip is None and call_of(delivery) is not None:
-                    self._due[delivery.entry_id] = (delivery, due)
+                    self._due[delivery.queue, delivery.entry_id] = (delivery, due)
                     added = True
         return added
 
@@ -64,7 +66,7 @@ class Announcements:
         """These are recorded (or let go): their producers learn it from the record."""
         with self._lock:
             for delivery in deliveries:
-                self._due.pop(delivery.entry_id, None)
+                self._due.pop((delivery.queue, delivery.entry_id), None)
 
     def next_due(self) -> float | None:
         """Seconds until the earliest announcement is due (0: now); None with none."""
@@ -81,7 +83,7 @@ class Announcements:
             now = self._clock()
             due = [d for d, when in self._due.values() if when <= now]
             for delivery in due:
-                del self._due[delivery.entry_id]
+                del self._due[delivery.queue, delivery.entry_id]
             if due:
                 self._send(due, False)
 
@@ -90,5 +92,5 @@ class Announcements:
         after them. Raises what sending raised."""
         with self._lock:
             for delivery in deliveries:
-                self._due.pop(delivery.entry_id, None)
+                self._due.pop((delivery.queue, delivery.entry_id), None)
             self._send(list(deliveries), True)

@@ -36,15 +36,15 @@ class HeldEntries:
         self.announcements = announcements or Announcements(node_redis.announce)
         self._lock = threading.Lock()
         self._held: dict[QueueKeys, set[bytes]] = {}
-        #: the held entries of submit calls, by entry id: handing one back tells
+        #: the held entries of submit calls, by (queue, entry id): handing one back tells
         #: its producer (its future is pending again, and may be cancelled)
-        self._calls: dict[bytes, Delivery] = {}
+        self._calls: dict[tuple[QueueKeys, bytes], Delivery] = {}
 
     def hold(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.setdefault(delivery.queue, set()).add(delivery.entry_id)
             if call_of(delivery) is not None:
-                self._calls[delivery.entry_id] = delivery
+                self._calls[delivery.queue, delivery.entry_id] = delivery
 
     def holds(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -53,13 +53,14 @@ class HeldEntries:
     def forget(self, delivery: Delivery) -> None:
         with self._lock:
             self._held.get(delivery.queue, set()).discard(delivery.entry_id)
-            self._calls.pop(delivery.entry_id, None)
+            self._calls.pop((delivery.queue, delivery.entry_id), None)
 
     def _unstart(self, held: dict[QueueKeys, list[Any]]) -> None:
         """Before handing entries back: tell the producers of the calls among
         them that they are not running (``h=`` events). Advisory: logged."""
         with self._lock:
-            calls = [self._calls[i] for ids in held.values() for i in ids if i in self._calls]
+            keys = [(queue, i) for queue, ids in held.items() for i in ids]
+            calls = [self._calls[key] for key in keys if key in self._calls]
         if calls:
             try:
                 self.announcements.handed_back(calls)
