@@ -219,3 +219,44 @@ def test_backoff_doubles_within_its_jitter(attempt: int) -> None:
     options = TaskOptions(retries=5, backoff=1.0, backoff_max=3.0)
     ceiling = min(3.0, 2 ** (attempt - 1))
     assert ceiling / 2 <= backoff_delay(attempt, options) <= ceiling
+
+
+def test_a_stopping_nodes_check_for_batches_waiting_on_retries_skips_the_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopping node asks on every turn of its loop which batches it has not
+    started and which only wait for retries (``take_unstarted``,
+    ``take_waiting``). With a batch of one-item chunks that took a
+    pass over every waiting chunk, so each chunk cost a pass over all the others
+    through the grace period (the cause of 8ab3192's defect, in another place)."""
+    s = Scheduler(1, ChunkSizer(1))
+    s.accept(delivery(0, flaky(tmp_path / "a", [1]), TEN_SECONDS))  # waits for a retry
+    (waiting,) = drain(s, now=0.0)
+    s.done(waiting, run(waiting), now=0.0)
+    s.accept(delivery(1, list(range(2_000)), TaskOptions(), chunksize=1))
+    started = s.next_chunk()
+    assert started is not None
+    s.sent(started, 0.0)  # one of its chunks runs: it is not "unstarted"
+    assert len(s.pending) == 1_999
+    from worker.core.pending import PendingChunks
+
+    walked = 0
+    walk, replace = PendingChunks.__iter__, PendingChunks.replace
+
+    def counted(self: PendingChunks) -> Any:
+        nonlocal walked
+        walked += 1
+        return walk(self)
+
+    def counted_replace(self: PendingChunks, chunks: Any) -> None:
+        nonlocal walked
+        walked += 1
+        replace(self, chunks)
+
+    monkeypatch.setattr(PendingChunks, "__iter__", counted)
+    monkeypatch.setattr(PendingChunks, "replace", counted_replace)
+    assert s.take_unstarted() == []
+    assert s.take_waiting(after=30.0) == []  # its retry is due within the grace period
+    (batch,) = s.take_waiting(after=5.0)
+    assert batch is waiting.batch
+    assert walked == 0

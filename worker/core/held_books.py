@@ -149,6 +149,8 @@ class HeldBooks:
             for b in self.batches.values()
             if not b.blobs and not b.retried and not b.let_go and id(b) not in started
         ]
+        if not unstarted:  # (asked on every turn of a stopping node's loop)
+            return []
         gone = {id(b) for b in unstarted}
         self.pending.keep(lambda c: id(c.batch) not in gone)
         for batch in unstarted:
@@ -171,8 +173,12 @@ class HeldBooks:
         return waiting
 
     def _busy(self) -> set[int]:
-        """ids of the batches with a chunk in the pool or waiting to go there."""
-        return {id(c.batch) for c in (*self.in_pool, *self.suspects, *self.pending)}
+        """ids of the batches with a chunk in the pool or waiting to go there
+        (those waiting from ``PendingChunks``' sums: a stopping node asks on
+        every turn of its loop, with thousands of chunks waiting)."""
+        busy = set(self.pending.batch_ids())
+        busy.update(id(c.batch) for c in (*self.in_pool, *self.suspects))
+        return busy
 
     def release(self, delivery: Delivery) -> None:
         """The batch is recorded and acknowledged, or handed back: forget it."""

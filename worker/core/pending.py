@@ -3,15 +3,16 @@
 The node's loop weighs the work waiting on every turn (``Scheduler.batches_wanted``),
 and a job at ``chunksize=1`` leaves thousands of chunks waiting: a pass over them
 per turn made each chunk cost a pass over all the others. ``PendingChunks`` keeps,
-as chunks come and go, how many wait and how many items each (job, function)
-has among them, so weighing them is a look per job. Part of the node's
+as chunks come and go, how many wait, how many items each (job, function) has
+among them and which batches they are of, so weighing them is a look per job
+and finding the batches still busy a look per batch. Part of the node's
 ``Scheduler``; no I/O.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, KeysView
 
 from worker.core.batches import Chunk
 
@@ -25,6 +26,8 @@ class PendingChunks:
     def __init__(self, chunks: Iterable[Chunk] = ()) -> None:
         self._chunks: deque[Chunk] = deque()
         self._items: Waiting = {}
+        #: chunks waiting, by their batch's id
+        self._batches: dict[int, int] = {}
         for chunk in chunks:
             self.append(chunk)
 
@@ -68,6 +71,7 @@ class PendingChunks:
         """These chunks wait now, in this order, in place of those before."""
         self._chunks.clear()
         self._items.clear()
+        self._batches.clear()
         for chunk in chunks:
             self.append(chunk)
 
@@ -77,6 +81,10 @@ class PendingChunks:
         """Items waiting, by (job id, function reference): a view, not a copy."""
         return self._items
 
+    def batch_ids(self) -> KeysView[int]:
+        """ids of the batches with chunks waiting: a view, not a copy."""
+        return self._batches.keys()
+
     def _add(self, chunk: Chunk, sign: int) -> None:
         entry = chunk.batch.entry
         where = (entry.job_id, entry.fn_ref)
@@ -85,3 +93,9 @@ class PendingChunks:
             self._items[where] = left
         else:
             self._items.pop(where, None)
+        batch = id(chunk.batch)
+        chunks = self._batches.get(batch, 0) + sign
+        if chunks:
+            self._batches[batch] = chunks
+        else:
+            self._batches.pop(batch, None)
