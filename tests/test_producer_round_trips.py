@@ -89,11 +89,9 @@ def test_a_reattached_handle_reads_the_meta_first(counting: Counting, r: redis.R
     assert counting.trips[0] == "hgetall", counting.trips
 
 
-def test_a_map_s_handle_reads_a_retried_job_s_overlays(counting: Counting, r: redis.Redis) -> None:
-    """The meta read with the first events is the one Redis holds then: a
-    retry round another process sent shows (its overlays), as a meta read
-    first would show it."""
-    job = Client(counting).map(tasks.square, range(10), batch_size=5)
+def _record_two_batches_one_item_failed(r: redis.Redis, job_id: str) -> None:
+    """Record the job's batches 0 and 1 (items 0-4, 5-9) as a node would, item 5
+    failed."""
     for index, start in enumerate((0, 5)):
         values: list[Any] = [x * x for x in range(start, start + 5)]
         errors: list[Any] = []
@@ -102,7 +100,15 @@ def test_a_map_s_handle_reads_a_retried_job_s_overlays(counting: Counting, r: re
             errors = [[0, "ValueError", "bad", "Traceback ...", None, 5]]
         blob = pickle.dumps([values, errors, []], protocol=5)
         entry = encode_result(start, 5, len(errors), [blob])
-        scripts.record_batch(r, JobKeys(job.id), index, entry, 5 - len(errors), len(errors), 0.0)
+        scripts.record_batch(r, JobKeys(job_id), index, entry, 5 - len(errors), len(errors), 0.0)
+
+
+def test_a_map_s_handle_reads_a_retried_job_s_overlays(counting: Counting, r: redis.Redis) -> None:
+    """The meta read with the first events is the one Redis holds then: a
+    retry round another process sent shows (its overlays), as a meta read
+    first would show it."""
+    job = Client(counting).map(tasks.square, range(10), batch_size=5)
+    _record_two_batches_one_item_failed(r, job.id)
     assert Client(r).job(job.id).retry_failed() == 1  # another process retries
     retried = pickle.dumps([[25], [], []], protocol=5)
     entry = encode_result(5, 1, 0, [retried], offsets=[0])
@@ -116,15 +122,7 @@ def test_results_read_with_the_events_keep_a_retry_round_s_overlays(r: redis.Red
     """Results fetched with the events are a batch's entry and its retries'
     entries, as read before."""
     job = Client(r).map(tasks.square, range(10), batch_size=5)
-    for index, start in enumerate((0, 5)):
-        values: list[Any] = [x * x for x in range(start, start + 5)]
-        errors: list[Any] = []
-        if index == 1:
-            values[0] = None
-            errors = [[0, "ValueError", "bad", "Traceback ...", None, 5]]
-        blob = pickle.dumps([values, errors, []], protocol=5)
-        entry = encode_result(start, 5, len(errors), [blob])
-        scripts.record_batch(r, JobKeys(job.id), index, entry, 5 - len(errors), len(errors), 0.0)
+    _record_two_batches_one_item_failed(r, job.id)
     assert job.retry_failed() == 1
     retried = pickle.dumps([[25], [], []], protocol=5)
     entry = encode_result(5, 1, 0, [retried], offsets=[0])

@@ -12,13 +12,13 @@ meanwhile has its waiting chunks re-cut larger
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from taskfan.bounds import MAX_TIMEOUT, capped
 from taskfan.protocol import BatchEntry
 from worker.core.batches import Batch, Chunk
 from worker.core.chunk_sizing import REGROW, regrown
 from worker.core.held_books import HeldBooks
+from worker.core.pending import PendingChunks
 
 #: batches a node holds per process, at most (reached only when many wait for retries)
 HELD_PER_PROCESS = 64
@@ -78,14 +78,11 @@ class ChunkQueue(HeldBooks):
         on every turn of the node's loop, with thousands of chunks waiting."""
         if self.suspects or not (self.pending or self.in_pool):
             return 0
-        if self.pending:  # in the pool: at most their work
-            waiting, chunks = self.pending.waiting().items(), len(self.pending)
-        else:
-            waiting = _items_by_job(self.in_pool).items()
-            chunks = len(self.in_pool)
-        work = chunks * CHUNK_SECONDS
-        for (job_id, fn_ref), items in waiting:
-            cost = self.sizer.job_cost(job_id) or self.sizer.cost(fn_ref)
+        # with none waiting, those in the pool: at most their work
+        chunks = self.pending or PendingChunks(self.in_pool)
+        work = len(chunks) * CHUNK_SECONDS
+        for (job_id, fn_ref), items in chunks.waiting().items():
+            cost = self._cost_of(job_id, fn_ref)
             if cost is None:
                 return 0  # not measured: a chunk per process is ahead already
             work += items * cost
@@ -98,7 +95,11 @@ class ChunkQueue(HeldBooks):
         return min(MOST_AHEAD * self.processes, max(1, math.ceil(want / per_batch)))
 
     def _cost(self, entry: BatchEntry) -> float | None:
-        return self.sizer.job_cost(entry.job_id) or self.sizer.cost(entry.fn_ref)
+        return self._cost_of(entry.job_id, entry.fn_ref)
+
+    def _cost_of(self, job_id: str, fn_ref: str) -> float | None:
+        """The job's own measured cost per item, else its function's."""
+        return self.sizer.job_cost(job_id) or self.sizer.cost(fn_ref)
 
     # ----------------------------------------------------------------- to the pool
 
@@ -198,13 +199,3 @@ class ChunkQueue(HeldBooks):
                 grown[id(batch)] = batch
         if grown:
             self.pending.replace(list(regrown(self.pending, grown, self.processes)))
-
-
-def _items_by_job(chunks: Iterable[Chunk]) -> dict[tuple[str, str], int]:
-    """Items of ``chunks`` by (job id, function reference)."""
-    items: dict[tuple[str, str], int] = {}
-    for chunk in chunks:
-        entry = chunk.batch.entry
-        where = (entry.job_id, entry.fn_ref)
-        items[where] = items.get(where, 0) + chunk.size
-    return items

@@ -41,7 +41,7 @@ class Reader(OnDemand):
         settings: Settings,
         events: Events,
         source: Source,
-        taken: Callable[[list[Delivery]], None] | None = None,
+        taken: Callable[[list[Delivery]], None],
     ) -> None:
         super().__init__()
         self.source = source
@@ -49,7 +49,7 @@ class Reader(OnDemand):
         self.settings = settings
         self.events = events
         #: told what each read brought, once handed on: their calls are
-        #: announced (``announcements``); without it, at once
+        #: announced in a moment (``announcements``)
         self.taken = taken
 
     def interrupt(self) -> None:
@@ -85,17 +85,7 @@ class Reader(OnDemand):
                 backoff.wait(self.closed)
             self.events.put(Read(self.source, entries=found, found=bool(found)))
             if found:
-                self._announce(found)
-
-    def _announce(self, found: list[Delivery]) -> None:
-        """Submit calls taken: their producers' futures turn running (advisory)."""
-        if self.taken is not None:
-            self.taken(found)
-            return
-        try:
-            self.redis.announce_calls(found)
-        except TRANSIENT as exc:
-            log.warning("could not tell producers their calls started: %s", exc)
+                self.taken(found)
 
 
 #: why record.lua refused a batch's results, by its answer
@@ -123,7 +113,7 @@ class Writer:
         node_redis: NodeRedis,
         events: Events,
         source: Source,
-        announcements: Announcements | None = None,
+        announcements: Announcements,
     ) -> None:
         self.source = source
         self.redis = node_redis
@@ -171,27 +161,22 @@ class Writer:
                 break
             if isinstance(more, Completed):
                 done.append(more)
-        if self.announcements is not None:  # recorded now: their record says it
-            self.announcements.drop(c.delivery for c in done)
+        self.announcements.drop(c.delivery for c in done)  # their record says it
         return done
 
     def _next(self) -> Completed | None:
         """The next batch to record (None: closed), sending announcements as
         they fall due meanwhile."""
         while True:
-            timeout = None
-            if self.announcements is not None:
-                self._send_due()
-                timeout = self.announcements.next_due()
+            self._send_due()
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=self.announcements.next_due())
             except queue.Empty:
                 continue
             if item is None or isinstance(item, Completed):
                 return item
 
     def _send_due(self) -> None:
-        assert self.announcements is not None
         try:
             self.announcements.send_due()
         except TRANSIENT as exc:  # advisory: the batch runs, its record settles it
