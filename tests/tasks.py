@@ -515,3 +515,11 @@ def stray_thread(x: Any) -> Any:
     cannot exit (Python joins such threads at exit) until the thread ends."""
     threading.Thread(target=threading.Event().wait, args=(STRAY_SECONDS,)).start()
     return x
+
+
+def frozen_objects(x: Any) -> int:
+    """How many objects this process's garbage collector leaves alone for good
+    (``gc.freeze``): the pool process's start-up objects, once it froze them."""
+    import gc
+
+    return gc.get_freeze_count()

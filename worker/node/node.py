@@ -45,6 +45,7 @@ stays held, its lease refreshed, until every item has its final outcome.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import queue
 import threading
@@ -184,6 +185,11 @@ class Node:
             thread = threading.Thread(target=target, name=f"taskfan-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        # Objects alive now live as long as the node: out of every collection
+        # while it runs (worker.pool.child.freeze_start_up says why), and given
+        # back when it stops, for a program that ran the node in its own process.
+        gc.collect()
+        gc.freeze()
         try:
             while not self._finished():
                 self._demand.ask(stopping=self._stop.is_set(), now=self.clock())
@@ -197,7 +203,10 @@ class Node:
                         self._outbox.complete(completed)
                     self._feed.submit()
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                gc.unfreeze()
         return 0
 
     def _finished(self) -> bool:
