@@ -61,6 +61,22 @@ def test_a_call_a_node_runs_is_running_and_cannot_be_cancelled(
         assert future.result(timeout=60) is True
 
 
+def test_a_call_read_while_the_writer_looks_on_its_own_turns_running(
+    redis_url: str, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A call read within a second of the one before does not wake the node's
+    writer (``worker.sources.streams.announcements``): the writer finds its
+    announcement due on its own, and the future turns running all the same."""
+    start_worker()
+    event = FileEvent(str(tmp_path / "go"))
+    with Executor(redis_url) as executor:
+        assert executor.submit(tasks.add, 1, 2).result(timeout=60) == 3
+        future = executor.submit(calls.wait_for, event)
+        _until(future.running, "the future never turned running")
+        event.set()
+        assert future.result(timeout=60) is True
+
+
 def test_a_call_handed_back_can_be_cancelled(
     redis_url: str, r: redis.Redis, start_worker: StartWorker, tmp_path: Path
 ) -> None:

@@ -125,7 +125,7 @@ class Writer:
         self._queue.put(completed)
 
     def wake(self) -> None:
-        """An announcement was added: time it."""
+        """An announcement was added while the writer slept: time it."""
         self._queue.put(_WAKE)
 
     def close(self) -> None:
@@ -170,7 +170,7 @@ class Writer:
         while True:
             self._send_due()
             try:
-                item = self._queue.get(timeout=self.announcements.next_due())
+                item = self._queue.get(timeout=self.announcements.wait())
             except queue.Empty:
                 continue
             if item is None or isinstance(item, Completed):

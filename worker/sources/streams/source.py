@@ -50,7 +50,7 @@ class StreamsSource:
 
     def _taken(self, found: Sequence[Delivery]) -> None:
         """The reader handed these on: their calls are announced in a moment,
-        by the writer (woken to time it), unless recorded first."""
+        by the writer (woken to time it if it sleeps), unless recorded first."""
         if self.announcements.later(found):
             self.writer.wake()
 
