@@ -9,6 +9,11 @@ over both):
   (``concurrent.futures.wait``). Goal: taskfan within 1.5x of the local pool.
 - **roundtrip**: ``round_trips`` sequential ``submit(noop, i).result()`` calls;
   the p50 and p99 of one call. Goal: taskfan's p50 at most 0.5 ms on loopback.
+- **floor**: what any round trip through Redis and a process pool takes at
+  least here: a Redis ping-pong between two processes (an ``XADD``, an echo
+  process woken in ``XREAD BLOCK`` adds the entry to a reply stream, the caller
+  wakes in its own ``XREAD BLOCK``: no pool, no taskfan), plus the local pool's
+  round trip. A taskfan call needs both, and then its own work.
 
 Both executors are warm: the local pool's processes are started, the node is
 ready and has run the function, and each executor has a submit behind it.
@@ -17,10 +22,15 @@ ready and has run the function, and each executor has a submit behind it.
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import statistics
 import time
+import uuid
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
+
+import redis
 
 from benchmarks.measure import percentile
 from benchmarks.tasks import noop
@@ -37,9 +47,11 @@ def measure_executor(
 ) -> dict[str, Any]:
     bursts: dict[str, list[float]] = {"local": [], "taskfan": []}
     trips: dict[str, list[dict[str, float]]] = {"local": [], "taskfan": []}
+    pings: list[dict[str, float]] = []
     with (
         concurrent.futures.ProcessPoolExecutor(2) as local,
         Executor(redis_url, queue) as remote,
+        PingPong(redis_url) as ping_pong,
     ):
         executors: dict[str, concurrent.futures.Executor] = {"local": local, "taskfan": remote}
         for executor in executors.values():  # warm: processes up, the function imported
@@ -55,6 +67,8 @@ def measure_executor(
                 run = round_trip(executors[name], round_trips)
                 trips[name].append(run)
                 say(f"round trip, {name}: p50 {run['p50_ms']:.3f} ms, p99 {run['p99_ms']:.3f} ms")
+            pings.append(ping_pong.run(round_trips))
+            say(f"Redis ping-pong: p50 {pings[-1]['p50_ms']:.3f} ms")
     ratios = [t / loc for t, loc in zip(bursts["taskfan"], bursts["local"], strict=True)]
     return {
         "calls": calls,
@@ -73,7 +87,17 @@ def measure_executor(
             }
             for name, runs in trips.items()
         },
+        "floor": floor(pings, trips["local"]),
     }
+
+
+def floor(pings: list[dict[str, float]], local: list[dict[str, float]]) -> dict[str, Any]:
+    """The floor of a round trip through Redis and a process pool: the medians
+    of the ping-pong's and of the local pool's p50s, and their sum."""
+    redis_ms = statistics.median(r["p50_ms"] for r in pings)
+    pool_ms = statistics.median(r["p50_ms"] for r in local)
+    return {"runs": pings, "redis_p50_ms": redis_ms, "pool_p50_ms": pool_ms,
+            "p50_ms": redis_ms + pool_ms}  # fmt: skip
 
 
 def burst(executor: concurrent.futures.Executor, calls: int) -> float:
@@ -96,3 +120,60 @@ def round_trip(executor: concurrent.futures.Executor, calls: int) -> dict[str, f
             raise RuntimeError("a round trip's result is wrong")
         samples.append(time.perf_counter() - started)
     return {"p50_ms": percentile(samples, 50) * 1000, "p99_ms": percentile(samples, 99) * 1000}
+
+
+class PingPong:
+    """An echo process on the suite's Redis: ``run`` times ``XADD`` there and
+    the echo's answer back, nothing else (the Redis part of the floor)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = redis.Redis.from_url(redis_url)
+        prefix = f"taskfan-bench:ping:{uuid.uuid4().hex}"
+        self.calls, self.replies = f"{prefix}:calls", f"{prefix}:replies"
+        self.process = multiprocessing.get_context().Process(
+            target=_echo, args=(redis_url, self.calls, self.replies), daemon=True
+        )
+        self.last = b"0"
+
+    def __enter__(self) -> PingPong:
+        self.process.start()
+        self.run(10)  # warm: the echo connected and answering
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.redis.xadd(self.calls, {"stop": 1})
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+        self.redis.delete(self.calls, self.replies)
+        self.redis.close()
+
+    def run(self, calls: int) -> dict[str, float]:
+        """p50 and p99, in ms, of ``calls`` ping-pongs made one after another."""
+        samples = []
+        for i in range(calls):
+            started = time.perf_counter()
+            self.redis.xadd(self.calls, {"i": i})
+            reply: Any = self.redis.xread({self.replies: self.last}, count=1, block=0)
+            samples.append(time.perf_counter() - started)
+            ((_, [(self.last, fields)]),) = reply
+            if fields != {b"i": str(i).encode()}:
+                raise RuntimeError("a ping-pong's answer is wrong")
+        return {"p50_ms": percentile(samples, 50) * 1000, "p99_ms": percentile(samples, 99) * 1000}
+
+
+def _echo(redis_url: str, calls: str, replies: str) -> None:
+    """The far side of a ping-pong: each entry of ``calls`` is added to
+    ``replies``, until an entry says stop."""
+    r = redis.Redis.from_url(redis_url)
+    last: Any = b"0"
+    while True:
+        reply: Any = r.xread({calls: last}, count=16, block=0)
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                if b"stop" in fields:
+                    return
+                r.xadd(replies, fields)
+                last = entry_id

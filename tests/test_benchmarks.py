@@ -55,6 +55,11 @@ def test_quick_suite_writes_every_scenario(quick_run: tuple[Path, dict[str, Any]
     executor = data["executor"]  # Executor.submit beside ProcessPoolExecutor(2) (issue 18)
     assert executor["burst"]["ratio"]["worst"] >= executor["burst"]["ratio"]["median"] > 0
     assert executor["round_trip"]["taskfan"]["p50_ms"] > 0
+    # the floor of any round trip through Redis and a process pool, same run
+    floor = executor["floor"]
+    assert floor["redis_p50_ms"] > 0 and floor["pool_p50_ms"] > 0
+    assert floor["p50_ms"] == floor["redis_p50_ms"] + floor["pool_p50_ms"]
+    assert "floor of a round trip" in markdown
     assert "`Executor.submit` burst" in markdown
     assert data["enqueue"]["generator"]["items_per_s"] > 0
     assert data["rss"]["after_total"]["tree_peak_mib"] > 0
