@@ -100,8 +100,13 @@ def freeze_start_up() -> None:
     as it does) out of every later garbage collection (``gc.freeze``). Else the
     first chunk of many items starts the process's first full collection, which
     walks all of them: decoding 25,000 items took 12 ms instead of 2 ms, once in
-    every new process (docs/performance.md, "The first (c) on a fresh node")."""
-    gc.collect()
+    every new process (docs/performance.md, "The first (c) on a fresh node").
+
+    No ``gc.collect()`` first, as the CPython docs advise for forked children:
+    in a process forked from the node or its forkserver, a collection writes to
+    every inherited object and copies its pages, 15 ms at each process start
+    (each chunk, under ``max_tasks_per_child=1``); the freeze alone takes
+    microseconds. What was garbage at the fork stays, for the process's life."""
     gc.freeze()
 
 
