@@ -23,7 +23,7 @@ from collections import defaultdict
 
 from benchmarks.config import FULL, QUICK
 from benchmarks.processes import NodeProcess
-from benchmarks.runners import make_items, time_local, time_taskfan
+from benchmarks.runners import make_items, settle_heap, time_local, time_taskfan
 from producer import Client
 from taskfan.server import RedisServer
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     items = {n: make_items(s.items, s.num_calc) for n, s in plan.scenarios.items()}
+    settle_heap()
     local: dict[tuple[str, int], list[float]] = defaultdict(list)
     taskfan: dict[str, list[float]] = defaultdict(list)
     print(f"load {os.getloadavg()[0]:.1f} at the start")

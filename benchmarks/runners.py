@@ -6,6 +6,7 @@ the caller checks against the local pool's.
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,16 @@ def make_items(count: int, num_calc: int, seed: int = 5) -> Items:
     """``count`` task inputs ``(v, num_calc)``, v in [0, 1), the same for every runner."""
     rng = random.Random(seed)
     return [(rng.random(), num_calc) for _ in range(count)]
+
+
+def settle_heap() -> None:
+    """Leave what this process holds now (the inputs of every run, made once)
+    out of its later garbage collections (``gc.freeze``). Its full collections
+    walked them, 17-20 ms each (issue 18's interleaved run: a few per
+    invocation), inside whichever run was timed then, local or taskfan: noise
+    of the harness, not of either system."""
+    gc.collect()
+    gc.freeze()
 
 
 def time_local(items: Items, chunksize: int, processes: int = 2) -> tuple[float, list[Any]]:

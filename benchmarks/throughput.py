@@ -23,7 +23,7 @@ from benchmarks.config import AUTO, SLOW_REPEATS, SLOW_SECONDS, Scenario
 from benchmarks.measure import Run
 from benchmarks.peers import digest
 from benchmarks.peers.cluster import PeerCluster
-from benchmarks.runners import Items, make_items, time_local, time_taskfan
+from benchmarks.runners import Items, make_items, settle_heap, time_local, time_taskfan
 from producer import Client
 
 Say = Callable[[str], None]
@@ -103,6 +103,7 @@ def measure_scenario(
     """Time every setting ``repeats`` times, the ``peers`` too; RQ too when
     ``rq_url`` is given."""
     items = make_items(scenario.items, scenario.num_calc)
+    settle_heap()
     local = [Run("local", len(items), chunksize=c) for c in scenario.local_chunksizes]
     taskfan = [
         Run("taskfan", len(items), batch_size=b, chunksize=c)
